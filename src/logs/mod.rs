@@ -1,0 +1,15 @@
+//! The pure core of the log adapter: no I/O, no clock, no HTTP.
+//!
+//! * [`line`]: splitting pages, placeholders, record times;
+//! * [`snapshot`]: a burst of pages → one consistent snapshot;
+//! * [`follower`]: the append-only view of one instance and its completeness;
+//! * [`status`]: instance status and the facts the follower needs.
+
+pub mod follower;
+pub mod line;
+pub mod snapshot;
+pub mod status;
+
+pub use follower::{Applied, Follower, NeedFullRead, Plan, Timing};
+pub use snapshot::{assemble, RawPage, Snapshot, SnapshotError};
+pub use status::{InstanceFacts, Status};
