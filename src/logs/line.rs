@@ -126,16 +126,30 @@ mod tests {
 
     #[test]
     fn recognises_placeholders_only_in_their_exact_shape() {
-        assert_eq!(classify(1, "SYSTEM: There is no online log for this job instance.\n"), PageText::NoLog);
-        assert_eq!(classify(1, "SYSTEM: There is no online log for this job instance.\r\n"), PageText::NoLog);
+        assert_eq!(
+            classify(1, "SYSTEM: There is no online log for this job instance.\n"),
+            PageText::NoLog
+        );
+        assert_eq!(
+            classify(
+                1,
+                "SYSTEM: There is no online log for this job instance.\r\n"
+            ),
+            PageText::NoLog
+        );
         assert!(matches!(classify(1, PREPARING), PageText::Transient(_)));
         assert!(matches!(
-            classify(1, "oms-server execution exception, caused by NullPointerException: "),
+            classify(
+                1,
+                "oms-server execution exception, caused by NullPointerException: "
+            ),
             PageText::Transient(_)
         ));
         // With a separator it is a real (if odd) line, not a StringPage.simple placeholder.
-        assert_eq!(classify(1, "log file is being prepared, please try again later.\n"),
-            PageText::Lines(vec![PREPARING]));
+        assert_eq!(
+            classify(1, "log file is being prepared, please try again later.\n"),
+            PageText::Lines(vec![PREPARING])
+        );
         assert_eq!(classify(0, ""), PageText::Lines(vec![]));
     }
 
@@ -145,7 +159,10 @@ mod tests {
         let b = record_time("2024-06-02 16:00:05.124 [10.0.0.21:27777] INFO y").unwrap();
         assert_eq!(b - a, 86_400_001);
         assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(record_time("\tat java.lang.Thread.run(Thread.java:748)"), None);
+        assert_eq!(
+            record_time("\tat java.lang.Thread.run(Thread.java:748)"),
+            None
+        );
         assert_eq!(record_time(""), None);
         assert_eq!(record_time("2024-06-01 16:00:05.123 INFO no worker"), None);
     }

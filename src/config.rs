@@ -1,0 +1,356 @@
+//! Typed configuration: `config.toml` (or `--config FILE`), then environment variables
+//! `POWERTAIL_<SECTION>__<KEY>` over single keys, then validation with messages that
+//! name the offending key. Secrets are [`SecretString`]s: never in `Debug`, logs or errors.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer, Serialize};
+use url::Url;
+
+use crate::logs::Timing;
+
+/// Prefix of the environment variables that override single keys.
+pub const ENV_PREFIX: &str = "POWERTAIL_";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP listener.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The PowerJob cluster.
+    pub powerjob: PowerJobConfig,
+    /// Log following and caching.
+    #[serde(default)]
+    pub logs: LogsConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the API listens on.
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// `[powerjob]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerJobConfig {
+    /// Servers tried in order; the first that answers serves the request.
+    #[serde(deserialize_with = "urls")]
+    pub addresses: Vec<Url>,
+    /// OpenAPI app name.
+    pub app_name: String,
+    /// OpenAPI app password.
+    pub app_password: SecretString,
+    /// 5.x console user for `/instance/log` (empty on 4.x).
+    #[serde(default = "empty_string")]
+    pub console_username: String,
+    /// 5.x console password.
+    #[serde(default = "empty_secret")]
+    pub console_password: SecretString,
+    /// Per-request timeout; above the server's 5 s file preparation + 5 s forwarding.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// The server's log file cache time (`LOG_CACHE_TIME`).
+    #[serde(default = "defaults::log_cache_ms")]
+    pub log_cache_ms: u64,
+    /// How often workers ship their log lines.
+    #[serde(default = "defaults::worker_flush_ms")]
+    pub worker_flush_ms: u64,
+    /// Allowance for clock differences between powertail, the server and workers.
+    #[serde(default = "defaults::clock_skew_ms")]
+    pub clock_skew_ms: u64,
+}
+
+/// `[logs]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// At most one upstream refresh per instance per interval.
+    pub refresh_interval_ms: u64,
+    /// No upstream log read before an instance ran this long.
+    pub first_read_delay_ms: u64,
+    /// Bound of the bytes of cached log lines.
+    pub cache_max_bytes: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig {
+            refresh_interval_ms: 1_000,
+            first_read_delay_ms: 8_000,
+            cache_max_bytes: 256 << 20,
+        }
+    }
+}
+
+mod defaults {
+    pub fn request_timeout_ms() -> u64 {
+        15_000
+    }
+    pub fn log_cache_ms() -> u64 {
+        10_000
+    }
+    pub fn worker_flush_ms() -> u64 {
+        5_000
+    }
+    pub fn clock_skew_ms() -> u64 {
+        1_000
+    }
+}
+
+fn empty_string() -> String {
+    String::new()
+}
+
+fn empty_secret() -> SecretString {
+    SecretString::from(String::new())
+}
+
+/// Accepts a TOML list or, from the environment, one string with comma-separated URLs.
+fn urls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Url>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let raw = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        OneOrMany::Many(v) => v,
+    };
+    raw.iter()
+        .map(|s| {
+            Url::parse(s).map_err(|e| serde::de::Error::custom(format!("`{s}` is not a URL: {e}")))
+        })
+        .collect()
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable could not be read or has the wrong type.
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is out of its range.
+    #[error("invalid configuration: `{key}` {problem}")]
+    Invalid {
+        /// `section.key`
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl Config {
+    /// Loads `path` (which must exist), then the environment overrides, and validates.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key at fault.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::Invalid {
+                key: "--config",
+                problem: format!("file {} does not exist", path.display()),
+            });
+        }
+        Self::from_figment(Figment::from(Toml::file(path)))
+    }
+
+    /// Loads from TOML text, then the environment overrides (for tests and the demo).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key at fault.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        let p = &self.powerjob;
+        if p.addresses.is_empty() {
+            return invalid("powerjob.addresses", "must list at least one server");
+        }
+        if let Some(u) = p
+            .addresses
+            .iter()
+            .find(|u| !matches!(u.scheme(), "http" | "https"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "powerjob.addresses",
+                problem: format!("`{u}` must be an http:// or https:// URL"),
+            });
+        }
+        if p.app_name.trim().is_empty() {
+            return invalid("powerjob.app_name", "must not be empty");
+        }
+        if !(100..=600_000).contains(&p.request_timeout_ms) {
+            return invalid(
+                "powerjob.request_timeout_ms",
+                "must be between 100 and 600000",
+            );
+        }
+        if p.log_cache_ms > 3_600_000
+            || p.worker_flush_ms > 3_600_000
+            || p.clock_skew_ms > 3_600_000
+        {
+            return invalid(
+                "powerjob.log_cache_ms/worker_flush_ms/clock_skew_ms",
+                "must be at most 3600000",
+            );
+        }
+        let l = &self.logs;
+        if !(10..=600_000).contains(&l.refresh_interval_ms) {
+            return invalid("logs.refresh_interval_ms", "must be between 10 and 600000");
+        }
+        if l.first_read_delay_ms > 3_600_000 {
+            return invalid("logs.first_read_delay_ms", "must be at most 3600000");
+        }
+        if l.cache_max_bytes < 1 << 20 {
+            return invalid("logs.cache_max_bytes", "must be at least 1048576 (1 MiB)");
+        }
+        Ok(())
+    }
+
+    /// The server timing the follower relies on.
+    pub fn timing(&self) -> Timing {
+        let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        Timing {
+            worker_flush_ms: ms(self.powerjob.worker_flush_ms),
+            log_cache_ms: ms(self.powerjob.log_cache_ms),
+            first_read_delay_ms: ms(self.logs.first_read_delay_ms),
+            clock_skew_ms: ms(self.powerjob.clock_skew_ms),
+        }
+    }
+
+    /// The per-request timeout towards PowerJob.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.powerjob.request_timeout_ms)
+    }
+
+    /// The minimum time between two upstream refreshes of one instance.
+    pub fn refresh_interval(&self) -> Duration {
+        Duration::from_millis(self.logs.refresh_interval_ms)
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::result_large_err, reason = "figment::Jail's closure signature is fixed")]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    const MIN: &str = r#"
+        [powerjob]
+        addresses = ["http://127.0.0.1:7700"]
+        app_name = "app"
+        app_password = "hunter2"
+    "#;
+
+    #[test]
+    fn example_config_loads() {
+        jailed(|| {
+            let c = Config::load(Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/config.toml"
+            )))
+            .unwrap();
+            assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+            assert_eq!(c.logs.first_read_delay_ms, 8_000);
+        });
+    }
+
+    /// Runs `f` under figment's global environment lock, so that the environment test
+    /// cannot leak its variables into the others.
+    fn jailed(f: impl FnOnce()) {
+        figment::Jail::expect_with(|_| {
+            f();
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn defaults_fill_missing_keys_and_secrets_stay_hidden() {
+        jailed(|| {
+            let c = Config::from_toml(MIN).unwrap();
+            assert_eq!(c.powerjob.request_timeout_ms, 15_000);
+            assert_eq!(c.logs.refresh_interval_ms, 1_000);
+            assert_eq!(c.powerjob.app_password.expose_secret(), "hunter2");
+            assert!(!format!("{c:?}").contains("hunter2"));
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        jailed(|| {
+            let bad = MIN.replace("[powerjob]", "[logs]\nrefresh_interval_ms = 1\n[powerjob]");
+            let e = Config::from_toml(&bad).unwrap_err().to_string();
+            assert!(e.contains("logs.refresh_interval_ms"), "{e}");
+            let e = Config::from_toml(&MIN.replace("http://127.0.0.1:7700", "ftp://x"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("powerjob.addresses"), "{e}");
+            let e = Config::from_toml(&format!("{MIN}\nrefresh_intervall_ms = 3"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("refresh_intervall_ms"), "{e}");
+            let e =
+                Config::from_toml(&MIN.replace("app_password = \"hunter2\"", "app_password = 3"))
+                    .unwrap_err()
+                    .to_string();
+            assert!(e.contains("app_password") && !e.contains("hunter2"), "{e}");
+        });
+    }
+
+    #[test]
+    fn environment_overrides_single_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("POWERTAIL_POWERJOB__ADDRESSES", "http://a:1, http://b:2");
+            jail.set_env("POWERTAIL_LOGS__REFRESH_INTERVAL_MS", "250");
+            let c = Config::from_toml(MIN).unwrap();
+            let hosts: Vec<_> = c
+                .powerjob
+                .addresses
+                .iter()
+                .map(|u| u.host_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(hosts, ["a", "b"]);
+            assert_eq!(c.logs.refresh_interval_ms, 250);
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,245 @@
+//! `GET /llm/logs` and `GET /llm/logs/{instanceId}/raw`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Serialize;
+
+use super::error::ApiError;
+use crate::service::{LogPage, LogService};
+
+/// Most lines in one answer.
+pub const MAX_LIMIT: u32 = 10_000;
+/// Lines in one answer when `limit` is not given.
+pub const DEFAULT_LIMIT: u32 = 1_000;
+/// Longest long-poll.
+pub const MAX_WAIT_MS: u32 = 30_000;
+
+/// The query of `GET /llm/logs`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogsQuery {
+    /// PowerJob instance id.
+    pub instance_id: i64,
+    /// First line wanted.
+    pub from_line: u64,
+    /// Most lines in the answer.
+    pub limit: u32,
+    /// Long-poll time.
+    pub wait_ms: u32,
+}
+
+impl LogsQuery {
+    /// Parses and validates a raw query string. Unknown and repeated parameters are
+    /// errors (a misspelt `fromline` must not silently restart at line 0); `_`, the usual
+    /// cache-buster, is allowed.
+    ///
+    /// # Errors
+    /// [`ApiError::BadRequest`] naming the parameter.
+    pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
+            .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
+        let mut seen: Vec<&str> = Vec::new();
+        let (mut id, mut from, mut limit, mut wait) = (None, None, None, None);
+        for (key, value) in &pairs {
+            if key != "_" && seen.contains(&key.as_str()) {
+                return Err(ApiError::BadRequest(format!(
+                    "query parameter `{key}` is repeated"
+                )));
+            }
+            seen.push(key);
+            match key.as_str() {
+                "instanceId" => id = Some(value.as_str()),
+                "fromLine" => from = Some(value.as_str()),
+                "limit" => limit = Some(value.as_str()),
+                "waitMs" => wait = Some(value.as_str()),
+                "_" => {}
+                other => {
+                    return Err(ApiError::BadRequest(format!(
+                        "unknown query parameter `{other}` (expected instanceId, fromLine, limit, waitMs)"
+                    )))
+                }
+            }
+        }
+        let instance_id = parse_instance_id(id.ok_or_else(|| {
+            ApiError::BadRequest("query parameter `instanceId` is required".into())
+        })?)?;
+        let from_line = match from {
+            None => 0,
+            Some(v) => parse_digits::<u64>(v).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "`fromLine` must be a non-negative integer, got {v:?}"
+                ))
+            })?,
+        };
+        let limit = match limit {
+            None => DEFAULT_LIMIT,
+            Some(v) => parse_digits::<u32>(v)
+                .filter(|n| (1..=MAX_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "`limit` must be an integer from 1 to {MAX_LIMIT}, got {v:?}"
+                    ))
+                })?,
+        };
+        let wait_ms = match wait {
+            None => 0,
+            Some(v) => parse_digits::<u32>(v)
+                .filter(|n| *n <= MAX_WAIT_MS)
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "`waitMs` must be an integer from 0 to {MAX_WAIT_MS}, got {v:?}"
+                    ))
+                })?,
+        };
+        Ok(LogsQuery {
+            instance_id,
+            from_line,
+            limit,
+            wait_ms,
+        })
+    }
+}
+
+/// Plain decimal digits only: no sign, no spaces, no exponent.
+fn parse_digits<T: std::str::FromStr>(v: &str) -> Option<T> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+/// A PowerJob instance id: decimal digits of a positive i64.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] otherwise.
+pub fn parse_instance_id(v: &str) -> Result<i64, ApiError> {
+    parse_digits::<i64>(v).filter(|n| *n > 0).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "`instanceId` must be a positive 64-bit decimal integer, got {v:?}"
+        ))
+    })
+}
+
+/// The 200 answer of `GET /llm/logs`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogsResponse {
+    /// Decimal string: ids exceed 2^53.
+    pub instance_id: String,
+    from_line: u64,
+    next_line: u64,
+    lines: Vec<Arc<str>>,
+    total_lines: u64,
+    status: &'static str,
+    complete: bool,
+    stale: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    upstream_lost: bool,
+}
+
+impl From<LogPage> for LogsResponse {
+    fn from(p: LogPage) -> Self {
+        LogsResponse {
+            instance_id: p.instance_id.to_string(),
+            from_line: p.from_line,
+            next_line: p.next_line(),
+            total_lines: p.total_lines,
+            status: p.status.name(),
+            complete: p.complete,
+            stale: p.stale,
+            upstream_lost: p.upstream_lost,
+            lines: p.lines,
+        }
+    }
+}
+
+/// `GET /llm/logs`
+pub async fn get_logs(
+    State(logs): State<LogService>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<LogsResponse>, ApiError> {
+    let q = LogsQuery::parse(raw.as_deref())?;
+    let wait = Duration::from_millis(u64::from(q.wait_ms));
+    let page = logs
+        .read(q.instance_id, q.from_line, q.limit as usize, wait)
+        .await?;
+    Ok(Json(page.into()))
+}
+
+/// `GET /llm/logs/{instanceId}/raw`: the whole log as text, one line per `\n`.
+pub async fn get_raw(
+    State(logs): State<LogService>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_instance_id(&id)?;
+    if let Some(q) = raw.filter(|q| !q.is_empty()) {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&q).unwrap_or_default();
+        if let Some((k, _)) = pairs.iter().find(|(k, _)| k != "_") {
+            return Err(ApiError::BadRequest(format!(
+                "unknown query parameter `{k}`"
+            )));
+        }
+    }
+    let lines = logs.read_all(id).await?;
+    let mut body = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for l in &lines {
+        body.push_str(l);
+        body.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad(q: &str) -> String {
+        match LogsQuery::parse(Some(q)) {
+            Err(ApiError::BadRequest(m)) => m,
+            other => panic!("{q}: expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_contract() {
+        let q = LogsQuery::parse(Some(
+            "instanceId=677182124851200064&fromLine=3&limit=10&waitMs=500&_=1",
+        ))
+        .unwrap();
+        assert_eq!(
+            q,
+            LogsQuery {
+                instance_id: 677_182_124_851_200_064,
+                from_line: 3,
+                limit: 10,
+                wait_ms: 500
+            }
+        );
+        let q = LogsQuery::parse(Some("instanceId=5")).unwrap();
+        assert_eq!((q.from_line, q.limit, q.wait_ms), (0, DEFAULT_LIMIT, 0));
+    }
+
+    #[test]
+    fn rejects_every_bad_input_naming_it() {
+        assert!(bad("").contains("instanceId"));
+        assert!(bad("instanceId=abc").contains("instanceId"));
+        assert!(bad("instanceId=-5").contains("instanceId"));
+        assert!(bad("instanceId=0").contains("instanceId"));
+        assert!(bad("instanceId=99999999999999999999").contains("instanceId"));
+        assert!(bad("instanceId=1&fromLine=-1").contains("fromLine"));
+        assert!(bad("instanceId=1&fromLine=x").contains("fromLine"));
+        assert!(bad("instanceId=1&fromLine=1.5").contains("fromLine"));
+        assert!(bad("instanceId=1&limit=0").contains("limit"));
+        assert!(bad("instanceId=1&limit=10001").contains("limit"));
+        assert!(bad("instanceId=1&waitMs=30001").contains("waitMs"));
+        assert!(bad("instanceId=1&fromline=5").contains("fromline"));
+        assert!(bad("instanceId=1&fromLine=5&fromLine=6").contains("repeated"));
+        assert!(bad("instanceId=1&instanceId=2").contains("repeated"));
+        assert!(LogsQuery::parse(Some("instanceId=1&_=1&_=2")).is_ok());
+    }
+}

@@ -1,0 +1,454 @@
+//! `LogService`: follows instances on demand, shares one refresh among all readers of
+//! an instance, and answers cursor reads from what it holds.
+//!
+//! Each followed instance is an [`Entry`]: the pure [`Follower`] behind a `RwLock`
+//! (readers never wait for I/O), a refresh gate (`tokio::Mutex`) that makes refreshes
+//! single-flight and at most one per `refresh_interval`, and a `watch` channel that
+//! wakes long-polls when lines arrive. There is no background scan: a refresh happens
+//! only when someone reads an instance whose last refresh is older than the interval.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::{watch, Mutex};
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::logs::{
+    assemble, Follower, InstanceFacts, NeedFullRead, Plan, RawPage, Snapshot, SnapshotError,
+    Status, Timing,
+};
+use crate::upstream::wire::InstanceInfo;
+use crate::upstream::{now_ms, PowerJobClient, UpstreamError};
+
+/// Pages of one snapshot read at once.
+const PAGE_PARALLELISM: usize = 4;
+/// Bursts read again when their pages came from different server snapshots.
+const MAX_BURST_ATTEMPTS: usize = 4;
+/// Longest back-off between refreshes of an instance whose upstream keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Followed instances kept at most (each holds at least its status).
+const MAX_INSTANCES: u64 = 100_000;
+/// Bytes counted per entry besides its lines.
+const ENTRY_OVERHEAD: u64 = 512;
+
+/// One answer to a cursor read.
+#[derive(Debug, Clone)]
+pub struct LogPage {
+    /// The instance.
+    pub instance_id: i64,
+    /// First line of `lines`.
+    pub from_line: u64,
+    /// Lines from `from_line` on (at most the limit asked for).
+    pub lines: Vec<Arc<str>>,
+    /// Lines held in all.
+    pub total_lines: u64,
+    /// Latest known status.
+    pub status: Status,
+    /// No line can follow, and this answer reaches the end.
+    pub complete: bool,
+    /// PowerJob could not be read just now; this is the cache.
+    pub stale: bool,
+    /// PowerJob's own copy lost lines this log still holds.
+    pub upstream_lost: bool,
+}
+
+impl LogPage {
+    /// The cursor for the next read.
+    pub fn next_line(&self) -> u64 {
+        self.from_line + self.lines.len() as u64
+    }
+}
+
+/// Follows PowerJob instance logs; cheap to clone.
+#[derive(Clone)]
+pub struct LogService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: PowerJobClient,
+    timing: Timing,
+    refresh_interval: Duration,
+    entries: moka::sync::Cache<i64, Arc<Entry>>,
+}
+
+struct Entry {
+    id: i64,
+    follower: RwLock<Follower>,
+    gate: Mutex<Gate>,
+    /// Bumped whenever lines, status or completeness change.
+    changed: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Gate {
+    last_attempt: Option<Instant>,
+    failures: u32,
+    facts: Option<InstanceFacts>,
+    info: Option<InstanceInfo>,
+    last_error: Option<UpstreamError>,
+}
+
+impl Gate {
+    fn next_due(&self, interval: Duration) -> Option<Instant> {
+        let backoff = interval
+            .saturating_mul(1 << self.failures.min(10))
+            .min(MAX_BACKOFF.max(interval));
+        self.last_attempt.map(|t| t + backoff)
+    }
+}
+
+impl LogService {
+    /// A service reading through `client`.
+    pub fn new(config: &Config, client: PowerJobClient) -> Self {
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(config.logs.cache_max_bytes.max(MAX_INSTANCES))
+            .weigher(|_, e: &Arc<Entry>| u32::try_from(e.weight()).unwrap_or(u32::MAX))
+            .build();
+        LogService {
+            inner: Arc::new(Inner {
+                client,
+                timing: config.timing(),
+                refresh_interval: config.refresh_interval(),
+                entries,
+            }),
+        }
+    }
+
+    /// The PowerJob client.
+    pub fn client(&self) -> &PowerJobClient {
+        &self.inner.client
+    }
+
+    /// Reads up to `limit` lines from `from_line`, refreshing from PowerJob when due.
+    /// With `wait > 0` and nothing new, holds the request until a line arrives, the log
+    /// completes, or `wait` passes.
+    ///
+    /// # Errors
+    /// The upstream failure when nothing at all is known about the instance, and
+    /// [`UpstreamError::InstanceNotFound`] for an instance PowerJob does not know.
+    pub async fn read(
+        &self,
+        id: i64,
+        from_line: u64,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<LogPage, UpstreamError> {
+        let entry = self.entry(id);
+        let deadline = Instant::now() + wait;
+        let mut changed = entry.changed.subscribe();
+        loop {
+            changed.mark_unchanged();
+            let stale = self.refresh_if_due(&entry).await?;
+            let page = entry.page(from_line, limit, stale);
+            let now = Instant::now();
+            if !page.lines.is_empty() || page.complete || now >= deadline {
+                return Ok(page);
+            }
+            let next_refresh = entry
+                .gate
+                .lock()
+                .await
+                .next_due(self.inner.refresh_interval)
+                .unwrap_or(now);
+            let until = deadline.min(next_refresh.max(now + Duration::from_millis(5)));
+            tokio::select! {
+                _ = changed.changed() => {}
+                () = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    /// The whole log held (after a refresh when due).
+    ///
+    /// # Errors
+    /// As [`LogService::read`].
+    pub async fn read_all(&self, id: i64) -> Result<Vec<Arc<str>>, UpstreamError> {
+        let entry = self.entry(id);
+        self.refresh_if_due(&entry).await?;
+        let lines = entry
+            .follower
+            .read()
+            .expect("follower lock poisoned")
+            .lines()
+            .to_vec();
+        Ok(lines)
+    }
+
+    fn entry(&self, id: i64) -> Arc<Entry> {
+        self.inner.entries.get_with(id, || {
+            Arc::new(Entry {
+                id,
+                follower: RwLock::new(Follower::default()),
+                gate: Mutex::new(Gate::default()),
+                changed: watch::Sender::new(0),
+            })
+        })
+    }
+
+    /// Refreshes `entry` unless it is complete or was refreshed less than an interval
+    /// ago; concurrent callers wait for the one refresh in flight. Returns whether the
+    /// answer is stale.
+    async fn refresh_if_due(&self, entry: &Arc<Entry>) -> Result<bool, UpstreamError> {
+        if entry.is_complete() {
+            return Ok(false);
+        }
+        let mut gate = entry.gate.lock().await;
+        let now = Instant::now();
+        if gate
+            .next_due(self.inner.refresh_interval)
+            .is_none_or(|due| now >= due)
+            && !entry.is_complete()
+        {
+            gate.last_attempt = Some(now);
+            match self.refresh(entry, &mut gate).await {
+                Ok(()) => {
+                    gate.failures = 0;
+                    gate.last_error = None;
+                }
+                Err(e) => {
+                    if !matches!(e, UpstreamError::InstanceNotFound(_)) {
+                        tracing::warn!(instance.id = entry.id, error = %e, "refresh failed; serving the cache");
+                    }
+                    gate.failures = gate.failures.saturating_add(1);
+                    gate.last_error = Some(e);
+                }
+            }
+            // Re-insert so the cache re-weighs the entry with its new lines.
+            self.inner.entries.insert(entry.id, entry.clone());
+        }
+        match &gate.last_error {
+            None => Ok(false),
+            Some(UpstreamError::InstanceNotFound(id)) if entry.line_count() == 0 => {
+                Err(UpstreamError::InstanceNotFound(*id))
+            }
+            Some(e) if gate.facts.is_none() && entry.line_count() == 0 => Err(e.clone()),
+            Some(_) => Ok(true),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(instance.id = entry.id))]
+    async fn refresh(&self, entry: &Entry, gate: &mut Gate) -> Result<(), UpstreamError> {
+        let client = &self.inner.client;
+        let timing = &self.inner.timing;
+        let info = client.instance_info(entry.id).await?;
+        let facts = InstanceFacts {
+            status: Status::from_code(info.status),
+            actual_trigger_time: info.actual_trigger_time,
+            finished_time: info.finished_time,
+            task_tracker_address: info.task_tracker_address.clone(),
+        };
+        let now = now_ms();
+        let plan = {
+            let mut f = entry.follower.write().expect("follower lock poisoned");
+            f.observe(&facts, now);
+            f.plan(&facts, now, timing)
+        };
+        let status_changed = gate
+            .facts
+            .as_ref()
+            .is_none_or(|old| old.status != facts.status);
+        gate.facts = Some(facts);
+        gate.info = Some(info);
+        if let Plan::Read {
+            probe_page,
+            first_page,
+        } = plan
+        {
+            self.read_log(entry, probe_page, first_page).await?;
+        } else if status_changed || entry.is_complete() {
+            entry.changed.send_modify(|v| *v += 1);
+        }
+        Ok(())
+    }
+
+    /// Reads the pages the plan asks for and applies them (see `logs::follower`).
+    async fn read_log(
+        &self,
+        entry: &Entry,
+        probe_page: u64,
+        first_page: u64,
+    ) -> Result<(), UpstreamError> {
+        let client = &self.inner.client;
+        let timing = &self.inner.timing;
+        let read_at = now_ms();
+        let probe = client.log_page(entry.id, probe_page).await?;
+        let unchanged = entry
+            .follower
+            .read()
+            .expect("follower lock poisoned")
+            .probe_unchanged(&probe);
+        let before = entry.line_count();
+        let was_complete = entry.is_complete();
+        if unchanged {
+            entry
+                .follower
+                .write()
+                .expect("follower lock poisoned")
+                .apply_unchanged(read_at, timing);
+        } else {
+            let snapshot = self
+                .read_snapshot(entry.id, first_page, Some(probe))
+                .await?;
+            let applied = entry
+                .follower
+                .write()
+                .expect("follower lock poisoned")
+                .apply(&snapshot, read_at, timing);
+            if let Err(NeedFullRead) = applied {
+                tracing::debug!(
+                    instance.id = entry.id,
+                    "log moved before the window; reading it whole"
+                );
+                let snapshot = self.read_snapshot(entry.id, 0, None).await?;
+                let full = entry
+                    .follower
+                    .write()
+                    .expect("follower lock poisoned")
+                    .apply(&snapshot, read_at, timing);
+                debug_assert!(full.is_ok(), "a full snapshot always applies");
+            }
+        }
+        if entry.line_count() != before || entry.is_complete() != was_complete {
+            entry.changed.send_modify(|v| *v += 1);
+        }
+        Ok(())
+    }
+
+    /// Reads pages `first_page..` as one consistent snapshot, re-reading bursts that
+    /// straddle a server rebuild. `known` is a page already read in this refresh.
+    async fn read_snapshot(
+        &self,
+        id: i64,
+        first_page: u64,
+        known: Option<RawPage>,
+    ) -> Result<Snapshot, UpstreamError> {
+        let mut known = known;
+        let mut previous: Option<Vec<RawPage>> = None;
+        for _ in 0..MAX_BURST_ATTEMPTS {
+            let pages = self.read_burst(id, first_page, known.take()).await?;
+            let trusted = previous.as_ref() == Some(&pages);
+            match assemble(first_page, &pages, trusted) {
+                Ok(snapshot) => return Ok(snapshot),
+                Err(SnapshotError::Placeholder(text)) => {
+                    return Err(UpstreamError::Protocol(format!(
+                        "PowerJob is not ready to serve the log: {text}"
+                    )));
+                }
+                Err(SnapshotError::Inconsistent(why)) => {
+                    tracing::debug!(
+                        instance.id = id,
+                        why,
+                        "pages from different snapshots; reading again"
+                    );
+                    previous = Some(pages);
+                }
+            }
+        }
+        Err(UpstreamError::Protocol(
+            "the log kept changing while it was read".into(),
+        ))
+    }
+
+    /// Reads pages `first_page..totalPages` (at least one), `PAGE_PARALLELISM` at a time.
+    async fn read_burst(
+        &self,
+        id: i64,
+        first_page: u64,
+        known: Option<RawPage>,
+    ) -> Result<Vec<RawPage>, UpstreamError> {
+        let client = &self.inner.client;
+        let head = match known {
+            Some(p) if p.index == first_page => p,
+            other => {
+                let head = client.log_page(id, first_page).await?;
+                // A page read before (the probe) is reused when it is part of the window.
+                return self.read_rest(id, first_page, head, other).await;
+            }
+        };
+        self.read_rest(id, first_page, head, None).await
+    }
+
+    async fn read_rest(
+        &self,
+        id: i64,
+        first_page: u64,
+        head: RawPage,
+        known: Option<RawPage>,
+    ) -> Result<Vec<RawPage>, UpstreamError> {
+        let client = &self.inner.client;
+        let total = head.total_pages;
+        let rest: Vec<RawPage> = futures::stream::iter(first_page + 1..total.max(first_page + 1))
+            .map(|index| {
+                let reuse = known
+                    .as_ref()
+                    .filter(|p| p.index == index && p.total_pages == total)
+                    .cloned();
+                async move {
+                    match reuse {
+                        Some(p) => Ok(p),
+                        None => client.log_page(id, index).await,
+                    }
+                }
+            })
+            .buffered(PAGE_PARALLELISM)
+            .try_collect()
+            .await?;
+        let mut pages = Vec::with_capacity(rest.len() + 1);
+        pages.push(head);
+        pages.extend(rest);
+        Ok(pages)
+    }
+
+    /// Instance info as last read (for the instances API).
+    pub async fn cached_info(&self, id: i64) -> Option<InstanceInfo> {
+        let entry = self.inner.entries.get(&id)?;
+        let gate = entry.gate.lock().await;
+        gate.info.clone()
+    }
+}
+
+impl Entry {
+    fn is_complete(&self) -> bool {
+        self.follower
+            .read()
+            .expect("follower lock poisoned")
+            .is_complete()
+    }
+
+    fn line_count(&self) -> usize {
+        self.follower
+            .read()
+            .expect("follower lock poisoned")
+            .lines()
+            .len()
+    }
+
+    fn weight(&self) -> u64 {
+        let f = self.follower.read().expect("follower lock poisoned");
+        // Text plus the per-line bookkeeping (Arc header, model slot, index entries).
+        f.lines().iter().map(|l| l.len() as u64 + 48).sum::<u64>() + ENTRY_OVERHEAD
+    }
+
+    fn page(&self, from_line: u64, limit: usize, stale: bool) -> LogPage {
+        let f = self.follower.read().expect("follower lock poisoned");
+        let all = f.lines();
+        let total = all.len() as u64;
+        let start = usize::try_from(from_line.min(total)).unwrap_or(all.len());
+        let end = start.saturating_add(limit).min(all.len());
+        let lines = all[start..end].to_vec();
+        let reaches_end = from_line.saturating_add(lines.len() as u64) >= total;
+        LogPage {
+            instance_id: self.id,
+            from_line,
+            lines,
+            total_lines: total,
+            status: f.status(),
+            complete: f.is_complete() && reaches_end,
+            stale,
+            upstream_lost: f.upstream_lost(),
+        }
+    }
+}

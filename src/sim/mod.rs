@@ -1,0 +1,1 @@
+//! PowerJob simulator (being written).

@@ -1,0 +1,473 @@
+//! The PowerJob client: OpenAPI calls and online-log pages for 4.3.x and 5.1.x.
+//!
+//! * App authentication: `/openApi/authApp` (5.1.x, MD5 of the password) with the token
+//!   headers; a 404 there means 4.x, which only maps the app name to an `appId` with
+//!   `/openApi/assert`. A 5.x answer without `X-POWERJOB-AUTH-PASSED: true` means the
+//!   token expired or was rejected: authenticate again and replay once (as the official
+//!   clients do).
+//! * Console login for `/instance/log` on 5.x: `/auth/thirdPartyLoginDirect`, the JWT in
+//!   `PowerJwt` and the app in `AppId`; a "not logged in" answer logs in again and
+//!   replays once.
+//! * Several server addresses: tried in order from the last one that answered; a
+//!   transport failure (refused, reset, timeout, HTTP 5xx) moves on to the next.
+
+pub mod error;
+pub mod wire;
+
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use md5::{Digest, Md5};
+use reqwest::header::HeaderMap;
+use reqwest::{RequestBuilder, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+pub use error::UpstreamError;
+use wire::{AppAuth, ConsoleUser, Envelope, InstanceInfo, StringPage};
+
+use crate::config::PowerJobConfig;
+use crate::logs::RawPage;
+
+/// Response header set by 5.1.x's OpenAPI interceptor.
+const AUTH_PASSED: &str = "X-POWERJOB-AUTH-PASSED";
+/// 5.x console error codes that mean "log in again".
+const CONSOLE_RELOGIN_CODES: [&str; 2] = ["-100", "-401"];
+/// Connecting never needs long; the request timeout covers slow answers.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which server generation answered (detected by `/openApi/authApp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// 4.x: no authentication anywhere.
+    V4,
+    /// 5.x: app token for the OpenAPI, console JWT for `/instance/*`.
+    V5,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Session {
+    app_id: Option<i64>,
+    version: Option<Version>,
+    app_token: Option<String>,
+    console_jwt: Option<String>,
+}
+
+/// A cheap-to-clone PowerJob client shared by every request.
+#[derive(Clone)]
+pub struct PowerJobClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    addresses: Vec<Url>,
+    preferred: AtomicUsize,
+    timeout: Duration,
+    app_name: String,
+    app_password: SecretString,
+    console_username: String,
+    console_password: SecretString,
+    session: RwLock<Session>,
+    /// Serialises (re-)authentication so a burst of expired calls logs in once.
+    login: tokio::sync::Mutex<()>,
+    last_ok_ms: AtomicI64,
+}
+
+struct Raw {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl PowerJobClient {
+    /// Builds a client for the configured cluster.
+    ///
+    /// # Errors
+    /// When the TLS backend cannot be initialised.
+    pub fn new(cfg: &PowerJobConfig) -> Result<Self, reqwest::Error> {
+        let timeout = Duration::from_millis(cfg.request_timeout_ms);
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
+            .user_agent(concat!("powertail/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(PowerJobClient {
+            inner: Arc::new(Inner {
+                http,
+                addresses: cfg.addresses.clone(),
+                preferred: AtomicUsize::new(0),
+                timeout,
+                app_name: cfg.app_name.clone(),
+                app_password: cfg.app_password.clone(),
+                console_username: cfg.console_username.clone(),
+                console_password: cfg.console_password.clone(),
+                session: RwLock::new(Session::default()),
+                login: tokio::sync::Mutex::new(()),
+                last_ok_ms: AtomicI64::new(0),
+            }),
+        })
+    }
+
+    /// When a PowerJob server last answered (epoch ms; 0 = never).
+    pub fn last_ok_ms(&self) -> i64 {
+        self.inner.last_ok_ms.load(Ordering::Relaxed)
+    }
+
+    /// Authenticates the app again (a cheap liveness and credentials check).
+    ///
+    /// # Errors
+    /// Any [`UpstreamError`].
+    pub async fn probe(&self) -> Result<(), UpstreamError> {
+        let stale = self.session().app_token;
+        self.login_app(stale.as_deref(), true).await
+    }
+
+    /// `fetchInstanceInfo`.
+    ///
+    /// # Errors
+    /// [`UpstreamError::InstanceNotFound`] for an unknown id, or any other failure.
+    #[tracing::instrument(skip(self), fields(instance.id = id))]
+    pub async fn instance_info(&self, id: i64) -> Result<InstanceInfo, UpstreamError> {
+        match self
+            .openapi::<InstanceInfo>("fetchInstanceInfo", &[("instanceId", id.to_string())])
+            .await
+        {
+            Ok(Some(info)) => Ok(info),
+            Ok(None) => Err(UpstreamError::Protocol(
+                "fetchInstanceInfo answered no data".into(),
+            )),
+            Err(UpstreamError::Refused { message, .. })
+                if message.contains("invalid instanceId") =>
+            {
+                Err(UpstreamError::InstanceNotFound(id))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One `/instance/log` page.
+    ///
+    /// # Errors
+    /// Any [`UpstreamError`]; a 5.x login problem is [`UpstreamError::Auth`].
+    #[tracing::instrument(skip(self), fields(instance.id = id))]
+    pub async fn log_page(&self, id: i64, index: u64) -> Result<RawPage, UpstreamError> {
+        let mut session = self.ready_session().await?;
+        if session.version == Some(Version::V5)
+            && session.console_jwt.is_none()
+            && !self.inner.console_username.is_empty()
+        {
+            self.login_console(None).await?;
+            session = self.session();
+        }
+        let mut replayed = false;
+        loop {
+            let app_id = session.app_id.unwrap_or_default();
+            let query = [
+                ("appId", app_id.to_string()),
+                ("instanceId", id.to_string()),
+                ("index", index.to_string()),
+            ];
+            let jwt = session.console_jwt.clone();
+            let raw = self
+                .send(|base| {
+                    let mut req = self
+                        .inner
+                        .http
+                        .get(join(base, "/instance/log"))
+                        .query(&query);
+                    if let Some(jwt) = &jwt {
+                        req = req.header("PowerJwt", jwt).header("AppId", app_id);
+                    }
+                    req
+                })
+                .await?;
+            let env: Envelope<StringPage> = parse(&raw, "/instance/log")?;
+            if env.success {
+                let page = env.data.ok_or_else(|| {
+                    UpstreamError::Protocol("/instance/log answered no page".into())
+                })?;
+                return Ok(RawPage {
+                    index: u64::try_from(page.index).unwrap_or(0),
+                    total_pages: u64::try_from(page.total_pages).unwrap_or(0),
+                    data: page.data.unwrap_or_default(),
+                });
+            }
+            let code = env.code.as_deref();
+            let relogin = code.is_some_and(|c| CONSOLE_RELOGIN_CODES.contains(&c));
+            if relogin && !replayed && !self.inner.console_username.is_empty() {
+                replayed = true;
+                self.login_console(jwt.as_deref()).await?;
+                session = self.session();
+                continue;
+            }
+            let message = env.message.unwrap_or_default();
+            return Err(if relogin {
+                UpstreamError::Auth(format!(
+                    "PowerJob 5.x needs a console login for /instance/log (set powerjob.console_username \
+                     and powerjob.console_password): {message}"
+                ))
+            } else if message.contains("Permission denied") {
+                UpstreamError::Auth(format!(
+                    "the console user needs the OPS permission on the app: {message}"
+                ))
+            } else {
+                UpstreamError::Refused {
+                    message,
+                    code: env.code,
+                }
+            });
+        }
+    }
+
+    /// Calls an OpenAPI operation with form fields (`appId` is added) and returns its
+    /// `data`. Replays once after re-authenticating when a 5.x token was not accepted.
+    ///
+    /// # Errors
+    /// [`UpstreamError::Refused`] with the server's message on `success: false`.
+    pub async fn openapi<T: DeserializeOwned>(
+        &self,
+        op: &str,
+        form: &[(&str, String)],
+    ) -> Result<Option<T>, UpstreamError> {
+        let path = format!("/openApi/{op}");
+        let mut session = self.ready_session().await?;
+        let mut replayed = false;
+        loop {
+            let app_id = session.app_id.unwrap_or_default();
+            let mut fields: Vec<(&str, String)> = form.to_vec();
+            fields.push(("appId", app_id.to_string()));
+            let token = session.app_token.clone();
+            let raw = self
+                .send(|base| {
+                    let mut req = self.inner.http.post(join(base, &path)).form(&fields);
+                    if let Some(token) = &token {
+                        req = req
+                            .header("X-POWERJOB-APP-ID", app_id)
+                            .header("X-POWERJOB-ACCESS-TOKEN", token);
+                    }
+                    req
+                })
+                .await?;
+            let passed = header_is_true(&raw.headers);
+            if token.is_some() && !passed && !replayed {
+                replayed = true;
+                self.login_app(token.as_deref(), false).await?;
+                session = self.session();
+                continue;
+            }
+            let env: Envelope<T> = parse(&raw, &path)?;
+            if env.success {
+                return Ok(env.data);
+            }
+            return Err(UpstreamError::Refused {
+                message: env.message.unwrap_or_default(),
+                code: env.code,
+            });
+        }
+    }
+
+    fn session(&self) -> Session {
+        self.inner
+            .session
+            .read()
+            .expect("session lock poisoned")
+            .clone()
+    }
+
+    async fn ready_session(&self) -> Result<Session, UpstreamError> {
+        let s = self.session();
+        if s.app_id.is_some() {
+            return Ok(s);
+        }
+        self.login_app(None, false).await?;
+        Ok(self.session())
+    }
+
+    /// (Re-)authenticates the app unless another task already replaced `stale`.
+    async fn login_app(&self, stale: Option<&str>, force: bool) -> Result<(), UpstreamError> {
+        let _guard = self.inner.login.lock().await;
+        let current = self.session();
+        if !force && current.app_id.is_some() && current.app_token.as_deref() != stale {
+            return Ok(());
+        }
+        let password = self.inner.app_password.expose_secret();
+        let md5 = format!("{:x}", Md5::digest(password.as_bytes()));
+        let body = serde_json::json!({
+            "appName": self.inner.app_name, "encryptedPassword": md5, "encryptType": "md5",
+        });
+        let raw = self
+            .send(|base| {
+                self.inner
+                    .http
+                    .post(join(base, "/openApi/authApp"))
+                    .json(&body)
+            })
+            .await?;
+        let (app_id, version, token) = if raw.status == StatusCode::NOT_FOUND {
+            // 4.x has no authApp: the app name and password only map to an appId.
+            let form = [
+                ("appName", self.inner.app_name.as_str()),
+                ("password", password),
+            ];
+            let raw = self
+                .send(|base| {
+                    self.inner
+                        .http
+                        .post(join(base, "/openApi/assert"))
+                        .form(&form)
+                })
+                .await?;
+            let env: Envelope<i64> = parse(&raw, "/openApi/assert")?;
+            match (env.success, env.data) {
+                (true, Some(id)) => (id, Version::V4, None),
+                _ => {
+                    return Err(UpstreamError::Auth(
+                        env.message.unwrap_or_else(|| "assert failed".into()),
+                    ))
+                }
+            }
+        } else {
+            let env: Envelope<AppAuth> = parse(&raw, "/openApi/authApp")?;
+            match (env.success, env.data) {
+                (true, Some(auth)) => (auth.app_id, Version::V5, Some(auth.token)),
+                _ => {
+                    return Err(UpstreamError::Auth(
+                        env.message.unwrap_or_else(|| "authApp failed".into()),
+                    ))
+                }
+            }
+        };
+        let mut s = self.inner.session.write().expect("session lock poisoned");
+        s.app_id = Some(app_id);
+        s.version = Some(version);
+        s.app_token = token;
+        tracing::info!(app.id = app_id, version = ?version, "authenticated with PowerJob");
+        Ok(())
+    }
+
+    /// Logs the console user in (5.x) unless another task already replaced `stale`.
+    async fn login_console(&self, stale: Option<&str>) -> Result<(), UpstreamError> {
+        let _guard = self.inner.login.lock().await;
+        let current = self.session();
+        if current.console_jwt.is_some() && current.console_jwt.as_deref() != stale {
+            return Ok(());
+        }
+        let origin = serde_json::json!({
+            "username": self.inner.console_username,
+            "password": self.inner.console_password.expose_secret(),
+            "encryption": "none",
+        });
+        let body = serde_json::json!({ "loginType": "PWJB", "originParams": origin.to_string() });
+        let raw = self
+            .send(|base| {
+                self.inner
+                    .http
+                    .post(join(base, "/auth/thirdPartyLoginDirect"))
+                    .json(&body)
+            })
+            .await?;
+        let env: Envelope<ConsoleUser> = parse(&raw, "/auth/thirdPartyLoginDirect")?;
+        match (env.success, env.data) {
+            (true, Some(user)) => {
+                self.inner
+                    .session
+                    .write()
+                    .expect("session lock poisoned")
+                    .console_jwt = Some(user.jwt_token);
+                tracing::info!(user = %self.inner.console_username, "logged in to the PowerJob console");
+                Ok(())
+            }
+            _ => Err(UpstreamError::Auth(format!(
+                "console login as `{}` failed: {}",
+                self.inner.console_username,
+                env.message.unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// Sends a request to the first address that answers, starting with the last good one.
+    async fn send(&self, build: impl Fn(&Url) -> RequestBuilder) -> Result<Raw, UpstreamError> {
+        let n = self.inner.addresses.len();
+        let first = self.inner.preferred.load(Ordering::Relaxed) % n.max(1);
+        let mut last_error = UpstreamError::Unreachable("no PowerJob address configured".into());
+        for k in 0..n {
+            let i = (first + k) % n;
+            let base = &self.inner.addresses[i];
+            match self.send_once(build(base)).await {
+                Ok(raw) => {
+                    self.inner.preferred.store(i, Ordering::Relaxed);
+                    self.inner.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+                    return Ok(raw);
+                }
+                Err(e) => {
+                    tracing::warn!(server = %base, error = %e, "PowerJob server failed");
+                    last_error = e;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn send_once(&self, req: RequestBuilder) -> Result<Raw, UpstreamError> {
+        let timeout = self.inner.timeout;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| UpstreamError::from_reqwest(e, timeout))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| UpstreamError::from_reqwest(e, timeout))?;
+        if status.is_server_error() {
+            // Official clients treat any non-200 as a transport failure; 5xx also covers
+            // a proxy in front of a dead server. Try the next address.
+            return Err(UpstreamError::Protocol(format!("HTTP {status}")));
+        }
+        Ok(Raw {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+fn header_is_true(headers: &HeaderMap) -> bool {
+    headers
+        .get(AUTH_PASSED)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+fn parse<T: DeserializeOwned>(raw: &Raw, what: &str) -> Result<Envelope<T>, UpstreamError> {
+    if raw.status != StatusCode::OK {
+        return Err(UpstreamError::Protocol(format!(
+            "{what} answered HTTP {}",
+            raw.status
+        )));
+    }
+    serde_json::from_slice(&raw.body).map_err(|e| {
+        let head: String = String::from_utf8_lossy(&raw.body[..raw.body.len().min(60)])
+            .chars()
+            .collect();
+        UpstreamError::Protocol(format!(
+            "{what} answered a body that is not PowerJob JSON ({e}): {head:?}"
+        ))
+    })
+}
+
+fn join(base: &Url, path: &str) -> String {
+    format!("{}{}", base.as_str().trim_end_matches('/'), path)
+}
+
+/// Wall-clock epoch milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
