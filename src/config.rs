@@ -269,7 +269,10 @@ impl Config {
 }
 
 #[cfg(test)]
-#[expect(clippy::result_large_err, reason = "figment::Jail's closure signature is fixed")]
+#[expect(
+    clippy::result_large_err,
+    reason = "figment::Jail's closure signature is fixed"
+)]
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;

@@ -10,22 +10,16 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
 use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::logs::{
-    assemble, Follower, InstanceFacts, NeedFullRead, Plan, RawPage, Snapshot, SnapshotError,
-    Status, Timing,
+    refresh_log, Follower, InstanceFacts, PageSource, Plan, RawPage, ReadError, Status, Timing,
 };
 use crate::upstream::wire::InstanceInfo;
 use crate::upstream::{now_ms, PowerJobClient, UpstreamError};
 
-/// Pages of one snapshot read at once.
-const PAGE_PARALLELISM: usize = 4;
-/// Bursts read again when their pages came from different server snapshots.
-const MAX_BURST_ATTEMPTS: usize = 4;
 /// Longest back-off between refreshes of an instance whose upstream keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Followed instances kept at most (each holds at least its status).
@@ -264,142 +258,42 @@ impl LogService {
         Ok(())
     }
 
-    /// Reads the pages the plan asks for and applies them (see `logs::follower`).
+    /// Reads the pages the plan asks for and applies them (see `logs::reader`).
     async fn read_log(
         &self,
         entry: &Entry,
         probe_page: u64,
         first_page: u64,
     ) -> Result<(), UpstreamError> {
-        let client = &self.inner.client;
-        let timing = &self.inner.timing;
+        let src = InstancePages {
+            client: &self.inner.client,
+            id: entry.id,
+        };
         let read_at = now_ms();
-        let probe = client.log_page(entry.id, probe_page).await?;
-        let unchanged = entry
-            .follower
-            .read()
-            .expect("follower lock poisoned")
-            .probe_unchanged(&probe);
-        let before = entry.line_count();
         let was_complete = entry.is_complete();
-        if unchanged {
-            entry
-                .follower
-                .write()
-                .expect("follower lock poisoned")
-                .apply_unchanged(read_at, timing);
-        } else {
-            let snapshot = self
-                .read_snapshot(entry.id, first_page, Some(probe))
-                .await?;
-            let applied = entry
-                .follower
-                .write()
-                .expect("follower lock poisoned")
-                .apply(&snapshot, read_at, timing);
-            if let Err(NeedFullRead) = applied {
-                tracing::debug!(
-                    instance.id = entry.id,
-                    "log moved before the window; reading it whole"
-                );
-                let snapshot = self.read_snapshot(entry.id, 0, None).await?;
-                let full = entry
-                    .follower
-                    .write()
-                    .expect("follower lock poisoned")
-                    .apply(&snapshot, read_at, timing);
-                debug_assert!(full.is_ok(), "a full snapshot always applies");
-            }
-        }
-        if entry.line_count() != before || entry.is_complete() != was_complete {
+        let outcome = refresh_log(
+            &src,
+            &entry.follower,
+            probe_page,
+            first_page,
+            read_at,
+            &self.inner.timing,
+        )
+        .await
+        .map_err(|e| match e {
+            ReadError::Source(e) => e,
+            ReadError::Snapshot(e) => UpstreamError::Protocol(e.to_string()),
+        })?;
+        tracing::debug!(
+            instance.id = entry.id,
+            appended = outcome.appended,
+            pages = outcome.pages_read,
+            "log refreshed"
+        );
+        if outcome.appended > 0 || entry.is_complete() != was_complete {
             entry.changed.send_modify(|v| *v += 1);
         }
         Ok(())
-    }
-
-    /// Reads pages `first_page..` as one consistent snapshot, re-reading bursts that
-    /// straddle a server rebuild. `known` is a page already read in this refresh.
-    async fn read_snapshot(
-        &self,
-        id: i64,
-        first_page: u64,
-        known: Option<RawPage>,
-    ) -> Result<Snapshot, UpstreamError> {
-        let mut known = known;
-        let mut previous: Option<Vec<RawPage>> = None;
-        for _ in 0..MAX_BURST_ATTEMPTS {
-            let pages = self.read_burst(id, first_page, known.take()).await?;
-            let trusted = previous.as_ref() == Some(&pages);
-            match assemble(first_page, &pages, trusted) {
-                Ok(snapshot) => return Ok(snapshot),
-                Err(SnapshotError::Placeholder(text)) => {
-                    return Err(UpstreamError::Protocol(format!(
-                        "PowerJob is not ready to serve the log: {text}"
-                    )));
-                }
-                Err(SnapshotError::Inconsistent(why)) => {
-                    tracing::debug!(
-                        instance.id = id,
-                        why,
-                        "pages from different snapshots; reading again"
-                    );
-                    previous = Some(pages);
-                }
-            }
-        }
-        Err(UpstreamError::Protocol(
-            "the log kept changing while it was read".into(),
-        ))
-    }
-
-    /// Reads pages `first_page..totalPages` (at least one), `PAGE_PARALLELISM` at a time.
-    async fn read_burst(
-        &self,
-        id: i64,
-        first_page: u64,
-        known: Option<RawPage>,
-    ) -> Result<Vec<RawPage>, UpstreamError> {
-        let client = &self.inner.client;
-        let head = match known {
-            Some(p) if p.index == first_page => p,
-            other => {
-                let head = client.log_page(id, first_page).await?;
-                // A page read before (the probe) is reused when it is part of the window.
-                return self.read_rest(id, first_page, head, other).await;
-            }
-        };
-        self.read_rest(id, first_page, head, None).await
-    }
-
-    async fn read_rest(
-        &self,
-        id: i64,
-        first_page: u64,
-        head: RawPage,
-        known: Option<RawPage>,
-    ) -> Result<Vec<RawPage>, UpstreamError> {
-        let client = &self.inner.client;
-        let total = head.total_pages;
-        let rest: Vec<RawPage> = futures::stream::iter(first_page + 1..total.max(first_page + 1))
-            .map(|index| {
-                let reuse = known
-                    .as_ref()
-                    .filter(|p| p.index == index && p.total_pages == total)
-                    .cloned();
-                async move {
-                    match reuse {
-                        Some(p) => Ok(p),
-                        None => client.log_page(id, index).await,
-                    }
-                }
-            })
-            .buffered(PAGE_PARALLELISM)
-            .try_collect()
-            .await?;
-        let mut pages = Vec::with_capacity(rest.len() + 1);
-        pages.push(head);
-        pages.extend(rest);
-        Ok(pages)
     }
 
     /// Instance info as last read (for the instances API).
@@ -450,5 +344,19 @@ impl Entry {
             stale,
             upstream_lost: f.upstream_lost(),
         }
+    }
+}
+
+/// The pages of one instance's log on PowerJob.
+struct InstancePages<'a> {
+    client: &'a PowerJobClient,
+    id: i64,
+}
+
+impl PageSource for InstancePages<'_> {
+    type Error = UpstreamError;
+
+    async fn page(&self, index: u64) -> Result<RawPage, UpstreamError> {
+        self.client.log_page(self.id, index).await
     }
 }

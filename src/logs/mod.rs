@@ -2,14 +2,17 @@
 //!
 //! * [`line`]: splitting pages, placeholders, record times;
 //! * [`snapshot`]: a burst of pages → one consistent snapshot;
+//! * [`reader`]: the read procedure of one refresh, generic over the page source;
 //! * [`follower`]: the append-only view of one instance and its completeness;
 //! * [`status`]: instance status and the facts the follower needs.
 
 pub mod follower;
 pub mod line;
+pub mod reader;
 pub mod snapshot;
 pub mod status;
 
 pub use follower::{Applied, Follower, NeedFullRead, Plan, Timing};
+pub use reader::{refresh_log, PageSource, ReadError, ReadOutcome};
 pub use snapshot::{assemble, RawPage, Snapshot, SnapshotError};
 pub use status::{InstanceFacts, Status};

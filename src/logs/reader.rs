@@ -1,0 +1,180 @@
+//! The read procedure of one refresh, generic over where pages come from, so the
+//! service (PowerJob over HTTP) and the property tests (the simulator in virtual time)
+//! run the very same code.
+//!
+//! 1. Read the *probe* page (the last page of the previous snapshot). Same page count
+//!    and same text: nothing was added, done with one request.
+//! 2. Otherwise read the window `first_page..totalPages` (the region late lines can
+//!    reach) in one burst, a few pages at a time, and assemble it; a burst that straddles
+//!    a server rebuild is read again.
+//! 3. Apply it; if the window no longer lines up, read the whole log and apply that.
+
+use std::future::Future;
+use std::sync::RwLock;
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::follower::{Follower, NeedFullRead, Timing};
+use super::snapshot::{assemble, RawPage, Snapshot, SnapshotError};
+
+/// Pages of one snapshot read at once.
+pub const PAGE_PARALLELISM: usize = 4;
+/// Bursts read again when their pages came from different server snapshots.
+pub const MAX_BURST_ATTEMPTS: usize = 4;
+
+/// Where log pages come from.
+pub trait PageSource {
+    /// Transport error.
+    type Error;
+    /// Reads page `index` of the instance's log.
+    fn page(&self, index: u64) -> impl Future<Output = Result<RawPage, Self::Error>>;
+}
+
+/// Why a refresh read failed.
+#[derive(Debug)]
+pub enum ReadError<E> {
+    /// The page source failed.
+    Source(E),
+    /// The server kept answering placeholders or splicing rebuilds.
+    Snapshot(SnapshotError),
+}
+
+impl<E> From<SnapshotError> for ReadError<E> {
+    fn from(e: SnapshotError) -> Self {
+        ReadError::Snapshot(e)
+    }
+}
+
+/// What a refresh read changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// Lines appended.
+    pub appended: usize,
+    /// Pages requested.
+    pub pages_read: usize,
+}
+
+/// Runs steps 1–3 of the module docs against `follower` (locked only between reads,
+/// never across one). `read_at` is when this refresh started (epoch ms).
+///
+/// # Errors
+/// [`ReadError`] when no usable snapshot could be read; the follower is unchanged then.
+pub async fn refresh_log<S: PageSource>(
+    src: &S,
+    follower: &RwLock<Follower>,
+    probe_page: u64,
+    first_page: u64,
+    read_at: i64,
+    timing: &Timing,
+) -> Result<ReadOutcome, ReadError<S::Error>> {
+    let probe = src.page(probe_page).await.map_err(ReadError::Source)?;
+    let mut pages_read = 1;
+    if follower
+        .read()
+        .expect("follower lock poisoned")
+        .probe_unchanged(&probe)
+    {
+        follower
+            .write()
+            .expect("follower lock poisoned")
+            .apply_unchanged(read_at, timing);
+        return Ok(ReadOutcome {
+            appended: 0,
+            pages_read,
+        });
+    }
+    let snapshot = read_snapshot(src, first_page, Some(probe), &mut pages_read).await?;
+    let applied = follower
+        .write()
+        .expect("follower lock poisoned")
+        .apply(&snapshot, read_at, timing);
+    let applied = match applied {
+        Ok(a) => a,
+        Err(NeedFullRead) => {
+            let snapshot = read_snapshot(src, 0, None, &mut pages_read).await?;
+            let full = follower
+                .write()
+                .expect("follower lock poisoned")
+                .apply(&snapshot, read_at, timing);
+            full.unwrap_or(super::follower::Applied { appended: 0 })
+        }
+    };
+    Ok(ReadOutcome {
+        appended: applied.appended,
+        pages_read,
+    })
+}
+
+/// Reads pages `first_page..` as one consistent snapshot. `known` is a page already
+/// read in this refresh, reused when it belongs to the window.
+///
+/// # Errors
+/// [`ReadError`] on a source failure, a placeholder, or a log that kept changing.
+pub async fn read_snapshot<S: PageSource>(
+    src: &S,
+    first_page: u64,
+    known: Option<RawPage>,
+    pages_read: &mut usize,
+) -> Result<Snapshot, ReadError<S::Error>> {
+    let mut known = known;
+    let mut previous: Option<Vec<RawPage>> = None;
+    for _ in 0..MAX_BURST_ATTEMPTS {
+        let pages = read_burst(src, first_page, known.take(), pages_read).await?;
+        let trusted = previous.as_ref() == Some(&pages);
+        match assemble(first_page, &pages, trusted) {
+            Ok(snapshot) => return Ok(snapshot),
+            Err(SnapshotError::Inconsistent(why)) => {
+                tracing::debug!(why, "pages from different server snapshots; reading again");
+                previous = Some(pages);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(SnapshotError::Inconsistent("the log kept changing while it was read").into())
+}
+
+/// Reads pages `first_page..totalPages` (at least one), [`PAGE_PARALLELISM`] at a time.
+async fn read_burst<S: PageSource>(
+    src: &S,
+    first_page: u64,
+    known: Option<RawPage>,
+    pages_read: &mut usize,
+) -> Result<Vec<RawPage>, ReadError<S::Error>> {
+    let (head, known) = match known {
+        Some(p) if p.index == first_page => (p, None),
+        other => {
+            *pages_read += 1;
+            (
+                src.page(first_page).await.map_err(ReadError::Source)?,
+                other,
+            )
+        }
+    };
+    let total = head.total_pages;
+    let mut fetched = 0;
+    let rest: Vec<RawPage> = futures::stream::iter(first_page + 1..total.max(first_page + 1))
+        .map(|index| {
+            let reuse = known
+                .as_ref()
+                .filter(|p| p.index == index && p.total_pages == total)
+                .cloned();
+            if reuse.is_none() {
+                fetched += 1;
+            }
+            async move {
+                match reuse {
+                    Some(p) => Ok(p),
+                    None => src.page(index).await,
+                }
+            }
+        })
+        .buffered(PAGE_PARALLELISM)
+        .try_collect()
+        .await
+        .map_err(ReadError::Source)?;
+    *pages_read += fetched;
+    let mut pages = Vec::with_capacity(rest.len() + 1);
+    pages.push(head);
+    pages.extend(rest);
+    Ok(pages)
+}
