@@ -2,6 +2,7 @@
 //! `POWERTAIL_<SECTION>__<KEY>` over single keys, then validation with messages that
 //! name the offending key. Secrets are [`SecretString`]s: never in `Debug`, logs or errors.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -29,6 +30,79 @@ pub struct Config {
     /// Log following and caching.
     #[serde(default)]
     pub logs: LogsConfig,
+    /// Named jobs (`[jobs.<name>]`): a PowerJob job id and default params.
+    #[serde(default)]
+    pub jobs: BTreeMap<String, JobConfig>,
+    /// API tokens and the job allow-list.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[jobs.<name>]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// The PowerJob job id.
+    pub job_id: i64,
+    /// What the job does (shown by the viewer).
+    #[serde(default)]
+    pub description: String,
+    /// Default instance params; a JSON object in a run request is merged over them.
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// API tokens; none configured means open reads and job control from loopback only.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Job names or ids that may be run; empty allows every job.
+    #[serde(default)]
+    pub allowed_jobs: Vec<String>,
+}
+
+/// `[[auth.tokens]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it (in audit logs; never the token itself).
+    pub name: String,
+    /// The token, or empty to read it from `token_env`.
+    #[serde(default = "empty_secret")]
+    pub token: SecretString,
+    /// Environment variable holding the token (preferred over the file).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// `logs:read`, `jobs:run`, `jobs:control`.
+    pub scopes: Vec<Scope>,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Scope {
+    /// Read logs and instance status.
+    #[serde(rename = "logs:read")]
+    LogsRead,
+    /// Run jobs.
+    #[serde(rename = "jobs:run")]
+    JobsRun,
+    /// Stop, cancel and retry instances.
+    #[serde(rename = "jobs:control")]
+    JobsControl,
+}
+
+impl Scope {
+    /// The scope as written in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::LogsRead => "logs:read",
+            Scope::JobsRun => "jobs:run",
+            Scope::JobsControl => "jobs:control",
+        }
+    }
 }
 
 /// `[server]`
@@ -186,12 +260,30 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment
+        let mut config: Config = figment
             .merge(Env::prefixed(ENV_PREFIX).split("__"))
             .extract()
             .map_err(Box::new)?;
+        config.resolve_tokens()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads `token_env` variables into the tokens.
+    fn resolve_tokens(&mut self) -> Result<(), ConfigError> {
+        for t in &mut self.auth.tokens {
+            if let Some(var) = &t.token_env {
+                let value = std::env::var(var).map_err(|_| ConfigError::Invalid {
+                    key: "auth.tokens.token_env",
+                    problem: format!(
+                        "environment variable `{var}` (token `{}`) is not set",
+                        t.name
+                    ),
+                })?;
+                t.token = SecretString::from(value);
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -242,6 +334,67 @@ impl Config {
         }
         if l.cache_max_bytes < 1 << 20 {
             return invalid("logs.cache_max_bytes", "must be at least 1048576 (1 MiB)");
+        }
+        self.validate_jobs_and_tokens()
+    }
+
+    fn validate_jobs_and_tokens(&self) -> Result<(), ConfigError> {
+        use secrecy::ExposeSecret;
+        let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
+        for (name, job) in &self.jobs {
+            if name.is_empty() || name.bytes().all(|b| b.is_ascii_digit()) {
+                return invalid(
+                    "jobs",
+                    format!(
+                        "job name `{name}` must not be empty or all digits (those are job ids)"
+                    ),
+                );
+            }
+            if job.job_id <= 0 {
+                return invalid(
+                    "jobs.<name>.job_id",
+                    format!("job `{name}`: job_id must be positive"),
+                );
+            }
+        }
+        for allowed in &self.auth.allowed_jobs {
+            if !self.jobs.contains_key(allowed) && allowed.parse::<i64>().is_err() {
+                return invalid(
+                    "auth.allowed_jobs",
+                    format!("`{allowed}` is neither a job id nor a name under [jobs]"),
+                );
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut secrets = std::collections::HashSet::new();
+        for t in &self.auth.tokens {
+            if t.name.trim().is_empty() {
+                return invalid("auth.tokens.name", "every token needs a name".into());
+            }
+            if !names.insert(t.name.as_str()) {
+                return invalid(
+                    "auth.tokens.name",
+                    format!("token name `{}` is used twice", t.name),
+                );
+            }
+            if t.token.expose_secret().len() < 16 {
+                return invalid(
+                    "auth.tokens.token",
+                    format!("token `{}` must be at least 16 characters", t.name),
+                );
+            }
+            if !secrets.insert(t.token.expose_secret()) {
+                return invalid(
+                    "auth.tokens.token",
+                    format!("token `{}` has the same value as another token", t.name),
+                );
+            }
+            if t.scopes.is_empty() {
+                return invalid(
+                    "auth.tokens.scopes",
+                    format!("token `{}` has no scope", t.name),
+                );
+            }
         }
         Ok(())
     }

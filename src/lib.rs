@@ -10,9 +10,11 @@
 //! * [`upstream`]: the PowerJob client (4.3.x and 5.1.x), wire types, [`upstream::UpstreamError`];
 //! * [`logs`]: the pure core (paging, merge, completeness), unit- and property-tested;
 //! * [`service`]: [`service::LogService`], on-demand single-flight refreshes and the cache;
+//! * [`app`]: [`app::AppState`], API tokens and named jobs;
 //! * [`http`]: the axum router, thin handlers, [`http::ApiError`];
 //! * [`sim`]: a protocol-faithful PowerJob simulator for tests and the demo.
 
+pub mod app;
 pub mod config;
 pub mod demo;
 pub mod http;
@@ -22,20 +24,26 @@ pub mod sim;
 pub mod upstream;
 
 use std::future::Future;
+use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
+use crate::app::AppState;
 use crate::config::Config;
 use crate::service::LogService;
 use crate::upstream::PowerJobClient;
 
-/// Builds the service for `config`.
+/// Builds the application state for `config`, to serve on `listen`.
 ///
 /// # Errors
 /// When the HTTP client cannot be built (TLS initialisation).
-pub fn build(config: &Config) -> anyhow::Result<LogService> {
+pub fn build(config: &Config, listen: SocketAddr) -> anyhow::Result<AppState> {
     let client = PowerJobClient::new(&config.powerjob)?;
-    Ok(LogService::new(config, client))
+    Ok(AppState::new(
+        config,
+        LogService::new(config, client),
+        listen,
+    ))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
@@ -44,10 +52,10 @@ pub fn build(config: &Config) -> anyhow::Result<LogService> {
 /// I/O errors of the listener.
 pub async fn run(
     listener: TcpListener,
-    logs: LogService,
+    state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, http::router(logs))
+    axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -43,12 +43,12 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let config = powertail::config::Config::load(&cli.config)?;
-            let logs = powertail::build(&config)?;
             let listener = tokio::net::TcpListener::bind(config.server.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+            let state = powertail::build(&config, listener.local_addr()?)?;
             tracing::info!(listen = %config.server.listen, "powertail serving");
-            powertail::run(listener, logs, shutdown_signal()).await?;
+            powertail::run(listener, state, shutdown_signal()).await?;
         }
         Command::Demo { listen } => powertail::demo::run(listen, shutdown_signal()).await?,
     }

@@ -20,7 +20,7 @@ fn router() -> axum::Router {
         "#,
     )
     .unwrap();
-    powertail::http::router(powertail::build(&config).unwrap())
+    powertail::http::router(powertail::build(&config, "127.0.0.1:8080".parse().unwrap()).unwrap())
 }
 
 async fn call(method: &str, uri: &str) -> (StatusCode, Option<String>, Value) {

@@ -16,6 +16,23 @@ pub enum ApiError {
     /// Malformed or out-of-range input.
     #[error("{0}")]
     BadRequest(String),
+    /// API tokens are configured and none or a wrong one was sent.
+    #[error("a valid API token is required (Authorization: Bearer <token>)")]
+    Unauthorized,
+    /// The token lacks the right, or the job is not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No job of that name is configured.
+    #[error(
+        "no job named `{0}` is configured (use a numeric PowerJob job id or a [jobs.<name>] entry)"
+    )]
+    JobNotFound(String),
+    /// The instance is not in a state that allows the operation.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request body is larger than allowed.
+    #[error("request body too large")]
+    PayloadTooLarge,
     /// No such route.
     #[error("no such endpoint: {0}")]
     NotFound(String),
@@ -32,7 +49,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::JobNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Upstream(e) => match e {
                 UpstreamError::InstanceNotFound(_) => StatusCode::NOT_FOUND,
@@ -49,6 +70,11 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::JobNotFound(_) => "job_not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Upstream(e) => match e {
@@ -69,6 +95,10 @@ impl IntoResponse for ApiError {
         let body =
             serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
         let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(
                 header::RETRY_AFTER,

@@ -4,13 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 
 use super::error::ApiError;
-use crate::service::{LogPage, LogService};
+use crate::app::AppState;
+use crate::config::Scope;
+use crate::service::LogPage;
 
 /// Most lines in one answer.
 pub const MAX_LIMIT: u32 = 10_000;
@@ -159,9 +161,12 @@ impl From<LogPage> for LogsResponse {
 
 /// `GET /llm/logs`
 pub async fn get_logs(
-    State(logs): State<LogService>,
+    State(state): State<AppState>,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<LogsResponse>, ApiError> {
+    state.auth.check(&headers, Scope::LogsRead)?;
+    let logs = &state.logs;
     let q = LogsQuery::parse(raw.as_deref())?;
     let wait = Duration::from_millis(u64::from(q.wait_ms));
     let page = logs
@@ -172,10 +177,13 @@ pub async fn get_logs(
 
 /// `GET /llm/logs/{instanceId}/raw`: the whole log as text, one line per `\n`.
 pub async fn get_raw(
-    State(logs): State<LogService>,
+    State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
+    state.auth.check(&headers, Scope::LogsRead)?;
+    let logs = &state.logs;
     let id = parse_instance_id(&id)?;
     if let Some(q) = raw.filter(|q| !q.is_empty()) {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&q).unwrap_or_default();

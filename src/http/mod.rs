@@ -1,29 +1,40 @@
 //! The HTTP API: routes, the JSON error shape, thin handlers over [`LogService`].
 
 pub mod error;
+pub mod extract;
+pub mod jobs;
 pub mod logs;
 pub mod ops;
 
-use axum::extract::OriginalUri;
-use axum::routing::get;
+use axum::extract::{DefaultBodyLimit, OriginalUri};
+use axum::routing::{get, post};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 
-use crate::service::LogService;
+use crate::app::AppState;
+
+/// Largest request body accepted (run requests are small JSON objects).
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The whole API.
-pub fn router(logs: LogService) -> Router {
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/llm/logs", get(logs::get_logs))
         .route("/llm/logs/{instance_id}/raw", get(logs::get_raw))
+        .route("/llm/jobs/{job_id}/run", post(jobs::run_job))
+        .route("/llm/instances/{instance_id}", get(jobs::get_instance))
+        .route("/llm/instances/{instance_id}/stop", post(jobs::stop))
+        .route("/llm/instances/{instance_id}/cancel", post(jobs::cancel))
+        .route("/llm/instances/{instance_id}/retry", post(jobs::retry))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(logs)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
             let body =

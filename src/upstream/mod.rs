@@ -39,6 +39,27 @@ const CONSOLE_RELOGIN_CODES: [&str; 2] = ["-100", "-401"];
 /// Connecting never needs long; the request timeout covers slow answers.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The instance operations of the OpenAPI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceOp {
+    /// `stopInstance` (statuses 1–3).
+    Stop,
+    /// `cancelInstance` (a not yet dispatched instance).
+    Cancel,
+    /// `retryInstance` (a finished instance; same instanceId).
+    Retry,
+}
+
+impl InstanceOp {
+    fn path(self) -> &'static str {
+        match self {
+            InstanceOp::Stop => "stopInstance",
+            InstanceOp::Cancel => "cancelInstance",
+            InstanceOp::Retry => "retryInstance",
+        }
+    }
+}
+
 /// Which server generation answered (detected by `/openApi/authApp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -147,6 +168,51 @@ impl PowerJobClient {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// `runJob`: starts an instance now (or after `delay_ms`) and returns its id. The
+    /// id comes back even when dispatch fails (the instance is then FAILED).
+    ///
+    /// # Errors
+    /// [`UpstreamError::Refused`] for an unknown job or one of another app.
+    #[tracing::instrument(skip(self, instance_params))]
+    pub async fn run_job(
+        &self,
+        job_id: i64,
+        instance_params: Option<&str>,
+        delay_ms: u64,
+    ) -> Result<i64, UpstreamError> {
+        let mut form = vec![
+            ("jobId", job_id.to_string()),
+            ("delay", delay_ms.to_string()),
+        ];
+        if let Some(p) = instance_params.filter(|p| !p.is_empty()) {
+            form.push(("instanceParams", p.to_owned()));
+        }
+        self.openapi::<i64>("runJob", &form)
+            .await?
+            .ok_or_else(|| UpstreamError::Protocol("runJob answered no instanceId".into()))
+    }
+
+    /// `stopInstance`, `cancelInstance` or `retryInstance`.
+    ///
+    /// # Errors
+    /// [`UpstreamError::Refused`] with PowerJob's reason (finished, not finished, unknown).
+    #[tracing::instrument(skip(self))]
+    pub async fn instance_op(&self, op: InstanceOp, id: i64) -> Result<(), UpstreamError> {
+        self.openapi::<serde_json::Value>(op.path(), &[("instanceId", id.to_string())])
+            .await
+            .map(|_| ())
+    }
+
+    /// `fetchJob`: the job's JobInfoDTO as PowerJob sent it.
+    ///
+    /// # Errors
+    /// [`UpstreamError::Refused`] for an unknown job.
+    pub async fn fetch_job(&self, job_id: i64) -> Result<serde_json::Value, UpstreamError> {
+        self.openapi::<serde_json::Value>("fetchJob", &[("jobId", job_id.to_string())])
+            .await?
+            .ok_or_else(|| UpstreamError::Protocol("fetchJob answered no job".into()))
     }
 
     /// One `/instance/log` page.

@@ -1,0 +1,187 @@
+//! `AppState`: what the handlers share, and the API-token policy.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use axum::http::HeaderMap;
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+
+use crate::config::{Config, JobConfig, Scope};
+use crate::http::ApiError;
+use crate::service::LogService;
+
+/// Shared state of every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Log following.
+    pub logs: LogService,
+    /// Token policy.
+    pub auth: Arc<Auth>,
+    /// Named jobs and the allow-list.
+    pub jobs: Arc<Jobs>,
+}
+
+impl FromRef<AppState> for LogService {
+    fn from_ref(s: &AppState) -> Self {
+        s.logs.clone()
+    }
+}
+
+impl AppState {
+    /// State for `config`, serving on `listen`.
+    pub fn new(config: &Config, logs: LogService, listen: SocketAddr) -> Self {
+        AppState {
+            logs,
+            auth: Arc::new(Auth::new(config, listen)),
+            jobs: Arc::new(Jobs {
+                named: config.jobs.clone(),
+                allowed: config.auth.allowed_jobs.clone(),
+            }),
+        }
+    }
+}
+
+/// Who made a request (for audit logs): a token's name, or `anonymous`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller(pub String);
+
+/// The API-token policy.
+pub struct Auth {
+    tokens: Vec<(String, SecretString, Vec<Scope>)>,
+    loopback: bool,
+}
+
+impl Auth {
+    fn new(config: &Config, listen: SocketAddr) -> Self {
+        Auth {
+            tokens: config
+                .auth
+                .tokens
+                .iter()
+                .map(|t| (t.name.clone(), t.token.clone(), t.scopes.clone()))
+                .collect(),
+            loopback: listen.ip().is_loopback(),
+        }
+    }
+
+    /// Whether any token is configured.
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    /// Checks the request's `Authorization: Bearer` token for `scope`.
+    ///
+    /// Without configured tokens reads are open and job control is allowed only when the
+    /// listener is loopback. Tokens are compared in constant time, all of them, always.
+    ///
+    /// # Errors
+    /// 401 without a valid token, 403 when it lacks the scope (or no tokens and not loopback).
+    pub fn check(&self, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
+        if self.tokens.is_empty() {
+            if scope == Scope::LogsRead || self.loopback {
+                return Ok(Caller("anonymous".into()));
+            }
+            return Err(ApiError::Forbidden(
+                "running or controlling jobs on a non-loopback listener needs [[auth.tokens]] in the configuration".into(),
+            ));
+        }
+        let presented = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(ApiError::Unauthorized)?;
+        let mut found: Option<&(String, SecretString, Vec<Scope>)> = None;
+        for t in &self.tokens {
+            if bool::from(t.1.expose_secret().as_bytes().ct_eq(presented.as_bytes())) {
+                found = Some(t);
+            }
+        }
+        let (name, _, scopes) = found.ok_or(ApiError::Unauthorized)?;
+        if scopes.contains(&scope) {
+            Ok(Caller(name.clone()))
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "token `{name}` lacks the scope `{}`",
+                scope.name()
+            )))
+        }
+    }
+}
+
+/// Named jobs and the allow-list.
+pub struct Jobs {
+    named: BTreeMap<String, JobConfig>,
+    allowed: Vec<String>,
+}
+
+/// A job resolved from a path segment.
+#[derive(Debug, Clone)]
+pub struct ResolvedJob {
+    /// PowerJob job id.
+    pub job_id: i64,
+    /// The configured name, if it was one.
+    pub name: Option<String>,
+    /// Default params of a named job.
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Jobs {
+    /// Resolves a job id or configured name, enforcing the allow-list.
+    ///
+    /// # Errors
+    /// 404 for an unknown name, 400 for a malformed id, 403 when not allowed.
+    pub fn resolve(&self, key: &str) -> Result<ResolvedJob, ApiError> {
+        let job = if let Some(cfg) = self.named.get(key) {
+            ResolvedJob {
+                job_id: cfg.job_id,
+                name: Some(key.to_owned()),
+                params: cfg.params.clone(),
+            }
+        } else if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) {
+            let job_id = key
+                .parse::<i64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or_else(|| ApiError::BadRequest(format!("job id `{key}` is out of range")))?;
+            ResolvedJob {
+                job_id,
+                name: self.name_of(job_id),
+                params: serde_json::Map::new(),
+            }
+        } else {
+            return Err(ApiError::JobNotFound(key.to_owned()));
+        };
+        if !self.allowed.is_empty() {
+            let id = job.job_id.to_string();
+            let ok = self
+                .allowed
+                .iter()
+                .any(|a| *a == id || job.name.as_deref() == Some(a.as_str()));
+            if !ok {
+                return Err(ApiError::Forbidden(format!(
+                    "job `{key}` is not in auth.allowed_jobs"
+                )));
+            }
+        }
+        Ok(job)
+    }
+
+    fn name_of(&self, job_id: i64) -> Option<String> {
+        self.named
+            .iter()
+            .find(|(_, j)| j.job_id == job_id)
+            .map(|(n, _)| n.clone())
+    }
+
+    /// The configured jobs (name, id, description), for the viewer.
+    pub fn list(&self) -> Vec<(String, i64, String)> {
+        self.named
+            .iter()
+            .map(|(n, j)| (n.clone(), j.job_id, j.description.clone()))
+            .collect()
+    }
+}

@@ -1,0 +1,240 @@
+//! Jobs and instances: `POST /llm/jobs/{jobId}/run`, `GET /llm/instances/{instanceId}`,
+//! `POST /llm/instances/{instanceId}/stop|cancel|retry`.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::error::ApiError;
+use super::extract::ApiJson;
+use super::logs::parse_instance_id;
+use crate::app::AppState;
+use crate::config::Scope;
+use crate::logs::Status;
+use crate::upstream::{InstanceOp, UpstreamError};
+
+/// Longest `delayMs` accepted (a day).
+const MAX_DELAY_MS: u64 = 86_400_000;
+
+/// Body of `POST /llm/jobs/{jobId}/run`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RunRequest {
+    /// A string sent as is, or a JSON object merged over the job's default params.
+    #[serde(default)]
+    pub instance_params: Option<Value>,
+    /// Dispatch delay in milliseconds.
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+/// The params text PowerJob receives: `requested` merged over `defaults`.
+///
+/// # Errors
+/// 400 when `instanceParams` is neither a string nor an object.
+pub fn merge_params(
+    defaults: &Map<String, Value>,
+    requested: Option<Value>,
+) -> Result<Option<String>, ApiError> {
+    match requested {
+        None | Some(Value::Null) if defaults.is_empty() => Ok(None),
+        None | Some(Value::Null) => Ok(Some(Value::Object(defaults.clone()).to_string())),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::Object(over)) => {
+            let mut merged = defaults.clone();
+            merged.extend(over);
+            Ok(Some(Value::Object(merged).to_string()))
+        }
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "`instanceParams` must be a string or a JSON object, got {}",
+            match other {
+                Value::Bool(_) => "a boolean",
+                Value::Number(_) => "a number",
+                _ => "an array",
+            }
+        ))),
+    }
+}
+
+/// `POST /llm/jobs/{jobId}/run` → 201 `{jobId, instanceId, logsUrl}`.
+pub async fn run_job(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+    headers: HeaderMap,
+    body: Option<ApiJson<RunRequest>>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let caller = state.auth.check(&headers, Scope::JobsRun)?;
+    let req = body.map(|ApiJson(r)| r).unwrap_or_default();
+    if req.delay_ms > MAX_DELAY_MS {
+        return Err(ApiError::BadRequest(format!(
+            "`delayMs` must be at most {MAX_DELAY_MS}"
+        )));
+    }
+    let resolved = state.jobs.resolve(&job)?;
+    let params = merge_params(&resolved.params, req.instance_params)?;
+    let client = state.logs.client();
+    let instance_id = client
+        .run_job(resolved.job_id, params.as_deref(), req.delay_ms)
+        .await
+        .map_err(job_error)?;
+    tracing::info!(
+        target: "audit", caller = %caller.0, job.id = resolved.job_id, job.name = resolved.name.as_deref().unwrap_or(""),
+        instance.id = instance_id, "job run"
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "jobId": resolved.job_id.to_string(),
+            "jobName": resolved.name,
+            "instanceId": instance_id.to_string(),
+            "logsUrl": format!("/llm/logs?instanceId={instance_id}"),
+        })),
+    ))
+}
+
+/// `GET /llm/instances/{instanceId}`.
+pub async fn get_instance(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::LogsRead)?;
+    let id = parse_instance_id(&id)?;
+    let info = state.logs.client().instance_info(id).await?;
+    Ok(Json(json!({
+        "instanceId": info.instance_id.to_string(),
+        "jobId": info.job_id.map(|j| j.to_string()),
+        "status": Status::from_code(info.status).name(),
+        "result": info.result,
+        "actualTriggerTime": info.actual_trigger_time,
+        "finishedTime": info.finished_time,
+        "taskTrackerAddress": info.task_tracker_address,
+        "runningTimes": info.running_times,
+    })))
+}
+
+/// `POST /llm/instances/{instanceId}/stop`.
+pub async fn stop(
+    state: State<AppState>,
+    id: Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    instance_op(state, id, headers, InstanceOp::Stop, "stopped").await
+}
+
+/// `POST /llm/instances/{instanceId}/cancel`.
+pub async fn cancel(
+    state: State<AppState>,
+    id: Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    instance_op(state, id, headers, InstanceOp::Cancel, "canceled").await
+}
+
+/// `POST /llm/instances/{instanceId}/retry`.
+pub async fn retry(
+    state: State<AppState>,
+    id: Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    instance_op(state, id, headers, InstanceOp::Retry, "retried").await
+}
+
+async fn instance_op(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    op: InstanceOp,
+    done: &'static str,
+) -> Result<Json<Value>, ApiError> {
+    let caller = state.auth.check(&headers, Scope::JobsControl)?;
+    let id = parse_instance_id(&id)?;
+    state
+        .logs
+        .client()
+        .instance_op(op, id)
+        .await
+        .map_err(|e| match e {
+            UpstreamError::Refused { message, .. }
+                if message.contains("can't find instance")
+                    || message.contains("invalid instanceId") =>
+            {
+                ApiError::Upstream(UpstreamError::InstanceNotFound(id))
+            }
+            UpstreamError::Refused { message, .. } if is_state_conflict(&message) => {
+                ApiError::Conflict(strip_class(&message))
+            }
+            other => other.into(),
+        })?;
+    tracing::info!(target: "audit", caller = %caller.0, instance.id = id, op = ?op, "instance {done}");
+    Ok(Json(json!({ "instanceId": id.to_string(), done: true })))
+}
+
+fn job_error(e: UpstreamError) -> ApiError {
+    match e {
+        UpstreamError::Refused { message, .. } if message.contains("can't find job by jobId") => {
+            ApiError::JobNotFound(message.rsplit(' ').next().unwrap_or_default().to_owned())
+        }
+        UpstreamError::Refused { message, .. } if message.contains("not belong to the app") => {
+            ApiError::Forbidden(format!(
+                "the job belongs to another PowerJob app: {}",
+                strip_class(&message)
+            ))
+        }
+        other => other.into(),
+    }
+}
+
+fn is_state_conflict(message: &str) -> bool {
+    [
+        "can't stop finished instance",
+        "already up and running",
+        "Only stopped instance can be retry",
+        "do not support retry",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
+/// `IllegalArgumentException: can't stop…` → `can't stop…`.
+fn strip_class(message: &str) -> String {
+    message
+        .split_once(": ")
+        .map_or(message, |(_, m)| m)
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_params_merge_over_defaults_and_strings_pass_through() {
+        let defaults: Map<String, Value> =
+            serde_json::from_str(r#"{"modelName":"qwen-7b","port":8000}"#).unwrap();
+        let merged = merge_params(
+            &defaults,
+            Some(json!({"port": 8001, "callbackUrl": "http://cb"})),
+        )
+        .unwrap()
+        .unwrap();
+        let v: Value = serde_json::from_str(&merged).unwrap();
+        assert_eq!(
+            v,
+            json!({"modelName":"qwen-7b","port":8001,"callbackUrl":"http://cb"})
+        );
+        assert_eq!(
+            merge_params(&defaults, Some(json!("raw")))
+                .unwrap()
+                .as_deref(),
+            Some("raw")
+        );
+        assert_eq!(merge_params(&Map::new(), None).unwrap(), None);
+        let v: Value =
+            serde_json::from_str(&merge_params(&defaults, None).unwrap().unwrap()).unwrap();
+        assert_eq!(v, Value::Object(defaults.clone()));
+        assert!(merge_params(&defaults, Some(json!([1]))).is_err());
+    }
+}

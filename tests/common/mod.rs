@@ -1,0 +1,124 @@
+//! Shared test harness: the simulator and the real router, each on 127.0.0.1:0, with
+//! the server's timing scaled down so that a whole job lifecycle takes seconds.
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+
+use std::time::Duration;
+
+use powertail::config::Config;
+use powertail::sim::{SimConfig, SimHandle, Simulator};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// Scaled server timing: flush 200 ms, cache 300 ms, sync 2 s.
+pub fn fast_sim() -> SimConfig {
+    SimConfig { log_cache_ms: 300, worker_flush_ms: 200, sync_delay_ms: 2_000, ..SimConfig::default() }
+}
+
+/// The adapter's configuration for a simulator at `urls`, timing matched to [`fast_sim`].
+pub fn app_config(urls: &[String], extra_powerjob: &str) -> Config {
+    let addresses: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+    Config::from_toml(&format!(
+        r#"
+        [powerjob]
+        addresses = [{}]
+        app_name = "llm-test-platform"
+        app_password = "secret"
+        request_timeout_ms = 1500
+        log_cache_ms = 300
+        worker_flush_ms = 200
+        clock_skew_ms = 100
+        {extra_powerjob}
+        [logs]
+        refresh_interval_ms = 50
+        first_read_delay_ms = 300
+        "#,
+        addresses.join(", ")
+    ))
+    .expect("test config")
+}
+
+/// A running adapter in front of a running simulator.
+pub struct TestApp {
+    pub sim: SimHandle,
+    pub base: String,
+    pub http: reqwest::Client,
+    _stop: oneshot::Sender<()>,
+}
+
+impl TestApp {
+    /// Simulator with `sim_cfg`, adapter with the matching fast timing.
+    pub async fn spawn(sim_cfg: SimConfig) -> Self {
+        Self::spawn_with(sim_cfg, "").await
+    }
+
+    /// As [`TestApp::spawn`], with extra `[powerjob]` keys for the adapter.
+    pub async fn spawn_with(sim_cfg: SimConfig, extra_powerjob: &str) -> Self {
+        let sim = Simulator::spawn(sim_cfg).await.expect("simulator");
+        let config = app_config(&[sim.url()], extra_powerjob);
+        Self::spawn_app(sim, &config).await
+    }
+
+    /// The adapter with an explicit configuration in front of `sim`.
+    pub async fn spawn_app(sim: SimHandle, config: &Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = powertail::build(config, listener.local_addr().unwrap()).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(powertail::run(listener, state, async {
+            let _ = stopped.await;
+        }));
+        TestApp { sim, base, http: reqwest::Client::new(), _stop: stop }
+    }
+
+    /// `GET path` → (status, JSON body).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap();
+        (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+    }
+
+    /// One `/llm/logs` read that must succeed.
+    pub async fn logs(&self, id: i64, from: u64) -> Value {
+        let (status, body) = self.get(&format!("/llm/logs?instanceId={id}&fromLine={from}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Follows the log like a browser (poll, send back `nextLine`) until `complete`,
+    /// checking the cursor contract on every answer. Returns every line served.
+    pub async fn follow(&self, id: i64, deadline: Duration) -> Follow {
+        let until = tokio::time::Instant::now() + deadline;
+        let mut lines: Vec<String> = Vec::new();
+        let mut answers = Vec::new();
+        loop {
+            let body = self.logs(id, lines.len() as u64).await;
+            assert_eq!(body["instanceId"], Value::String(id.to_string()));
+            assert_eq!(body["fromLine"].as_u64().unwrap(), lines.len() as u64);
+            let got: Vec<String> = serde_json::from_value(body["lines"].clone()).unwrap();
+            assert_eq!(body["nextLine"].as_u64().unwrap(), lines.len() as u64 + got.len() as u64, "{body}");
+            assert!(body["totalLines"].as_u64().unwrap() >= body["nextLine"].as_u64().unwrap());
+            lines.extend(got);
+            answers.push(body.clone());
+            if body["complete"] == Value::Bool(true) {
+                return Follow { lines, last: body, answers };
+            }
+            assert!(tokio::time::Instant::now() < until, "not complete in {deadline:?}; last answer {body}");
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    }
+}
+
+/// What a follow ended with.
+pub struct Follow {
+    pub lines: Vec<String>,
+    pub last: Value,
+    pub answers: Vec<Value>,
+}
+
+/// The lines sorted, for comparisons where late lines were appended at the end.
+pub fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
