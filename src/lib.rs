@@ -12,6 +12,7 @@
 //! * [`service`]: [`service::LogService`], on-demand single-flight refreshes and the cache;
 //! * [`app`]: [`app::AppState`], API tokens and named jobs;
 //! * [`http`]: the axum router, thin handlers, [`http::ApiError`];
+//! * [`telemetry`]: Prometheus metrics and the HTTP metrics middleware;
 //! * [`sim`]: a protocol-faithful PowerJob simulator for tests and the demo.
 
 pub mod app;
@@ -21,6 +22,7 @@ pub mod http;
 pub mod logs;
 pub mod service;
 pub mod sim;
+pub mod telemetry;
 pub mod upstream;
 
 use std::future::Future;
@@ -38,6 +40,7 @@ use crate::upstream::PowerJobClient;
 /// # Errors
 /// When the HTTP client cannot be built (TLS initialisation).
 pub fn build(config: &Config, listen: SocketAddr) -> anyhow::Result<AppState> {
+    telemetry::prometheus();
     let client = PowerJobClient::new(&config.powerjob)?;
     Ok(AppState::new(
         config,

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::logs::{
     refresh_log, Follower, InstanceFacts, PageSource, Plan, RawPage, ReadError, Status, Timing,
 };
+use crate::telemetry;
 use crate::upstream::wire::InstanceInfo;
 use crate::upstream::{now_ms, PowerJobClient, UpstreamError};
 
@@ -100,6 +101,11 @@ impl LogService {
         let entries = moka::sync::Cache::builder()
             .max_capacity(config.logs.cache_max_bytes.max(MAX_INSTANCES))
             .weigher(|_, e: &Arc<Entry>| u32::try_from(e.weight()).unwrap_or(u32::MAX))
+            .eviction_listener(|_, _, cause| {
+                if cause.was_evicted() {
+                    metrics::counter!(telemetry::CACHE_EVICTIONS).increment(1);
+                }
+            })
             .build();
         LogService {
             inner: Arc::new(Inner {
@@ -148,6 +154,7 @@ impl LogService {
                 .next_due(self.inner.refresh_interval)
                 .unwrap_or(now);
             let until = deadline.min(next_refresh.max(now + Duration::from_millis(5)));
+            let _waiting = GaugeGuard::new(telemetry::LONG_POLL_WAITING);
             tokio::select! {
                 _ = changed.changed() => {}
                 () = tokio::time::sleep_until(until) => {}
@@ -172,6 +179,11 @@ impl LogService {
     }
 
     fn entry(&self, id: i64) -> Arc<Entry> {
+        if let Some(e) = self.inner.entries.get(&id) {
+            metrics::counter!(telemetry::CACHE_HITS).increment(1);
+            return e;
+        }
+        metrics::counter!(telemetry::CACHE_MISSES).increment(1);
         self.inner.entries.get_with(id, || {
             Arc::new(Entry {
                 id,
@@ -180,6 +192,14 @@ impl LogService {
                 changed: watch::Sender::new(0),
             })
         })
+    }
+
+    /// Publishes the cache gauges (called when metrics are scraped).
+    pub fn record_gauges(&self) {
+        let entries = &self.inner.entries;
+        entries.run_pending_tasks();
+        metrics::gauge!(telemetry::INSTANCES_FOLLOWED).set(entries.entry_count() as f64);
+        metrics::gauge!(telemetry::CACHE_BYTES).set(entries.weighted_size() as f64);
     }
 
     /// Refreshes `entry` unless it is complete or was refreshed less than an interval
@@ -197,7 +217,10 @@ impl LogService {
             && !entry.is_complete()
         {
             gate.last_attempt = Some(now);
-            match self.refresh(entry, &mut gate).await {
+            let result = self.refresh(entry, &mut gate).await;
+            let outcome = if result.is_ok() { "ok" } else { "error" };
+            metrics::counter!(telemetry::REFRESHES, "outcome" => outcome).increment(1);
+            match result {
                 Ok(()) => {
                     gate.failures = 0;
                     gate.last_error = None;
@@ -212,6 +235,8 @@ impl LogService {
             }
             // Re-insert so the cache re-weighs the entry with its new lines.
             self.inner.entries.insert(entry.id, entry.clone());
+        } else {
+            metrics::counter!(telemetry::REFRESHES_COALESCED).increment(1);
         }
         match &gate.last_error {
             None => Ok(false),
@@ -358,5 +383,21 @@ impl PageSource for InstancePages<'_> {
 
     async fn page(&self, index: u64) -> Result<RawPage, UpstreamError> {
         self.client.log_page(self.id, index).await
+    }
+}
+
+/// Increments a gauge while alive.
+struct GaugeGuard(&'static str);
+
+impl GaugeGuard {
+    fn new(name: &'static str) -> Self {
+        metrics::gauge!(name).increment(1.0);
+        GaugeGuard(name)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        metrics::gauge!(self.0).decrement(1.0);
     }
 }

@@ -42,3 +42,15 @@ pub async fn readyz(State(logs): State<LogService>) -> (StatusCode, Json<Value>)
         ),
     }
 }
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(logs): State<LogService>) -> impl axum::response::IntoResponse {
+    logs.record_gauges();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::telemetry::prometheus().render(),
+    )
+}

@@ -239,7 +239,7 @@ impl PowerJobClient {
             ];
             let jwt = session.console_jwt.clone();
             let raw = self
-                .send(|base| {
+                .send("/instance/log", |base| {
                     let mut req = self
                         .inner
                         .http
@@ -296,10 +296,11 @@ impl PowerJobClient {
     /// [`UpstreamError::Refused`] with the server's message on `success: false`.
     pub async fn openapi<T: DeserializeOwned>(
         &self,
-        op: &str,
+        op: &'static str,
         form: &[(&str, String)],
     ) -> Result<Option<T>, UpstreamError> {
         let path = format!("/openApi/{op}");
+        let endpoint = op;
         let mut session = self.ready_session().await?;
         let mut replayed = false;
         loop {
@@ -308,7 +309,7 @@ impl PowerJobClient {
             fields.push(("appId", app_id.to_string()));
             let token = session.app_token.clone();
             let raw = self
-                .send(|base| {
+                .send(endpoint, |base| {
                     let mut req = self.inner.http.post(join(base, &path)).form(&fields);
                     if let Some(token) = &token {
                         req = req
@@ -366,7 +367,7 @@ impl PowerJobClient {
             "appName": self.inner.app_name, "encryptedPassword": md5, "encryptType": "md5",
         });
         let raw = self
-            .send(|base| {
+            .send("/openApi/authApp", |base| {
                 self.inner
                     .http
                     .post(join(base, "/openApi/authApp"))
@@ -380,7 +381,7 @@ impl PowerJobClient {
                 ("password", password),
             ];
             let raw = self
-                .send(|base| {
+                .send("/openApi/assert", |base| {
                     self.inner
                         .http
                         .post(join(base, "/openApi/assert"))
@@ -429,7 +430,7 @@ impl PowerJobClient {
         });
         let body = serde_json::json!({ "loginType": "PWJB", "originParams": origin.to_string() });
         let raw = self
-            .send(|base| {
+            .send("/auth/thirdPartyLoginDirect", |base| {
                 self.inner
                     .http
                     .post(join(base, "/auth/thirdPartyLoginDirect"))
@@ -456,14 +457,30 @@ impl PowerJobClient {
     }
 
     /// Sends a request to the first address that answers, starting with the last good one.
-    async fn send(&self, build: impl Fn(&Url) -> RequestBuilder) -> Result<Raw, UpstreamError> {
+    async fn send(
+        &self,
+        endpoint: &'static str,
+        build: impl Fn(&Url) -> RequestBuilder,
+    ) -> Result<Raw, UpstreamError> {
         let n = self.inner.addresses.len();
         let first = self.inner.preferred.load(Ordering::Relaxed) % n.max(1);
         let mut last_error = UpstreamError::Unreachable("no PowerJob address configured".into());
         for k in 0..n {
             let i = (first + k) % n;
             let base = &self.inner.addresses[i];
-            match self.send_once(build(base)).await {
+            let start = std::time::Instant::now();
+            let result = self.send_once(build(base)).await;
+            let outcome = match &result {
+                Ok(raw) if raw.status.is_success() => "ok",
+                Ok(_) => "http_error",
+                Err(UpstreamError::Timeout(_)) => "timeout",
+                Err(UpstreamError::Unreachable(_)) => "unreachable",
+                Err(_) => "bad_answer",
+            };
+            metrics::counter!(crate::telemetry::UPSTREAM_REQUESTS, "endpoint" => endpoint, "outcome" => outcome).increment(1);
+            metrics::histogram!(crate::telemetry::UPSTREAM_DURATION, "endpoint" => endpoint)
+                .record(start.elapsed().as_secs_f64());
+            match result {
                 Ok(raw) => {
                     self.inner.preferred.store(i, Ordering::Relaxed);
                     self.inner.last_ok_ms.store(now_ms(), Ordering::Relaxed);

@@ -1,0 +1,74 @@
+//! Metrics (Prometheus text at `/metrics`) and the HTTP metrics middleware.
+//!
+//! The recorder is process-wide (the `metrics` facade has one global recorder), so it
+//! is installed once and every router in the process renders the same registry.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// HTTP requests served, by route, method and status.
+pub const HTTP_REQUESTS: &str = "powertail_http_requests_total";
+/// HTTP request latency, by route.
+pub const HTTP_DURATION: &str = "powertail_http_request_duration_seconds";
+/// PowerJob requests, by endpoint and outcome.
+pub const UPSTREAM_REQUESTS: &str = "powertail_upstream_requests_total";
+/// PowerJob request latency, by endpoint.
+pub const UPSTREAM_DURATION: &str = "powertail_upstream_request_duration_seconds";
+/// Refreshes of one instance, by outcome (`ok`, `error`).
+pub const REFRESHES: &str = "powertail_refreshes_total";
+/// Reads that shared a refresh (waited for one in flight, or found it fresh).
+pub const REFRESHES_COALESCED: &str = "powertail_refreshes_coalesced_total";
+/// Reads of an instance already cached / not cached.
+pub const CACHE_HITS: &str = "powertail_cache_hits_total";
+/// See [`CACHE_HITS`].
+pub const CACHE_MISSES: &str = "powertail_cache_misses_total";
+/// Instances evicted from the cache.
+pub const CACHE_EVICTIONS: &str = "powertail_cache_evictions_total";
+/// Instances followed (cached) now.
+pub const INSTANCES_FOLLOWED: &str = "powertail_instances_followed";
+/// Bytes of log lines cached now (the weigher's view).
+pub const CACHE_BYTES: &str = "powertail_cache_bytes";
+/// Long-poll requests waiting now.
+pub const LONG_POLL_WAITING: &str = "powertail_long_poll_waiting";
+
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+];
+
+/// The process-wide Prometheus recorder.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&LATENCY_BUCKETS)
+            .expect("static, non-empty buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (a test harness); then ours only renders.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Middleware: counts and times every request by its route template (never by raw
+/// path, which would carry instance ids into label values).
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::histogram!(HTTP_DURATION, "route" => route.clone())
+        .record(start.elapsed().as_secs_f64());
+    metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status)
+        .increment(1);
+    resp
+}
