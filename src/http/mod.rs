@@ -5,6 +5,7 @@ pub mod extract;
 pub mod jobs;
 pub mod logs;
 pub mod ops;
+pub mod viewer;
 
 use axum::extract::{DefaultBodyLimit, OriginalUri};
 use axum::routing::{get, post};
@@ -24,6 +25,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/llm/logs", get(logs::get_logs))
         .route("/llm/logs/{instance_id}/raw", get(logs::get_raw))
+        .route("/", get(viewer::index))
+        .route("/llm/jobs", get(viewer::list_jobs))
         .route("/llm/jobs/{job_id}/run", post(jobs::run_job))
         .route("/llm/instances/{instance_id}", get(jobs::get_instance))
         .route("/llm/instances/{instance_id}/stop", post(jobs::stop))

@@ -1,0 +1,49 @@
+//! `GET /`: the log viewer page (embedded in the binary), and `GET /llm/jobs`.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::config::Scope;
+
+/// The viewer: one self-contained HTML file, no CDN, no build step.
+const VIEWER_HTML: &str = include_str!("../../assets/viewer.html");
+
+/// `GET /`
+pub async fn index() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; \
+                 img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            ),
+        ],
+        VIEWER_HTML,
+    )
+}
+
+/// `GET /llm/jobs`: the configured jobs, and whether this caller may run them.
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::LogsRead)?;
+    let can_run = state.auth.check(&headers, Scope::JobsRun).is_ok();
+    let jobs: Vec<Value> = state
+        .jobs
+        .list()
+        .into_iter()
+        .map(|(name, id, description)| json!({ "name": name, "jobId": id.to_string(), "description": description }))
+        .collect();
+    Ok(Json(json!({ "jobs": jobs, "canRun": can_run })))
+}
