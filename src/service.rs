@@ -384,6 +384,10 @@ impl PageSource for InstancePages<'_> {
     async fn page(&self, index: u64) -> Result<RawPage, UpstreamError> {
         self.client.log_page(self.id, index).await
     }
+
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
 }
 
 /// Increments a gauge while alive.

@@ -104,6 +104,8 @@ struct FollowerData {
     lines: Vec<Arc<str>>,
     model: Vec<u32>,
     last_page: Option<PageMark>,
+    /// When the refresh that last saw `last_page` started (epoch ms).
+    last_page_seen_at: Option<i64>,
     status: Status,
     finished_time: Option<i64>,
     final_seen_at: Option<i64>,
@@ -230,9 +232,20 @@ impl Follower {
             return Plan::Wait;
         }
         let settled = self.settled_len(timing);
+        let mut first_page = (settled.saturating_sub(ANCHOR_LINES) as u64) / PAGE_LINES;
+        // Records with equal times swap places at every rebuild, and a record's lines stay
+        // together: start the window where the record time changes, so that nothing can
+        // move between the unread prefix and the window.
+        while first_page > 0 {
+            let start = (first_page * PAGE_LINES) as usize;
+            if self.time_at(start - 1) != self.time_at(start) {
+                break;
+            }
+            first_page -= 1;
+        }
         Plan::Read {
             probe_page: self.data.last_page.map_or(0, |m| m.index),
-            first_page: (settled.saturating_sub(ANCHOR_LINES) as u64) / PAGE_LINES,
+            first_page,
         }
     }
 
@@ -249,7 +262,16 @@ impl Follower {
 
     /// Records a read started at `read_at` that found the log unchanged.
     pub fn apply_unchanged(&mut self, read_at: i64, timing: &Timing) {
+        self.data.last_page_seen_at = Some(read_at);
         self.settle(read_at, 0, timing);
+    }
+
+    /// Until when (epoch ms) a burst of page reads is provably cut from one file, once
+    /// the probe showed the file changed: the previous file was still served at the
+    /// previous read, so the rebuild came after it, and the server rebuilds at most every
+    /// `log_cache_ms`. `None` when there is no previous read to reason from.
+    pub fn stable_until(&self, timing: &Timing) -> Option<i64> {
+        self.data.last_page_seen_at.map(|t| t + timing.log_cache_ms)
     }
 
     /// Applies a snapshot read (its first request sent at `read_at`) and appends the
@@ -271,6 +293,7 @@ impl Follower {
                 }
                 self.set_model(0, &[]);
                 self.data.last_page = None;
+                self.data.last_page_seen_at = None;
                 0
             }
             Snapshot::Lines {
@@ -292,6 +315,7 @@ impl Follower {
                     total_pages: *total_pages,
                     hash: hash_lines(lines[from..].iter().map(String::as_str)),
                 });
+                self.data.last_page_seen_at = Some(read_at);
                 appended
             }
         };
@@ -334,7 +358,7 @@ impl Follower {
         let mut hi = model.len();
         while lo < hi {
             let mid = (lo + hi) / 2;
-            let t = (0..=mid).rev().find_map(|p| self.model_time(p));
+            let t = self.time_at(mid);
             if t.is_some_and(|t| t < horizon) || t.is_none() {
                 lo = mid + 1;
             } else {
@@ -344,6 +368,13 @@ impl Follower {
         // Lines before the first record have no time: they are settled only if some
         // record after them is.
         lo
+    }
+
+    /// The record time of model line `pos` (a continuation line takes its record's).
+    fn time_at(&self, pos: usize) -> Option<i64> {
+        (0..=pos.min(self.data.model.len().saturating_sub(1)))
+            .rev()
+            .find_map(|p| self.model_time(p))
     }
 
     fn model_time(&self, pos: usize) -> Option<i64> {
@@ -413,6 +444,9 @@ impl Follower {
                     let text: Arc<str> = Arc::from(text.as_str());
                     self.index.push_line(n, &text);
                     self.data.lines.push(text);
+                    // This window's later copies of a text are new too: its budget of
+                    // already-served copies (computed before any append) stays at zero.
+                    budget.entry(self.index.text_of[n as usize]).or_insert(0);
                     appended += 1;
                     n
                 }

@@ -5,8 +5,11 @@
 //! 1. Read the *probe* page (the last page of the previous snapshot). Same page count
 //!    and same text: nothing was added, done with one request.
 //! 2. Otherwise read the window `first_page..totalPages` (the region late lines can
-//!    reach) in one burst, a few pages at a time, and assemble it; a burst that straddles
-//!    a server rebuild is read again.
+//!    reach) in one burst, a few pages at a time. A burst may straddle a server rebuild
+//!    and splice two files (protocol §6, pitfall 6). It is used only when it is provably
+//!    cut from one file: a single page; or a burst that ended before the file the probe
+//!    found could be rebuilt again (see [`Follower::stable_until`]); or a burst read twice
+//!    with identical results. Otherwise it is read again.
 //! 3. Apply it; if the window no longer lines up, read the whole log and apply that.
 
 use std::future::Future;
@@ -15,12 +18,15 @@ use std::sync::RwLock;
 use futures::{StreamExt, TryStreamExt};
 
 use super::follower::{Follower, NeedFullRead, Timing};
+use super::line::{classify, PageText};
 use super::snapshot::{assemble, RawPage, Snapshot, SnapshotError};
 
 /// Pages of one snapshot read at once.
 pub const PAGE_PARALLELISM: usize = 4;
 /// Bursts read again when their pages came from different server snapshots.
 pub const MAX_BURST_ATTEMPTS: usize = 4;
+/// Reads of one page that answered a transient placeholder ("being prepared").
+pub const PLACEHOLDER_RETRIES: usize = 2;
 
 /// Where log pages come from.
 pub trait PageSource {
@@ -28,6 +34,8 @@ pub trait PageSource {
     type Error;
     /// Reads page `index` of the instance's log.
     fn page(&self, index: u64) -> impl Future<Output = Result<RawPage, Self::Error>>;
+    /// The time now (epoch ms), on the clock `read_at` is measured with.
+    fn now_ms(&self) -> i64;
 }
 
 /// Why a refresh read failed.
@@ -67,8 +75,10 @@ pub async fn refresh_log<S: PageSource>(
     read_at: i64,
     timing: &Timing,
 ) -> Result<ReadOutcome, ReadError<S::Error>> {
-    let probe = src.page(probe_page).await.map_err(ReadError::Source)?;
-    let mut pages_read = 1;
+    let mut pages_read = 0;
+    let probe = read_page(src, probe_page, &mut pages_read).await?;
+    // (`read_page` never returns a placeholder: a placeholder tells nothing about the file,
+    // and in particular does not prove the rebuild `stable_until` relies on.)
     if follower
         .read()
         .expect("follower lock poisoned")
@@ -83,7 +93,12 @@ pub async fn refresh_log<S: PageSource>(
             pages_read,
         });
     }
-    let snapshot = read_snapshot(src, first_page, Some(probe), &mut pages_read).await?;
+    let stable_until = follower
+        .read()
+        .expect("follower lock poisoned")
+        .stable_until(timing);
+    let snapshot =
+        read_snapshot(src, first_page, Some(probe), stable_until, &mut pages_read).await?;
     let applied = follower
         .write()
         .expect("follower lock poisoned")
@@ -91,7 +106,7 @@ pub async fn refresh_log<S: PageSource>(
     let applied = match applied {
         Ok(a) => a,
         Err(NeedFullRead) => {
-            let snapshot = read_snapshot(src, 0, None, &mut pages_read).await?;
+            let snapshot = read_snapshot(src, 0, None, stable_until, &mut pages_read).await?;
             let full = follower
                 .write()
                 .expect("follower lock poisoned")
@@ -105,8 +120,9 @@ pub async fn refresh_log<S: PageSource>(
     })
 }
 
-/// Reads pages `first_page..` as one consistent snapshot. `known` is a page already
-/// read in this refresh, reused when it belongs to the window.
+/// Reads pages `first_page..` as one consistent snapshot (see the module docs).
+/// `known` is a page already read in this refresh, reused when it belongs to the
+/// window; `stable_until` is [`Follower::stable_until`].
 ///
 /// # Errors
 /// [`ReadError`] on a source failure, a placeholder, or a log that kept changing.
@@ -114,15 +130,20 @@ pub async fn read_snapshot<S: PageSource>(
     src: &S,
     first_page: u64,
     known: Option<RawPage>,
+    stable_until: Option<i64>,
     pages_read: &mut usize,
 ) -> Result<Snapshot, ReadError<S::Error>> {
     let mut known = known;
     let mut previous: Option<Vec<RawPage>> = None;
     for _ in 0..MAX_BURST_ATTEMPTS {
         let pages = read_burst(src, first_page, known.take(), pages_read).await?;
-        let trusted = previous.as_ref() == Some(&pages);
-        match assemble(first_page, &pages, trusted) {
-            Ok(snapshot) => return Ok(snapshot),
+        let proven = pages.len() == 1
+            || stable_until.is_some_and(|t| src.now_ms() < t)
+            || previous.as_ref() == Some(&pages);
+        match assemble(first_page, &pages, proven) {
+            Ok(snapshot) if proven => return Ok(snapshot),
+            // Plausible, but not proven: read it once more and compare.
+            Ok(_) => previous = Some(pages),
             Err(SnapshotError::Inconsistent(why)) => {
                 tracing::debug!(why, "pages from different server snapshots; reading again");
                 previous = Some(pages);
@@ -142,39 +163,54 @@ async fn read_burst<S: PageSource>(
 ) -> Result<Vec<RawPage>, ReadError<S::Error>> {
     let (head, known) = match known {
         Some(p) if p.index == first_page => (p, None),
-        other => {
-            *pages_read += 1;
-            (
-                src.page(first_page).await.map_err(ReadError::Source)?,
-                other,
-            )
-        }
+        other => (read_page(src, first_page, pages_read).await?, other),
     };
     let total = head.total_pages;
-    let mut fetched = 0;
-    let rest: Vec<RawPage> = futures::stream::iter(first_page + 1..total.max(first_page + 1))
-        .map(|index| {
-            let reuse = known
-                .as_ref()
-                .filter(|p| p.index == index && p.total_pages == total)
-                .cloned();
-            if reuse.is_none() {
-                fetched += 1;
-            }
-            async move {
-                match reuse {
-                    Some(p) => Ok(p),
-                    None => src.page(index).await,
+    let rest: Vec<(RawPage, usize)> =
+        futures::stream::iter(first_page + 1..total.max(first_page + 1))
+            .map(|index| {
+                let reuse = known
+                    .as_ref()
+                    .filter(|p| p.index == index && p.total_pages == total)
+                    .cloned();
+                async move {
+                    let mut reads = 0;
+                    let page = match reuse {
+                        Some(p) => p,
+                        None => read_page(src, index, &mut reads).await?,
+                    };
+                    Ok::<_, ReadError<S::Error>>((page, reads))
                 }
-            }
-        })
-        .buffered(PAGE_PARALLELISM)
-        .try_collect()
-        .await
-        .map_err(ReadError::Source)?;
-    *pages_read += fetched;
+            })
+            .buffered(PAGE_PARALLELISM)
+            .try_collect()
+            .await?;
     let mut pages = Vec::with_capacity(rest.len() + 1);
     pages.push(head);
-    pages.extend(rest);
+    for (page, reads) in rest {
+        *pages_read += reads;
+        pages.push(page);
+    }
     Ok(pages)
+}
+
+/// Reads one page, reading it again (a few times) while the server answers a transient
+/// placeholder instead of the page. A placeholder that persists fails the read.
+async fn read_page<S: PageSource>(
+    src: &S,
+    index: u64,
+    pages_read: &mut usize,
+) -> Result<RawPage, ReadError<S::Error>> {
+    let mut attempt = 0;
+    loop {
+        *pages_read += 1;
+        let page = src.page(index).await.map_err(ReadError::Source)?;
+        match classify(page.total_pages, &page.data) {
+            PageText::Transient(text) if attempt >= PLACEHOLDER_RETRIES => {
+                return Err(SnapshotError::Placeholder(text.to_owned()).into());
+            }
+            PageText::Transient(_) => attempt += 1,
+            _ => return Ok(page),
+        }
+    }
 }
