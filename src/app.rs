@@ -36,10 +36,7 @@ impl AppState {
         AppState {
             logs,
             auth: Arc::new(Auth::new(config, listen)),
-            jobs: Arc::new(Jobs {
-                named: config.jobs.clone(),
-                allowed: config.auth.allowed_jobs.clone(),
-            }),
+            jobs: Arc::new(Jobs { named: config.jobs.clone(), allowed: config.auth.allowed_jobs.clone() }),
         }
     }
 }
@@ -57,12 +54,7 @@ pub struct Auth {
 impl Auth {
     fn new(config: &Config, listen: SocketAddr) -> Self {
         Auth {
-            tokens: config
-                .auth
-                .tokens
-                .iter()
-                .map(|t| (t.name.clone(), t.token.clone(), t.scopes.clone()))
-                .collect(),
+            tokens: config.auth.tokens.iter().map(|t| (t.name.clone(), t.token.clone(), t.scopes.clone())).collect(),
             loopback: listen.ip().is_loopback(),
         }
     }
@@ -85,7 +77,8 @@ impl Auth {
                 return Ok(Caller("anonymous".into()));
             }
             return Err(ApiError::Forbidden(
-                "running or controlling jobs on a non-loopback listener needs [[auth.tokens]] in the configuration".into(),
+                "running or controlling jobs on a non-loopback listener needs [[auth.tokens]] in the configuration"
+                    .into(),
             ));
         }
         let presented = headers
@@ -104,10 +97,7 @@ impl Auth {
         if scopes.contains(&scope) {
             Ok(Caller(name.clone()))
         } else {
-            Err(ApiError::Forbidden(format!(
-                "token `{name}` lacks the scope `{}`",
-                scope.name()
-            )))
+            Err(ApiError::Forbidden(format!("token `{name}` lacks the scope `{}`", scope.name())))
         }
     }
 }
@@ -136,52 +126,33 @@ impl Jobs {
     /// 404 for an unknown name, 400 for a malformed id, 403 when not allowed.
     pub fn resolve(&self, key: &str) -> Result<ResolvedJob, ApiError> {
         let job = if let Some(cfg) = self.named.get(key) {
-            ResolvedJob {
-                job_id: cfg.job_id,
-                name: Some(key.to_owned()),
-                params: cfg.params.clone(),
-            }
+            ResolvedJob { job_id: cfg.job_id, name: Some(key.to_owned()), params: cfg.params.clone() }
         } else if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) {
             let job_id = key
                 .parse::<i64>()
                 .ok()
                 .filter(|id| *id > 0)
                 .ok_or_else(|| ApiError::BadRequest(format!("job id `{key}` is out of range")))?;
-            ResolvedJob {
-                job_id,
-                name: self.name_of(job_id),
-                params: serde_json::Map::new(),
-            }
+            ResolvedJob { job_id, name: self.name_of(job_id), params: serde_json::Map::new() }
         } else {
             return Err(ApiError::JobNotFound(key.to_owned()));
         };
         if !self.allowed.is_empty() {
             let id = job.job_id.to_string();
-            let ok = self
-                .allowed
-                .iter()
-                .any(|a| *a == id || job.name.as_deref() == Some(a.as_str()));
+            let ok = self.allowed.iter().any(|a| *a == id || job.name.as_deref() == Some(a.as_str()));
             if !ok {
-                return Err(ApiError::Forbidden(format!(
-                    "job `{key}` is not in auth.allowed_jobs"
-                )));
+                return Err(ApiError::Forbidden(format!("job `{key}` is not in auth.allowed_jobs")));
             }
         }
         Ok(job)
     }
 
     fn name_of(&self, job_id: i64) -> Option<String> {
-        self.named
-            .iter()
-            .find(|(_, j)| j.job_id == job_id)
-            .map(|(n, _)| n.clone())
+        self.named.iter().find(|(_, j)| j.job_id == job_id).map(|(n, _)| n.clone())
     }
 
     /// The configured jobs (name, id, description), for the viewer.
     pub fn list(&self) -> Vec<(String, i64, String)> {
-        self.named
-            .iter()
-            .map(|(n, j)| (n.clone(), j.job_id, j.description.clone()))
-            .collect()
+        self.named.iter().map(|(n, j)| (n.clone(), j.job_id, j.description.clone())).collect()
     }
 }

@@ -115,9 +115,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-        }
+        ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
     }
 }
 
@@ -166,11 +164,7 @@ pub struct LogsConfig {
 
 impl Default for LogsConfig {
     fn default() -> Self {
-        LogsConfig {
-            refresh_interval_ms: 1_000,
-            first_read_delay_ms: 8_000,
-            cache_max_bytes: 256 << 20,
-        }
+        LogsConfig { refresh_interval_ms: 1_000, first_read_delay_ms: 8_000, cache_max_bytes: 256 << 20 }
     }
 }
 
@@ -206,17 +200,11 @@ fn urls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Url>, D::Error> {
         Many(Vec<String>),
     }
     let raw = match OneOrMany::deserialize(d)? {
-        OneOrMany::One(s) => s
-            .split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect(),
+        OneOrMany::One(s) => s.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
         OneOrMany::Many(v) => v,
     };
     raw.iter()
-        .map(|s| {
-            Url::parse(s).map_err(|e| serde::de::Error::custom(format!("`{s}` is not a URL: {e}")))
-        })
+        .map(|s| Url::parse(s).map_err(|e| serde::de::Error::custom(format!("`{s}` is not a URL: {e}"))))
         .collect()
 }
 
@@ -260,10 +248,7 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let mut config: Config = figment
-            .merge(Env::prefixed(ENV_PREFIX).split("__"))
-            .extract()
-            .map_err(Box::new)?;
+        let mut config: Config = figment.merge(Env::prefixed(ENV_PREFIX).split("__")).extract().map_err(Box::new)?;
         config.resolve_tokens()?;
         config.validate()?;
         Ok(config)
@@ -275,10 +260,7 @@ impl Config {
             if let Some(var) = &t.token_env {
                 let value = std::env::var(var).map_err(|_| ConfigError::Invalid {
                     key: "auth.tokens.token_env",
-                    problem: format!(
-                        "environment variable `{var}` (token `{}`) is not set",
-                        t.name
-                    ),
+                    problem: format!("environment variable `{var}` (token `{}`) is not set", t.name),
                 })?;
                 t.token = SecretString::from(value);
             }
@@ -287,21 +269,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, problem: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                problem: problem.to_owned(),
-            })
-        };
+        let invalid = |key, problem: &str| Err(ConfigError::Invalid { key, problem: problem.to_owned() });
         let p = &self.powerjob;
         if p.addresses.is_empty() {
             return invalid("powerjob.addresses", "must list at least one server");
         }
-        if let Some(u) = p
-            .addresses
-            .iter()
-            .find(|u| !matches!(u.scheme(), "http" | "https"))
-        {
+        if let Some(u) = p.addresses.iter().find(|u| !matches!(u.scheme(), "http" | "https")) {
             return Err(ConfigError::Invalid {
                 key: "powerjob.addresses",
                 problem: format!("`{u}` must be an http:// or https:// URL"),
@@ -311,19 +284,10 @@ impl Config {
             return invalid("powerjob.app_name", "must not be empty");
         }
         if !(100..=600_000).contains(&p.request_timeout_ms) {
-            return invalid(
-                "powerjob.request_timeout_ms",
-                "must be between 100 and 600000",
-            );
+            return invalid("powerjob.request_timeout_ms", "must be between 100 and 600000");
         }
-        if p.log_cache_ms > 3_600_000
-            || p.worker_flush_ms > 3_600_000
-            || p.clock_skew_ms > 3_600_000
-        {
-            return invalid(
-                "powerjob.log_cache_ms/worker_flush_ms/clock_skew_ms",
-                "must be at most 3600000",
-            );
+        if p.log_cache_ms > 3_600_000 || p.worker_flush_ms > 3_600_000 || p.clock_skew_ms > 3_600_000 {
+            return invalid("powerjob.log_cache_ms/worker_flush_ms/clock_skew_ms", "must be at most 3600000");
         }
         let l = &self.logs;
         if !(10..=600_000).contains(&l.refresh_interval_ms) {
@@ -345,16 +309,11 @@ impl Config {
             if name.is_empty() || name.bytes().all(|b| b.is_ascii_digit()) {
                 return invalid(
                     "jobs",
-                    format!(
-                        "job name `{name}` must not be empty or all digits (those are job ids)"
-                    ),
+                    format!("job name `{name}` must not be empty or all digits (those are job ids)"),
                 );
             }
             if job.job_id <= 0 {
-                return invalid(
-                    "jobs.<name>.job_id",
-                    format!("job `{name}`: job_id must be positive"),
-                );
+                return invalid("jobs.<name>.job_id", format!("job `{name}`: job_id must be positive"));
             }
         }
         for allowed in &self.auth.allowed_jobs {
@@ -372,28 +331,16 @@ impl Config {
                 return invalid("auth.tokens.name", "every token needs a name".into());
             }
             if !names.insert(t.name.as_str()) {
-                return invalid(
-                    "auth.tokens.name",
-                    format!("token name `{}` is used twice", t.name),
-                );
+                return invalid("auth.tokens.name", format!("token name `{}` is used twice", t.name));
             }
             if t.token.expose_secret().len() < 16 {
-                return invalid(
-                    "auth.tokens.token",
-                    format!("token `{}` must be at least 16 characters", t.name),
-                );
+                return invalid("auth.tokens.token", format!("token `{}` must be at least 16 characters", t.name));
             }
             if !secrets.insert(t.token.expose_secret()) {
-                return invalid(
-                    "auth.tokens.token",
-                    format!("token `{}` has the same value as another token", t.name),
-                );
+                return invalid("auth.tokens.token", format!("token `{}` has the same value as another token", t.name));
             }
             if t.scopes.is_empty() {
-                return invalid(
-                    "auth.tokens.scopes",
-                    format!("token `{}` has no scope", t.name),
-                );
+                return invalid("auth.tokens.scopes", format!("token `{}` has no scope", t.name));
             }
         }
         Ok(())
@@ -422,10 +369,7 @@ impl Config {
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::result_large_err,
-    reason = "figment::Jail's closure signature is fixed"
-)]
+#[expect(clippy::result_large_err, reason = "figment::Jail's closure signature is fixed")]
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
@@ -440,11 +384,7 @@ mod tests {
     #[test]
     fn example_config_loads() {
         jailed(|| {
-            let c = Config::load(Path::new(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/config.toml"
-            )))
-            .unwrap();
+            let c = Config::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))).unwrap();
             assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
             assert_eq!(c.logs.first_read_delay_ms, 8_000);
         });
@@ -476,18 +416,13 @@ mod tests {
             let bad = MIN.replace("[powerjob]", "[logs]\nrefresh_interval_ms = 1\n[powerjob]");
             let e = Config::from_toml(&bad).unwrap_err().to_string();
             assert!(e.contains("logs.refresh_interval_ms"), "{e}");
-            let e = Config::from_toml(&MIN.replace("http://127.0.0.1:7700", "ftp://x"))
-                .unwrap_err()
-                .to_string();
+            let e = Config::from_toml(&MIN.replace("http://127.0.0.1:7700", "ftp://x")).unwrap_err().to_string();
             assert!(e.contains("powerjob.addresses"), "{e}");
-            let e = Config::from_toml(&format!("{MIN}\nrefresh_intervall_ms = 3"))
+            let e = Config::from_toml(&format!("{MIN}\nrefresh_intervall_ms = 3")).unwrap_err().to_string();
+            assert!(e.contains("refresh_intervall_ms"), "{e}");
+            let e = Config::from_toml(&MIN.replace("app_password = \"hunter2\"", "app_password = 3"))
                 .unwrap_err()
                 .to_string();
-            assert!(e.contains("refresh_intervall_ms"), "{e}");
-            let e =
-                Config::from_toml(&MIN.replace("app_password = \"hunter2\"", "app_password = 3"))
-                    .unwrap_err()
-                    .to_string();
             assert!(e.contains("app_password") && !e.contains("hunter2"), "{e}");
         });
     }
@@ -498,12 +433,7 @@ mod tests {
             jail.set_env("POWERTAIL_POWERJOB__ADDRESSES", "http://a:1, http://b:2");
             jail.set_env("POWERTAIL_LOGS__REFRESH_INTERVAL_MS", "250");
             let c = Config::from_toml(MIN).unwrap();
-            let hosts: Vec<_> = c
-                .powerjob
-                .addresses
-                .iter()
-                .map(|u| u.host_str().unwrap().to_owned())
-                .collect();
+            let hosts: Vec<_> = c.powerjob.addresses.iter().map(|u| u.host_str().unwrap().to_owned()).collect();
             assert_eq!(hosts, ["a", "b"]);
             assert_eq!(c.logs.refresh_interval_ms, 250);
             Ok(())

@@ -8,10 +8,7 @@ use std::net::SocketAddr;
 ///
 /// # Errors
 /// When a listener cannot be bound.
-pub async fn run(
-    listen: SocketAddr,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let _ = (listen, shutdown);
     anyhow::bail!("the demo is not built yet")
 }

@@ -42,11 +42,7 @@ use crate::upstream::PowerJobClient;
 pub fn build(config: &Config, listen: SocketAddr) -> anyhow::Result<AppState> {
     telemetry::prometheus();
     let client = PowerJobClient::new(&config.powerjob)?;
-    Ok(AppState::new(
-        config,
-        LogService::new(config, client),
-        listen,
-    ))
+    Ok(AppState::new(config, LogService::new(config, client), listen))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
@@ -58,7 +54,5 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown).await
 }

@@ -14,9 +14,7 @@ use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::logs::{
-    refresh_log, Follower, InstanceFacts, PageSource, Plan, RawPage, ReadError, Status, Timing,
-};
+use crate::logs::{refresh_log, Follower, InstanceFacts, PageSource, Plan, RawPage, ReadError, Status, Timing};
 use crate::telemetry;
 use crate::upstream::wire::InstanceInfo;
 use crate::upstream::{now_ms, PowerJobClient, UpstreamError};
@@ -88,9 +86,7 @@ struct Gate {
 
 impl Gate {
     fn next_due(&self, interval: Duration) -> Option<Instant> {
-        let backoff = interval
-            .saturating_mul(1 << self.failures.min(10))
-            .min(MAX_BACKOFF.max(interval));
+        let backoff = interval.saturating_mul(1 << self.failures.min(10)).min(MAX_BACKOFF.max(interval));
         self.last_attempt.map(|t| t + backoff)
     }
 }
@@ -129,13 +125,7 @@ impl LogService {
     /// # Errors
     /// The upstream failure when nothing at all is known about the instance, and
     /// [`UpstreamError::InstanceNotFound`] for an instance PowerJob does not know.
-    pub async fn read(
-        &self,
-        id: i64,
-        from_line: u64,
-        limit: usize,
-        wait: Duration,
-    ) -> Result<LogPage, UpstreamError> {
+    pub async fn read(&self, id: i64, from_line: u64, limit: usize, wait: Duration) -> Result<LogPage, UpstreamError> {
         let entry = self.entry(id);
         let deadline = Instant::now() + wait;
         let mut changed = entry.changed.subscribe();
@@ -147,12 +137,7 @@ impl LogService {
             if !page.lines.is_empty() || page.complete || now >= deadline {
                 return Ok(page);
             }
-            let next_refresh = entry
-                .gate
-                .lock()
-                .await
-                .next_due(self.inner.refresh_interval)
-                .unwrap_or(now);
+            let next_refresh = entry.gate.lock().await.next_due(self.inner.refresh_interval).unwrap_or(now);
             let until = deadline.min(next_refresh.max(now + Duration::from_millis(5)));
             let _waiting = GaugeGuard::new(telemetry::LONG_POLL_WAITING);
             tokio::select! {
@@ -169,12 +154,7 @@ impl LogService {
     pub async fn read_all(&self, id: i64) -> Result<Vec<Arc<str>>, UpstreamError> {
         let entry = self.entry(id);
         self.refresh_if_due(&entry).await?;
-        let lines = entry
-            .follower
-            .read()
-            .expect("follower lock poisoned")
-            .lines()
-            .to_vec();
+        let lines = entry.follower.read().expect("follower lock poisoned").lines().to_vec();
         Ok(lines)
     }
 
@@ -211,11 +191,7 @@ impl LogService {
         }
         let mut gate = entry.gate.lock().await;
         let now = Instant::now();
-        if gate
-            .next_due(self.inner.refresh_interval)
-            .is_none_or(|due| now >= due)
-            && !entry.is_complete()
-        {
+        if gate.next_due(self.inner.refresh_interval).is_none_or(|due| now >= due) && !entry.is_complete() {
             gate.last_attempt = Some(now);
             let result = self.refresh(entry, &mut gate).await;
             let outcome = if result.is_ok() { "ok" } else { "error" };
@@ -240,10 +216,8 @@ impl LogService {
         }
         match &gate.last_error {
             None => Ok(false),
-            Some(UpstreamError::InstanceNotFound(id)) if entry.line_count() == 0 => {
-                Err(UpstreamError::InstanceNotFound(*id))
-            }
-            Some(e) if gate.facts.is_none() && entry.line_count() == 0 => Err(e.clone()),
+            // Nothing held: the error is the answer (404, 502, 503 or 504).
+            Some(e) if entry.line_count() == 0 => Err(e.clone()),
             Some(_) => Ok(true),
         }
     }
@@ -265,17 +239,10 @@ impl LogService {
             f.observe(&facts, now);
             f.plan(&facts, now, timing)
         };
-        let status_changed = gate
-            .facts
-            .as_ref()
-            .is_none_or(|old| old.status != facts.status);
+        let status_changed = gate.facts.as_ref().is_none_or(|old| old.status != facts.status);
         gate.facts = Some(facts);
         gate.info = Some(info);
-        if let Plan::Read {
-            probe_page,
-            first_page,
-        } = plan
-        {
+        if let Plan::Read { probe_page, first_page } = plan {
             self.read_log(entry, probe_page, first_page).await?;
         } else if status_changed || entry.is_complete() {
             entry.changed.send_modify(|v| *v += 1);
@@ -284,31 +251,16 @@ impl LogService {
     }
 
     /// Reads the pages the plan asks for and applies them (see `logs::reader`).
-    async fn read_log(
-        &self,
-        entry: &Entry,
-        probe_page: u64,
-        first_page: u64,
-    ) -> Result<(), UpstreamError> {
-        let src = InstancePages {
-            client: &self.inner.client,
-            id: entry.id,
-        };
+    async fn read_log(&self, entry: &Entry, probe_page: u64, first_page: u64) -> Result<(), UpstreamError> {
+        let src = InstancePages { client: &self.inner.client, id: entry.id };
         let read_at = now_ms();
         let was_complete = entry.is_complete();
-        let outcome = refresh_log(
-            &src,
-            &entry.follower,
-            probe_page,
-            first_page,
-            read_at,
-            &self.inner.timing,
-        )
-        .await
-        .map_err(|e| match e {
-            ReadError::Source(e) => e,
-            ReadError::Snapshot(e) => UpstreamError::Protocol(e.to_string()),
-        })?;
+        let outcome = refresh_log(&src, &entry.follower, probe_page, first_page, read_at, &self.inner.timing)
+            .await
+            .map_err(|e| match e {
+                ReadError::Source(e) => e,
+                ReadError::Snapshot(e) => UpstreamError::Protocol(e.to_string()),
+            })?;
         tracing::debug!(
             instance.id = entry.id,
             appended = outcome.appended,
@@ -331,18 +283,11 @@ impl LogService {
 
 impl Entry {
     fn is_complete(&self) -> bool {
-        self.follower
-            .read()
-            .expect("follower lock poisoned")
-            .is_complete()
+        self.follower.read().expect("follower lock poisoned").is_complete()
     }
 
     fn line_count(&self) -> usize {
-        self.follower
-            .read()
-            .expect("follower lock poisoned")
-            .lines()
-            .len()
+        self.follower.read().expect("follower lock poisoned").lines().len()
     }
 
     fn weight(&self) -> u64 {

@@ -36,18 +36,14 @@ pub const CACHE_BYTES: &str = "powertail_cache_bytes";
 /// Long-poll requests waiting now.
 pub const LONG_POLL_WAITING: &str = "powertail_long_poll_waiting";
 
-const LATENCY_BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
-];
+const LATENCY_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
 
 /// The process-wide Prometheus recorder.
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets(&LATENCY_BUCKETS)
-            .expect("static, non-empty buckets")
-            .build_recorder();
+        let recorder =
+            PrometheusBuilder::new().set_buckets(&LATENCY_BUCKETS).expect("static, non-empty buckets").build_recorder();
         let handle = recorder.handle();
         // Another recorder may already be installed (a test harness); then ours only renders.
         let _ = metrics::set_global_recorder(recorder);
@@ -58,17 +54,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
 /// Middleware: counts and times every request by its route template (never by raw
 /// path, which would carry instance ids into label values).
 pub async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = req.method().to_string();
     let start = Instant::now();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
-    metrics::histogram!(HTTP_DURATION, "route" => route.clone())
-        .record(start.elapsed().as_secs_f64());
-    metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status)
-        .increment(1);
+    metrics::histogram!(HTTP_DURATION, "route" => route.clone()).record(start.elapsed().as_secs_f64());
+    metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status).increment(1);
     resp
 }

@@ -24,27 +24,17 @@ fn router() -> axum::Router {
 }
 
 async fn call(method: &str, uri: &str) -> (StatusCode, Option<String>, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(Body::empty())
-        .unwrap();
+    let req = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
     let resp = router().oneshot(req).await.unwrap();
     let status = resp.status();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let retry_after = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    let json =
-        serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{uri}: not JSON: {body:?}"));
+    let json = serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{uri}: not JSON: {body:?}"));
     (status, retry_after, json)
 }
 
 fn code(v: &Value) -> &str {
-    v["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error code in {v}"))
+    v["error"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {v}"))
 }
 
 #[tokio::test]
@@ -83,15 +73,9 @@ async fn unknown_paths_and_methods_answer_json() {
     let (status, _, body) = call("GET", "/nope").await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
     let (status, _, body) = call("POST", "/llm/logs?instanceId=1").await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
     let (status, _, body) = call("DELETE", "/healthz").await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
 }
 
 #[tokio::test]
@@ -100,10 +84,7 @@ async fn unreachable_powerjob_with_nothing_cached_is_503_with_retry_after() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(code(&body), "upstream_unavailable");
     assert!(retry_after.is_some());
-    assert!(
-        !body.to_string().contains("pw\""),
-        "no secret in errors: {body}"
-    );
+    assert!(!body.to_string().contains("pw\""), "no secret in errors: {body}");
     let (status, _, body) = call("GET", "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let (status, _, _) = call("GET", "/healthz").await;

@@ -14,9 +14,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use powertail::logs::line::{PAGE_LINES, PREPARING};
-use powertail::logs::{
-    refresh_log, Follower, InstanceFacts, PageSource, Plan, RawPage, Status, Timing,
-};
+use powertail::logs::{refresh_log, Follower, InstanceFacts, PageSource, Plan, RawPage, Status, Timing};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -25,12 +23,8 @@ use rand::{Rng, SeedableRng};
 const FLUSH: i64 = 5_000;
 const CACHE: i64 = 10_000;
 const MAX_INSERT_DELAY: i64 = 300;
-const TIMING: Timing = Timing {
-    worker_flush_ms: FLUSH,
-    log_cache_ms: CACHE,
-    first_read_delay_ms: 0,
-    clock_skew_ms: 1_000,
-};
+const TIMING: Timing =
+    Timing { worker_flush_ms: FLUSH, log_cache_ms: CACHE, first_read_delay_ms: 0, clock_skew_ms: 1_000 };
 /// Virtual epoch of the run (2024-06-01T08:00:00Z).
 const T0: i64 = 1_717_228_800_000;
 
@@ -52,16 +46,9 @@ struct Upstream {
 impl Upstream {
     fn page(&mut self, index: u64, now: i64) -> RawPage {
         if self.rng.gen_bool(self.placeholder_rate) {
-            return RawPage {
-                index: 0,
-                total_pages: 1,
-                data: PREPARING.to_owned(),
-            };
+            return RawPage { index: 0, total_pages: 1, data: PREPARING.to_owned() };
         }
-        let stale = self
-            .file
-            .as_ref()
-            .is_none_or(|(built, _)| now - built >= CACHE);
+        let stale = self.file.as_ref().is_none_or(|(built, _)| now - built >= CACHE);
         if stale {
             let mut rows: Vec<&Record> = self.records.iter().filter(|r| r.arrive <= now).collect();
             rows.shuffle(&mut self.rng); // ties end up in a different order at every rebuild
@@ -77,18 +64,11 @@ impl Upstream {
         let from = (index * PAGE_LINES).min(lines.len() as u64) as usize;
         let to = (from + PAGE_LINES as usize).min(lines.len());
         let data = lines[from..to].iter().map(|l| format!("{l}\n")).collect();
-        RawPage {
-            index,
-            total_pages: total,
-            data,
-        }
+        RawPage { index, total_pages: total, data }
     }
 
     fn all_lines(&self) -> Vec<String> {
-        self.records
-            .iter()
-            .flat_map(|r| r.lines.iter().cloned())
-            .collect()
+        self.records.iter().flat_map(|r| r.lines.iter().cloned()).collect()
     }
 }
 
@@ -108,12 +88,7 @@ impl PageSource for Source<'_> {
         self.now.set(self.now.get() + step);
         let p = self.up.borrow_mut().page(index, self.now.get());
         if debug() {
-            eprintln!(
-                "  page {index} at {} -> total {} len {}",
-                self.now.get() - T0,
-                p.total_pages,
-                p.data.len()
-            );
+            eprintln!("  page {index} at {} -> total {} len {}", self.now.get() - T0, p.total_pages, p.data.len());
         }
         Ok(p)
     }
@@ -133,11 +108,7 @@ fn lines_len(v: &[String]) -> usize {
 
 fn render(log_time: i64, worker: usize, level: &str, content: &str) -> Vec<String> {
     let t = chrono::DateTime::from_timestamp_millis(log_time + 8 * 3_600_000).expect("valid time");
-    let first = format!(
-        "{} [10.0.0.{}:27777] {level} {content}",
-        t.format("%Y-%m-%d %H:%M:%S%.3f"),
-        20 + worker
-    );
+    let first = format!("{} [10.0.0.{}:27777] {level} {content}", t.format("%Y-%m-%d %H:%M:%S%.3f"), 20 + worker);
     first.split('\n').map(str::to_owned).collect()
 }
 
@@ -160,25 +131,17 @@ fn history() -> impl Strategy<Value = History> {
         0i64..4_000,
         prop_oneof![Just(0.0), Just(0.05)],
         prop_oneof![Just(0i64), Just(50), Just(700)],
-        prop_oneof![
-            Just((50i64, 400i64)),
-            Just((500, 4_000)),
-            Just((3_000, 15_000))
-        ],
+        prop_oneof![Just((50i64, 400i64)), Just((500, 4_000)), Just((3_000, 15_000))],
     )
-        .prop_map(
-            |(seed, workers, steps, finish_after, placeholder_rate, max_page_ms, poll_gaps)| {
-                History {
-                    seed,
-                    workers,
-                    steps,
-                    finish_after,
-                    placeholder_rate,
-                    max_page_ms,
-                    poll_gaps,
-                }
-            },
-        )
+        .prop_map(|(seed, workers, steps, finish_after, placeholder_rate, max_page_ms, poll_gaps)| History {
+            seed,
+            workers,
+            steps,
+            finish_after,
+            placeholder_rate,
+            max_page_ms,
+            poll_gaps,
+        })
 }
 
 fn build(h: &History) -> (Upstream, i64) {
@@ -192,7 +155,9 @@ fn build(h: &History) -> (Upstream, i64) {
         let (skew, phase) = h.workers[w];
         let content = if trace {
             // Continuation lines repeat across records; the record ends with an empty line.
-            format!("failed step {i}\njava.lang.IllegalStateException: boom\n\tat a.B.c(B.java:1)\n\tat a.B.d(B.java:2)\n")
+            format!(
+                "failed step {i}\njava.lang.IllegalStateException: boom\n\tat a.B.c(B.java:1)\n\tat a.B.d(B.java:2)\n"
+            )
         } else {
             format!("processed record {}", i % 50) // equal contents at different times
         };
@@ -200,20 +165,11 @@ fn build(h: &History) -> (Upstream, i64) {
         // The worker ships at its next flush tick; the server inserts a little later.
         let tick = phase + ((t - T0 - phase).div_euclid(FLUSH) + 1) * FLUSH + T0;
         let arrive = tick + rng.gen_range(0..=MAX_INSERT_DELAY);
-        records.push(Record {
-            log_time: t + skew,
-            arrive,
-            lines: render(t + skew, w, level, &content),
-        });
+        records.push(Record { log_time: t + skew, arrive, lines: render(t + skew, w, level, &content) });
     }
     let finished = t + h.finish_after;
     (
-        Upstream {
-            records,
-            file: None,
-            rng: StdRng::seed_from_u64(h.seed ^ 1),
-            placeholder_rate: h.placeholder_rate,
-        },
+        Upstream { records, file: None, rng: StdRng::seed_from_u64(h.seed ^ 1), placeholder_rate: h.placeholder_rate },
         finished,
     )
 }
@@ -233,12 +189,7 @@ fn run(h: &History) -> Result<(), TestCaseError> {
     let up = RefCell::new(up);
     let now = Cell::new(T0);
     let rng = RefCell::new(StdRng::seed_from_u64(h.seed ^ 2));
-    let src = Source {
-        up: &up,
-        now: &now,
-        rng: &rng,
-        max_page_ms: h.max_page_ms,
-    };
+    let src = Source { up: &up, now: &now, rng: &rng, max_page_ms: h.max_page_ms };
     let follower = RwLock::new(Follower::default());
     let mut served: Vec<String> = Vec::new();
     let give_up = finished + 200_000;
@@ -264,37 +215,24 @@ fn run(h: &History) -> Result<(), TestCaseError> {
             f.observe(&facts, t);
             f.plan(&facts, t, &TIMING)
         };
-        if let Plan::Read {
-            probe_page,
-            first_page,
-        } = plan
-        {
+        if let Plan::Read { probe_page, first_page } = plan {
             // A placeholder answer fails the refresh; the follower must be untouched then.
-            let stable = follower
-                .read()
-                .unwrap()
-                .stable_until(&TIMING)
-                .map(|s| s - T0);
-            let r = futures::executor::block_on(refresh_log(
-                &src, &follower, probe_page, first_page, t, &TIMING,
-            ));
+            let stable = follower.read().unwrap().stable_until(&TIMING).map(|s| s - T0);
+            let r = futures::executor::block_on(refresh_log(&src, &follower, probe_page, first_page, t, &TIMING));
             if debug() {
-                eprintln!("REFRESH at {} probe {probe_page} first {first_page} stable_until {stable:?} -> {r:?}", t - T0);
+                eprintln!(
+                    "REFRESH at {} probe {probe_page} first {first_page} stable_until {stable:?} -> {r:?}",
+                    t - T0
+                );
             }
         }
         let f = follower.read().unwrap();
         let now_lines: Vec<String> = f.lines().iter().map(|l| l.to_string()).collect();
         prop_assert!(now_lines.starts_with(&served), "append-only violated");
-        prop_assert!(
-            now_lines.iter().all(|l| l != PREPARING),
-            "placeholder served"
-        );
+        prop_assert!(now_lines.iter().all(|l| l != PREPARING), "placeholder served");
         served = now_lines;
         if f.is_complete() {
-            prop_assert!(
-                t >= last_arrival,
-                "complete at {t} before the last batch arrived at {last_arrival}"
-            );
+            prop_assert!(t >= last_arrival, "complete at {t} before the last batch arrived at {last_arrival}");
             break;
         }
         drop(f);

@@ -23,9 +23,7 @@ pub enum ApiError {
     #[error("{0}")]
     Forbidden(String),
     /// No job of that name is configured.
-    #[error(
-        "no job named `{0}` is configured (use a numeric PowerJob job id or a [jobs.<name>] entry)"
-    )]
+    #[error("no job named `{0}` is configured (use a numeric PowerJob job id or a [jobs.<name>] entry)")]
     JobNotFound(String),
     /// The instance is not in a state that allows the operation.
     #[error("{0}")]
@@ -59,9 +57,9 @@ impl ApiError {
                 UpstreamError::InstanceNotFound(_) => StatusCode::NOT_FOUND,
                 UpstreamError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                UpstreamError::Protocol(_)
-                | UpstreamError::Refused { .. }
-                | UpstreamError::Auth(_) => StatusCode::BAD_GATEWAY,
+                UpstreamError::Protocol(_) | UpstreamError::Refused { .. } | UpstreamError::Auth(_) => {
+                    StatusCode::BAD_GATEWAY
+                }
             },
         }
     }
@@ -81,9 +79,7 @@ impl ApiError {
                 UpstreamError::InstanceNotFound(_) => "instance_not_found",
                 UpstreamError::Unreachable(_) => "upstream_unavailable",
                 UpstreamError::Timeout(_) => "upstream_timeout",
-                UpstreamError::Protocol(_)
-                | UpstreamError::Refused { .. }
-                | UpstreamError::Auth(_) => "upstream_error",
+                UpstreamError::Protocol(_) | UpstreamError::Refused { .. } | UpstreamError::Auth(_) => "upstream_error",
             },
         }
     }
@@ -92,18 +88,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body =
-            serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        let body = serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
         }
         resp
     }

@@ -34,10 +34,7 @@ pub struct RunRequest {
 ///
 /// # Errors
 /// 400 when `instanceParams` is neither a string nor an object.
-pub fn merge_params(
-    defaults: &Map<String, Value>,
-    requested: Option<Value>,
-) -> Result<Option<String>, ApiError> {
+pub fn merge_params(defaults: &Map<String, Value>, requested: Option<Value>) -> Result<Option<String>, ApiError> {
     match requested {
         None | Some(Value::Null) if defaults.is_empty() => Ok(None),
         None | Some(Value::Null) => Ok(Some(Value::Object(defaults.clone()).to_string())),
@@ -68,17 +65,12 @@ pub async fn run_job(
     let caller = state.auth.check(&headers, Scope::JobsRun)?;
     let req = body.map(|ApiJson(r)| r).unwrap_or_default();
     if req.delay_ms > MAX_DELAY_MS {
-        return Err(ApiError::BadRequest(format!(
-            "`delayMs` must be at most {MAX_DELAY_MS}"
-        )));
+        return Err(ApiError::BadRequest(format!("`delayMs` must be at most {MAX_DELAY_MS}")));
     }
     let resolved = state.jobs.resolve(&job)?;
     let params = merge_params(&resolved.params, req.instance_params)?;
     let client = state.logs.client();
-    let instance_id = client
-        .run_job(resolved.job_id, params.as_deref(), req.delay_ms)
-        .await
-        .map_err(job_error)?;
+    let instance_id = client.run_job(resolved.job_id, params.as_deref(), req.delay_ms).await.map_err(job_error)?;
     tracing::info!(
         target: "audit", caller = %caller.0, job.id = resolved.job_id, job.name = resolved.name.as_deref().unwrap_or(""),
         instance.id = instance_id, "job run"
@@ -116,29 +108,17 @@ pub async fn get_instance(
 }
 
 /// `POST /llm/instances/{instanceId}/stop`.
-pub async fn stop(
-    state: State<AppState>,
-    id: Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+pub async fn stop(state: State<AppState>, id: Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     instance_op(state, id, headers, InstanceOp::Stop, "stopped").await
 }
 
 /// `POST /llm/instances/{instanceId}/cancel`.
-pub async fn cancel(
-    state: State<AppState>,
-    id: Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+pub async fn cancel(state: State<AppState>, id: Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     instance_op(state, id, headers, InstanceOp::Cancel, "canceled").await
 }
 
 /// `POST /llm/instances/{instanceId}/retry`.
-pub async fn retry(
-    state: State<AppState>,
-    id: Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+pub async fn retry(state: State<AppState>, id: Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     instance_op(state, id, headers, InstanceOp::Retry, "retried").await
 }
 
@@ -151,23 +131,17 @@ async fn instance_op(
 ) -> Result<Json<Value>, ApiError> {
     let caller = state.auth.check(&headers, Scope::JobsControl)?;
     let id = parse_instance_id(&id)?;
-    state
-        .logs
-        .client()
-        .instance_op(op, id)
-        .await
-        .map_err(|e| match e {
-            UpstreamError::Refused { message, .. }
-                if message.contains("can't find instance")
-                    || message.contains("invalid instanceId") =>
-            {
-                ApiError::Upstream(UpstreamError::InstanceNotFound(id))
-            }
-            UpstreamError::Refused { message, .. } if is_state_conflict(&message) => {
-                ApiError::Conflict(strip_class(&message))
-            }
-            other => other.into(),
-        })?;
+    state.logs.client().instance_op(op, id).await.map_err(|e| match e {
+        UpstreamError::Refused { message, .. }
+            if message.contains("can't find instance") || message.contains("invalid instanceId") =>
+        {
+            ApiError::Upstream(UpstreamError::InstanceNotFound(id))
+        }
+        UpstreamError::Refused { message, .. } if is_state_conflict(&message) => {
+            ApiError::Conflict(strip_class(&message))
+        }
+        other => other.into(),
+    })?;
     tracing::info!(target: "audit", caller = %caller.0, instance.id = id, op = ?op, "instance {done}");
     Ok(Json(json!({ "instanceId": id.to_string(), done: true })))
 }
@@ -178,10 +152,7 @@ fn job_error(e: UpstreamError) -> ApiError {
             ApiError::JobNotFound(message.rsplit(' ').next().unwrap_or_default().to_owned())
         }
         UpstreamError::Refused { message, .. } if message.contains("not belong to the app") => {
-            ApiError::Forbidden(format!(
-                "the job belongs to another PowerJob app: {}",
-                strip_class(&message)
-            ))
+            ApiError::Forbidden(format!("the job belongs to another PowerJob app: {}", strip_class(&message)))
         }
         other => other.into(),
     }
@@ -200,10 +171,7 @@ fn is_state_conflict(message: &str) -> bool {
 
 /// `IllegalArgumentException: can't stop…` → `can't stop…`.
 fn strip_class(message: &str) -> String {
-    message
-        .split_once(": ")
-        .map_or(message, |(_, m)| m)
-        .to_owned()
+    message.split_once(": ").map_or(message, |(_, m)| m).to_owned()
 }
 
 #[cfg(test)]
@@ -212,28 +180,13 @@ mod tests {
 
     #[test]
     fn object_params_merge_over_defaults_and_strings_pass_through() {
-        let defaults: Map<String, Value> =
-            serde_json::from_str(r#"{"modelName":"qwen-7b","port":8000}"#).unwrap();
-        let merged = merge_params(
-            &defaults,
-            Some(json!({"port": 8001, "callbackUrl": "http://cb"})),
-        )
-        .unwrap()
-        .unwrap();
+        let defaults: Map<String, Value> = serde_json::from_str(r#"{"modelName":"qwen-7b","port":8000}"#).unwrap();
+        let merged = merge_params(&defaults, Some(json!({"port": 8001, "callbackUrl": "http://cb"}))).unwrap().unwrap();
         let v: Value = serde_json::from_str(&merged).unwrap();
-        assert_eq!(
-            v,
-            json!({"modelName":"qwen-7b","port":8001,"callbackUrl":"http://cb"})
-        );
-        assert_eq!(
-            merge_params(&defaults, Some(json!("raw")))
-                .unwrap()
-                .as_deref(),
-            Some("raw")
-        );
+        assert_eq!(v, json!({"modelName":"qwen-7b","port":8001,"callbackUrl":"http://cb"}));
+        assert_eq!(merge_params(&defaults, Some(json!("raw"))).unwrap().as_deref(), Some("raw"));
         assert_eq!(merge_params(&Map::new(), None).unwrap(), None);
-        let v: Value =
-            serde_json::from_str(&merge_params(&defaults, None).unwrap().unwrap()).unwrap();
+        let v: Value = serde_json::from_str(&merge_params(&defaults, None).unwrap().unwrap()).unwrap();
         assert_eq!(v, Value::Object(defaults.clone()));
         assert!(merge_params(&defaults, Some(json!([1]))).is_err());
     }

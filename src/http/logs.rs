@@ -48,9 +48,7 @@ impl LogsQuery {
         let (mut id, mut from, mut limit, mut wait) = (None, None, None, None);
         for (key, value) in &pairs {
             if key != "_" && seen.contains(&key.as_str()) {
-                return Err(ApiError::BadRequest(format!(
-                    "query parameter `{key}` is repeated"
-                )));
+                return Err(ApiError::BadRequest(format!("query parameter `{key}` is repeated")));
             }
             seen.push(key);
             match key.as_str() {
@@ -66,43 +64,27 @@ impl LogsQuery {
                 }
             }
         }
-        let instance_id = parse_instance_id(id.ok_or_else(|| {
-            ApiError::BadRequest("query parameter `instanceId` is required".into())
-        })?)?;
+        let instance_id = parse_instance_id(
+            id.ok_or_else(|| ApiError::BadRequest("query parameter `instanceId` is required".into()))?,
+        )?;
         let from_line = match from {
             None => 0,
-            Some(v) => parse_digits::<u64>(v).ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "`fromLine` must be a non-negative integer, got {v:?}"
-                ))
-            })?,
+            Some(v) => parse_digits::<u64>(v)
+                .ok_or_else(|| ApiError::BadRequest(format!("`fromLine` must be a non-negative integer, got {v:?}")))?,
         };
         let limit = match limit {
             None => DEFAULT_LIMIT,
-            Some(v) => parse_digits::<u32>(v)
-                .filter(|n| (1..=MAX_LIMIT).contains(n))
-                .ok_or_else(|| {
-                    ApiError::BadRequest(format!(
-                        "`limit` must be an integer from 1 to {MAX_LIMIT}, got {v:?}"
-                    ))
-                })?,
+            Some(v) => parse_digits::<u32>(v).filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
+                ApiError::BadRequest(format!("`limit` must be an integer from 1 to {MAX_LIMIT}, got {v:?}"))
+            })?,
         };
         let wait_ms = match wait {
             None => 0,
-            Some(v) => parse_digits::<u32>(v)
-                .filter(|n| *n <= MAX_WAIT_MS)
-                .ok_or_else(|| {
-                    ApiError::BadRequest(format!(
-                        "`waitMs` must be an integer from 0 to {MAX_WAIT_MS}, got {v:?}"
-                    ))
-                })?,
+            Some(v) => parse_digits::<u32>(v).filter(|n| *n <= MAX_WAIT_MS).ok_or_else(|| {
+                ApiError::BadRequest(format!("`waitMs` must be an integer from 0 to {MAX_WAIT_MS}, got {v:?}"))
+            })?,
         };
-        Ok(LogsQuery {
-            instance_id,
-            from_line,
-            limit,
-            wait_ms,
-        })
+        Ok(LogsQuery { instance_id, from_line, limit, wait_ms })
     }
 }
 
@@ -120,9 +102,7 @@ fn parse_digits<T: std::str::FromStr>(v: &str) -> Option<T> {
 /// [`ApiError::BadRequest`] otherwise.
 pub fn parse_instance_id(v: &str) -> Result<i64, ApiError> {
     parse_digits::<i64>(v).filter(|n| *n > 0).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "`instanceId` must be a positive 64-bit decimal integer, got {v:?}"
-        ))
+        ApiError::BadRequest(format!("`instanceId` must be a positive 64-bit decimal integer, got {v:?}"))
     })
 }
 
@@ -169,9 +149,7 @@ pub async fn get_logs(
     let logs = &state.logs;
     let q = LogsQuery::parse(raw.as_deref())?;
     let wait = Duration::from_millis(u64::from(q.wait_ms));
-    let page = logs
-        .read(q.instance_id, q.from_line, q.limit as usize, wait)
-        .await?;
+    let page = logs.read(q.instance_id, q.from_line, q.limit as usize, wait).await?;
     Ok(Json(page.into()))
 }
 
@@ -188,9 +166,7 @@ pub async fn get_raw(
     if let Some(q) = raw.filter(|q| !q.is_empty()) {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&q).unwrap_or_default();
         if let Some((k, _)) = pairs.iter().find(|(k, _)| k != "_") {
-            return Err(ApiError::BadRequest(format!(
-                "unknown query parameter `{k}`"
-            )));
+            return Err(ApiError::BadRequest(format!("unknown query parameter `{k}`")));
         }
     }
     let lines = logs.read_all(id).await?;
@@ -215,19 +191,8 @@ mod tests {
 
     #[test]
     fn parses_the_contract() {
-        let q = LogsQuery::parse(Some(
-            "instanceId=677182124851200064&fromLine=3&limit=10&waitMs=500&_=1",
-        ))
-        .unwrap();
-        assert_eq!(
-            q,
-            LogsQuery {
-                instance_id: 677_182_124_851_200_064,
-                from_line: 3,
-                limit: 10,
-                wait_ms: 500
-            }
-        );
+        let q = LogsQuery::parse(Some("instanceId=677182124851200064&fromLine=3&limit=10&waitMs=500&_=1")).unwrap();
+        assert_eq!(q, LogsQuery { instance_id: 677_182_124_851_200_064, from_line: 3, limit: 10, wait_ms: 500 });
         let q = LogsQuery::parse(Some("instanceId=5")).unwrap();
         assert_eq!((q.from_line, q.limit, q.wait_ms), (0, DEFAULT_LIMIT, 0));
     }

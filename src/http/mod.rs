@@ -42,13 +42,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(crate::telemetry::track))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
-            let body =
-                serde_json::json!({"error": {"code": "internal", "message": "internal error"}});
-            (
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                axum::Json(body),
-            )
-                .into_response()
+            let body = serde_json::json!({"error": {"code": "internal", "message": "internal error"}});
+            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
         }))
 }
 

@@ -47,10 +47,7 @@ pub async fn readyz(State(logs): State<LogService>) -> (StatusCode, Json<Value>)
 pub async fn metrics(State(logs): State<LogService>) -> impl axum::response::IntoResponse {
     logs.record_gauges();
     (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         crate::telemetry::prometheus().render(),
     )
 }

@@ -33,10 +33,7 @@ pub async fn index() -> impl IntoResponse {
 }
 
 /// `GET /llm/jobs`: the configured jobs, and whether this caller may run them.
-pub async fn list_jobs(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+pub async fn list_jobs(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::LogsRead)?;
     let can_run = state.auth.check(&headers, Scope::JobsRun).is_ok();
     let jobs: Vec<Value> = state

@@ -221,13 +221,8 @@ impl Follower {
         if self.data.complete {
             return Plan::Done;
         }
-        let waiting = matches!(
-            facts.status,
-            Status::WaitingDispatch | Status::WaitingWorkerReceive | Status::Unknown
-        );
-        let too_early = facts
-            .actual_trigger_time
-            .is_none_or(|t| now < t.saturating_add(timing.first_read_delay_ms));
+        let waiting = matches!(facts.status, Status::WaitingDispatch | Status::WaitingWorkerReceive | Status::Unknown);
+        let too_early = facts.actual_trigger_time.is_none_or(|t| now < t.saturating_add(timing.first_read_delay_ms));
         if waiting || too_early {
             return Plan::Wait;
         }
@@ -243,10 +238,7 @@ impl Follower {
             }
             first_page -= 1;
         }
-        Plan::Read {
-            probe_page: self.data.last_page.map_or(0, |m| m.index),
-            first_page,
-        }
+        Plan::Read { probe_page: self.data.last_page.map_or(0, |m| m.index), first_page }
     }
 
     /// True when `page` (read as the plan's probe) shows the log exactly as it was at the
@@ -280,12 +272,7 @@ impl Follower {
     /// # Errors
     /// [`NeedFullRead`] when a window snapshot (first page > 0) does not line up with
     /// the held model; nothing is changed then. A full snapshot is always applied.
-    pub fn apply(
-        &mut self,
-        snapshot: &Snapshot,
-        read_at: i64,
-        timing: &Timing,
-    ) -> Result<Applied, NeedFullRead> {
+    pub fn apply(&mut self, snapshot: &Snapshot, read_at: i64, timing: &Timing) -> Result<Applied, NeedFullRead> {
         let appended = match snapshot {
             Snapshot::NoLog => {
                 if !self.data.lines.is_empty() {
@@ -296,20 +283,14 @@ impl Follower {
                 self.data.last_page_seen_at = None;
                 0
             }
-            Snapshot::Lines {
-                first_page,
-                total_pages,
-                lines,
-            } => {
+            Snapshot::Lines { first_page, total_pages, lines } => {
                 let start = (*first_page * PAGE_LINES) as usize;
                 if start > 0 {
                     self.check_anchor(start, lines, timing)?;
                 }
                 let appended = self.merge_window(start, lines);
                 let last_index = total_pages.saturating_sub(1);
-                let from = ((last_index * PAGE_LINES) as usize)
-                    .saturating_sub(start)
-                    .min(lines.len());
+                let from = ((last_index * PAGE_LINES) as usize).saturating_sub(start).min(lines.len());
                 self.data.last_page = Some(PageMark {
                     index: last_index,
                     total_pages: *total_pages,
@@ -372,9 +353,7 @@ impl Follower {
 
     /// The record time of model line `pos` (a continuation line takes its record's).
     fn time_at(&self, pos: usize) -> Option<i64> {
-        (0..=pos.min(self.data.model.len().saturating_sub(1)))
-            .rev()
-            .find_map(|p| self.model_time(p))
+        (0..=pos.min(self.data.model.len().saturating_sub(1))).rev().find_map(|p| self.model_time(p))
     }
 
     fn model_time(&self, pos: usize) -> Option<i64> {
@@ -383,21 +362,13 @@ impl Follower {
 
     /// The settled lines re-read at the start of a window must be exactly where the
     /// model has them; otherwise lines moved before the window.
-    fn check_anchor(
-        &self,
-        start: usize,
-        window: &[String],
-        timing: &Timing,
-    ) -> Result<(), NeedFullRead> {
+    fn check_anchor(&self, start: usize, window: &[String], timing: &Timing) -> Result<(), NeedFullRead> {
         let settled = self.settled_len(timing).min(self.data.model.len());
         if start > settled || start + window.len() < settled {
             return Err(NeedFullRead);
         }
         let held = &self.data.model[start..settled];
-        let same = held
-            .iter()
-            .zip(window)
-            .all(|(&n, text)| *self.data.lines[n as usize] == **text);
+        let same = held.iter().zip(window).all(|(&n, text)| *self.data.lines[n as usize] == **text);
         if same {
             Ok(())
         } else {
@@ -425,8 +396,7 @@ impl Follower {
             let old = id.and_then(|id| {
                 let b = budget.entry(id).or_insert_with(|| {
                     let i = id as usize;
-                    let in_prefix =
-                        self.index.in_model[i] - replaced.get(&id).copied().unwrap_or(0);
+                    let in_prefix = self.index.in_model[i] - replaced.get(&id).copied().unwrap_or(0);
                     self.index.served[i].saturating_sub(in_prefix)
                 });
                 (*b > 0).then(|| {
@@ -487,19 +457,11 @@ fn hash_lines<'a>(lines: impl Iterator<Item = &'a str>) -> u64 {
 mod tests {
     use super::*;
 
-    const T: Timing = Timing {
-        worker_flush_ms: 5_000,
-        log_cache_ms: 10_000,
-        first_read_delay_ms: 8_000,
-        clock_skew_ms: 1_000,
-    };
+    const T: Timing =
+        Timing { worker_flush_ms: 5_000, log_cache_ms: 10_000, first_read_delay_ms: 8_000, clock_skew_ms: 1_000 };
 
     fn rec(sec: i64, text: &str) -> String {
-        format!(
-            "2024-06-01 16:{:02}:{:02}.000 [10.0.0.21:27777] INFO {text}",
-            sec / 60,
-            sec % 60
-        )
+        format!("2024-06-01 16:{:02}:{:02}.000 [10.0.0.21:27777] INFO {text}", sec / 60, sec % 60)
     }
 
     fn running() -> InstanceFacts {
@@ -513,13 +475,7 @@ mod tests {
 
     /// Reads `file` the way the service does: probe, then window, then full if needed.
     fn refresh(f: &mut Follower, file: &[String], now: i64) -> usize {
-        let Plan::Read {
-            probe_page,
-            first_page,
-        } = f.plan(&running(), now, &T)
-        else {
-            panic!("no read")
-        };
+        let Plan::Read { probe_page, first_page } = f.plan(&running(), now, &T) else { panic!("no read") };
         let probe = page_of(file, probe_page);
         if f.probe_unchanged(&probe) {
             f.apply_unchanged(now, &T);
@@ -537,21 +493,13 @@ mod tests {
         let from = (index as usize * 100).min(file.len());
         let to = (from + 100).min(file.len());
         let data = file[from..to].iter().map(|l| format!("{l}\n")).collect();
-        RawPage {
-            index,
-            total_pages: total,
-            data,
-        }
+        RawPage { index, total_pages: total, data }
     }
 
     fn window(file: &[String], first_page: u64) -> Snapshot {
         let total = file.len().div_ceil(100) as u64;
         let from = (first_page as usize * 100).min(file.len());
-        Snapshot::Lines {
-            first_page,
-            total_pages: total,
-            lines: file[from..].to_vec(),
-        }
+        Snapshot::Lines { first_page, total_pages: total, lines: file[from..].to_vec() }
     }
 
     fn served(f: &Follower) -> Vec<String> {
@@ -627,10 +575,7 @@ mod tests {
         let mut f = Follower::default();
         let file: Vec<String> = (0..150).map(|i| rec(i, &format!("l{i}"))).collect();
         refresh(&mut f, &file, 0);
-        assert_eq!(
-            f.apply(&Snapshot::NoLog, 1, &T),
-            Ok(Applied { appended: 0 })
-        );
+        assert_eq!(f.apply(&Snapshot::NoLog, 1, &T), Ok(Applied { appended: 0 }));
         assert!(f.upstream_lost());
         assert_eq!(f.lines().len(), 150);
         let late = vec![rec(151, "late")];

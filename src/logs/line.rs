@@ -66,8 +66,7 @@ pub fn classify(total_pages: u64, data: &str) -> PageText<'_> {
         if trimmed == NO_ONLINE_LOG && trimmed.len() != data.len() {
             return PageText::NoLog;
         }
-        if trimmed.len() == data.len() && (data == PREPARING || data.starts_with(SERVER_EXCEPTION))
-        {
+        if trimmed.len() == data.len() && (data == PREPARING || data.starts_with(SERVER_EXCEPTION)) {
             return PageText::Transient(data);
         }
     }
@@ -86,9 +85,7 @@ pub fn record_time(line: &str) -> Option<i64> {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        b[r].iter().try_fold(0i64, |acc, &c| {
-            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
-        })
+        b[r].iter().try_fold(0i64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0')))
     };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, s, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
@@ -126,23 +123,11 @@ mod tests {
 
     #[test]
     fn recognises_placeholders_only_in_their_exact_shape() {
-        assert_eq!(
-            classify(1, "SYSTEM: There is no online log for this job instance.\n"),
-            PageText::NoLog
-        );
-        assert_eq!(
-            classify(
-                1,
-                "SYSTEM: There is no online log for this job instance.\r\n"
-            ),
-            PageText::NoLog
-        );
+        assert_eq!(classify(1, "SYSTEM: There is no online log for this job instance.\n"), PageText::NoLog);
+        assert_eq!(classify(1, "SYSTEM: There is no online log for this job instance.\r\n"), PageText::NoLog);
         assert!(matches!(classify(1, PREPARING), PageText::Transient(_)));
         assert!(matches!(
-            classify(
-                1,
-                "oms-server execution exception, caused by NullPointerException: "
-            ),
+            classify(1, "oms-server execution exception, caused by NullPointerException: "),
             PageText::Transient(_)
         ));
         // With a separator it is a real (if odd) line, not a StringPage.simple placeholder.
@@ -159,10 +144,7 @@ mod tests {
         let b = record_time("2024-06-02 16:00:05.124 [10.0.0.21:27777] INFO y").unwrap();
         assert_eq!(b - a, 86_400_001);
         assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(
-            record_time("\tat java.lang.Thread.run(Thread.java:748)"),
-            None
-        );
+        assert_eq!(record_time("\tat java.lang.Thread.run(Thread.java:748)"), None);
         assert_eq!(record_time(""), None);
         assert_eq!(record_time("2024-06-01 16:00:05.123 INFO no worker"), None);
     }

@@ -79,45 +79,22 @@ pub async fn refresh_log<S: PageSource>(
     let probe = read_page(src, probe_page, &mut pages_read).await?;
     // (`read_page` never returns a placeholder: a placeholder tells nothing about the file,
     // and in particular does not prove the rebuild `stable_until` relies on.)
-    if follower
-        .read()
-        .expect("follower lock poisoned")
-        .probe_unchanged(&probe)
-    {
-        follower
-            .write()
-            .expect("follower lock poisoned")
-            .apply_unchanged(read_at, timing);
-        return Ok(ReadOutcome {
-            appended: 0,
-            pages_read,
-        });
+    if follower.read().expect("follower lock poisoned").probe_unchanged(&probe) {
+        follower.write().expect("follower lock poisoned").apply_unchanged(read_at, timing);
+        return Ok(ReadOutcome { appended: 0, pages_read });
     }
-    let stable_until = follower
-        .read()
-        .expect("follower lock poisoned")
-        .stable_until(timing);
-    let snapshot =
-        read_snapshot(src, first_page, Some(probe), stable_until, &mut pages_read).await?;
-    let applied = follower
-        .write()
-        .expect("follower lock poisoned")
-        .apply(&snapshot, read_at, timing);
+    let stable_until = follower.read().expect("follower lock poisoned").stable_until(timing);
+    let snapshot = read_snapshot(src, first_page, Some(probe), stable_until, &mut pages_read).await?;
+    let applied = follower.write().expect("follower lock poisoned").apply(&snapshot, read_at, timing);
     let applied = match applied {
         Ok(a) => a,
         Err(NeedFullRead) => {
             let snapshot = read_snapshot(src, 0, None, stable_until, &mut pages_read).await?;
-            let full = follower
-                .write()
-                .expect("follower lock poisoned")
-                .apply(&snapshot, read_at, timing);
+            let full = follower.write().expect("follower lock poisoned").apply(&snapshot, read_at, timing);
             full.unwrap_or(super::follower::Applied { appended: 0 })
         }
     };
-    Ok(ReadOutcome {
-        appended: applied.appended,
-        pages_read,
-    })
+    Ok(ReadOutcome { appended: applied.appended, pages_read })
 }
 
 /// Reads pages `first_page..` as one consistent snapshot (see the module docs).
@@ -137,9 +114,8 @@ pub async fn read_snapshot<S: PageSource>(
     let mut previous: Option<Vec<RawPage>> = None;
     for _ in 0..MAX_BURST_ATTEMPTS {
         let pages = read_burst(src, first_page, known.take(), pages_read).await?;
-        let proven = pages.len() == 1
-            || stable_until.is_some_and(|t| src.now_ms() < t)
-            || previous.as_ref() == Some(&pages);
+        let proven =
+            pages.len() == 1 || stable_until.is_some_and(|t| src.now_ms() < t) || previous.as_ref() == Some(&pages);
         match assemble(first_page, &pages, proven) {
             Ok(snapshot) if proven => return Ok(snapshot),
             // Plausible, but not proven: read it once more and compare.
@@ -166,25 +142,21 @@ async fn read_burst<S: PageSource>(
         other => (read_page(src, first_page, pages_read).await?, other),
     };
     let total = head.total_pages;
-    let rest: Vec<(RawPage, usize)> =
-        futures::stream::iter(first_page + 1..total.max(first_page + 1))
-            .map(|index| {
-                let reuse = known
-                    .as_ref()
-                    .filter(|p| p.index == index && p.total_pages == total)
-                    .cloned();
-                async move {
-                    let mut reads = 0;
-                    let page = match reuse {
-                        Some(p) => p,
-                        None => read_page(src, index, &mut reads).await?,
-                    };
-                    Ok::<_, ReadError<S::Error>>((page, reads))
-                }
-            })
-            .buffered(PAGE_PARALLELISM)
-            .try_collect()
-            .await?;
+    let rest: Vec<(RawPage, usize)> = futures::stream::iter(first_page + 1..total.max(first_page + 1))
+        .map(|index| {
+            let reuse = known.as_ref().filter(|p| p.index == index && p.total_pages == total).cloned();
+            async move {
+                let mut reads = 0;
+                let page = match reuse {
+                    Some(p) => p,
+                    None => read_page(src, index, &mut reads).await?,
+                };
+                Ok::<_, ReadError<S::Error>>((page, reads))
+            }
+        })
+        .buffered(PAGE_PARALLELISM)
+        .try_collect()
+        .await?;
     let mut pages = Vec::with_capacity(rest.len() + 1);
     pages.push(head);
     for (page, reads) in rest {
@@ -196,11 +168,7 @@ async fn read_burst<S: PageSource>(
 
 /// Reads one page, reading it again (a few times) while the server answers a transient
 /// placeholder instead of the page. A placeholder that persists fails the read.
-async fn read_page<S: PageSource>(
-    src: &S,
-    index: u64,
-    pages_read: &mut usize,
-) -> Result<RawPage, ReadError<S::Error>> {
+async fn read_page<S: PageSource>(src: &S, index: u64, pages_read: &mut usize) -> Result<RawPage, ReadError<S::Error>> {
     let mut attempt = 0;
     loop {
         *pages_read += 1;

@@ -41,9 +41,7 @@ impl Snapshot {
     /// Lines the upstream log has in all, as far as this snapshot tells.
     pub fn upstream_len(&self) -> u64 {
         match self {
-            Snapshot::Lines {
-                first_page, lines, ..
-            } => first_page * PAGE_LINES + lines.len() as u64,
+            Snapshot::Lines { first_page, lines, .. } => first_page * PAGE_LINES + lines.len() as u64,
             Snapshot::NoLog => 0,
         }
     }
@@ -67,11 +65,7 @@ pub enum SnapshotError {
 /// # Errors
 /// [`SnapshotError::Placeholder`] when any page is a transient placeholder,
 /// [`SnapshotError::Inconsistent`] when the pages cannot come from one file.
-pub fn assemble(
-    first_page: u64,
-    pages: &[RawPage],
-    trusted: bool,
-) -> Result<Snapshot, SnapshotError> {
+pub fn assemble(first_page: u64, pages: &[RawPage], trusted: bool) -> Result<Snapshot, SnapshotError> {
     let Some(head) = pages.first() else {
         return Err(SnapshotError::Inconsistent("no page read"));
     };
@@ -88,14 +82,10 @@ pub fn assemble(
             PageText::Lines(text) => text,
         };
         if page.total_pages != total_pages {
-            return Err(SnapshotError::Inconsistent(
-                "totalPages changed within one read",
-            ));
+            return Err(SnapshotError::Inconsistent("totalPages changed within one read"));
         }
         if page.index != wanted {
-            return Err(SnapshotError::Inconsistent(
-                "the server answered another page",
-            ));
+            return Err(SnapshotError::Inconsistent("the server answered another page"));
         }
         let is_last = wanted + 1 >= total_pages;
         let full = text.len() as u64 == PAGE_LINES;
@@ -105,22 +95,13 @@ pub fn assemble(
         if !trusted && offset > 0 {
             check_boundary(&prev_page_records, &text)?;
         }
-        prev_page_records = text
-            .iter()
-            .filter_map(|l| record_time(l).map(|t| (t, *l)))
-            .collect();
+        prev_page_records = text.iter().filter_map(|l| record_time(l).map(|t| (t, *l))).collect();
         lines.extend(text.into_iter().map(str::to_owned));
     }
     if first_page + (pages.len() as u64) < total_pages {
-        return Err(SnapshotError::Inconsistent(
-            "fewer pages read than the log has",
-        ));
+        return Err(SnapshotError::Inconsistent("fewer pages read than the log has"));
     }
-    Ok(Snapshot::Lines {
-        first_page,
-        total_pages,
-        lines,
-    })
+    Ok(Snapshot::Lines { first_page, total_pages, lines })
 }
 
 /// The log file is sorted by record time, so across a page boundary time never goes
@@ -134,19 +115,10 @@ fn check_boundary(prev: &[(i64, &str)], next: &[&str]) -> Result<(), SnapshotErr
         return Ok(());
     };
     if time < last_time {
-        return Err(SnapshotError::Inconsistent(
-            "record time goes back across pages",
-        ));
+        return Err(SnapshotError::Inconsistent("record time goes back across pages"));
     }
-    if prev
-        .iter()
-        .rev()
-        .take_while(|(t, _)| *t == time)
-        .any(|(_, l)| *l == text)
-    {
-        return Err(SnapshotError::Inconsistent(
-            "a record repeated across pages",
-        ));
+    if prev.iter().rev().take_while(|(t, _)| *t == time).any(|(_, l)| *l == text) {
+        return Err(SnapshotError::Inconsistent("a record repeated across pages"));
     }
     Ok(())
 }
@@ -161,23 +133,11 @@ mod tests {
             data.push_str(l);
             data.push('\n');
         }
-        RawPage {
-            index,
-            total_pages: total,
-            data,
-        }
+        RawPage { index, total_pages: total, data }
     }
 
     fn log(n: usize) -> Vec<String> {
-        (0..n)
-            .map(|i| {
-                format!(
-                    "2024-06-01 16:00:{:02}.{:03} [w:1] INFO line {i}",
-                    i / 100,
-                    i % 100 * 10
-                )
-            })
-            .collect()
+        (0..n).map(|i| format!("2024-06-01 16:00:{:02}.{:03} [w:1] INFO line {i}", i / 100, i % 100 * 10)).collect()
     }
 
     #[test]
@@ -185,14 +145,7 @@ mod tests {
         let l = log(250);
         let pages = [page(1, 3, &l[100..200]), page(2, 3, &l[200..])];
         let snap = assemble(1, &pages, false).unwrap();
-        assert_eq!(
-            snap,
-            Snapshot::Lines {
-                first_page: 1,
-                total_pages: 3,
-                lines: l[100..].to_vec()
-            }
-        );
+        assert_eq!(snap, Snapshot::Lines { first_page: 1, total_pages: 3, lines: l[100..].to_vec() });
         assert_eq!(snap.upstream_len(), 250);
     }
 
@@ -203,15 +156,9 @@ mod tests {
         new.insert(50, "2024-06-01 16:00:00.505 [w:2] INFO late".into());
         // page 0 of the old file, page 1 of the new one: line 99 appears twice.
         let pages = [page(0, 3, &old[..100]), page(1, 3, &new[100..200])];
-        assert!(matches!(
-            assemble(0, &pages, false),
-            Err(SnapshotError::Inconsistent(_))
-        ));
+        assert!(matches!(assemble(0, &pages, false), Err(SnapshotError::Inconsistent(_))));
         let pages = [page(0, 2, &old[..100]), page(1, 3, &new[100..200])];
-        assert!(matches!(
-            assemble(0, &pages, false),
-            Err(SnapshotError::Inconsistent(_))
-        ));
+        assert!(matches!(assemble(0, &pages, false), Err(SnapshotError::Inconsistent(_))));
     }
 
     #[test]
@@ -219,10 +166,7 @@ mod tests {
         let l = log(200);
         let pages = [page(0, 2, &l[100..200]), page(1, 2, &l[..100])];
         assert!(assemble(0, &pages, false).is_err());
-        assert!(
-            assemble(0, &pages, true).is_ok(),
-            "trusted bursts skip the heuristics"
-        );
+        assert!(assemble(0, &pages, true).is_ok(), "trusted bursts skip the heuristics");
         let pages = [page(0, 2, &l[..99]), page(1, 2, &l[100..200])];
         assert!(assemble(0, &pages, true).is_err());
         let pages = [page(0, 3, &l[..100]), page(1, 3, &l[100..200])];
@@ -231,47 +175,18 @@ mod tests {
 
     #[test]
     fn placeholders_are_never_lines() {
-        let p = RawPage {
-            index: 0,
-            total_pages: 1,
-            data: super::super::line::PREPARING.into(),
-        };
-        assert!(matches!(
-            assemble(3, &[p], false),
-            Err(SnapshotError::Placeholder(_))
-        ));
+        let p = RawPage { index: 0, total_pages: 1, data: super::super::line::PREPARING.into() };
+        assert!(matches!(assemble(3, &[p], false), Err(SnapshotError::Placeholder(_))));
         let p = RawPage {
             index: 0,
             total_pages: 1,
             data: "SYSTEM: There is no online log for this job instance.\n".into(),
         };
         assert_eq!(assemble(0, &[p], false), Ok(Snapshot::NoLog));
-        let empty = RawPage {
-            index: 0,
-            total_pages: 0,
-            data: String::new(),
-        };
-        assert_eq!(
-            assemble(0, &[empty], false),
-            Ok(Snapshot::Lines {
-                first_page: 0,
-                total_pages: 0,
-                lines: vec![]
-            })
-        );
+        let empty = RawPage { index: 0, total_pages: 0, data: String::new() };
+        assert_eq!(assemble(0, &[empty], false), Ok(Snapshot::Lines { first_page: 0, total_pages: 0, lines: vec![] }));
         // Past the end of a log that shrank: an empty window, not an error.
-        let past = RawPage {
-            index: 4,
-            total_pages: 1,
-            data: String::new(),
-        };
-        assert_eq!(
-            assemble(4, &[past], false),
-            Ok(Snapshot::Lines {
-                first_page: 4,
-                total_pages: 1,
-                lines: vec![]
-            })
-        );
+        let past = RawPage { index: 4, total_pages: 1, data: String::new() };
+        assert_eq!(assemble(4, &[past], false), Ok(Snapshot::Lines { first_page: 4, total_pages: 1, lines: vec![] }));
     }
 }

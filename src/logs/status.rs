@@ -56,10 +56,7 @@ impl Status {
 
     /// PowerJob's `FINISHED_STATUS` (4, 5, 9, 10).
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Status::Failed | Status::Succeed | Status::Canceled | Status::Stopped
-        )
+        matches!(self, Status::Failed | Status::Succeed | Status::Canceled | Status::Stopped)
     }
 }
 
@@ -80,9 +77,6 @@ impl InstanceFacts {
     /// Whether a worker ever received this run (only then can it have a log).
     pub fn ever_ran(&self) -> bool {
         self.actual_trigger_time.is_some()
-            && self
-                .task_tracker_address
-                .as_deref()
-                .is_some_and(|a| !a.is_empty() && a != "N/A")
+            && self.task_tracker_address.as_deref().is_some_and(|a| !a.is_empty() && a != "N/A")
     }
 }

@@ -153,17 +153,10 @@ impl PowerJobClient {
     /// [`UpstreamError::InstanceNotFound`] for an unknown id, or any other failure.
     #[tracing::instrument(skip(self), fields(instance.id = id))]
     pub async fn instance_info(&self, id: i64) -> Result<InstanceInfo, UpstreamError> {
-        match self
-            .openapi::<InstanceInfo>("fetchInstanceInfo", &[("instanceId", id.to_string())])
-            .await
-        {
+        match self.openapi::<InstanceInfo>("fetchInstanceInfo", &[("instanceId", id.to_string())]).await {
             Ok(Some(info)) => Ok(info),
-            Ok(None) => Err(UpstreamError::Protocol(
-                "fetchInstanceInfo answered no data".into(),
-            )),
-            Err(UpstreamError::Refused { message, .. })
-                if message.contains("invalid instanceId") =>
-            {
+            Ok(None) => Err(UpstreamError::Protocol("fetchInstanceInfo answered no data".into())),
+            Err(UpstreamError::Refused { message, .. }) if message.contains("invalid instanceId") => {
                 Err(UpstreamError::InstanceNotFound(id))
             }
             Err(e) => Err(e),
@@ -182,10 +175,7 @@ impl PowerJobClient {
         instance_params: Option<&str>,
         delay_ms: u64,
     ) -> Result<i64, UpstreamError> {
-        let mut form = vec![
-            ("jobId", job_id.to_string()),
-            ("delay", delay_ms.to_string()),
-        ];
+        let mut form = vec![("jobId", job_id.to_string()), ("delay", delay_ms.to_string())];
         if let Some(p) = instance_params.filter(|p| !p.is_empty()) {
             form.push(("instanceParams", p.to_owned()));
         }
@@ -200,9 +190,7 @@ impl PowerJobClient {
     /// [`UpstreamError::Refused`] with PowerJob's reason (finished, not finished, unknown).
     #[tracing::instrument(skip(self))]
     pub async fn instance_op(&self, op: InstanceOp, id: i64) -> Result<(), UpstreamError> {
-        self.openapi::<serde_json::Value>(op.path(), &[("instanceId", id.to_string())])
-            .await
-            .map(|_| ())
+        self.openapi::<serde_json::Value>(op.path(), &[("instanceId", id.to_string())]).await.map(|_| ())
     }
 
     /// `fetchJob`: the job's JobInfoDTO as PowerJob sent it.
@@ -232,19 +220,11 @@ impl PowerJobClient {
         let mut replayed = false;
         loop {
             let app_id = session.app_id.unwrap_or_default();
-            let query = [
-                ("appId", app_id.to_string()),
-                ("instanceId", id.to_string()),
-                ("index", index.to_string()),
-            ];
+            let query = [("appId", app_id.to_string()), ("instanceId", id.to_string()), ("index", index.to_string())];
             let jwt = session.console_jwt.clone();
             let raw = self
                 .send("/instance/log", |base| {
-                    let mut req = self
-                        .inner
-                        .http
-                        .get(join(base, "/instance/log"))
-                        .query(&query);
+                    let mut req = self.inner.http.get(join(base, "/instance/log")).query(&query);
                     if let Some(jwt) = &jwt {
                         req = req.header("PowerJwt", jwt).header("AppId", app_id);
                     }
@@ -253,9 +233,7 @@ impl PowerJobClient {
                 .await?;
             let env: Envelope<StringPage> = parse(&raw, "/instance/log")?;
             if env.success {
-                let page = env.data.ok_or_else(|| {
-                    UpstreamError::Protocol("/instance/log answered no page".into())
-                })?;
+                let page = env.data.ok_or_else(|| UpstreamError::Protocol("/instance/log answered no page".into()))?;
                 return Ok(RawPage {
                     index: u64::try_from(page.index).unwrap_or(0),
                     total_pages: u64::try_from(page.total_pages).unwrap_or(0),
@@ -277,14 +255,9 @@ impl PowerJobClient {
                      and powerjob.console_password): {message}"
                 ))
             } else if message.contains("Permission denied") {
-                UpstreamError::Auth(format!(
-                    "the console user needs the OPS permission on the app: {message}"
-                ))
+                UpstreamError::Auth(format!("the console user needs the OPS permission on the app: {message}"))
             } else {
-                UpstreamError::Refused {
-                    message,
-                    code: env.code,
-                }
+                UpstreamError::Refused { message, code: env.code }
             });
         }
     }
@@ -312,9 +285,7 @@ impl PowerJobClient {
                 .send(endpoint, |base| {
                     let mut req = self.inner.http.post(join(base, &path)).form(&fields);
                     if let Some(token) = &token {
-                        req = req
-                            .header("X-POWERJOB-APP-ID", app_id)
-                            .header("X-POWERJOB-ACCESS-TOKEN", token);
+                        req = req.header("X-POWERJOB-APP-ID", app_id).header("X-POWERJOB-ACCESS-TOKEN", token);
                     }
                     req
                 })
@@ -330,19 +301,12 @@ impl PowerJobClient {
             if env.success {
                 return Ok(env.data);
             }
-            return Err(UpstreamError::Refused {
-                message: env.message.unwrap_or_default(),
-                code: env.code,
-            });
+            return Err(UpstreamError::Refused { message: env.message.unwrap_or_default(), code: env.code });
         }
     }
 
     fn session(&self) -> Session {
-        self.inner
-            .session
-            .read()
-            .expect("session lock poisoned")
-            .clone()
+        self.inner.session.read().expect("session lock poisoned").clone()
     }
 
     async fn ready_session(&self) -> Result<Session, UpstreamError> {
@@ -367,45 +331,24 @@ impl PowerJobClient {
             "appName": self.inner.app_name, "encryptedPassword": md5, "encryptType": "md5",
         });
         let raw = self
-            .send("/openApi/authApp", |base| {
-                self.inner
-                    .http
-                    .post(join(base, "/openApi/authApp"))
-                    .json(&body)
-            })
+            .send("/openApi/authApp", |base| self.inner.http.post(join(base, "/openApi/authApp")).json(&body))
             .await?;
         let (app_id, version, token) = if raw.status == StatusCode::NOT_FOUND {
             // 4.x has no authApp: the app name and password only map to an appId.
-            let form = [
-                ("appName", self.inner.app_name.as_str()),
-                ("password", password),
-            ];
+            let form = [("appName", self.inner.app_name.as_str()), ("password", password)];
             let raw = self
-                .send("/openApi/assert", |base| {
-                    self.inner
-                        .http
-                        .post(join(base, "/openApi/assert"))
-                        .form(&form)
-                })
+                .send("/openApi/assert", |base| self.inner.http.post(join(base, "/openApi/assert")).form(&form))
                 .await?;
             let env: Envelope<i64> = parse(&raw, "/openApi/assert")?;
             match (env.success, env.data) {
                 (true, Some(id)) => (id, Version::V4, None),
-                _ => {
-                    return Err(UpstreamError::Auth(
-                        env.message.unwrap_or_else(|| "assert failed".into()),
-                    ))
-                }
+                _ => return Err(UpstreamError::Auth(env.message.unwrap_or_else(|| "assert failed".into()))),
             }
         } else {
             let env: Envelope<AppAuth> = parse(&raw, "/openApi/authApp")?;
             match (env.success, env.data) {
                 (true, Some(auth)) => (auth.app_id, Version::V5, Some(auth.token)),
-                _ => {
-                    return Err(UpstreamError::Auth(
-                        env.message.unwrap_or_else(|| "authApp failed".into()),
-                    ))
-                }
+                _ => return Err(UpstreamError::Auth(env.message.unwrap_or_else(|| "authApp failed".into()))),
             }
         };
         let mut s = self.inner.session.write().expect("session lock poisoned");
@@ -431,20 +374,13 @@ impl PowerJobClient {
         let body = serde_json::json!({ "loginType": "PWJB", "originParams": origin.to_string() });
         let raw = self
             .send("/auth/thirdPartyLoginDirect", |base| {
-                self.inner
-                    .http
-                    .post(join(base, "/auth/thirdPartyLoginDirect"))
-                    .json(&body)
+                self.inner.http.post(join(base, "/auth/thirdPartyLoginDirect")).json(&body)
             })
             .await?;
         let env: Envelope<ConsoleUser> = parse(&raw, "/auth/thirdPartyLoginDirect")?;
         match (env.success, env.data) {
             (true, Some(user)) => {
-                self.inner
-                    .session
-                    .write()
-                    .expect("session lock poisoned")
-                    .console_jwt = Some(user.jwt_token);
+                self.inner.session.write().expect("session lock poisoned").console_jwt = Some(user.jwt_token);
                 tracing::info!(user = %self.inner.console_username, "logged in to the PowerJob console");
                 Ok(())
             }
@@ -457,11 +393,7 @@ impl PowerJobClient {
     }
 
     /// Sends a request to the first address that answers, starting with the last good one.
-    async fn send(
-        &self,
-        endpoint: &'static str,
-        build: impl Fn(&Url) -> RequestBuilder,
-    ) -> Result<Raw, UpstreamError> {
+    async fn send(&self, endpoint: &'static str, build: impl Fn(&Url) -> RequestBuilder) -> Result<Raw, UpstreamError> {
         let n = self.inner.addresses.len();
         let first = self.inner.preferred.load(Ordering::Relaxed) % n.max(1);
         let mut last_error = UpstreamError::Unreachable("no PowerJob address configured".into());
@@ -477,7 +409,8 @@ impl PowerJobClient {
                 Err(UpstreamError::Unreachable(_)) => "unreachable",
                 Err(_) => "bad_answer",
             };
-            metrics::counter!(crate::telemetry::UPSTREAM_REQUESTS, "endpoint" => endpoint, "outcome" => outcome).increment(1);
+            metrics::counter!(crate::telemetry::UPSTREAM_REQUESTS, "endpoint" => endpoint, "outcome" => outcome)
+                .increment(1);
             metrics::histogram!(crate::telemetry::UPSTREAM_DURATION, "endpoint" => endpoint)
                 .record(start.elapsed().as_secs_f64());
             match result {
@@ -497,50 +430,30 @@ impl PowerJobClient {
 
     async fn send_once(&self, req: RequestBuilder) -> Result<Raw, UpstreamError> {
         let timeout = self.inner.timeout;
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| UpstreamError::from_reqwest(e, timeout))?;
+        let resp = req.send().await.map_err(|e| UpstreamError::from_reqwest(e, timeout))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| UpstreamError::from_reqwest(e, timeout))?;
+        let body = resp.bytes().await.map_err(|e| UpstreamError::from_reqwest(e, timeout))?;
         if status.is_server_error() {
             // Official clients treat any non-200 as a transport failure; 5xx also covers
             // a proxy in front of a dead server. Try the next address.
             return Err(UpstreamError::Protocol(format!("HTTP {status}")));
         }
-        Ok(Raw {
-            status,
-            headers,
-            body,
-        })
+        Ok(Raw { status, headers, body })
     }
 }
 
 fn header_is_true(headers: &HeaderMap) -> bool {
-    headers
-        .get(AUTH_PASSED)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    headers.get(AUTH_PASSED).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 fn parse<T: DeserializeOwned>(raw: &Raw, what: &str) -> Result<Envelope<T>, UpstreamError> {
     if raw.status != StatusCode::OK {
-        return Err(UpstreamError::Protocol(format!(
-            "{what} answered HTTP {}",
-            raw.status
-        )));
+        return Err(UpstreamError::Protocol(format!("{what} answered HTTP {}", raw.status)));
     }
     serde_json::from_slice(&raw.body).map_err(|e| {
-        let head: String = String::from_utf8_lossy(&raw.body[..raw.body.len().min(60)])
-            .chars()
-            .collect();
-        UpstreamError::Protocol(format!(
-            "{what} answered a body that is not PowerJob JSON ({e}): {head:?}"
-        ))
+        let head: String = String::from_utf8_lossy(&raw.body[..raw.body.len().min(60)]).chars().collect();
+        UpstreamError::Protocol(format!("{what} answered a body that is not PowerJob JSON ({e}): {head:?}"))
     })
 }
 
@@ -550,7 +463,5 @@ fn join(base: &Url, path: &str) -> String {
 
 /// Wall-clock epoch milliseconds.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
