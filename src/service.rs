@@ -19,7 +19,9 @@ use crate::telemetry;
 use crate::upstream::wire::InstanceInfo;
 use crate::upstream::{now_ms, PowerJobClient, UpstreamError};
 
-/// Longest back-off between refreshes of an instance whose upstream keeps failing.
+/// Back-off after consecutive failed refreshes: the interval doubled at most this often…
+const MAX_BACKOFF_DOUBLINGS: u32 = 5;
+/// …and never longer than this.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Followed instances kept at most (each holds at least its status).
 const MAX_INSTANCES: u64 = 100_000;
@@ -86,7 +88,8 @@ struct Gate {
 
 impl Gate {
     fn next_due(&self, interval: Duration) -> Option<Instant> {
-        let backoff = interval.saturating_mul(1 << self.failures.min(10)).min(MAX_BACKOFF.max(interval));
+        let backoff =
+            interval.saturating_mul(1 << self.failures.min(MAX_BACKOFF_DOUBLINGS)).min(MAX_BACKOFF.max(interval));
         self.last_attempt.map(|t| t + backoff)
     }
 }

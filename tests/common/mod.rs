@@ -61,6 +61,7 @@ impl TestApp {
 
     /// The adapter with an explicit configuration in front of `sim`.
     pub async fn spawn_app(sim: SimHandle, config: &Config) -> Self {
+        init_tracing();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let state = powertail::build(config, listener.local_addr().unwrap()).unwrap();
@@ -121,4 +122,14 @@ pub struct Follow {
 pub fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
+}
+
+/// Logs to the test output when `RUST_LOG` is set (`RUST_LOG=powertail=debug cargo test`).
+pub fn init_tracing() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    }
 }
