@@ -350,8 +350,7 @@ impl SimCore {
     pub fn tick(&mut self, now: i64) {
         let ids: Vec<i64> = self.instances.keys().copied().collect();
         for id in ids {
-            loop {
-                let Some(i) = self.instances.get(&id) else { break };
+            while let Some(i) = self.instances.get(&id) {
                 let next_event = i.events.iter().map(|(t, _)| *t).filter(|t| *t <= now).min();
                 let next_arrival = i.pending.iter().map(|(t, _, _)| *t).filter(|t| *t <= now).min();
                 let next_sync = i.sync_at.filter(|t| *t <= now);
@@ -394,14 +393,13 @@ impl SimCore {
 
     fn sync(&mut self, id: i64) {
         let rows = self.instances.get(&id).map(|i| i.rows.clone()).unwrap_or_default();
-        let lines = Some(self.sorted_lines(&rows, false));
+        let lines = self.sorted_lines(&rows, false);
         let dfs = self.cfg.dfs;
         let Some(i) = self.instances.get_mut(&id) else { return };
         i.sync_at = None;
         // The existing stable file is reused: a placeholder written by an early read wins.
         if i.stable_file.is_none() {
-            i.stable_file =
-                Some(if i.rows.is_empty() { vec![NO_ONLINE_LOG.to_owned()] } else { lines.unwrap_or_default() });
+            i.stable_file = Some(if i.rows.is_empty() { vec![NO_ONLINE_LOG.to_owned()] } else { lines });
         }
         if dfs {
             self.dfs.insert(id, i.stable_file.clone().unwrap_or_default());
