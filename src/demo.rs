@@ -1,14 +1,147 @@
-//! `powertail demo`: an embedded PowerJob simulator with sample LLM jobs, followed by
-//! the adapter, on one command.
+//! `powertail demo`: an embedded PowerJob simulator with realistic LLM jobs, followed
+//! by the adapter, with the viewer, on one command.
+//!
+//! The simulator's timings are scaled (flush 1 s, cache 2 s, sync 20 s) so that a vLLM
+//! start-up completes in well under a minute; the adapter is configured to match.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::config::Config;
+use crate::sim::{JobScript, Level, ScriptLine, ScriptWorker, SimConfig, SimJob, Simulator};
+
+const STARTUP_LOG: &str = include_str!("../fixtures/llm/vllm-startup.log");
+const OOM_LOG: &str = include_str!("../fixtures/llm/vllm-oom.log");
+const PORT_IN_USE_LOG: &str = include_str!("../fixtures/llm/vllm-port-in-use.log");
+
+/// The demo's jobs: (name, PowerJob job id, description, script).
+fn jobs() -> Vec<(&'static str, i64, &'static str, JobScript)> {
+    vec![
+        (
+            "vllm-start",
+            12,
+            "vLLM start-up of qwen-7b that succeeds (ready after ~25 s)",
+            JobScript::from_text(STARTUP_LOG, 30_000, 5, "qwen-7b started successfully, pid=12345"),
+        ),
+        (
+            "vllm-oom",
+            13,
+            "vLLM start-up that fails: CUDA out of memory while sizing the KV cache",
+            JobScript::from_text(OOM_LOG, 20_000, 4, "exit code 1"),
+        ),
+        (
+            "vllm-port-in-use",
+            14,
+            "vLLM start-up that fails: port 8000 already in use",
+            JobScript::from_text(PORT_IN_USE_LOG, 8_000, 4, "exit code 1"),
+        ),
+        ("noisy-batch", 15, "A long, noisy job: 30 000 lines in 40 s", noisy(30_000, 40_000)),
+        ("multi-worker", 16, "A map job on 3 workers whose late batches land mid-log", multi_worker()),
+    ]
+}
+
+fn noisy(n: i64, ms: i64) -> JobScript {
+    let mut text = String::new();
+    for k in 0..n {
+        match k % 500 {
+            0 => text.push_str(&format!("[WARN] shard {k}: slow disk, retrying\n")),
+            250 => text.push_str(&format!("[INFO] checkpoint {} written\n", k / 500)),
+            _ => text.push_str(&format!(
+                "[INFO] processed batch {k}: 512 samples, loss={:.4}\n",
+                2.0 / (1.0 + k as f64 / 1000.0)
+            )),
+        }
+    }
+    JobScript::from_text(&text, ms, 5, "done")
+}
+
+fn multi_worker() -> JobScript {
+    let workers = vec![
+        ScriptWorker { address: "10.0.0.21:27777".into(), clock_skew_ms: 0, flush_phase_ms: 0 },
+        ScriptWorker { address: "10.0.0.22:27777".into(), clock_skew_ms: -1_500, flush_phase_ms: 400 },
+        ScriptWorker { address: "10.0.0.23:27777".into(), clock_skew_ms: 700, flush_phase_ms: 800 },
+    ];
+    let mut lines = Vec::new();
+    for k in 0..600 {
+        let worker = (k % 3) as usize;
+        lines.push(ScriptLine {
+            at_ms: k * 40,
+            level: if k % 97 == 0 { Level::Warn } else { Level::Info },
+            content: format!("map task {k} on worker {}: {} records", worker + 1, 1_000 + k * 7),
+            worker,
+        });
+    }
+    JobScript { workers, lines, running_at_ms: 500, end_ms: 24_100, final_status: 5, result: "reduce done".into() }
+}
 
 /// Runs the demo until `shutdown` resolves.
 ///
 /// # Errors
 /// When a listener cannot be bound.
 pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let _ = (listen, shutdown);
-    anyhow::bail!("the demo is not built yet")
+    let demo_jobs = jobs();
+    let sim_cfg = SimConfig {
+        log_cache_ms: 2_000,
+        worker_flush_ms: 1_000,
+        sync_delay_ms: 20_000,
+        jobs: demo_jobs
+            .iter()
+            .map(|(name, id, _, script)| SimJob {
+                id: *id,
+                name: (*name).to_owned(),
+                job_params: String::new(),
+                script: Some(Arc::new(script.clone())),
+            })
+            .collect(),
+        ..SimConfig::default()
+    };
+    let sim = Simulator::spawn(sim_cfg).await.context("cannot start the PowerJob simulator")?;
+    let mut toml = format!(
+        r#"
+        [server]
+        listen = "{listen}"
+        [powerjob]
+        addresses = ["{}"]
+        app_name = "llm-test-platform"
+        app_password = "secret"
+        request_timeout_ms = 5000
+        log_cache_ms = 2000
+        worker_flush_ms = 1000
+        clock_skew_ms = 500
+        [logs]
+        refresh_interval_ms = 500
+        first_read_delay_ms = 1500
+        "#,
+        sim.url()
+    );
+    for (name, id, description, _) in &demo_jobs {
+        toml.push_str(&format!("[jobs.{name}]\njob_id = {id}\ndescription = {description:?}\n"));
+    }
+    toml.push_str(
+        "[jobs.vllm-start.params]\nmodelName = \"qwen-7b\"\nmodelPath = \"/data/models/qwen-7b\"\nport = 8000\n",
+    );
+    let config = Config::from_toml(&toml)?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let state = crate::build(&config, addr)?;
+    let base = format!("http://{addr}");
+    println!(
+        "\npowertail demo: a simulated PowerJob server at {sim_url} and powertail at {base}\n\n  \
+         viewer:    {base}/\n\n  \
+         try:\n    \
+         curl -s -X POST {base}/llm/jobs/vllm-start/run -H 'Content-Type: application/json' -d '{{\"instanceParams\":{{\"port\":8001}}}}'\n    \
+         curl -s '{base}/llm/logs?instanceId=<instanceId>&fromLine=0'\n    \
+         curl -s '{base}/llm/logs?instanceId=<instanceId>&fromLine=<nextLine>&waitMs=10000'\n    \
+         curl -s {base}/llm/instances/<instanceId>\n    \
+         curl -s {base}/metrics\n\n  \
+         jobs: {jobs}\n\nCtrl-C stops.\n",
+        sim_url = sim.url(),
+        jobs = demo_jobs.iter().map(|(n, ..)| *n).collect::<Vec<_>>().join(", "),
+    );
+    crate::run(listener, state, shutdown).await?;
+    drop(sim);
+    Ok(())
 }
