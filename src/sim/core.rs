@@ -698,3 +698,112 @@ pub fn iso(ms: i64) -> String {
         .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3f+00:00").to_string())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sim() -> SimCore {
+        SimCore::new(SimConfig { log_cache_ms: 10_000, sync_delay_ms: 60_000, ..SimConfig::default() })
+    }
+
+    fn rec(t: i64, text: &str) -> Record {
+        Record { log_time: t, level: Level::Info, content: text.into(), worker: "w:1".into() }
+    }
+
+    fn running(s: &mut SimCore, now: i64) -> i64 {
+        let id = s.create_instance(12, None, now);
+        s.dispatch(id, now);
+        s.set_running(id, now);
+        id
+    }
+
+    #[test]
+    fn serves_a_cached_file_for_log_cache_ms_then_rebuilds() {
+        let mut s = sim();
+        let id = running(&mut s, 0);
+        s.deliver(id, vec![rec(0, "a")], 0);
+        assert_eq!(s.log_page(id, 0, 1).data, "1970-01-01 08:00:00.000 [w:1] INFO a\n");
+        s.deliver(id, vec![rec(5, "b")], 2);
+        assert_eq!(s.log_page(id, 0, 9_999).data.lines().count(), 1, "the cached file");
+        assert_eq!(s.log_page(id, 0, 10_001).data.lines().count(), 2, "rebuilt");
+    }
+
+    #[test]
+    fn late_rows_are_inserted_by_time_and_ties_swap_between_rebuilds() {
+        let mut s = sim();
+        let id = running(&mut s, 0);
+        s.deliver(id, vec![rec(10, "x"), rec(10, "y"), rec(20, "z")], 0);
+        s.deliver(id, vec![rec(15, "late")], 1);
+        let mut orders = std::collections::HashSet::new();
+        for k in 0..20 {
+            let data = s.log_page(id, 0, 10_000 * (k + 1)).data;
+            let lines: Vec<&str> = data.lines().map(|l| l.rsplit(' ').next().unwrap()).collect();
+            assert_eq!(lines[2..], ["late", "z"]);
+            orders.insert(lines[..2].join(","));
+        }
+        assert_eq!(orders.len(), 2, "x and y swap places at some rebuild");
+    }
+
+    #[test]
+    fn pages_hold_100_lines_and_placeholders_have_their_shapes() {
+        let mut s = sim();
+        let id = running(&mut s, 0);
+        s.deliver(id, (0..150).map(|k| rec(k, "l")).collect(), 0);
+        let p1 = s.log_page(id, 1, 1);
+        assert_eq!((p1.index, p1.total_pages, p1.data.lines().count()), (1, 2, 50));
+        let past = s.log_page(id, 7, 1);
+        assert_eq!((past.index, past.total_pages, past.data.as_str()), (7, 2, ""));
+        let unknown = s.log_page(42, 0, 1);
+        assert_eq!(
+            (unknown.total_pages, unknown.data.as_str()),
+            (1, "SYSTEM: There is no online log for this job instance.\n")
+        );
+        let mut lines = sim();
+        let id = running(&mut lines, 0);
+        lines.deliver(id, vec![rec(0, "boom\n\tat a.b(C.java:1)\n")], 0);
+        assert_eq!(lines.log_page(id, 0, 1).data.lines().count(), 3, "a stack trace ends with an empty line");
+    }
+
+    #[test]
+    fn reading_before_the_first_batch_poisons_the_synced_log() {
+        let mut s = sim();
+        let id = running(&mut s, 0);
+        assert!(s.log_page(id, 0, 1).data.starts_with(NO_ONLINE_LOG));
+        s.deliver(id, vec![rec(0, "real")], 2_000);
+        assert!(s.log_page(id, 0, 3_000).data.contains("real"), "while live, the temporary file is served");
+        s.finish(id, 5, "ok", 4_000);
+        assert!(s.log_page(id, 0, 63_999).data.contains("real"));
+        assert!(s.log_page(id, 0, 64_000).data.starts_with(NO_ONLINE_LOG), "after the sync: the placeholder, forever");
+        assert!(s.log_page(id, 0, 1_000_000).data.starts_with(NO_ONLINE_LOG));
+    }
+
+    #[test]
+    fn a_clean_log_survives_the_sync_and_late_lines_recreate_a_tiny_live_log() {
+        let mut s = sim();
+        let id = running(&mut s, 0);
+        s.deliver(id, vec![rec(0, "a"), rec(1, "b")], 100);
+        s.finish(id, 5, "ok", 1_000);
+        assert_eq!(s.log_page(id, 0, 61_000).data.lines().count(), 2, "stable file after the sync");
+        s.deliver(id, vec![rec(2, "late")], 62_000);
+        let data = s.log_page(id, 0, 62_001).data;
+        assert_eq!(data.lines().count(), 1, "only the late line: {data}");
+        assert_eq!(s.final_lines(id).len(), 3);
+    }
+
+    #[test]
+    fn scripts_finish_before_their_last_lines_arrive_and_restart_loses_live_rows() {
+        let mut cfg = SimConfig { worker_flush_ms: 1_000, ..SimConfig::default() };
+        let script = JobScript::from_text("one\ntwo\nthree\n", 3_000, 5, "ok");
+        cfg.jobs = vec![SimJob { id: 12, name: "j".into(), job_params: String::new(), script: Some(Arc::new(script)) }];
+        let mut s = SimCore::new(cfg);
+        let id = s.run_job(12, None, 0, 0).unwrap();
+        let info = s.instance_info(id, 3_001).unwrap();
+        assert_eq!(info["status"], 5);
+        let before = s.log_page(id, 0, 3_001).data.lines().count();
+        assert!(before < 3, "the last line is still in the worker's queue");
+        assert_eq!(s.log_page(id, 0, 30_000).data.lines().count(), 3);
+        s.restart(30_001);
+        assert!(s.log_page(id, 0, 40_002).data.starts_with(NO_ONLINE_LOG), "rows lost, no stable file yet");
+    }
+}
