@@ -77,23 +77,35 @@ fn multi_worker() -> JobScript {
     JobScript { workers, lines, running_at_ms: 500, end_ms: 24_100, final_status: 5, result: "reduce done".into() }
 }
 
-/// Runs the demo until `shutdown` resolves.
+/// A simulator with the demo jobs and the adapter configuration that follows it.
+pub struct Demo {
+    /// The running simulator.
+    pub sim: crate::sim::SimHandle,
+    /// The adapter's configuration (server, PowerJob, jobs).
+    pub config: Config,
+    /// The jobs: (name, job id, description).
+    pub jobs: Vec<(&'static str, i64, &'static str)>,
+}
+
+/// Starts the simulator with the demo jobs, every time `scale` times the demo's (1.0:
+/// a vLLM start-up takes ~30 s; tests use less), and builds the matching configuration.
 ///
 /// # Errors
-/// When a listener cannot be bound.
-pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+/// When the simulator cannot bind a port.
+pub async fn setup(listen: SocketAddr, scale: f64) -> anyhow::Result<Demo> {
+    let ms = |v: f64| (v * scale).round().max(1.0) as u64;
     let demo_jobs = jobs();
     let sim_cfg = SimConfig {
-        log_cache_ms: 2_000,
-        worker_flush_ms: 1_000,
-        sync_delay_ms: 20_000,
+        log_cache_ms: ms(2_000.0) as i64,
+        worker_flush_ms: ms(1_000.0) as i64,
+        sync_delay_ms: ms(20_000.0) as i64,
         jobs: demo_jobs
             .iter()
             .map(|(name, id, _, script)| SimJob {
                 id: *id,
                 name: (*name).to_owned(),
                 job_params: String::new(),
-                script: Some(Arc::new(script.clone())),
+                script: Some(Arc::new(script.scaled(scale))),
             })
             .collect(),
         ..SimConfig::default()
@@ -104,18 +116,23 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()> + Send +
         [server]
         listen = "{listen}"
         [powerjob]
-        addresses = ["{}"]
+        addresses = ["{url}"]
         app_name = "llm-test-platform"
         app_password = "secret"
         request_timeout_ms = 5000
-        log_cache_ms = 2000
-        worker_flush_ms = 1000
-        clock_skew_ms = 500
+        log_cache_ms = {cache}
+        worker_flush_ms = {flush}
+        clock_skew_ms = {skew}
         [logs]
-        refresh_interval_ms = 500
-        first_read_delay_ms = 1500
+        refresh_interval_ms = {refresh}
+        first_read_delay_ms = {first}
         "#,
-        sim.url()
+        url = sim.url(),
+        cache = ms(2_000.0),
+        flush = ms(1_000.0),
+        skew = ms(500.0),
+        refresh = ms(500.0).max(10),
+        first = ms(1_500.0),
     );
     for (name, id, description, _) in &demo_jobs {
         toml.push_str(&format!("[jobs.{name}]\njob_id = {id}\ndescription = {description:?}\n"));
@@ -124,9 +141,18 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()> + Send +
         "[jobs.vllm-start.params]\nmodelName = \"qwen-7b\"\nmodelPath = \"/data/models/qwen-7b\"\nport = 8000\n",
     );
     let config = Config::from_toml(&toml)?;
+    Ok(Demo { sim, config, jobs: demo_jobs.iter().map(|(n, i, d, _)| (*n, *i, *d)).collect() })
+}
+
+/// Runs the demo until `shutdown` resolves.
+///
+/// # Errors
+/// When a listener cannot be bound.
+pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let demo = setup(listen, 1.0).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    let state = crate::build(&config, addr)?;
+    let state = crate::build(&demo.config, addr)?;
     let base = format!("http://{addr}");
     println!(
         "\npowertail demo: a simulated PowerJob server at {sim_url} and powertail at {base}\n\n  \
@@ -138,10 +164,10 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()> + Send +
          curl -s {base}/llm/instances/<instanceId>\n    \
          curl -s {base}/metrics\n\n  \
          jobs: {jobs}\n\nCtrl-C stops.\n",
-        sim_url = sim.url(),
-        jobs = demo_jobs.iter().map(|(n, ..)| *n).collect::<Vec<_>>().join(", "),
+        sim_url = demo.sim.url(),
+        jobs = demo.jobs.iter().map(|(n, ..)| *n).collect::<Vec<_>>().join(", "),
     );
     crate::run(listener, state, shutdown).await?;
-    drop(sim);
+    drop(demo);
     Ok(())
 }

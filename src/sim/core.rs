@@ -163,6 +163,9 @@ pub struct StringPage {
     pub data: String,
 }
 
+/// A log file on the server's disk: its lines, shared (pages slice it, never copy it).
+type File = Arc<Vec<String>>;
+
 #[derive(Clone, Debug)]
 struct Row {
     record: Record,
@@ -195,8 +198,8 @@ struct Instance {
     pending: Vec<(i64, Vec<Record>, Vec<i64>)>,
     /// Id in `instanceId2LastReportTime`.
     live: bool,
-    temp_file: Option<(i64, Vec<String>)>,
-    stable_file: Option<Vec<String>>,
+    temp_file: Option<(i64, File)>,
+    stable_file: Option<File>,
     sync_at: Option<i64>,
     events: Vec<(i64, Event)>,
     /// Every record ever delivered (for `final_lines`).
@@ -208,7 +211,7 @@ pub struct SimCore {
     cfg: SimConfig,
     rng: StdRng,
     instances: BTreeMap<i64, Instance>,
-    dfs: BTreeMap<i64, Vec<String>>,
+    dfs: BTreeMap<i64, File>,
     next_id: i64,
     seq: u64,
 }
@@ -399,7 +402,7 @@ impl SimCore {
         i.sync_at = None;
         // The existing stable file is reused: a placeholder written by an early read wins.
         if i.stable_file.is_none() {
-            i.stable_file = Some(if i.rows.is_empty() { vec![NO_ONLINE_LOG.to_owned()] } else { lines });
+            i.stable_file = Some(Arc::new(if i.rows.is_empty() { vec![NO_ONLINE_LOG.to_owned()] } else { lines }));
         }
         if dfs {
             self.dfs.insert(id, i.stable_file.clone().unwrap_or_default());
@@ -437,7 +440,7 @@ impl SimCore {
         let lines = self.prepare_file(id, now);
         let sep = if self.cfg.crlf { "\r\n" } else { "\n" };
         let mut body = Vec::new();
-        for l in &lines {
+        for l in lines.iter() {
             body.extend_from_slice(l.as_bytes());
             body.extend_from_slice(sep.as_bytes());
         }
@@ -447,11 +450,11 @@ impl SimCore {
     }
 
     /// The file a read serves now (§4.3 step 2).
-    fn prepare_file(&mut self, id: i64, now: i64) -> Vec<String> {
+    fn prepare_file(&mut self, id: i64, now: i64) -> File {
         let cache = self.cfg.log_cache_ms;
         let Some(i) = self.instances.get(&id) else {
             // Unknown instance: the placeholder (and, on a real server, a stable file).
-            return vec![NO_ONLINE_LOG.to_owned()];
+            return Arc::new(vec![NO_ONLINE_LOG.to_owned()]);
         };
         if i.live {
             if let Some((built, lines)) = &i.temp_file {
@@ -459,7 +462,7 @@ impl SimCore {
                     return lines.clone();
                 }
             }
-            let lines = self.sorted_lines(&i.rows.clone(), true);
+            let lines = Arc::new(self.sorted_lines(&i.rows.clone(), true));
             let i = self.instances.get_mut(&id).expect("checked above");
             i.temp_file = Some((now, lines.clone()));
             return lines;
@@ -467,7 +470,7 @@ impl SimCore {
         if let Some(stable) = &i.stable_file {
             return stable.clone();
         }
-        let lines = self.dfs.get(&id).cloned().unwrap_or_else(|| vec![NO_ONLINE_LOG.to_owned()]);
+        let lines = self.dfs.get(&id).cloned().unwrap_or_else(|| Arc::new(vec![NO_ONLINE_LOG.to_owned()]));
         let i = self.instances.get_mut(&id).expect("checked above");
         i.stable_file = Some(lines.clone());
         lines

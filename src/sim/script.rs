@@ -69,6 +69,29 @@ impl JobScript {
     }
 }
 
+impl JobScript {
+    /// The same run, `factor` times as fast (`factor` < 1) or slow.
+    pub fn scaled(&self, factor: f64) -> Self {
+        let f = |ms: i64| (ms as f64 * factor).round() as i64;
+        JobScript {
+            workers: self
+                .workers
+                .iter()
+                .map(|w| ScriptWorker {
+                    clock_skew_ms: f(w.clock_skew_ms),
+                    flush_phase_ms: f(w.flush_phase_ms),
+                    ..w.clone()
+                })
+                .collect(),
+            lines: self.lines.iter().map(|l| ScriptLine { at_ms: f(l.at_ms), ..l.clone() }).collect(),
+            running_at_ms: f(self.running_at_ms),
+            end_ms: f(self.end_ms).max(1),
+            final_status: self.final_status,
+            result: self.result.clone(),
+        }
+    }
+}
+
 /// The level a processor would log a script line with (stderr-ish lines as WARN/ERROR).
 fn level_of(line: &str) -> Level {
     if line.contains("[ERROR]") || line.contains("Traceback") || line.contains("Error:") {
