@@ -248,7 +248,9 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let mut config: Config = figment.merge(Env::prefixed(ENV_PREFIX).split("__")).extract().map_err(Box::new)?;
+        // Only `<SECTION>__<KEY>` names: other POWERTAIL_* variables are not configuration.
+        let env = Env::prefixed(ENV_PREFIX).filter(|k| k.as_str().contains("__")).split("__");
+        let mut config: Config = figment.merge(env).extract().map_err(Box::new)?;
         config.resolve_tokens()?;
         config.validate()?;
         Ok(config)
@@ -432,6 +434,7 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("POWERTAIL_POWERJOB__ADDRESSES", "http://a:1, http://b:2");
             jail.set_env("POWERTAIL_LOGS__REFRESH_INTERVAL_MS", "250");
+            jail.set_env("POWERTAIL_SOMETHING_ELSE", "1"); // not configuration: ignored
             let c = Config::from_toml(MIN).unwrap();
             let hosts: Vec<_> = c.powerjob.addresses.iter().map(|u| u.host_str().unwrap().to_owned()).collect();
             assert_eq!(hosts, ["a", "b"]);

@@ -129,9 +129,11 @@ async fn the_viewer_follows_a_vllm_startup_in_chromium() {
     assert!(!rows.is_empty() && rows.windows(2).all(|w| w[1] == w[0] + 1), "{rows:?}");
     let text = js(&c, "return document.getElementById('rows').textContent").await;
     assert!(!text.as_str().unwrap().contains('\u{1b}'), "ANSI escapes are rendered, not shown");
-    std::fs::create_dir_all("docs").unwrap();
     let png = c.screenshot().await.unwrap();
-    std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/viewer.png"), png).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    if std::env::var_os("POWERTAIL_UPDATE_SCREENSHOT").is_some() {
+        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/viewer.png"), png).unwrap();
+    }
 
     // Filtering.
     c.find(Locator::Id("filter")).await.unwrap().send_keys("Application startup complete").await.unwrap();
@@ -144,6 +146,16 @@ async fn the_viewer_follows_a_vllm_startup_in_chromium() {
     wait_js(&c, "return document.querySelectorAll('#rows .line').length === 1", Duration::from_secs(5)).await;
     let row = c.find(Locator::Css("#rows .line")).await.unwrap().text().await.unwrap();
     assert!(row.contains("Application startup complete."), "{row}");
+
+    // A failed start is marked where it failed (the first FAILED match of the fixture).
+    let http = reqwest::Client::new();
+    let run: Value = http.post(format!("{base}/llm/jobs/vllm-oom/run")).send().await.unwrap().json().await.unwrap();
+    let oom = run["instanceId"].as_str().unwrap().to_owned();
+    c.goto(&format!("{base}/?instanceId={oom}")).await.unwrap();
+    wait_js(&c, "return window.powertail.complete()", Duration::from_secs(60)).await;
+    let marks = c.find(Locator::Id("marks")).await.unwrap().text().await.unwrap();
+    assert_eq!(marks, "FAILED at line 44");
+    assert_eq!(js(&c, "return document.getElementById('st').textContent").await, "FAILED");
 
     // A 100 000-line log stays responsive: virtualised rendering, chunked appends.
     let big = demo.sim.with_core(|core, now| {
