@@ -25,7 +25,7 @@ pub mod sim;
 pub mod telemetry;
 pub mod upstream;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
@@ -45,7 +45,12 @@ pub fn build(config: &Config, listen: SocketAddr) -> anyhow::Result<AppState> {
     Ok(AppState::new(config, LogService::new(config, client), listen))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// How long in-flight requests may take to finish after shutdown began.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish (long-polls answer at once, streams send a final event) for at most
+/// [`DRAIN_TIMEOUT`].
 ///
 /// # Errors
 /// I/O errors of the listener.
@@ -54,5 +59,21 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown).await
+    let token = state.logs.shutdown_token().clone();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
+    let serve = axum::serve(listener, http::router(state)).with_graceful_shutdown(token.clone().cancelled_owned());
+    tokio::select! {
+        result = serve.into_future() => result,
+        () = async {
+            token.cancelled().await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => {
+            tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; stopping anyway");
+            Ok(())
+        }
+    }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::logs::{refresh_log, Follower, InstanceFacts, PageSource, Plan, RawPage, ReadError, Status, Timing};
@@ -67,6 +68,8 @@ struct Inner {
     timing: Timing,
     refresh_interval: Duration,
     entries: moka::sync::Cache<i64, Arc<Entry>>,
+    /// Cancelled when the server shuts down: long-polls and streams answer at once.
+    shutdown: CancellationToken,
 }
 
 struct Entry {
@@ -112,8 +115,14 @@ impl LogService {
                 timing: config.timing(),
                 refresh_interval: config.refresh_interval(),
                 entries,
+                shutdown: CancellationToken::new(),
             }),
         }
+    }
+
+    /// Cancelled when the server begins to shut down.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
     }
 
     /// The PowerJob client.
@@ -146,6 +155,7 @@ impl LogService {
             tokio::select! {
                 _ = changed.changed() => {}
                 () = tokio::time::sleep_until(until) => {}
+                () = self.inner.shutdown.cancelled() => return Ok(entry.page(from_line, limit, false)),
             }
         }
     }

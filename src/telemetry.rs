@@ -33,6 +33,8 @@ pub const CACHE_EVICTIONS: &str = "powertail_cache_evictions_total";
 pub const INSTANCES_FOLLOWED: &str = "powertail_instances_followed";
 /// Bytes of log lines cached now (the weigher's view).
 pub const CACHE_BYTES: &str = "powertail_cache_bytes";
+/// Server-Sent Events streams waiting for lines now.
+pub const SSE_CLIENTS: &str = "powertail_sse_clients";
 /// Long-poll requests waiting now.
 pub const LONG_POLL_WAITING: &str = "powertail_long_poll_waiting";
 

@@ -5,6 +5,7 @@ pub mod extract;
 pub mod jobs;
 pub mod logs;
 pub mod ops;
+pub mod stream;
 pub mod viewer;
 
 use axum::extract::{DefaultBodyLimit, OriginalUri};
@@ -25,6 +26,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/llm/logs", get(logs::get_logs))
         .route("/llm/logs/{instance_id}/raw", get(logs::get_raw))
+        .route("/llm/logs/{instance_id}/stream", get(stream::stream_logs))
         .route("/", get(viewer::index))
         .route("/llm/jobs", get(viewer::list_jobs))
         .route("/llm/jobs/{job_id}/run", post(jobs::run_job))

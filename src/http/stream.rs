@@ -1,0 +1,149 @@
+//! `GET /llm/logs/{instanceId}/stream`: the log as Server-Sent Events.
+//!
+//! One `lines` event per batch (`id:` = the next line number, so a reconnecting
+//! `EventSource` resumes with `Last-Event-ID`), an `end` event once the log is complete,
+//! `error` events while PowerJob fails (the stream goes on), a `shutdown` event when the
+//! server stops, and comment heartbeats that keep proxies from closing an idle stream.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::logs::parse_instance_id;
+use crate::app::AppState;
+use crate::config::Scope;
+use crate::service::{LogPage, LogService};
+use crate::telemetry;
+
+/// Lines in one event at most.
+const BATCH_LINES: usize = 1_000;
+/// How long one wait for new lines lasts before the stream loops.
+const WAIT: Duration = Duration::from_secs(20);
+/// Heartbeat comment interval.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+/// Pause after an upstream error before trying again.
+const ERROR_PAUSE: Duration = Duration::from_secs(2);
+
+/// `GET /llm/logs/{instanceId}/stream?fromLine=N` (or `Last-Event-ID: N`).
+pub async fn stream_logs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    state.auth.check(&headers, Scope::LogsRead)?;
+    let id = parse_instance_id(&id)?;
+    let mut from = None;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "fromLine" if from.is_none() => from = Some(parse_line(&v, "fromLine")?),
+            "fromLine" => return Err(ApiError::BadRequest("query parameter `fromLine` is repeated".into())),
+            "_" => {}
+            other => {
+                return Err(ApiError::BadRequest(format!("unknown query parameter `{other}` (expected fromLine)")))
+            }
+        }
+    }
+    if let Some(v) = headers.get("last-event-id") {
+        let v = v.to_str().map_err(|_| ApiError::BadRequest("`Last-Event-ID` is not text".into()))?;
+        from = Some(parse_line(v, "Last-Event-ID")?);
+    }
+    let from = from.unwrap_or(0);
+    // The first read answers HTTP errors (unknown instance, PowerJob down) before the
+    // stream starts.
+    let first = state.logs.read(id, from, BATCH_LINES, Duration::ZERO).await?;
+    let stream =
+        Streamer { logs: state.logs.clone(), id, from, first: Some(first), done: false, _open: GaugeGuard::new() };
+    Ok(Sse::new(futures::stream::unfold(stream, Streamer::next)).keep_alive(KeepAlive::new().interval(HEARTBEAT)))
+}
+
+fn parse_line(v: &str, name: &str) -> Result<u64, ApiError> {
+    (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| v.parse().ok())
+        .flatten()
+        .ok_or_else(|| ApiError::BadRequest(format!("`{name}` must be a non-negative integer, got {v:?}")))
+}
+
+struct Streamer {
+    logs: LogService,
+    id: i64,
+    from: u64,
+    first: Option<LogPage>,
+    done: bool,
+    _open: GaugeGuard,
+}
+
+impl Streamer {
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let page = match self.first.take() {
+                Some(p) => Ok(p),
+                None => self.logs.read(self.id, self.from, BATCH_LINES, WAIT).await,
+            };
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    let err = ApiError::from(e);
+                    let event = Event::default()
+                        .event("error")
+                        .json_data(json!({"code": err.code(), "message": err.to_string()}));
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                    return Some((Ok(event.unwrap_or_default()), self));
+                }
+            };
+            if !page.lines.is_empty() {
+                let next = page.next_line();
+                let event = Event::default().event("lines").id(next.to_string()).json_data(json!({
+                    "fromLine": page.from_line, "nextLine": next, "lines": page.lines,
+                    "totalLines": page.total_lines, "status": page.status.name(), "stale": page.stale,
+                }));
+                self.from = next;
+                if page.complete {
+                    // The end event follows on the next poll of the stream.
+                    self.first = Some(LogPage { lines: Vec::new(), from_line: next, ..page });
+                }
+                return Some((Ok(event.unwrap_or_default()), self));
+            }
+            if page.complete {
+                self.done = true;
+                let event = Event::default().event("end").json_data(json!({
+                    "nextLine": page.next_line(), "totalLines": page.total_lines, "status": page.status.name(),
+                    "upstreamLost": page.upstream_lost,
+                }));
+                return Some((Ok(event.unwrap_or_default()), self));
+            }
+            if self.logs.shutdown_token().is_cancelled() {
+                self.done = true;
+                let event = Event::default().event("shutdown").data("the server is shutting down; reconnect");
+                return Some((Ok(event), self));
+            }
+        }
+    }
+}
+
+/// Counts open streams (dropped with the stream).
+struct GaugeGuard;
+
+impl GaugeGuard {
+    fn new() -> Self {
+        metrics::gauge!(telemetry::SSE_CLIENTS).increment(1.0);
+        GaugeGuard
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        metrics::gauge!(telemetry::SSE_CLIENTS).decrement(1.0);
+    }
+}
