@@ -160,11 +160,18 @@ pub struct LogsConfig {
     pub first_read_delay_ms: u64,
     /// Bound of the bytes of cached log lines.
     pub cache_max_bytes: u64,
+    /// A followed instance nobody read for this long is dropped (complete logs stay).
+    pub idle_evict_ms: u64,
 }
 
 impl Default for LogsConfig {
     fn default() -> Self {
-        LogsConfig { refresh_interval_ms: 1_000, first_read_delay_ms: 8_000, cache_max_bytes: 256 << 20 }
+        LogsConfig {
+            refresh_interval_ms: 1_000,
+            first_read_delay_ms: 8_000,
+            cache_max_bytes: 256 << 20,
+            idle_evict_ms: 600_000,
+        }
     }
 }
 
@@ -294,6 +301,9 @@ impl Config {
         let l = &self.logs;
         if !(10..=600_000).contains(&l.refresh_interval_ms) {
             return invalid("logs.refresh_interval_ms", "must be between 10 and 600000");
+        }
+        if !(100..=86_400_000).contains(&l.idle_evict_ms) {
+            return invalid("logs.idle_evict_ms", "must be between 100 and 86400000");
         }
         if l.first_read_delay_ms > 3_600_000 {
             return invalid("logs.first_read_delay_ms", "must be at most 3600000");

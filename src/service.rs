@@ -24,8 +24,6 @@ use crate::upstream::{now_ms, PowerJobClient, UpstreamError};
 const MAX_BACKOFF_DOUBLINGS: u32 = 5;
 /// …and never longer than this.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// Followed instances kept at most (each holds at least its status).
-const MAX_INSTANCES: u64 = 100_000;
 /// Bytes counted per entry besides its lines.
 const ENTRY_OVERHEAD: u64 = 512;
 
@@ -101,8 +99,9 @@ impl LogService {
     /// A service reading through `client`.
     pub fn new(config: &Config, client: PowerJobClient) -> Self {
         let entries = moka::sync::Cache::builder()
-            .max_capacity(config.logs.cache_max_bytes.max(MAX_INSTANCES))
+            .max_capacity(config.logs.cache_max_bytes)
             .weigher(|_, e: &Arc<Entry>| u32::try_from(e.weight()).unwrap_or(u32::MAX))
+            .expire_after(IdleExpiry(Duration::from_millis(config.logs.idle_evict_ms)))
             .eviction_listener(|_, _, cause| {
                 if cause.was_evicted() {
                     metrics::counter!(telemetry::CACHE_EVICTIONS).increment(1);
@@ -187,6 +186,11 @@ impl LogService {
         })
     }
 
+    /// Whether the instance is in the cache now.
+    pub fn is_cached(&self, id: i64) -> bool {
+        self.inner.entries.contains_key(&id)
+    }
+
     /// Publishes the cache gauges (called when metrics are scraped).
     pub fn record_gauges(&self) {
         let entries = &self.inner.entries;
@@ -268,12 +272,16 @@ impl LogService {
         let src = InstancePages { client: &self.inner.client, id: entry.id };
         let read_at = now_ms();
         let was_complete = entry.is_complete();
-        let outcome = refresh_log(&src, &entry.follower, probe_page, first_page, read_at, &self.inner.timing)
-            .await
-            .map_err(|e| match e {
-                ReadError::Source(e) => e,
-                ReadError::Snapshot(e) => UpstreamError::Protocol(e.to_string()),
-            })?;
+        // A finished log no longer grows (but for late lines, which are checked later by
+        // the usual window read): download it whole rather than page by page.
+        let whole_file_ok = entry.follower.read().expect("follower lock poisoned").status().is_final();
+        let outcome =
+            refresh_log(&src, &entry.follower, probe_page, first_page, read_at, &self.inner.timing, whole_file_ok)
+                .await
+                .map_err(|e| match e {
+                    ReadError::Source(e) => e,
+                    ReadError::Snapshot(e) => UpstreamError::Protocol(e.to_string()),
+                })?;
         tracing::debug!(
             instance.id = entry.id,
             appended = outcome.appended,
@@ -346,6 +354,10 @@ impl PageSource for InstancePages<'_> {
     fn now_ms(&self) -> i64 {
         now_ms()
     }
+
+    async fn whole_file(&self) -> Result<Option<Vec<u8>>, UpstreamError> {
+        self.client.download_log(self.id).await
+    }
 }
 
 /// Increments a gauge while alive.
@@ -361,5 +373,42 @@ impl GaugeGuard {
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         metrics::gauge!(self.0).decrement(1.0);
+    }
+}
+
+/// Evicts an instance nobody read for the idle time, unless its log is complete: a
+/// complete log is immutable and stays (until the size bound needs its room).
+struct IdleExpiry(Duration);
+
+impl IdleExpiry {
+    fn ttl(&self, entry: &Entry) -> Option<Duration> {
+        (!entry.is_complete()).then_some(self.0)
+    }
+}
+
+impl moka::Expiry<i64, Arc<Entry>> for IdleExpiry {
+    fn expire_after_create(&self, _: &i64, entry: &Arc<Entry>, _: std::time::Instant) -> Option<Duration> {
+        self.ttl(entry)
+    }
+
+    fn expire_after_read(
+        &self,
+        _: &i64,
+        entry: &Arc<Entry>,
+        _: std::time::Instant,
+        _: Option<Duration>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        self.ttl(entry)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &i64,
+        entry: &Arc<Entry>,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.ttl(entry)
     }
 }

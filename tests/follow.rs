@@ -310,3 +310,53 @@ async fn long_poll_answers_when_lines_arrive_and_raw_serves_text() {
     let text = raw.text().await.unwrap();
     assert_eq!(text, follow.lines.iter().map(|l| format!("{l}\n")).collect::<String>());
 }
+
+#[tokio::test]
+async fn a_big_finished_log_is_downloaded_whole_not_paged() {
+    let app = TestApp::spawn(fast_sim()).await;
+    let id = app.sim.with_core(|c, now| {
+        let id = c.create_instance(12, None, now - 60_000);
+        c.dispatch(id, now - 60_000);
+        c.set_running(id, now - 60_000);
+        let records = (0..20_000)
+            .map(|k| Record {
+                log_time: now - 50_000 + k,
+                level: Level::Info,
+                content: format!("row {k}"),
+                worker: "10.0.0.21:27777".into(),
+            })
+            .collect();
+        c.deliver(id, records, now - 40_000);
+        c.finish(id, 5, "ok", now - 30_000);
+        id
+    });
+    app.sim.reset_counters();
+    let follow = app.follow(id, DEADLINE).await;
+    assert_eq!(follow.lines, app.sim.with_core(|c, _| c.final_lines(id)));
+    assert_eq!(app.sim.requests("/instance/downloadLog"), 1);
+    assert!(app.sim.requests("/instance/log") <= 4, "{} page reads for 200 pages", app.sim.requests("/instance/log"));
+}
+
+#[tokio::test]
+async fn an_idle_instance_is_evicted_and_read_again_transparently() {
+    let sim = Simulator::spawn(sim_with(script(400, 3_000), |_| {})).await.unwrap();
+    let mut config = app_config(&[sim.url()], "");
+    config.logs.idle_evict_ms = 150;
+    let app = TestApp::spawn_app(sim, &config).await;
+    let id = run(&app);
+    let mut read: Vec<String> = Vec::new();
+    while read.len() < 100 {
+        let body = app.logs(id, read.len() as u64).await;
+        read.extend(serde_json::from_value::<Vec<String>>(body["lines"].clone()).unwrap());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    // Nobody reads for a while: the instance is dropped from the cache…
+    assert!(app.logs.is_cached(id));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!app.logs.is_cached(id), "evicted after idle_evict_ms");
+    app.sim.reset_counters();
+    // …and read again from PowerJob when asked, continuing the same cursor.
+    let follow = app.follow_from(id, read, DEADLINE).await;
+    assert_eq!(follow.lines, app.sim.with_core(|c, _| c.final_lines(id)));
+    assert!(app.logs.is_cached(id));
+}

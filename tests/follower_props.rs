@@ -48,6 +48,26 @@ impl Upstream {
         if self.rng.gen_bool(self.placeholder_rate) {
             return RawPage { index: 0, total_pages: 1, data: PREPARING.to_owned() };
         }
+        let lines = self.file(now);
+        let total = (lines.len() as u64).div_ceil(PAGE_LINES);
+        let from = (index * PAGE_LINES).min(lines.len() as u64) as usize;
+        let to = (from + PAGE_LINES as usize).min(lines.len());
+        let data = lines[from..to].iter().map(|l| format!("{l}\n")).collect();
+        RawPage { index, total_pages: total, data }
+    }
+
+    /// `/instance/downloadLog`, with its padding bug: the body is padded to 4096-byte
+    /// blocks with stale bytes of the previous block (or NULs for a short file).
+    fn whole(&mut self, now: i64) -> Vec<u8> {
+        let mut body: Vec<u8> = self.file(now).iter().flat_map(|l| format!("{l}\n").into_bytes()).collect();
+        let n = body.len();
+        for i in n..n.div_ceil(4096) * 4096 {
+            body.push(if i >= 4096 { body[i - 4096] } else { 0 });
+        }
+        body
+    }
+
+    fn file(&mut self, now: i64) -> Vec<String> {
         let stale = self.file.as_ref().is_none_or(|(built, _)| now - built >= CACHE);
         if stale {
             let mut rows: Vec<&Record> = self.records.iter().filter(|r| r.arrive <= now).collect();
@@ -59,12 +79,7 @@ impl Upstream {
             }
             self.file = Some((now, lines));
         }
-        let lines = &self.file.as_ref().expect("built above").1;
-        let total = (lines.len() as u64).div_ceil(PAGE_LINES);
-        let from = (index * PAGE_LINES).min(lines.len() as u64) as usize;
-        let to = (from + PAGE_LINES as usize).min(lines.len());
-        let data = lines[from..to].iter().map(|l| format!("{l}\n")).collect();
-        RawPage { index, total_pages: total, data }
+        self.file.as_ref().expect("built above").1.clone()
     }
 
     fn all_lines(&self) -> Vec<String> {
@@ -96,6 +111,12 @@ impl PageSource for Source<'_> {
     fn now_ms(&self) -> i64 {
         self.now.get()
     }
+
+    async fn whole_file(&self) -> Result<Option<Vec<u8>>, Self::Error> {
+        let step = self.rng.borrow_mut().gen_range(0..=self.max_page_ms);
+        self.now.set(self.now.get() + step);
+        Ok(Some(self.up.borrow_mut().whole(self.now.get())))
+    }
 }
 
 fn debug() -> bool {
@@ -121,6 +142,8 @@ struct History {
     placeholder_rate: f64,
     max_page_ms: i64,
     poll_gaps: (i64, i64),
+    /// First poll long after the instance finished (a whole-file download then).
+    late_start: bool,
 }
 
 fn history() -> impl Strategy<Value = History> {
@@ -132,15 +155,10 @@ fn history() -> impl Strategy<Value = History> {
         prop_oneof![Just(0.0), Just(0.05)],
         prop_oneof![Just(0i64), Just(50), Just(700)],
         prop_oneof![Just((50i64, 400i64)), Just((500, 4_000)), Just((3_000, 15_000))],
+        prop::bool::weighted(0.25),
     )
-        .prop_map(|(seed, workers, steps, finish_after, placeholder_rate, max_page_ms, poll_gaps)| History {
-            seed,
-            workers,
-            steps,
-            finish_after,
-            placeholder_rate,
-            max_page_ms,
-            poll_gaps,
+        .prop_map(|(seed, workers, steps, finish_after, placeholder_rate, max_page_ms, poll_gaps, late_start)| {
+            History { seed, workers, steps, finish_after, placeholder_rate, max_page_ms, poll_gaps, late_start }
         })
 }
 
@@ -187,7 +205,7 @@ fn run(h: &History) -> Result<(), TestCaseError> {
     let expected = up.all_lines();
     let last_arrival = up.records.iter().map(|r| r.arrive).max().unwrap_or(T0);
     let up = RefCell::new(up);
-    let now = Cell::new(T0);
+    let now = Cell::new(if h.late_start { finished + 30_000 } else { T0 });
     let rng = RefCell::new(StdRng::seed_from_u64(h.seed ^ 2));
     let src = Source { up: &up, now: &now, rng: &rng, max_page_ms: h.max_page_ms };
     let follower = RwLock::new(Follower::default());
@@ -218,7 +236,15 @@ fn run(h: &History) -> Result<(), TestCaseError> {
         if let Plan::Read { probe_page, first_page } = plan {
             // A placeholder answer fails the refresh; the follower must be untouched then.
             let stable = follower.read().unwrap().stable_until(&TIMING).map(|s| s - T0);
-            let r = futures::executor::block_on(refresh_log(&src, &follower, probe_page, first_page, t, &TIMING));
+            let r = futures::executor::block_on(refresh_log(
+                &src,
+                &follower,
+                probe_page,
+                first_page,
+                t,
+                &TIMING,
+                facts.status.is_final(),
+            ));
             if debug() {
                 eprintln!(
                     "REFRESH at {} probe {probe_page} first {first_page} stable_until {stable:?} -> {r:?}",

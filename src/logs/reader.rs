@@ -18,7 +18,7 @@ use std::sync::RwLock;
 use futures::{StreamExt, TryStreamExt};
 
 use super::follower::{Follower, NeedFullRead, Timing};
-use super::line::{classify, PageText};
+use super::line::{classify, split_lines, PageText, PAGE_LINES};
 use super::snapshot::{assemble, RawPage, Snapshot, SnapshotError};
 
 /// Pages of one snapshot read at once.
@@ -36,6 +36,11 @@ pub trait PageSource {
     fn page(&self, index: u64) -> impl Future<Output = Result<RawPage, Self::Error>>;
     /// The time now (epoch ms), on the clock `read_at` is measured with.
     fn now_ms(&self) -> i64;
+    /// The whole log file in one request, if the source offers it (`None` otherwise).
+    /// Its end may carry garbage (PowerJob pads downloads to 4 KiB blocks).
+    fn whole_file(&self) -> impl Future<Output = Result<Option<Vec<u8>>, Self::Error>> {
+        async { Ok(None) }
+    }
 }
 
 /// Why a refresh read failed.
@@ -63,7 +68,9 @@ pub struct ReadOutcome {
 }
 
 /// Runs steps 1–3 of the module docs against `follower` (locked only between reads,
-/// never across one). `read_at` is when this refresh started (epoch ms).
+/// never across one). `read_at` is when this refresh started (epoch ms). With
+/// `whole_file_ok` (a finished instance), a first read of a log of at least
+/// [`WHOLE_FILE_MIN_PAGES`] pages downloads the file in one request instead of paging.
 ///
 /// # Errors
 /// [`ReadError`] when no usable snapshot could be read; the follower is unchanged then.
@@ -74,9 +81,18 @@ pub async fn refresh_log<S: PageSource>(
     first_page: u64,
     read_at: i64,
     timing: &Timing,
+    whole_file_ok: bool,
 ) -> Result<ReadOutcome, ReadError<S::Error>> {
     let mut pages_read = 0;
     let probe = read_page(src, probe_page, &mut pages_read).await?;
+    let first_read = follower.read().expect("follower lock poisoned").lines().is_empty();
+    if whole_file_ok && first_read && first_page == 0 && probe.index == 0 && probe.total_pages >= WHOLE_FILE_MIN_PAGES {
+        if let Some(snapshot) = read_whole_file(src, probe.clone(), &mut pages_read).await? {
+            let applied = follower.write().expect("follower lock poisoned").apply(&snapshot, read_at, timing);
+            let appended = applied.map_or(0, |a| a.appended);
+            return Ok(ReadOutcome { appended, pages_read });
+        }
+    }
     // (`read_page` never returns a placeholder: a placeholder tells nothing about the file,
     // and in particular does not prove the rebuild `stable_until` relies on.)
     if follower.read().expect("follower lock poisoned").probe_unchanged(&probe) {
@@ -95,6 +111,38 @@ pub async fn refresh_log<S: PageSource>(
         }
     };
     Ok(ReadOutcome { appended: applied.appended, pages_read })
+}
+
+/// Logs at least this long are downloaded whole on a first read of a finished instance.
+pub const WHOLE_FILE_MIN_PAGES: u64 = 10;
+
+/// The whole file as a snapshot, checked against its first and last pages; `None` when
+/// the source has no download or it does not line up (another server's file, a
+/// placeholder, a rebuild in between): the caller pages instead.
+async fn read_whole_file<S: PageSource>(
+    src: &S,
+    first: RawPage,
+    pages_read: &mut usize,
+) -> Result<Option<Snapshot>, ReadError<S::Error>> {
+    let total = first.total_pages;
+    let last = read_page(src, total - 1, pages_read).await?;
+    let Some(bytes) = src.whole_file().await.map_err(ReadError::Source)? else { return Ok(None) };
+    let text = String::from_utf8_lossy(&bytes);
+    let lines = split_lines(&text);
+    let first_lines = split_lines(&first.data);
+    let last_lines = split_lines(&last.data);
+    let len = ((total - 1) * PAGE_LINES) as usize + last_lines.len();
+    let fits = last.total_pages == total
+        && lines.len() >= len
+        && lines[..first_lines.len()] == first_lines[..]
+        && lines[len - last_lines.len()..len] == last_lines[..];
+    if !fits {
+        tracing::debug!("the downloaded log does not match its pages; reading pages");
+        return Ok(None);
+    }
+    // Only the first `len` lines: what follows is the download's block padding.
+    let lines = lines[..len].iter().map(|l| (*l).to_owned()).collect();
+    Ok(Some(Snapshot::Lines { first_page: 0, total_pages: total, lines }))
 }
 
 /// Reads pages `first_page..` as one consistent snapshot (see the module docs).

@@ -203,6 +203,27 @@ impl PowerJobClient {
             .ok_or_else(|| UpstreamError::Protocol("fetchJob answered no job".into()))
     }
 
+    /// `/instance/downloadLog`: the whole log file (padded with garbage to 4 KiB blocks,
+    /// protocol §4.8), or `None` when the server answers a failure envelope instead.
+    ///
+    /// # Errors
+    /// Transport failures.
+    #[tracing::instrument(skip(self), fields(instance.id = id))]
+    pub async fn download_log(&self, id: i64) -> Result<Option<Vec<u8>>, UpstreamError> {
+        let query = [("instanceId", id.to_string())];
+        let raw = self
+            .send("/instance/downloadLog", |base| {
+                self.inner.http.get(join(base, "/instance/downloadLog")).query(&query)
+            })
+            .await?;
+        let is_file = raw
+            .headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/octet-stream"));
+        Ok((raw.status == StatusCode::OK && is_file).then(|| raw.body.to_vec()))
+    }
+
     /// One `/instance/log` page.
     ///
     /// # Errors

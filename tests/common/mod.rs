@@ -43,6 +43,7 @@ pub struct TestApp {
     pub sim: SimHandle,
     pub base: String,
     pub http: reqwest::Client,
+    pub logs: powertail::service::LogService,
     _stop: oneshot::Sender<()>,
 }
 
@@ -66,10 +67,11 @@ impl TestApp {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let state = powertail::build(config, listener.local_addr().unwrap()).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
+        let logs = state.logs.clone();
         tokio::spawn(powertail::run(listener, state, async {
             let _ = stopped.await;
         }));
-        TestApp { sim, base, http: reqwest::Client::new(), _stop: stop }
+        TestApp { sim, base, http: reqwest::Client::new(), logs, _stop: stop }
     }
 
     /// `GET path` → (status, JSON body).
@@ -90,8 +92,13 @@ impl TestApp {
     /// Follows the log like a browser (poll, send back `nextLine`) until `complete`,
     /// checking the cursor contract on every answer. Returns every line served.
     pub async fn follow(&self, id: i64, deadline: Duration) -> Follow {
+        self.follow_from(id, Vec::new(), deadline).await
+    }
+
+    /// As [`TestApp::follow`], continuing after the lines already read.
+    pub async fn follow_from(&self, id: i64, read: Vec<String>, deadline: Duration) -> Follow {
         let until = tokio::time::Instant::now() + deadline;
-        let mut lines: Vec<String> = Vec::new();
+        let mut lines: Vec<String> = read;
         let mut answers = Vec::new();
         loop {
             let body = self.logs(id, lines.len() as u64).await;
