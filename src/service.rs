@@ -312,9 +312,7 @@ impl Entry {
     }
 
     fn weight(&self) -> u64 {
-        let f = self.follower.read().expect("follower lock poisoned");
-        // Text plus the per-line bookkeeping (Arc header, model slot, index entries).
-        f.lines().iter().map(|l| l.len() as u64 + 48).sum::<u64>() + ENTRY_OVERHEAD
+        self.follower.read().expect("follower lock poisoned").weight() + ENTRY_OVERHEAD
     }
 
     fn page(&self, from_line: u64, limit: usize, stale: bool) -> LogPage {

@@ -54,14 +54,41 @@ pub fn prometheus() -> &'static PrometheusHandle {
 }
 
 /// Middleware: counts and times every request by its route template (never by raw
-/// path, which would carry instance ids into label values).
+/// path, which would carry instance ids into label values). Labels are static strings:
+/// no allocation on the hot path.
 pub async fn track(req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().to_string();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| route_label(p.as_str()));
+    let method = method_label(req.method());
     let start = Instant::now();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    metrics::histogram!(HTTP_DURATION, "route" => route.clone()).record(start.elapsed().as_secs_f64());
+    let status = resp.status().as_str().to_owned();
+    metrics::histogram!(HTTP_DURATION, "route" => route).record(start.elapsed().as_secs_f64());
     metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status).increment(1);
     resp
+}
+
+/// The `'static` copy of a route template (from [`crate::http::ROUTES`], with axum's
+/// `{instance_id}`-style names mapped to the documented ones).
+fn route_label(matched: &str) -> &'static str {
+    crate::http::ROUTES
+        .iter()
+        .map(|(_, p)| *p)
+        .find(|p| same_template(p, matched))
+        .unwrap_or("other")
+}
+
+fn same_template(documented: &str, matched: &str) -> bool {
+    let (a, b): (Vec<&str>, Vec<&str>) = (documented.split('/').collect(), matched.split('/').collect());
+    a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x == y || (x.starts_with('{') && y.starts_with('{')))
+}
+
+fn method_label(m: &axum::http::Method) -> &'static str {
+    match *m {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::DELETE => "DELETE",
+        _ => "OTHER",
+    }
 }

@@ -23,14 +23,18 @@ fn router() -> axum::Router {
     powertail::http::router(powertail::build(&config, "127.0.0.1:8080".parse().unwrap()).unwrap())
 }
 
-async fn call(method: &str, uri: &str) -> (StatusCode, Option<String>, Value) {
+async fn call(method: &str, uri: &str) -> Result<(StatusCode, Option<String>, Value), String> {
     let req = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
     let resp = router().oneshot(req).await.unwrap();
     let status = resp.status();
     let retry_after = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    let json = serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{uri}: not JSON: {body:?}"));
-    (status, retry_after, json)
+    let json = serde_json::from_slice(&body).map_err(|_| String::from_utf8_lossy(&body).into_owned())?;
+    Ok((status, retry_after, json))
+}
+
+async fn call_json(method: &str, uri: &str) -> (StatusCode, Option<String>, Value) {
+    call(method, uri).await.unwrap_or_else(|text| panic!("{uri}: not JSON: {text}"))
 }
 
 fn code(v: &Value) -> &str {
@@ -61,7 +65,7 @@ async fn bad_queries_are_400_with_the_json_error_shape() {
         "/llm/logs/12/raw?fromLine=3",
     ];
     for uri in cases {
-        let (status, _, body) = call("GET", uri).await;
+        let (status, _, body) = call_json("GET", uri).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
         assert_eq!(code(&body), "bad_request", "{uri}");
         assert!(!body["error"]["message"].as_str().unwrap().is_empty());
@@ -70,23 +74,47 @@ async fn bad_queries_are_400_with_the_json_error_shape() {
 
 #[tokio::test]
 async fn unknown_paths_and_methods_answer_json() {
-    let (status, _, body) = call("GET", "/nope").await;
+    let (status, _, body) = call_json("GET", "/nope").await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
-    let (status, _, body) = call("POST", "/llm/logs?instanceId=1").await;
+    let (status, _, body) = call_json("POST", "/llm/logs?instanceId=1").await;
     assert_eq!((status, code(&body)), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
-    let (status, _, body) = call("DELETE", "/healthz").await;
+    let (status, _, body) = call_json("DELETE", "/healthz").await;
     assert_eq!((status, code(&body)), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
 }
 
 #[tokio::test]
 async fn unreachable_powerjob_with_nothing_cached_is_503_with_retry_after() {
-    let (status, retry_after, body) = call("GET", "/llm/logs?instanceId=677182124851200064").await;
+    let (status, retry_after, body) = call_json("GET", "/llm/logs?instanceId=677182124851200064").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(code(&body), "upstream_unavailable");
     assert!(retry_after.is_some());
     assert!(!body.to_string().contains("pw\""), "no secret in errors: {body}");
-    let (status, _, body) = call("GET", "/readyz").await;
+    let (status, _, body) = call_json("GET", "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    let (status, _, _) = call("GET", "/healthz").await;
+    let (status, _, _) = call_json("GET", "/healthz").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_exactly_the_routes() {
+    let spec: Value = serde_json::from_str(powertail::http::viewer::OPENAPI_JSON).unwrap();
+    assert_eq!(spec["openapi"], "3.1.0");
+    let mut documented: Vec<(String, String)> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| ops.as_object().unwrap().keys().map(move |m| (m.clone(), path.clone())))
+        .collect();
+    documented.sort();
+    let mut routes: Vec<(String, String)> =
+        powertail::http::ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
+    routes.sort();
+    assert_eq!(documented, routes);
+    // Every listed route exists in the router (a concrete path is not a 404 `not_found`).
+    for (method, path) in powertail::http::ROUTES {
+        let uri = path.replace("{instanceId}", "x").replace("{jobId}", "x");
+        let (status, _, body) = call(&method.to_uppercase(), &uri).await.unwrap_or_else(|text| (StatusCode::OK, None, Value::String(text)));
+        assert!(!(status == StatusCode::NOT_FOUND && body["error"]["code"] == "not_found"), "{method} {path}: {body}");
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+    }
 }

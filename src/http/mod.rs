@@ -21,6 +21,24 @@ use crate::app::AppState;
 /// Largest request body accepted (run requests are small JSON objects).
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Every route of [`router`] (method, path template), for the OpenAPI check.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/"),
+    ("get", "/openapi.json"),
+    ("get", "/llm/logs"),
+    ("get", "/llm/logs/{instanceId}/raw"),
+    ("get", "/llm/logs/{instanceId}/stream"),
+    ("get", "/llm/jobs"),
+    ("post", "/llm/jobs/{jobId}/run"),
+    ("get", "/llm/instances/{instanceId}"),
+    ("post", "/llm/instances/{instanceId}/stop"),
+    ("post", "/llm/instances/{instanceId}/cancel"),
+    ("post", "/llm/instances/{instanceId}/retry"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+];
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -28,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/llm/logs/{instance_id}/raw", get(logs::get_raw))
         .route("/llm/logs/{instance_id}/stream", get(stream::stream_logs))
         .route("/", get(viewer::index))
+        .route("/openapi.json", get(viewer::openapi))
         .route("/llm/jobs", get(viewer::list_jobs))
         .route("/llm/jobs/{job_id}/run", post(jobs::run_job))
         .route("/llm/instances/{instance_id}", get(jobs::get_instance))

@@ -13,6 +13,14 @@ use crate::config::Scope;
 /// The viewer: one self-contained HTML file, no CDN, no build step.
 const VIEWER_HTML: &str = include_str!("../../assets/viewer.html");
 
+/// The API description (OpenAPI 3.1), checked against the router by tests.
+pub const OPENAPI_JSON: &str = include_str!("../../assets/openapi.json");
+
+/// `GET /openapi.json`
+pub async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
+}
+
 /// `GET /`
 pub async fn index() -> impl IntoResponse {
     (

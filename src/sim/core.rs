@@ -204,6 +204,8 @@ struct Instance {
     events: Vec<(i64, Event)>,
     /// Every record ever delivered (for `final_lines`).
     all: Vec<Row>,
+    /// When the temporary file was rebuilt (for freshness measurements).
+    rebuilds: Vec<i64>,
 }
 
 /// The simulated PowerJob server (see the module docs).
@@ -264,6 +266,7 @@ impl SimCore {
                 sync_at: None,
                 events: Vec::new(),
                 all: Vec::new(),
+                rebuilds: Vec::new(),
             },
         );
         id
@@ -346,6 +349,11 @@ impl SimCore {
         rows.iter().flat_map(|r| self.render(&r.record)).collect()
     }
 
+    /// When the server rebuilt this instance's temporary log file (epoch ms).
+    pub fn rebuilds(&self, id: i64) -> Vec<i64> {
+        self.instances.get(&id).map(|i| i.rebuilds.clone()).unwrap_or_default()
+    }
+
     // ---- time ---------------------------------------------------------------------
 
     /// Applies everything due by `now`, in time order: scripted status changes, batch
@@ -353,19 +361,25 @@ impl SimCore {
     pub fn tick(&mut self, now: i64) {
         let ids: Vec<i64> = self.instances.keys().copied().collect();
         for id in ids {
-            while let Some(i) = self.instances.get(&id) {
-                let next_event = i.events.iter().map(|(t, _)| *t).filter(|t| *t <= now).min();
-                let next_arrival = i.pending.iter().map(|(t, _, _)| *t).filter(|t| *t <= now).min();
-                let next_sync = i.sync_at.filter(|t| *t <= now);
-                let next = [next_event, next_arrival, next_sync].into_iter().flatten().min();
-                let Some(t) = next else { break };
-                if next_event == Some(t) {
-                    self.apply_event(id, t);
-                } else if next_arrival == Some(t) {
-                    self.arrive(id, t);
-                } else {
-                    self.sync(id);
-                }
+            self.tick_one(id, now);
+        }
+    }
+
+    /// [`SimCore::tick`] for one instance (instances are independent; a request only
+    /// needs its own instance brought up to date).
+    pub fn tick_one(&mut self, id: i64, now: i64) {
+        while let Some(i) = self.instances.get(&id) {
+            let next_event = i.events.iter().map(|(t, _)| *t).filter(|t| *t <= now).min();
+            let next_arrival = i.pending.iter().map(|(t, _, _)| *t).filter(|t| *t <= now).min();
+            let next_sync = i.sync_at.filter(|t| *t <= now);
+            let next = [next_event, next_arrival, next_sync].into_iter().flatten().min();
+            let Some(t) = next else { break };
+            if next_event == Some(t) {
+                self.apply_event(id, t);
+            } else if next_arrival == Some(t) {
+                self.arrive(id, t);
+            } else {
+                self.sync(id);
             }
         }
     }
@@ -415,7 +429,7 @@ impl SimCore {
 
     /// `/instance/log` (§4.1–4.5).
     pub fn log_page(&mut self, id: i64, index: i64, now: i64) -> StringPage {
-        self.tick(now);
+        self.tick_one(id, now);
         let lines = self.prepare_file(id, now);
         let sep = if self.cfg.crlf { "\r\n" } else { "\n" };
         let total = lines.len().div_ceil(PAGE_LINES) as i64;
@@ -436,7 +450,7 @@ impl SimCore {
 
     /// `/instance/downloadLog`: the whole file, padded to 4096-byte blocks (§4.8 bug).
     pub fn download_log(&mut self, id: i64, now: i64) -> Vec<u8> {
-        self.tick(now);
+        self.tick_one(id, now);
         let lines = self.prepare_file(id, now);
         let sep = if self.cfg.crlf { "\r\n" } else { "\n" };
         let mut body = Vec::new();
@@ -465,6 +479,7 @@ impl SimCore {
             let lines = Arc::new(self.sorted_lines(&i.rows.clone(), true));
             let i = self.instances.get_mut(&id).expect("checked above");
             i.temp_file = Some((now, lines.clone()));
+            i.rebuilds.push(now);
             return lines;
         }
         if let Some(stable) = &i.stable_file {
@@ -508,7 +523,6 @@ impl SimCore {
         delay_ms: i64,
         now: i64,
     ) -> Result<i64, String> {
-        self.tick(now);
         let Some(job) = self.cfg.jobs.iter().find(|j| j.id == job_id).cloned() else {
             return Err(format!("IllegalArgumentException: can't find job by jobId: {job_id}"));
         };
@@ -560,7 +574,7 @@ impl SimCore {
     /// # Errors
     /// PowerJob's failure message.
     pub fn stop_instance(&mut self, id: i64, now: i64) -> Result<(), String> {
-        self.tick(now);
+        self.tick_one(id, now);
         let Some(i) = self.instances.get_mut(&id) else {
             return Err(format!("IllegalArgumentException: can't find instance by instanceId: {id}"));
         };
@@ -584,7 +598,7 @@ impl SimCore {
     /// # Errors
     /// PowerJob's failure message.
     pub fn cancel_instance(&mut self, id: i64, now: i64) -> Result<(), String> {
-        self.tick(now);
+        self.tick_one(id, now);
         let Some(i) = self.instances.get_mut(&id) else {
             return Err(format!("IllegalArgumentException: can't find instance by instanceId: {id}"));
         };
@@ -601,7 +615,7 @@ impl SimCore {
     /// # Errors
     /// PowerJob's failure message.
     pub fn retry_instance(&mut self, id: i64, now: i64) -> Result<(), String> {
-        self.tick(now);
+        self.tick_one(id, now);
         let Some(i) = self.instances.get_mut(&id) else {
             return Err(format!("IllegalArgumentException: can't find instance by instanceId: {id}"));
         };
@@ -623,7 +637,7 @@ impl SimCore {
 
     /// `fetchInstanceInfo` data (InstanceInfoDTO, field for field), or `None`.
     pub fn instance_info(&mut self, id: i64, now: i64) -> Option<Value> {
-        self.tick(now);
+        self.tick_one(id, now);
         let app_id = self.cfg.app_id;
         let i = self.instances.get(&id)?;
         Some(json!({
@@ -648,7 +662,7 @@ impl SimCore {
 
     /// `fetchInstanceStatus` data.
     pub fn instance_status(&mut self, id: i64, now: i64) -> Option<i32> {
-        self.tick(now);
+        self.tick_one(id, now);
         self.instances.get(&id).map(|i| i.status)
     }
 
