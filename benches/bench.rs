@@ -16,7 +16,11 @@ use serde_json::Value;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let all = ["amplification", "catchup", "hotpath", "memory", "freshness"];
-    let chosen: Vec<&str> = if args.is_empty() { all.to_vec() } else { all.iter().copied().filter(|s| args.iter().any(|a| a == s)).collect() };
+    let chosen: Vec<&str> = if args.is_empty() {
+        all.to_vec()
+    } else {
+        all.iter().copied().filter(|s| args.iter().any(|a| a == s)).collect()
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     println!("# powertail benchmarks\n\nmachine: {}\n", machine());
     for s in chosen {
@@ -37,11 +41,17 @@ fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024 / 1024))
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024 / 1024)
+        })
         .unwrap_or(0);
     format!("{cpus} CPUs ({model}), {mem} GiB RAM, release build")
 }
@@ -147,7 +157,14 @@ async fn amplification_run(pollers: usize, naive: bool) -> (f64, f64) {
                 if naive {
                     from = naive_poll(&http, &sim_url, id, from).await;
                 } else {
-                    let v: Value = http.get(format!("{base}/llm/logs?instanceId={id}&fromLine={from}")).send().await.unwrap().json().await.unwrap();
+                    let v: Value = http
+                        .get(format!("{base}/llm/logs?instanceId={id}&fromLine={from}"))
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
                     from = v["nextLine"].as_u64().unwrap();
                 }
                 tokio::time::sleep(Duration::from_millis(900 + (k as u64 * 13) % 200)).await;
@@ -165,11 +182,25 @@ async fn amplification_run(pollers: usize, naive: bool) -> (f64, f64) {
 
 /// A naive proxy's work for one client poll: status, then pages from the cursor on.
 async fn naive_poll(http: &reqwest::Client, sim: &str, id: i64, from: u64) -> u64 {
-    let _ = http.post(format!("{sim}/openApi/fetchInstanceInfo")).form(&[("instanceId", id.to_string()), ("appId", "1".into())]).send().await.unwrap().bytes().await;
+    let _ = http
+        .post(format!("{sim}/openApi/fetchInstanceInfo"))
+        .form(&[("instanceId", id.to_string()), ("appId", "1".into())])
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await;
     let mut page = from / 100;
     let mut lines;
     loop {
-        let v: Value = http.get(format!("{sim}/instance/log?appId=1&instanceId={id}&index={page}")).send().await.unwrap().json().await.unwrap();
+        let v: Value = http
+            .get(format!("{sim}/instance/log?appId=1&instanceId={id}&index={page}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let total = v["data"]["totalPages"].as_u64().unwrap_or(0);
         lines = page * 100 + v["data"]["data"].as_str().unwrap_or("").lines().count() as u64;
         page += 1;
@@ -195,7 +226,14 @@ async fn catchup() {
     let mut page = 0;
     let mut lines = 0usize;
     loop {
-        let v: Value = http.get(format!("{}/instance/log?appId=1&instanceId={other}&index={page}", sim.url())).send().await.unwrap().json().await.unwrap();
+        let v: Value = http
+            .get(format!("{}/instance/log?appId=1&instanceId={other}&index={page}", sim.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         lines += v["data"]["data"].as_str().unwrap().lines().count();
         page += 1;
         if page >= v["data"]["totalPages"].as_u64().unwrap() {
@@ -210,15 +248,30 @@ async fn catchup() {
     let start = Instant::now();
     let mut from = 0u64;
     while from < 200_000 {
-        let v: Value = http.get(format!("{base}/llm/logs?instanceId={id}&fromLine={from}&limit=10000")).send().await.unwrap().json().await.unwrap();
+        let v: Value = http
+            .get(format!("{base}/llm/logs?instanceId={id}&fromLine={from}&limit=10000"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         from = v["nextLine"].as_u64().unwrap();
     }
     let ours_time = start.elapsed();
-    let ours_requests = sim.requests("/instance/log") + sim.requests("/instance/downloadLog") + sim.requests("/openApi/fetchInstanceInfo");
+    let ours_requests = sim.requests("/instance/log")
+        + sim.requests("/instance/downloadLog")
+        + sim.requests("/openApi/fetchInstanceInfo");
     println!("| reader | upstream requests | wall time to hold all 200 000 lines |");
     println!("|---|---:|---:|");
-    println!("| page by page (`/instance/log`, 100 lines a page) | {paged_requests} | {:.2} s |", paged_time.as_secs_f64());
-    println!("| powertail (whole-file download, checked against first and last pages) | {ours_requests} | {:.2} s |", ours_time.as_secs_f64());
+    println!(
+        "| page by page (`/instance/log`, 100 lines a page) | {paged_requests} | {:.2} s |",
+        paged_time.as_secs_f64()
+    );
+    println!(
+        "| powertail (whole-file download, checked against first and last pages) | {ours_requests} | {:.2} s |",
+        ours_time.as_secs_f64()
+    );
     println!(
         "\nratio: {:.0}x fewer upstream requests, {:.1}x less time (the simulator answers a page in microseconds; a real server re-reads the file for each page, so the saving there is larger).\n",
         paged_requests as f64 / ours_requests as f64,
@@ -241,7 +294,14 @@ async fn hotpath() {
     // Warm up until the log is complete and cached.
     let http = reqwest::Client::new();
     for _ in 0..300 {
-        let v: Value = http.get(format!("{base}/llm/logs?instanceId={id}&fromLine=0&limit=10000")).send().await.unwrap().json().await.unwrap();
+        let v: Value = http
+            .get(format!("{base}/llm/logs?instanceId={id}&fromLine=0&limit=10000"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if v["complete"] == true {
             break;
         }
@@ -279,8 +339,17 @@ async fn wrk(url: &str, conns: u32) -> (f64, String, String) {
     .await
     .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let rps = text.lines().find(|l| l.starts_with("Requests/sec:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0.0);
-    let pct = |p: &str| text.lines().find(|l| l.trim_start().starts_with(p)).and_then(|l| l.split_whitespace().nth(1).map(str::to_owned)).unwrap_or_default();
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0.0);
+    let pct = |p: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(p))
+            .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+            .unwrap_or_default()
+    };
     (rps, pct("50%"), pct("99%"))
 }
 
@@ -319,7 +388,11 @@ async fn memory() {
     let rss = |pid: u32| -> u64 {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            })
             .unwrap_or(0)
             * 1024
     };
@@ -331,7 +404,14 @@ async fn memory() {
         let (http, base, held) = (http.clone(), base.clone(), held.clone());
         tasks.push(tokio::spawn(async move {
             for id in chunk {
-                let v: Value = http.get(format!("{base}/llm/logs?instanceId={id}&fromLine=9999&limit=1")).send().await.unwrap().json().await.unwrap();
+                let v: Value = http
+                    .get(format!("{base}/llm/logs?instanceId={id}&fromLine=9999&limit=1"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
                 held.fetch_add(v["totalLines"].as_u64().unwrap_or(0), Ordering::Relaxed);
             }
         }));
@@ -340,7 +420,13 @@ async fn memory() {
         t.await.unwrap();
     }
     let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    let gauge = |name: &str| metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).unwrap_or(0.0);
+    let gauge = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     let peak = rss(child.id());
     let _ = child.kill();
     let _ = child.wait();
@@ -351,8 +437,16 @@ async fn memory() {
     println!("| lines read (1 000 × 10 000, ~90 bytes each) | {} |", held.load(Ordering::Relaxed));
     println!("| RSS idle | {:.1} MiB |", mib(idle));
     println!("| RSS after reading all | {:.1} MiB |", mib(peak));
-    println!("| cache bytes (weigher) / instances kept | {:.1} MiB / {} |", gauge("powertail_cache_bytes") / 1_048_576.0, gauge("powertail_instances_followed"));
-    println!("| goal: RSS ≤ bound + 64 MiB = {:.0} MiB | {} |\n", mib(bound) + 64.0, if mib(peak) <= mib(bound) + 64.0 { "met" } else { "NOT met" });
+    println!(
+        "| cache bytes (weigher) / instances kept | {:.1} MiB / {} |",
+        gauge("powertail_cache_bytes") / 1_048_576.0,
+        gauge("powertail_instances_followed")
+    );
+    println!(
+        "| goal: RSS ≤ bound + 64 MiB = {:.0} MiB | {} |\n",
+        mib(bound) + 64.0,
+        if mib(peak) <= mib(bound) + 64.0 { "met" } else { "NOT met" }
+    );
 }
 
 // ---- 5. freshness ----------------------------------------------------------------------
@@ -366,7 +460,11 @@ async fn freshness() {
         let id = c.create_instance(12, None, now - 10_000);
         c.dispatch(id, now - 10_000);
         c.set_running(id, now - 10_000);
-        c.deliver(id, vec![Record { log_time: now - 9_000, level: Level::Info, content: "start".into(), worker: "w:1".into() }], now - 9_000);
+        c.deliver(
+            id,
+            vec![Record { log_time: now - 9_000, level: Level::Info, content: "start".into(), worker: "w:1".into() }],
+            now - 9_000,
+        );
         id
     });
     let http = reqwest::Client::new();
@@ -378,13 +476,24 @@ async fn freshness() {
         let waiter = {
             let (http, base) = (http.clone(), base.clone());
             tokio::spawn(async move {
-                let v: Value = http.get(format!("{base}/llm/logs?instanceId={id}&fromLine={from}&waitMs=20000")).send().await.unwrap().json().await.unwrap();
+                let v: Value = http
+                    .get(format!("{base}/llm/logs?instanceId={id}&fromLine={from}&waitMs=20000"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
                 (Simulator::now(), v)
             })
         };
         tokio::time::sleep(Duration::from_millis(100 + (k * 61) % 400)).await;
         let arrived = sim.with_core(|c, now| {
-            c.deliver(id, vec![Record { log_time: now, level: Level::Info, content: format!("line {k}"), worker: "w:1".into() }], now);
+            c.deliver(
+                id,
+                vec![Record { log_time: now, level: Level::Info, content: format!("line {k}"), worker: "w:1".into() }],
+                now,
+            );
             now
         });
         let (held_at, v) = waiter.await.unwrap();
@@ -404,6 +513,14 @@ async fn freshness() {
     println!("first served a file containing it (the upstream's own cache delay is excluded).\n");
     println!("| measure | ms |\n|---|---:|");
     println!("| freshness p50 | {p50} |\n| freshness max | {max} |");
-    println!("| for reference, end to end incl. the server's 1 s cache: p50 / max | {} / {} |", e2e[e2e.len() / 2], e2e[e2e.len() - 1]);
-    println!("| goal: ≤ refresh interval + 50 ms = {} | {} |\n", refresh + 50, if max <= refresh + 50 { "met" } else { "NOT met" });
+    println!(
+        "| for reference, end to end incl. the server's 1 s cache: p50 / max | {} / {} |",
+        e2e[e2e.len() / 2],
+        e2e[e2e.len() - 1]
+    );
+    println!(
+        "| goal: ≤ refresh interval + 50 ms = {} | {} |\n",
+        refresh + 50,
+        if max <= refresh + 50 { "met" } else { "NOT met" }
+    );
 }

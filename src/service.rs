@@ -27,15 +27,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Bytes counted per entry besides its lines.
 const ENTRY_OVERHEAD: u64 = 512;
 
-/// One answer to a cursor read.
+/// One answer to a cursor read; `L` is `Vec<Arc<str>>` (owned) or a borrowed slice
+/// (rendered in place, without touching the lines' reference counts).
 #[derive(Debug, Clone)]
-pub struct LogPage {
+pub struct LogPage<L = Vec<Arc<str>>> {
     /// The instance.
     pub instance_id: i64,
     /// First line of `lines`.
     pub from_line: u64,
     /// Lines from `from_line` on (at most the limit asked for).
-    pub lines: Vec<Arc<str>>,
+    pub lines: L,
     /// Lines held in all.
     pub total_lines: u64,
     /// Latest known status.
@@ -48,10 +49,24 @@ pub struct LogPage {
     pub upstream_lost: bool,
 }
 
-impl LogPage {
+impl<L: AsRef<[Arc<str>]>> LogPage<L> {
     /// The cursor for the next read.
     pub fn next_line(&self) -> u64 {
-        self.from_line + self.lines.len() as u64
+        self.from_line + self.lines.as_ref().len() as u64
+    }
+
+    /// An owned copy.
+    pub fn to_owned_page(&self) -> LogPage {
+        LogPage {
+            instance_id: self.instance_id,
+            from_line: self.from_line,
+            lines: self.lines.as_ref().to_vec(),
+            total_lines: self.total_lines,
+            status: self.status,
+            complete: self.complete,
+            stale: self.stale,
+            upstream_lost: self.upstream_lost,
+        }
     }
 }
 
@@ -137,16 +152,34 @@ impl LogService {
     /// The upstream failure when nothing at all is known about the instance, and
     /// [`UpstreamError::InstanceNotFound`] for an instance PowerJob does not know.
     pub async fn read(&self, id: i64, from_line: u64, limit: usize, wait: Duration) -> Result<LogPage, UpstreamError> {
+        self.read_with(id, from_line, limit, wait, |page| page.to_owned_page()).await
+    }
+
+    /// As [`LogService::read`], handing the answer to `render` while the lines are
+    /// borrowed (the hot path serialises them in place).
+    ///
+    /// # Errors
+    /// As [`LogService::read`].
+    pub async fn read_with<R>(
+        &self,
+        id: i64,
+        from_line: u64,
+        limit: usize,
+        wait: Duration,
+        render: impl Fn(&LogPage<&[Arc<str>]>) -> R,
+    ) -> Result<R, UpstreamError> {
         let entry = self.entry(id);
         let deadline = Instant::now() + wait;
         let mut changed = entry.changed.subscribe();
         loop {
             changed.mark_unchanged();
             let stale = self.refresh_if_due(&entry).await?;
-            let page = entry.page(from_line, limit, stale);
             let now = Instant::now();
-            if !page.lines.is_empty() || page.complete || now >= deadline {
-                return Ok(page);
+            let answer = entry.with_page(from_line, limit, stale, |page| {
+                (!page.lines.is_empty() || page.complete || now >= deadline).then(|| render(page))
+            });
+            if let Some(answer) = answer {
+                return Ok(answer);
             }
             let next_refresh = entry.gate.lock().await.next_due(self.inner.refresh_interval).unwrap_or(now);
             let until = deadline.min(next_refresh.max(now + Duration::from_millis(5)));
@@ -154,7 +187,7 @@ impl LogService {
             tokio::select! {
                 _ = changed.changed() => {}
                 () = tokio::time::sleep_until(until) => {}
-                () = self.inner.shutdown.cancelled() => return Ok(entry.page(from_line, limit, false)),
+                () = self.inner.shutdown.cancelled() => return Ok(entry.with_page(from_line, limit, false, |p| render(p))),
             }
         }
     }
@@ -315,24 +348,24 @@ impl Entry {
         self.follower.read().expect("follower lock poisoned").weight() + ENTRY_OVERHEAD
     }
 
-    fn page(&self, from_line: u64, limit: usize, stale: bool) -> LogPage {
-        let f = self.follower.read().expect("follower lock poisoned");
-        let all = f.lines();
+    fn with_page<R>(&self, from_line: u64, limit: usize, stale: bool, f: impl FnOnce(&LogPage<&[Arc<str>]>) -> R) -> R {
+        let follower = self.follower.read().expect("follower lock poisoned");
+        let all = follower.lines();
         let total = all.len() as u64;
         let start = usize::try_from(from_line.min(total)).unwrap_or(all.len());
         let end = start.saturating_add(limit).min(all.len());
-        let lines = all[start..end].to_vec();
+        let lines = &all[start..end];
         let reaches_end = from_line.saturating_add(lines.len() as u64) >= total;
-        LogPage {
+        f(&LogPage {
             instance_id: self.id,
             from_line,
             lines,
             total_lines: total,
-            status: f.status(),
-            complete: f.is_complete() && reaches_end,
+            status: follower.status(),
+            complete: follower.is_complete() && reaches_end,
             stale,
-            upstream_lost: f.upstream_lost(),
-        }
+            upstream_lost: follower.upstream_lost(),
+        })
     }
 }
 

@@ -70,11 +70,7 @@ pub async fn track(req: Request, next: Next) -> Response {
 /// The `'static` copy of a route template (from [`crate::http::ROUTES`], with axum's
 /// `{instance_id}`-style names mapped to the documented ones).
 fn route_label(matched: &str) -> &'static str {
-    crate::http::ROUTES
-        .iter()
-        .map(|(_, p)| *p)
-        .find(|p| same_template(p, matched))
-        .unwrap_or("other")
+    crate::http::ROUTES.iter().map(|(_, p)| *p).find(|p| same_template(p, matched)).unwrap_or("other")
 }
 
 fn same_template(documented: &str, matched: &str) -> bool {

@@ -113,7 +113,8 @@ async fn the_openapi_document_describes_exactly_the_routes() {
     // Every listed route exists in the router (a concrete path is not a 404 `not_found`).
     for (method, path) in powertail::http::ROUTES {
         let uri = path.replace("{instanceId}", "x").replace("{jobId}", "x");
-        let (status, _, body) = call(&method.to_uppercase(), &uri).await.unwrap_or_else(|text| (StatusCode::OK, None, Value::String(text)));
+        let (status, _, body) =
+            call(&method.to_uppercase(), &uri).await.unwrap_or_else(|text| (StatusCode::OK, None, Value::String(text)));
         assert!(!(status == StatusCode::NOT_FOUND && body["error"]["code"] == "not_found"), "{method} {path}: {body}");
         assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
     }
