@@ -22,6 +22,12 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Named jobs and the allow-list.
     pub jobs: Arc<Jobs>,
+    /// Server limits (copied from `[server]`).
+    pub limits: Arc<crate::config::ServerConfig>,
+    /// Job runs per caller and minute.
+    pub runs: Arc<RunLimiter>,
+    /// Permits of long-polls and event streams waiting at once.
+    pub waiters: Arc<tokio::sync::Semaphore>,
 }
 
 impl FromRef<AppState> for LogService {
@@ -37,6 +43,9 @@ impl AppState {
             logs,
             auth: Arc::new(Auth::new(config, listen)),
             jobs: Arc::new(Jobs { named: config.jobs.clone(), allowed: config.auth.allowed_jobs.clone() }),
+            limits: Arc::new(config.server.clone()),
+            runs: Arc::new(RunLimiter::new(config.auth.runs_per_minute)),
+            waiters: Arc::new(tokio::sync::Semaphore::new(config.server.max_waiting_clients)),
         }
     }
 }
@@ -154,5 +163,56 @@ impl Jobs {
     /// The configured jobs (name, id, description), for the viewer.
     pub fn list(&self) -> Vec<(String, i64, String)> {
         self.named.iter().map(|(n, j)| (n.clone(), j.job_id, j.description.clone())).collect()
+    }
+}
+
+impl AppState {
+    /// A permit to wait (long-poll or stream).
+    ///
+    /// # Errors
+    /// 503 with `Retry-After` when `server.max_waiting_clients` are waiting already.
+    pub fn wait_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.waiters.clone().try_acquire_owned().map_err(|_| ApiError::Overloaded {
+            message:
+                "too many clients are waiting for lines (server.max_waiting_clients); poll without waitMs or retry"
+                    .into(),
+            retry_after_secs: 2,
+        })
+    }
+}
+
+/// Fixed one-minute windows of job runs per caller.
+pub struct RunLimiter {
+    per_minute: u32,
+    windows: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>,
+}
+
+impl RunLimiter {
+    fn new(per_minute: u32) -> Self {
+        RunLimiter { per_minute, windows: std::sync::Mutex::new(std::collections::HashMap::new()) }
+    }
+
+    /// Counts a run by `caller`.
+    ///
+    /// # Errors
+    /// 429 with the seconds until the caller's window ends.
+    pub fn check(&self, caller: &Caller) -> Result<(), ApiError> {
+        const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+        let now = std::time::Instant::now();
+        let mut windows = self.windows.lock().expect("run limiter poisoned");
+        windows.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+        let (start, count) = windows.entry(caller.0.clone()).or_insert((now, 0));
+        if *count >= self.per_minute {
+            let wait = WINDOW.saturating_sub(now.duration_since(*start)).as_secs().max(1);
+            return Err(ApiError::RateLimited {
+                message: format!(
+                    "`{}` ran {} jobs in the last minute (auth.runs_per_minute)",
+                    caller.0, self.per_minute
+                ),
+                retry_after_secs: wait,
+            });
+        }
+        *count += 1;
+        Ok(())
     }
 }

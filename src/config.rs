@@ -53,7 +53,7 @@ pub struct JobConfig {
 }
 
 /// `[auth]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// API tokens; none configured means open reads and job control from loopback only.
@@ -62,6 +62,15 @@ pub struct AuthConfig {
     /// Job names or ids that may be run; empty allows every job.
     #[serde(default)]
     pub allowed_jobs: Vec<String>,
+    /// Job runs allowed per caller (token name, or `anonymous`) and minute.
+    #[serde(default = "defaults::runs_per_minute")]
+    pub runs_per_minute: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { tokens: Vec::new(), allowed_jobs: Vec::new(), runs_per_minute: defaults::runs_per_minute() }
+    }
 }
 
 /// `[[auth.tokens]]`
@@ -111,11 +120,22 @@ impl Scope {
 pub struct ServerConfig {
     /// Address the API listens on.
     pub listen: SocketAddr,
+    /// Browser origins allowed to call the API from another site (CORS); none by default.
+    pub cors_allowed_origins: Vec<String>,
+    /// Requests served at once; more are refused with 503 and `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// Long-polls and event streams waiting at once; more are refused the same way.
+    pub max_waiting_clients: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            cors_allowed_origins: Vec::new(),
+            max_concurrent_requests: 2_048,
+            max_waiting_clients: 1_024,
+        }
     }
 }
 
@@ -148,6 +168,9 @@ pub struct PowerJobConfig {
     /// Allowance for clock differences between powertail, the server and workers.
     #[serde(default = "defaults::clock_skew_ms")]
     pub clock_skew_ms: u64,
+    /// Extra CA certificate (PEM file) trusted for `https://` PowerJob addresses.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// `[logs]`
@@ -187,6 +210,9 @@ mod defaults {
     }
     pub fn clock_skew_ms() -> u64 {
         1_000
+    }
+    pub fn runs_per_minute() -> u32 {
+        30
     }
 }
 
@@ -297,6 +323,28 @@ impl Config {
         }
         if p.log_cache_ms > 3_600_000 || p.worker_flush_ms > 3_600_000 || p.clock_skew_ms > 3_600_000 {
             return invalid("powerjob.log_cache_ms/worker_flush_ms/clock_skew_ms", "must be at most 3600000");
+        }
+        if let Some(ca) = &p.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| ConfigError::Invalid {
+                key: "powerjob.ca_file",
+                problem: format!("cannot read {}: {e}", ca.display()),
+            })?;
+            if reqwest::Certificate::from_pem(&pem).is_err() {
+                return invalid("powerjob.ca_file", "is not a PEM certificate");
+            }
+        }
+        let srv = &self.server;
+        if srv.max_concurrent_requests == 0 || srv.max_waiting_clients == 0 {
+            return invalid("server.max_concurrent_requests/max_waiting_clients", "must be at least 1");
+        }
+        if let Some(o) = srv.cors_allowed_origins.iter().find(|o| Url::parse(o).is_err() || o.ends_with('/')) {
+            return Err(ConfigError::Invalid {
+                key: "server.cors_allowed_origins",
+                problem: format!("`{o}` is not an origin like https://platform.example.com"),
+            });
+        }
+        if self.auth.runs_per_minute == 0 {
+            return invalid("auth.runs_per_minute", "must be at least 1");
         }
         let l = &self.logs;
         if !(10..=600_000).contains(&l.refresh_interval_ms) {

@@ -108,3 +108,29 @@ async fn a_stream_follows_to_the_end_and_resumes_with_last_event_id() {
     let (status, body) = app.get("/llm/logs/42/stream").await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("instance_not_found")));
 }
+
+#[tokio::test]
+async fn shutdown_ends_streams_with_a_final_event_and_answers_long_polls() {
+    let sim = powertail::sim::Simulator::spawn(fast_sim()).await.unwrap();
+    let id = sim.with_core(|c, now| c.create_instance(12, None, now)); // never logs
+    let config = common::app_config(&[sim.url()], "");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = powertail::build(&config, listener.local_addr().unwrap()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(powertail::run(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let stream = http.get(format!("{base}/llm/logs/{id}/stream")).send().await.unwrap();
+    let poll = tokio::spawn(http.get(format!("{base}/llm/logs?instanceId={id}&waitMs=30000")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    stop.send(()).unwrap();
+    let text = tokio::time::timeout(Duration::from_secs(5), stream.text()).await.expect("the stream ends").unwrap();
+    assert!(text.contains("event: shutdown"), "{text}");
+    let answer = poll.await.unwrap().unwrap();
+    assert_eq!(answer.status(), 200, "the long-poll is answered, not cut");
+    tokio::time::timeout(Duration::from_secs(5), server).await.expect("the server stops").unwrap().unwrap();
+    assert!(started.elapsed() < powertail::DRAIN_TIMEOUT);
+}

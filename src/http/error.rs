@@ -28,9 +28,28 @@ pub enum ApiError {
     /// The instance is not in a state that allows the operation.
     #[error("{0}")]
     Conflict(String),
+    /// The request's headers are larger than allowed.
+    #[error("request headers too large (at most 16 KiB)")]
+    HeadersTooLarge,
     /// The request body is larger than allowed.
     #[error("request body too large")]
     PayloadTooLarge,
+    /// A limit of this server was hit; try again after `retry_after_secs`.
+    #[error("{message}")]
+    Overloaded {
+        /// What limit.
+        message: String,
+        /// Seconds to wait.
+        retry_after_secs: u64,
+    },
+    /// The caller ran too many jobs in the last minute.
+    #[error("{message}")]
+    RateLimited {
+        /// What limit.
+        message: String,
+        /// Seconds to wait.
+        retry_after_secs: u64,
+    },
     /// No such route.
     #[error("no such endpoint: {0}")]
     NotFound(String),
@@ -52,6 +71,9 @@ impl ApiError {
             ApiError::JobNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Upstream(e) => match e {
                 UpstreamError::InstanceNotFound(_) => StatusCode::NOT_FOUND,
@@ -73,6 +95,9 @@ impl ApiError {
             ApiError::JobNotFound(_) => "job_not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::HeadersTooLarge => "headers_too_large",
+            ApiError::Overloaded { .. } => "overloaded",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Upstream(e) => match e {
@@ -88,12 +113,20 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = match &self {
+            ApiError::Overloaded { retry_after_secs, .. } | ApiError::RateLimited { retry_after_secs, .. } => {
+                Some(retry_after_secs.to_string())
+            }
+            _ => None,
+        };
         let body = serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
         }
         resp

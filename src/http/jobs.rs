@@ -63,6 +63,7 @@ pub async fn run_job(
     body: Option<ApiJson<RunRequest>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let caller = state.auth.check(&headers, Scope::JobsRun)?;
+    state.runs.check(&caller)?;
     let req = body.map(|ApiJson(r)| r).unwrap_or_default();
     if req.delay_ms > MAX_DELAY_MS {
         return Err(ApiError::BadRequest(format!("`delayMs` must be at most {MAX_DELAY_MS}")));

@@ -153,6 +153,7 @@ pub async fn get_logs(
     let logs = &state.logs;
     let q = LogsQuery::parse(raw.as_deref())?;
     let wait = Duration::from_millis(u64::from(q.wait_ms));
+    let _permit = if q.wait_ms > 0 { Some(state.wait_permit()?) } else { None };
     // Serialised while the lines are borrowed: no copy, no reference-count traffic.
     let body = logs
         .read_with(q.instance_id, q.from_line, q.limit as usize, wait, |page| {

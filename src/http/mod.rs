@@ -18,6 +18,9 @@ pub use error::ApiError;
 
 use crate::app::AppState;
 
+/// Largest total size of a request's headers (names and values).
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
 /// Largest request body accepted (run requests are small JSON objects).
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -41,6 +44,13 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
+    let limits = tower::ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async {
+            ApiError::Overloaded { message: "too many requests at once; try again shortly".into(), retry_after_secs: 1 }
+        }))
+        .load_shed()
+        .concurrency_limit(state.limits.max_concurrent_requests);
+    let cors = cors(&state.limits.cors_allowed_origins);
     Router::new()
         .route("/llm/logs", get(logs::get_logs))
         .route("/llm/logs/{instance_id}/raw", get(logs::get_raw))
@@ -60,6 +70,9 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(limits)
+        .layer(cors)
+        .layer(axum::middleware::from_fn(limit_headers))
         .layer(axum::middleware::from_fn(crate::telemetry::track))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
@@ -76,4 +89,24 @@ async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// CORS for the configured origins only (none by default: same-origin use only).
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{header, HeaderValue, Method};
+    let allowed: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(allowed)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::HeaderName::from_static("last-event-id")])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// Refuses requests whose headers exceed [`MAX_HEADER_BYTES`] (431).
+async fn limit_headers(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let size: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    if size > MAX_HEADER_BYTES {
+        return ApiError::HeadersTooLarge.into_response();
+    }
+    next.run(req).await
 }

@@ -39,6 +39,7 @@ pub async fn stream_logs(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     state.auth.check(&headers, Scope::LogsRead)?;
     let id = parse_instance_id(&id)?;
+    let permit = state.wait_permit()?;
     let mut from = None;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
@@ -60,8 +61,15 @@ pub async fn stream_logs(
     // The first read answers HTTP errors (unknown instance, PowerJob down) before the
     // stream starts.
     let first = state.logs.read(id, from, BATCH_LINES, Duration::ZERO).await?;
-    let stream =
-        Streamer { logs: state.logs.clone(), id, from, first: Some(first), done: false, _open: GaugeGuard::new() };
+    let stream = Streamer {
+        logs: state.logs.clone(),
+        id,
+        from,
+        first: Some(first),
+        done: false,
+        _open: GaugeGuard::new(),
+        _permit: permit,
+    };
     Ok(Sse::new(futures::stream::unfold(stream, Streamer::next)).keep_alive(KeepAlive::new().interval(HEARTBEAT)))
 }
 
@@ -79,6 +87,7 @@ struct Streamer {
     first: Option<LogPage>,
     done: bool,
     _open: GaugeGuard,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Streamer {

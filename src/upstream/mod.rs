@@ -111,11 +111,17 @@ impl PowerJobClient {
     /// When the TLS backend cannot be initialised.
     pub fn new(cfg: &PowerJobConfig) -> Result<Self, reqwest::Error> {
         let timeout = Duration::from_millis(cfg.request_timeout_ms);
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
-            .user_agent(concat!("powertail/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("powertail/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &cfg.ca_file {
+            // Validated when the configuration was loaded.
+            if let Some(cert) = std::fs::read(ca).ok().and_then(|pem| reqwest::Certificate::from_pem(&pem).ok()) {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build()?;
         Ok(PowerJobClient {
             inner: Arc::new(Inner {
                 http,

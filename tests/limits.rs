@@ -1,0 +1,208 @@
+//! Limits, faults and security: waiting-client cap, job-run rate limit, CORS, a server
+//! restart and revoked tokens mid-follow, and a bounded retry rate during an outage.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{app_config, fast_sim, sorted, TestApp};
+use powertail::sim::{Fault, FaultKind, JobScript, Level, Record, SimConfig, SimJob, Simulator, Version};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn sim_with_job(lines: usize, ms: i64, f: impl FnOnce(&mut SimConfig)) -> SimConfig {
+    let text: String = (0..lines).map(|k| format!("[INFO] step {k}\n")).collect();
+    let mut cfg = fast_sim();
+    cfg.jobs = vec![SimJob {
+        id: 12,
+        name: "j".into(),
+        job_params: String::new(),
+        script: Some(Arc::new(JobScript::from_text(&text, ms, 5, "ok"))),
+    }];
+    f(&mut cfg);
+    cfg
+}
+
+#[tokio::test]
+async fn waiting_clients_are_capped_with_retry_after() {
+    let sim = Simulator::spawn(fast_sim()).await.unwrap();
+    let mut config = app_config(&[sim.url()], "");
+    config.server.max_waiting_clients = 1;
+    let app = TestApp::spawn_app(sim, &config).await;
+    let id = app.sim.with_core(|c, now| c.create_instance(12, None, now)); // waits forever
+    let url = format!("{}/llm/logs?instanceId={id}&waitMs=3000", app.base);
+    let first = tokio::spawn(app.http.get(&url).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = app.http.get(&url).send().await.unwrap();
+    assert_eq!(second.status(), 503);
+    assert!(second.headers().contains_key("retry-after"));
+    let body: serde_json::Value = second.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "overloaded");
+    // Plain polls are not limited.
+    assert_eq!(app.get(&format!("/llm/logs?instanceId={id}")).await.0, 200);
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn job_runs_are_rate_limited_per_caller() {
+    let sim = Simulator::spawn(sim_with_job(5, 100, |_| {})).await.unwrap();
+    let mut config = app_config(&[sim.url()], "");
+    config.auth.runs_per_minute = 2;
+    let app = TestApp::spawn_app(sim, &config).await;
+    let run = || app.http.post(format!("{}/llm/jobs/12/run", app.base)).send();
+    assert_eq!(run().await.unwrap().status(), 201);
+    assert_eq!(run().await.unwrap().status(), 201);
+    let third = run().await.unwrap();
+    assert_eq!(third.status(), 429);
+    let wait: u64 = third.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait));
+}
+
+#[tokio::test]
+async fn cors_only_for_configured_origins() {
+    let sim = Simulator::spawn(fast_sim()).await.unwrap();
+    let mut config = app_config(&[sim.url()], "");
+    config.server.cors_allowed_origins = vec!["https://platform.example.com".into()];
+    let app = TestApp::spawn_app(sim, &config).await;
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, format!("{}/llm/logs?instanceId=1", app.base))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "GET")
+            .send()
+    };
+    let ok = preflight("https://platform.example.com").await.unwrap();
+    assert_eq!(ok.headers()["access-control-allow-origin"], "https://platform.example.com");
+    let other = preflight("https://evil.example.com").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused_not_crashing() {
+    let app = TestApp::spawn(fast_sim()).await;
+    let big = "x".repeat(200_000);
+    let resp = app.http.get(format!("{}/healthz", app.base)).header("X-Big", big).send().await;
+    let resp = resp.unwrap();
+    assert_eq!(resp.status(), 431);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "headers_too_large");
+    assert_eq!(app.get("/healthz").await.0, 200, "still serving");
+}
+
+#[tokio::test]
+async fn a_powerjob_restart_mid_log_loses_nothing_already_read() {
+    let app = TestApp::spawn(fast_sim()).await;
+    let (id, t0) = app.sim.with_core(|c, now| {
+        let id = c.create_instance(12, None, now - 5_000);
+        c.dispatch(id, now - 5_000);
+        c.set_running(id, now - 5_000);
+        (id, now)
+    });
+    let batch = |from: i64, n: i64| -> Vec<Record> {
+        (from..from + n)
+            .map(|k| Record {
+                log_time: t0 + k,
+                level: Level::Info,
+                content: format!("line {k}"),
+                worker: "w:1".into(),
+            })
+            .collect()
+    };
+    app.sim.with_core(|c, now| c.deliver(id, batch(0, 150), now));
+    let mut read = Vec::new();
+    while read.len() < 150 {
+        let body = app.logs(id, read.len() as u64).await;
+        read.extend(serde_json::from_value::<Vec<String>>(body["lines"].clone()).unwrap());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // The server restarts: its H2 rows are gone; later batches make a new, short log.
+    app.sim.with_core(|c, now| {
+        c.restart(now);
+        c.deliver(id, batch(150, 50), now + 10);
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.sim.with_core(|c, now| c.finish(id, 5, "ok", now));
+    let follow = app.follow_from(id, read, DEADLINE).await;
+    assert_eq!(sorted(follow.lines.clone()), sorted(app.sim.with_core(|c, _| c.final_lines(id))));
+    assert_eq!(follow.lines.len(), 200);
+    assert_eq!(follow.last["upstreamLost"], true);
+}
+
+#[tokio::test]
+async fn revoked_tokens_mid_follow_are_renewed() {
+    let cfg = sim_with_job(200, 2_000, |c| {
+        c.version = Version::V5;
+        c.openapi_auth = true;
+    });
+    let app = TestApp::spawn_with(cfg, "console_username = \"ADMIN\"\nconsole_password = \"powerjob_admin\"").await;
+    let id = app.sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
+    let sim = app.sim.sim.clone();
+    let revoker = tokio::spawn(async move {
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            sim.revoke_tokens();
+        }
+    });
+    let follow = app.follow(id, DEADLINE).await;
+    revoker.await.unwrap();
+    assert_eq!(follow.lines, app.sim.with_core(|c, _| c.final_lines(id)));
+}
+
+#[tokio::test]
+async fn an_outage_is_retried_with_back_off_not_a_storm() {
+    let app = TestApp::spawn(sim_with_job(100, 200, |_| {})).await;
+    let id = app.sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
+    let follow = app.follow(id, DEADLINE).await;
+    assert_eq!(follow.lines.len(), 100);
+    // A second, running instance to keep refreshing, then PowerJob fails every request.
+    let id = app.sim.with_core(|c, now| {
+        let id = c.create_instance(12, None, now - 5_000);
+        c.dispatch(id, now - 5_000);
+        c.set_running(id, now - 5_000);
+        c.deliver(
+            id,
+            vec![Record { log_time: now - 4_000, level: Level::Info, content: "hello".into(), worker: "w:1".into() }],
+            now - 4_000,
+        );
+        id
+    });
+    while app.logs(id, 0).await["totalLines"] != 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.sim.inject(Fault { path: None, kind: FaultKind::Http500, times: 100_000 });
+    app.sim.reset_counters();
+    let started = std::time::Instant::now();
+    let pollers: Vec<_> = (0..20)
+        .map(|_| {
+            let (http, url) = (app.http.clone(), format!("{}/llm/logs?instanceId={id}", app.base));
+            tokio::spawn(async move {
+                let mut stale = 0;
+                while started.elapsed() < Duration::from_secs(3) {
+                    let v: serde_json::Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+                    assert_eq!(
+                        v["lines"][0].as_str().map(|l| l.ends_with("hello")),
+                        Some(true),
+                        "cached lines are served"
+                    );
+                    stale += usize::from(v["stale"] == true);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                stale
+            })
+        })
+        .collect();
+    let mut stale = 0;
+    for p in pollers {
+        stale += p.await.unwrap();
+    }
+    app.sim.clear_faults();
+    let upstream = app.sim.requests("/openApi/fetchInstanceInfo");
+    // 20 clients × ~100 polls; refreshes back off 50 ms → 1.6 s: about 7 attempts in 3 s.
+    assert!(upstream <= 10, "{upstream} upstream requests during a 3 s outage");
+    assert!(stale > 0);
+    // And it recovers by itself.
+    app.sim.with_core(|c, now| c.finish(id, 5, "ok", now));
+    let follow = app.follow(id, DEADLINE).await;
+    assert_eq!(follow.lines.len(), 1);
+}
