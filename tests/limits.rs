@@ -206,3 +206,21 @@ async fn an_outage_is_retried_with_back_off_not_a_storm() {
     let follow = app.follow(id, DEADLINE).await;
     assert_eq!(follow.lines.len(), 1);
 }
+
+#[tokio::test]
+async fn requests_beyond_the_concurrency_limit_are_shed_with_503() {
+    let sim = Simulator::spawn(fast_sim()).await.unwrap();
+    let mut config = app_config(&[sim.url()], "");
+    config.server.max_concurrent_requests = 1;
+    let app = TestApp::spawn_app(sim, &config).await;
+    let id = app.sim.with_core(|c, now| c.create_instance(12, None, now));
+    let holder = tokio::spawn(app.http.get(format!("{}/llm/logs?instanceId={id}&waitMs=2000", app.base)).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shed = app.http.get(format!("{}/healthz", app.base)).send().await.unwrap();
+    assert_eq!(shed.status(), 503);
+    assert!(shed.headers().contains_key("retry-after"));
+    let body: serde_json::Value = shed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "overloaded");
+    assert_eq!(holder.await.unwrap().unwrap().status(), 200);
+    assert_eq!(app.get("/healthz").await.0, 200);
+}

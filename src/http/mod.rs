@@ -49,7 +49,8 @@ pub fn router(state: AppState) -> Router {
             ApiError::Overloaded { message: "too many requests at once; try again shortly".into(), retry_after_secs: 1 }
         }))
         .load_shed()
-        .concurrency_limit(state.limits.max_concurrent_requests);
+        // One semaphore for the whole router (a plain concurrency limit would be per route).
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(state.limits.max_concurrent_requests));
     let cors = cors(&state.limits.cors_allowed_origins);
     Router::new()
         .route("/llm/logs", get(logs::get_logs))
