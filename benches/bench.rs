@@ -157,14 +157,7 @@ async fn amplification_run(pollers: usize, naive: bool) -> (f64, f64) {
                 if naive {
                     from = naive_poll(&http, &sim_url, id, from).await;
                 } else {
-                    let v: Value = http
-                        .get(format!("{base}/llm/logs?instanceId={id}&fromLine={from}"))
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let v: Value = get_json(&http, format!("{base}/llm/logs?instanceId={id}&fromLine={from}")).await;
                     from = v["nextLine"].as_u64().unwrap();
                 }
                 tokio::time::sleep(Duration::from_millis(900 + (k as u64 * 13) % 200)).await;
@@ -193,14 +186,7 @@ async fn naive_poll(http: &reqwest::Client, sim: &str, id: i64, from: u64) -> u6
     let mut page = from / 100;
     let mut lines;
     loop {
-        let v: Value = http
-            .get(format!("{sim}/instance/log?appId=1&instanceId={id}&index={page}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(http, format!("{sim}/instance/log?appId=1&instanceId={id}&index={page}")).await;
         let total = v["data"]["totalPages"].as_u64().unwrap_or(0);
         lines = page * 100 + v["data"]["data"].as_str().unwrap_or("").lines().count() as u64;
         page += 1;
@@ -226,14 +212,8 @@ async fn catchup() {
     let mut page = 0;
     let mut lines = 0usize;
     loop {
-        let v: Value = http
-            .get(format!("{}/instance/log?appId=1&instanceId={other}&index={page}", sim.url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value =
+            get_json(&http, format!("{}/instance/log?appId=1&instanceId={other}&index={page}", sim.url())).await;
         lines += v["data"]["data"].as_str().unwrap().lines().count();
         page += 1;
         if page >= v["data"]["totalPages"].as_u64().unwrap() {
@@ -248,14 +228,7 @@ async fn catchup() {
     let start = Instant::now();
     let mut from = 0u64;
     while from < 200_000 {
-        let v: Value = http
-            .get(format!("{base}/llm/logs?instanceId={id}&fromLine={from}&limit=10000"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(&http, format!("{base}/llm/logs?instanceId={id}&fromLine={from}&limit=10000")).await;
         from = v["nextLine"].as_u64().unwrap();
     }
     let ours_time = start.elapsed();
@@ -294,14 +267,7 @@ async fn hotpath() {
     // Warm up until the log is complete and cached.
     let http = reqwest::Client::new();
     for _ in 0..300 {
-        let v: Value = http
-            .get(format!("{base}/llm/logs?instanceId={id}&fromLine=0&limit=10000"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(&http, format!("{base}/llm/logs?instanceId={id}&fromLine=0&limit=10000")).await;
         if v["complete"] == true {
             break;
         }
@@ -404,14 +370,7 @@ async fn memory() {
         let (http, base, held) = (http.clone(), base.clone(), held.clone());
         tasks.push(tokio::spawn(async move {
             for id in chunk {
-                let v: Value = http
-                    .get(format!("{base}/llm/logs?instanceId={id}&fromLine=9999&limit=1"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let v: Value = get_json(&http, format!("{base}/llm/logs?instanceId={id}&fromLine=9999&limit=1")).await;
                 held.fetch_add(v["totalLines"].as_u64().unwrap_or(0), Ordering::Relaxed);
             }
         }));
@@ -468,7 +427,7 @@ async fn freshness() {
         id
     });
     let http = reqwest::Client::new();
-    let v: Value = http.get(format!("{base}/llm/logs?instanceId={id}")).send().await.unwrap().json().await.unwrap();
+    let v: Value = get_json(&http, format!("{base}/llm/logs?instanceId={id}")).await;
     let mut from = v["nextLine"].as_u64().unwrap();
     let mut samples = Vec::new();
     for k in 0..20 {
@@ -476,14 +435,8 @@ async fn freshness() {
         let waiter = {
             let (http, base) = (http.clone(), base.clone());
             tokio::spawn(async move {
-                let v: Value = http
-                    .get(format!("{base}/llm/logs?instanceId={id}&fromLine={from}&waitMs=20000"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let v: Value =
+                    get_json(&http, format!("{base}/llm/logs?instanceId={id}&fromLine={from}&waitMs=20000")).await;
                 (Simulator::now(), v)
             })
         };
@@ -523,4 +476,9 @@ async fn freshness() {
         refresh + 50,
         if max <= refresh + 50 { "met" } else { "NOT met" }
     );
+}
+
+/// GET `url` and parse the JSON answer.
+async fn get_json(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
 }
