@@ -185,6 +185,8 @@ pub struct LogsConfig {
     pub cache_max_bytes: u64,
     /// A followed instance nobody read for this long is dropped (complete logs stay).
     pub idle_evict_ms: u64,
+    /// Growing logs followed at most at once (complete logs are bounded by size instead).
+    pub max_followed_instances: usize,
 }
 
 impl Default for LogsConfig {
@@ -194,6 +196,7 @@ impl Default for LogsConfig {
             first_read_delay_ms: 8_000,
             cache_max_bytes: 256 << 20,
             idle_evict_ms: 600_000,
+            max_followed_instances: 5_000,
         }
     }
 }
@@ -349,6 +352,9 @@ impl Config {
         let l = &self.logs;
         if !(10..=600_000).contains(&l.refresh_interval_ms) {
             return invalid("logs.refresh_interval_ms", "must be between 10 and 600000");
+        }
+        if l.max_followed_instances == 0 {
+            return invalid("logs.max_followed_instances", "must be at least 1");
         }
         if !(100..=86_400_000).contains(&l.idle_evict_ms) {
             return invalid("logs.idle_evict_ms", "must be between 100 and 86400000");

@@ -7,6 +7,8 @@
 //! wakes long-polls when lines arrive. There is no background scan: a refresh happens
 //! only when someone reads an instance whose last refresh is older than the interval.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -17,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::logs::{refresh_log, Follower, InstanceFacts, PageSource, Plan, RawPage, ReadError, Status, Timing};
 use crate::telemetry;
-use crate::upstream::wire::InstanceInfo;
 use crate::upstream::{now_ms, PowerJobClient, UpstreamError};
 
 /// Back-off after consecutive failed refreshes: the interval doubled at most this often…
@@ -80,13 +81,15 @@ struct Inner {
     client: PowerJobClient,
     timing: Timing,
     refresh_interval: Duration,
-    entries: moka::sync::Cache<i64, Arc<Entry>>,
+    store: Store,
     /// Cancelled when the server shuts down: long-polls and streams answer at once.
     shutdown: CancellationToken,
 }
 
 struct Entry {
     id: i64,
+    /// When a client last read it (epoch ms), for idle eviction.
+    last_read: AtomicI64,
     follower: RwLock<Follower>,
     gate: Mutex<Gate>,
     /// Bumped whenever lines, status or completeness change.
@@ -98,7 +101,6 @@ struct Gate {
     last_attempt: Option<Instant>,
     failures: u32,
     facts: Option<InstanceFacts>,
-    info: Option<InstanceInfo>,
     last_error: Option<UpstreamError>,
 }
 
@@ -113,22 +115,27 @@ impl Gate {
 impl LogService {
     /// A service reading through `client`.
     pub fn new(config: &Config, client: PowerJobClient) -> Self {
-        let entries = moka::sync::Cache::builder()
+        let complete = moka::sync::Cache::builder()
             .max_capacity(config.logs.cache_max_bytes)
             .weigher(|_, e: &Arc<Entry>| u32::try_from(e.weight()).unwrap_or(u32::MAX))
-            .expire_after(IdleExpiry(Duration::from_millis(config.logs.idle_evict_ms)))
             .eviction_listener(|_, _, cause| {
                 if cause.was_evicted() {
                     metrics::counter!(telemetry::CACHE_EVICTIONS).increment(1);
                 }
             })
             .build();
+        let store = Store {
+            complete,
+            following: std::sync::Mutex::new(HashMap::new()),
+            idle_ms: i64::try_from(config.logs.idle_evict_ms).unwrap_or(i64::MAX),
+            max_following: config.logs.max_followed_instances,
+        };
         LogService {
             inner: Arc::new(Inner {
                 client,
                 timing: config.timing(),
                 refresh_interval: config.refresh_interval(),
-                entries,
+                store,
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -151,7 +158,7 @@ impl LogService {
     /// # Errors
     /// The upstream failure when nothing at all is known about the instance, and
     /// [`UpstreamError::InstanceNotFound`] for an instance PowerJob does not know.
-    pub async fn read(&self, id: i64, from_line: u64, limit: usize, wait: Duration) -> Result<LogPage, UpstreamError> {
+    pub async fn read(&self, id: i64, from_line: u64, limit: usize, wait: Duration) -> Result<LogPage, ServiceError> {
         self.read_with(id, from_line, limit, wait, |page| page.to_owned_page()).await
     }
 
@@ -167,8 +174,8 @@ impl LogService {
         limit: usize,
         wait: Duration,
         render: impl Fn(&LogPage<&[Arc<str>]>) -> R,
-    ) -> Result<R, UpstreamError> {
-        let entry = self.entry(id);
+    ) -> Result<R, ServiceError> {
+        let entry = self.entry(id)?;
         let deadline = Instant::now() + wait;
         let mut changed = entry.changed.subscribe();
         loop {
@@ -196,40 +203,27 @@ impl LogService {
     ///
     /// # Errors
     /// As [`LogService::read`].
-    pub async fn read_all(&self, id: i64) -> Result<Vec<Arc<str>>, UpstreamError> {
-        let entry = self.entry(id);
+    pub async fn read_all(&self, id: i64) -> Result<Vec<Arc<str>>, ServiceError> {
+        let entry = self.entry(id)?;
         self.refresh_if_due(&entry).await?;
         let lines = entry.follower.read().expect("follower lock poisoned").lines().to_vec();
         Ok(lines)
     }
 
-    fn entry(&self, id: i64) -> Arc<Entry> {
-        if let Some(e) = self.inner.entries.get(&id) {
-            metrics::counter!(telemetry::CACHE_HITS).increment(1);
-            return e;
-        }
-        metrics::counter!(telemetry::CACHE_MISSES).increment(1);
-        self.inner.entries.get_with(id, || {
-            Arc::new(Entry {
-                id,
-                follower: RwLock::new(Follower::default()),
-                gate: Mutex::new(Gate::default()),
-                changed: watch::Sender::new(0),
-            })
-        })
+    fn entry(&self, id: i64) -> Result<Arc<Entry>, ServiceError> {
+        self.inner.store.get_or_create(id)
     }
 
-    /// Whether the instance is in the cache now.
+    /// Whether the instance is held now.
     pub fn is_cached(&self, id: i64) -> bool {
-        self.inner.entries.contains_key(&id)
+        self.inner.store.contains(id)
     }
 
     /// Publishes the cache gauges (called when metrics are scraped).
     pub fn record_gauges(&self) {
-        let entries = &self.inner.entries;
-        entries.run_pending_tasks();
-        metrics::gauge!(telemetry::INSTANCES_FOLLOWED).set(entries.entry_count() as f64);
-        metrics::gauge!(telemetry::CACHE_BYTES).set(entries.weighted_size() as f64);
+        let (instances, bytes) = self.inner.store.usage();
+        metrics::gauge!(telemetry::INSTANCES_FOLLOWED).set(instances as f64);
+        metrics::gauge!(telemetry::CACHE_BYTES).set(bytes as f64);
     }
 
     /// Refreshes `entry` unless it is complete or was refreshed less than an interval
@@ -259,8 +253,10 @@ impl LogService {
                     gate.last_error = Some(e);
                 }
             }
-            // Re-insert so the cache re-weighs the entry with its new lines.
-            self.inner.entries.insert(entry.id, entry.clone());
+            if entry.is_complete() {
+                // Immutable from now on: into the size-bounded cache of complete logs.
+                self.inner.store.promote(entry);
+            }
         } else {
             metrics::counter!(telemetry::REFRESHES_COALESCED).increment(1);
         }
@@ -291,7 +287,6 @@ impl LogService {
         };
         let status_changed = gate.facts.as_ref().is_none_or(|old| old.status != facts.status);
         gate.facts = Some(facts);
-        gate.info = Some(info);
         if let Plan::Read { probe_page, first_page } = plan {
             self.read_log(entry, probe_page, first_page).await?;
         } else if status_changed || entry.is_complete() {
@@ -325,13 +320,6 @@ impl LogService {
             entry.changed.send_modify(|v| *v += 1);
         }
         Ok(())
-    }
-
-    /// Instance info as last read (for the instances API).
-    pub async fn cached_info(&self, id: i64) -> Option<InstanceInfo> {
-        let entry = self.inner.entries.get(&id)?;
-        let gate = entry.gate.lock().await;
-        gate.info.clone()
     }
 }
 
@@ -407,39 +395,85 @@ impl Drop for GaugeGuard {
     }
 }
 
-/// Evicts an instance nobody read for the idle time, unless its log is complete: a
-/// complete log is immutable and stays (until the size bound needs its room).
-struct IdleExpiry(Duration);
-
-impl IdleExpiry {
-    fn ttl(&self, entry: &Entry) -> Option<Duration> {
-        (!entry.is_complete()).then_some(self.0)
-    }
+/// A read that could not be answered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServiceError {
+    /// PowerJob failed (or does not know the instance) and nothing is held.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// `logs.max_followed_instances` growing logs are followed already.
+    #[error("{0} growing logs are followed already (logs.max_followed_instances); try again later")]
+    TooManyInstances(usize),
 }
 
-impl moka::Expiry<i64, Arc<Entry>> for IdleExpiry {
-    fn expire_after_create(&self, _: &i64, entry: &Arc<Entry>, _: std::time::Instant) -> Option<Duration> {
-        self.ttl(entry)
+/// Where followed instances live.
+///
+/// A growing log is never evicted for size: its clients' cursors depend on the order it
+/// was served in (late lines appended at the end), which a re-read would not restore.
+/// Growing logs are only dropped after `idle_evict_ms` without a read, and their number
+/// is capped. Complete logs are immutable and live in a size-bounded cache (least
+/// recently used first); an evicted one is read again if asked.
+struct Store {
+    complete: moka::sync::Cache<i64, Arc<Entry>>,
+    following: std::sync::Mutex<HashMap<i64, Arc<Entry>>>,
+    idle_ms: i64,
+    max_following: usize,
+}
+
+impl Store {
+    fn get_or_create(&self, id: i64) -> Result<Arc<Entry>, ServiceError> {
+        if let Some(e) = self.complete.get(&id) {
+            metrics::counter!(telemetry::CACHE_HITS).increment(1);
+            return Ok(e);
+        }
+        let now = now_ms();
+        let mut following = self.following.lock().expect("store lock poisoned");
+        if let Some(e) = following.get(&id).filter(|e| !self.idle(e, now)) {
+            metrics::counter!(telemetry::CACHE_HITS).increment(1);
+            e.last_read.store(now, Ordering::Relaxed);
+            return Ok(e.clone());
+        }
+        metrics::counter!(telemetry::CACHE_MISSES).increment(1);
+        if following.len() >= self.max_following || following.get(&id).is_some() {
+            let before = following.len();
+            following.retain(|_, e| !self.idle(e, now));
+            metrics::counter!(telemetry::CACHE_EVICTIONS).increment((before - following.len()) as u64);
+        }
+        if following.len() >= self.max_following {
+            return Err(ServiceError::TooManyInstances(following.len()));
+        }
+        let entry = Arc::new(Entry {
+            id,
+            last_read: AtomicI64::new(now),
+            follower: RwLock::new(Follower::default()),
+            gate: Mutex::new(Gate::default()),
+            changed: watch::Sender::new(0),
+        });
+        following.insert(id, entry.clone());
+        Ok(entry)
     }
 
-    fn expire_after_read(
-        &self,
-        _: &i64,
-        entry: &Arc<Entry>,
-        _: std::time::Instant,
-        _: Option<Duration>,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        self.ttl(entry)
+    fn idle(&self, e: &Entry, now: i64) -> bool {
+        now - e.last_read.load(Ordering::Relaxed) > self.idle_ms
     }
 
-    fn expire_after_update(
-        &self,
-        _: &i64,
-        entry: &Arc<Entry>,
-        _: std::time::Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        self.ttl(entry)
+    fn promote(&self, entry: &Arc<Entry>) {
+        let removed = self.following.lock().expect("store lock poisoned").remove(&entry.id);
+        if removed.is_some() {
+            self.complete.insert(entry.id, entry.clone());
+        }
+    }
+
+    fn contains(&self, id: i64) -> bool {
+        self.complete.contains_key(&id)
+            || self.following.lock().expect("store lock poisoned").get(&id).is_some_and(|e| !self.idle(e, now_ms()))
+    }
+
+    /// (instances held, bytes held)
+    fn usage(&self) -> (u64, u64) {
+        self.complete.run_pending_tasks();
+        let following = self.following.lock().expect("store lock poisoned");
+        let bytes: u64 = following.values().map(|e| e.weight()).sum();
+        (self.complete.entry_count() + following.len() as u64, self.complete.weighted_size() + bytes)
     }
 }

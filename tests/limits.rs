@@ -224,3 +224,31 @@ async fn requests_beyond_the_concurrency_limit_are_shed_with_503() {
     assert_eq!(holder.await.unwrap().unwrap().status(), 200);
     assert_eq!(app.get("/healthz").await.0, 200);
 }
+
+#[tokio::test]
+async fn growing_logs_are_never_evicted_for_size_and_their_number_is_capped() {
+    let sim = Simulator::spawn(sim_with_job(12_000, 2_000, |_| {})).await.unwrap();
+    let mut config = app_config(&[sim.url()], "");
+    config.logs.cache_max_bytes = 1 << 20; // far below one log of ~1.3 MB
+    config.logs.max_followed_instances = 1;
+    let app = TestApp::spawn_app(sim, &config).await;
+    let id = app.sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
+    let mut read: Vec<String> = Vec::new();
+    while read.len() < 5_000 {
+        let body = app.logs(id, read.len() as u64).await;
+        read.extend(serde_json::from_value::<Vec<String>>(body["lines"].clone()).unwrap());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(app.logs.is_cached(id), "a growing log stays however big");
+    // A second growing log is refused while the first is followed.
+    let other = app.sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
+    let resp = app.http.get(format!("{}/llm/logs?instanceId={other}", app.base)).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let follow = app.follow_from(id, read, DEADLINE).await;
+    let want = app.sim.with_core(|c, _| c.final_lines(id));
+    assert_eq!(follow.lines.len(), want.len());
+    assert!(sorted(follow.lines) == sorted(want), "the same lines (ties may be in another order)");
+    // Complete, it moves to the size-bounded cache and the slot is free again.
+    assert_eq!(app.get(&format!("/llm/logs?instanceId={other}")).await.0, 200);
+}

@@ -1,7 +1,7 @@
 //! Soak: 200 instances followed at once (some with late batches from a second worker)
 //! while PowerJob fails at random — 500s, resets, placeholders, stalls — and every final
-//! log must be exact. Bounded: ~40 s with the defaults; `SOAK_INSTANCES` and
-//! `SOAK_LINES` scale it up (figures in BENCHMARKS.md).
+//! log must be exact. Bounded: ~40 s with the defaults; `SOAK_INSTANCES`, `SOAK_LINES`
+//! and `SOAK_JOB_MS` (each job's duration) scale it up (figures in BENCHMARKS.md).
 
 mod common;
 
@@ -20,8 +20,9 @@ fn env(name: &str, default: usize) -> usize {
 async fn two_hundred_instances_under_random_faults_end_exact() {
     let instances = env("SOAK_INSTANCES", 200);
     let lines = env("SOAK_LINES", 300);
+    let job_ms = env("SOAK_JOB_MS", 15_000);
     let text: String = (0..lines).map(|k| format!("[INFO] soak step {k}\n")).collect();
-    let plain = JobScript::from_text(&text, 15_000, 5, "ok");
+    let plain = JobScript::from_text(&text, job_ms as i64, 5, "ok");
     let mut skewed = plain.clone();
     skewed.workers.push(ScriptWorker { address: "10.0.0.22:27777".into(), clock_skew_ms: -300, flush_phase_ms: 90 });
     for k in 0..lines as i64 / 3 {
@@ -49,7 +50,7 @@ async fn two_hundred_instances_under_random_faults_end_exact() {
         tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(42);
             let mut injected = 0;
-            while started.elapsed() < Duration::from_secs(25) {
+            while started.elapsed() < Duration::from_millis(job_ms as u64 + 10_000) {
                 let kind = match rng.gen_range(0..5) {
                     0 => FaultKind::Http500,
                     1 => FaultKind::Reset,
@@ -73,7 +74,7 @@ async fn two_hundred_instances_under_random_faults_end_exact() {
                 let job = if k % 4 == 0 { 13 } else { 12 };
                 let id = sim.with_core(|c, now| c.run_job(job, None, 0, now)).unwrap();
                 let mut got: Vec<String> = Vec::new();
-                let deadline = Instant::now() + Duration::from_secs(120);
+                let deadline = Instant::now() + Duration::from_millis(job_ms as u64 + 120_000);
                 loop {
                     assert!(Instant::now() < deadline, "instance {id} never completed");
                     let resp = http

@@ -61,6 +61,17 @@ pub enum ApiError {
     Upstream(#[from] UpstreamError),
 }
 
+impl From<crate::service::ServiceError> for ApiError {
+    fn from(e: crate::service::ServiceError) -> Self {
+        match e {
+            crate::service::ServiceError::Upstream(e) => ApiError::Upstream(e),
+            e @ crate::service::ServiceError::TooManyInstances(_) => {
+                ApiError::Overloaded { message: e.to_string(), retry_after_secs: 5 }
+            }
+        }
+    }
+}
+
 impl ApiError {
     /// HTTP status of this error.
     pub fn status(&self) -> StatusCode {
