@@ -18,6 +18,10 @@ pub use error::ApiError;
 
 use crate::app::AppState;
 
+/// Longest a request may take, streams excepted: above the longest long-poll (30 s) and
+/// a slow refresh; past it the answer is 504.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(50);
+
 /// Largest total size of a request's headers (names and values).
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
@@ -52,10 +56,16 @@ pub fn router(state: AppState) -> Router {
         // One semaphore for the whole router (a plain concurrency limit would be per route).
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(state.limits.max_concurrent_requests));
     let cors = cors(&state.limits.cors_allowed_origins);
+    let timeout = tower::ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async {
+            ApiError::Upstream(crate::upstream::UpstreamError::Timeout(REQUEST_TIMEOUT))
+        }))
+        .timeout(REQUEST_TIMEOUT);
+    // Event streams last as long as the log grows: no request timeout for them.
+    let streams = Router::new().route("/llm/logs/{instance_id}/stream", get(stream::stream_logs));
     Router::new()
         .route("/llm/logs", get(logs::get_logs))
         .route("/llm/logs/{instance_id}/raw", get(logs::get_raw))
-        .route("/llm/logs/{instance_id}/stream", get(stream::stream_logs))
         .route("/", get(viewer::index))
         .route("/openapi.json", get(viewer::openapi))
         .route("/llm/jobs", get(viewer::list_jobs))
@@ -67,6 +77,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route_layer(timeout)
+        .merge(streams)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
