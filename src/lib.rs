@@ -9,11 +9,12 @@
 //! * [`config`]: `config.toml` + `POWERTAIL_<SECTION>__<KEY>` overrides, validated;
 //! * [`upstream`]: the PowerJob client (4.3.x and 5.1.x), wire types, [`upstream::UpstreamError`];
 //! * [`logs`]: the pure core (paging, merge, completeness), unit- and property-tested;
-//! * [`service`]: [`service::LogService`], on-demand single-flight refreshes and the cache;
+//! * [`service`]: [`service::LogService`], on-demand single-flight refreshes, the two-tier store;
 //! * [`app`]: [`app::AppState`], API tokens and named jobs;
 //! * [`http`]: the axum router, thin handlers, [`http::ApiError`];
 //! * [`telemetry`]: Prometheus metrics and the HTTP metrics middleware;
-//! * [`sim`]: a protocol-faithful PowerJob simulator for tests and the demo.
+//! * [`sim`]: a protocol-faithful PowerJob simulator for tests and the demo;
+//! * [`demo`]: `powertail demo`, the simulator with sample LLM jobs behind the real service.
 
 pub mod app;
 pub mod config;

@@ -6,6 +6,10 @@
 //! single-flight and at most one per `refresh_interval`, and a `watch` channel that
 //! wakes long-polls when lines arrive. There is no background scan: a refresh happens
 //! only when someone reads an instance whose last refresh is older than the interval.
+//!
+//! Entries live in a `Store` of two tiers: growing logs (never evicted for size, since
+//! their readers' cursors depend on the order they were served in; dropped after an idle
+//! time, capped in number) and complete logs (immutable, in a size-bounded moka cache).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
