@@ -68,11 +68,6 @@ impl Auth {
         }
     }
 
-    /// Whether any token is configured.
-    pub fn enabled(&self) -> bool {
-        !self.tokens.is_empty()
-    }
-
     /// Checks the request's `Authorization: Bearer` token for `scope`.
     ///
     /// Without configured tokens reads are open and job control is allowed only when the

@@ -31,11 +31,6 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// Transport-level failures worth trying the next server address for.
-    pub fn is_transport(&self) -> bool {
-        matches!(self, UpstreamError::Unreachable(_) | UpstreamError::Timeout(_) | UpstreamError::Protocol(_))
-    }
-
     pub(crate) fn from_reqwest(e: reqwest::Error, timeout: Duration) -> Self {
         if e.is_timeout() {
             UpstreamError::Timeout(timeout)
