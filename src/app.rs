@@ -13,21 +13,32 @@ use crate::config::{Config, JobConfig, Scope};
 use crate::http::ApiError;
 use crate::service::LogService;
 
-/// Shared state of every handler; cheap to clone.
+/// Shared state of every handler: one `Arc`, so the per-request clone is one atomic
+/// increment (fields through `Deref`).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] shares.
+pub struct Shared {
     /// Log following.
     pub logs: LogService,
     /// Token policy.
-    pub auth: Arc<Auth>,
+    pub auth: Auth,
     /// Named jobs and the allow-list.
-    pub jobs: Arc<Jobs>,
+    pub jobs: Jobs,
     /// Server limits (copied from `[server]`).
-    pub limits: Arc<crate::config::ServerConfig>,
+    pub limits: crate::config::ServerConfig,
     /// Job runs per caller and minute.
-    pub runs: Arc<RunLimiter>,
+    pub runs: RunLimiter,
     /// Permits of long-polls and event streams waiting at once.
     pub waiters: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl FromRef<AppState> for LogService {
@@ -39,14 +50,14 @@ impl FromRef<AppState> for LogService {
 impl AppState {
     /// State for `config`, serving on `listen`.
     pub fn new(config: &Config, logs: LogService, listen: SocketAddr) -> Self {
-        AppState {
+        AppState(Arc::new(Shared {
             logs,
-            auth: Arc::new(Auth::new(config, listen)),
-            jobs: Arc::new(Jobs { named: config.jobs.clone(), allowed: config.auth.allowed_jobs.clone() }),
-            limits: Arc::new(config.server.clone()),
-            runs: Arc::new(RunLimiter::new(config.auth.runs_per_minute)),
+            auth: Auth::new(config, listen),
+            jobs: Jobs { named: config.jobs.clone(), allowed: config.auth.allowed_jobs.clone() },
+            limits: config.server.clone(),
+            runs: RunLimiter::new(config.auth.runs_per_minute),
             waiters: Arc::new(tokio::sync::Semaphore::new(config.server.max_waiting_clients)),
-        }
+        }))
     }
 }
 

@@ -55,7 +55,8 @@ pub fn router(state: AppState) -> Router {
         .load_shed()
         // One semaphore for the whole router (a plain concurrency limit would be per route).
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(state.limits.max_concurrent_requests));
-    let cors = cors(&state.limits.cors_allowed_origins);
+    // No CORS layer at all unless origins are configured (it costs a clone per request).
+    let cors = (!state.limits.cors_allowed_origins.is_empty()).then(|| cors(&state.limits.cors_allowed_origins));
     let timeout = tower::ServiceBuilder::new()
         .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async {
             ApiError::Upstream(crate::upstream::UpstreamError::Timeout(REQUEST_TIMEOUT))
@@ -84,9 +85,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(limits)
-        .layer(cors)
-        .layer(axum::middleware::from_fn(limit_headers))
-        .layer(axum::middleware::from_fn(crate::telemetry::track))
+        .layer(tower::util::option_layer(cors))
+        .layer(axum::middleware::from_fn(front))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
             let body = serde_json::json!({"error": {"code": "internal", "message": "internal error"}});
@@ -115,11 +115,15 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-/// Refuses requests whose headers exceed [`MAX_HEADER_BYTES`] (431).
-async fn limit_headers(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+/// The outermost middleware (one layer, one clone per request): counts and times the
+/// request, and refuses headers over [`MAX_HEADER_BYTES`] (431).
+async fn front(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     let size: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
-    if size > MAX_HEADER_BYTES {
-        return ApiError::HeadersTooLarge.into_response();
-    }
-    next.run(req).await
+    crate::telemetry::track(req, |req| async move {
+        if size > MAX_HEADER_BYTES {
+            return ApiError::HeadersTooLarge.into_response();
+        }
+        next.run(req).await
+    })
+    .await
 }
