@@ -1,5 +1,6 @@
 //! `AppState`: what the handlers share, and the API-token policy.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,7 +64,7 @@ impl AppState {
 
 /// Who made a request (for audit logs): a token's name, or `anonymous`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller(pub String);
+pub struct Caller(pub Cow<'static, str>);
 
 /// The API-token policy.
 pub struct Auth {
@@ -87,17 +88,28 @@ impl Auth {
     /// # Errors
     /// 401 without a valid token, 403 when it lacks the scope (or no tokens and not loopback).
     pub fn check(&self, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
+        self.check_value(headers.get(axum::http::header::AUTHORIZATION), scope)
+    }
+
+    /// [`Auth::check`] with just the `Authorization` header's value.
+    ///
+    /// # Errors
+    /// As [`Auth::check`].
+    pub fn check_value(
+        &self,
+        authorization: Option<&axum::http::HeaderValue>,
+        scope: Scope,
+    ) -> Result<Caller, ApiError> {
         if self.tokens.is_empty() {
             if scope == Scope::LogsRead || self.loopback {
-                return Ok(Caller("anonymous".into()));
+                return Ok(Caller(Cow::Borrowed("anonymous")));
             }
             return Err(ApiError::Forbidden(
                 "running or controlling jobs on a non-loopback listener needs [[auth.tokens]] in the configuration"
                     .into(),
             ));
         }
-        let presented = headers
-            .get(axum::http::header::AUTHORIZATION)
+        let presented = authorization
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
@@ -110,7 +122,7 @@ impl Auth {
         }
         let (name, _, scopes) = found.ok_or(ApiError::Unauthorized)?;
         if scopes.contains(&scope) {
-            Ok(Caller(name.clone()))
+            Ok(Caller(Cow::Owned(name.clone())))
         } else {
             Err(ApiError::Forbidden(format!("token `{name}` lacks the scope `{}`", scope.name())))
         }
@@ -207,7 +219,7 @@ impl RunLimiter {
         let now = std::time::Instant::now();
         let mut windows = self.windows.lock().expect("run limiter poisoned");
         windows.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
-        let (start, count) = windows.entry(caller.0.clone()).or_insert((now, 0));
+        let (start, count) = windows.entry(caller.0.to_string()).or_insert((now, 0));
         if *count >= self.per_minute {
             let wait = WINDOW.saturating_sub(now.duration_since(*start)).as_secs().max(1);
             return Err(ApiError::RateLimited {

@@ -42,3 +42,14 @@ where
         <ApiJson<T> as FromRequest<S>>::from_request(req, state).await.map(Some)
     }
 }
+
+/// The request's `Authorization` header, without copying the other headers.
+pub struct AuthorizationHeader(pub Option<axum::http::HeaderValue>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AuthorizationHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(AuthorizationHeader(parts.headers.get(axum::http::header::AUTHORIZATION).cloned()))
+    }
+}

@@ -1,5 +1,6 @@
 //! `GET /llm/logs` and `GET /llm/logs/{instanceId}/raw`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 
 use super::error::ApiError;
+use super::extract::AuthorizationHeader;
 use crate::app::AppState;
 use crate::config::Scope;
 use crate::service::LogPage;
@@ -40,20 +42,20 @@ impl LogsQuery {
     /// # Errors
     /// [`ApiError::BadRequest`] naming the parameter.
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
-            .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
+        // Borrowed pairs: no allocation unless a key or value is percent-encoded.
+        let pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = form_urlencoded::parse(raw.unwrap_or("").as_bytes()).collect();
         let mut seen: Vec<&str> = Vec::new();
         let (mut id, mut from, mut limit, mut wait) = (None, None, None, None);
         for (key, value) in &pairs {
-            if key != "_" && seen.contains(&key.as_str()) {
+            if key != "_" && seen.contains(&key.as_ref()) {
                 return Err(ApiError::BadRequest(format!("query parameter `{key}` is repeated")));
             }
             seen.push(key);
-            match key.as_str() {
-                "instanceId" => id = Some(value.as_str()),
-                "fromLine" => from = Some(value.as_str()),
-                "limit" => limit = Some(value.as_str()),
-                "waitMs" => wait = Some(value.as_str()),
+            match key.as_ref() {
+                "instanceId" => id = Some(value.as_ref()),
+                "fromLine" => from = Some(value.as_ref()),
+                "limit" => limit = Some(value.as_ref()),
+                "waitMs" => wait = Some(value.as_ref()),
                 "_" => {}
                 other => {
                     return Err(ApiError::BadRequest(format!(
@@ -154,10 +156,10 @@ pub fn encode_page(p: &LogPage<&[Arc<str>]>) -> Vec<u8> {
 /// `GET /llm/logs`
 pub async fn get_logs(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    AuthorizationHeader(authorization): AuthorizationHeader,
     RawQuery(raw): RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
-    state.auth.check(&headers, Scope::LogsRead)?;
+    state.auth.check_value(authorization.as_ref(), Scope::LogsRead)?;
     let logs = &state.logs;
     let q = LogsQuery::parse(raw.as_deref())?;
     let wait = Duration::from_millis(u64::from(q.wait_ms));
