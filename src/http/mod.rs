@@ -10,6 +10,8 @@ pub mod viewer;
 
 use axum::extract::{DefaultBodyLimit, OriginalUri};
 use axum::routing::{get, post};
+use std::sync::Arc;
+
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -48,22 +50,10 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    let limits = tower::ServiceBuilder::new()
-        .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async {
-            ApiError::Overloaded { message: "too many requests at once; try again shortly".into(), retry_after_secs: 1 }
-        }))
-        .load_shed()
-        // One semaphore for the whole router (a plain concurrency limit would be per route).
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(state.limits.max_concurrent_requests));
+    // One semaphore for the whole router: requests beyond it are shed in `front`.
+    let permits = Arc::new(tokio::sync::Semaphore::new(state.limits.max_concurrent_requests));
     // No CORS layer at all unless origins are configured (it costs a clone per request).
     let cors = (!state.limits.cors_allowed_origins.is_empty()).then(|| cors(&state.limits.cors_allowed_origins));
-    let timeout = tower::ServiceBuilder::new()
-        .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async {
-            ApiError::Upstream(crate::upstream::UpstreamError::Timeout(REQUEST_TIMEOUT))
-        }))
-        .timeout(REQUEST_TIMEOUT);
-    // Event streams last as long as the log grows: no request timeout for them.
-    let streams = Router::new().route("/llm/logs/{instance_id}/stream", get(stream::stream_logs));
     Router::new()
         .route("/llm/logs", get(logs::get_logs))
         .route("/llm/logs/{instance_id}/raw", get(logs::get_raw))
@@ -78,15 +68,13 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route_layer(timeout)
-        .merge(streams)
+        .route("/llm/logs/{instance_id}/stream", get(stream::stream_logs))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(limits)
         .layer(tower::util::option_layer(cors))
-        .layer(axum::middleware::from_fn(front))
+        .layer(axum::middleware::from_fn_with_state(permits, front))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
             let body = serde_json::json!({"error": {"code": "internal", "message": "internal error"}});
@@ -116,14 +104,32 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
 }
 
 /// The outermost middleware (one layer, one clone per request): counts and times the
-/// request, and refuses headers over [`MAX_HEADER_BYTES`] (431).
-async fn front(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+/// request; refuses headers over [`MAX_HEADER_BYTES`] (431); sheds requests beyond
+/// `server.max_concurrent_requests` (503); and bounds every request but event streams
+/// by [`REQUEST_TIMEOUT`] (504).
+async fn front(
+    axum::extract::State(permits): axum::extract::State<Arc<tokio::sync::Semaphore>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let size: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    let streams = req.uri().path().ends_with("/stream");
     crate::telemetry::track(req, |req| async move {
         if size > MAX_HEADER_BYTES {
             return ApiError::HeadersTooLarge.into_response();
         }
-        next.run(req).await
+        let Ok(_permit) = permits.try_acquire() else {
+            let message = "too many requests at once; try again shortly".into();
+            return ApiError::Overloaded { message, retry_after_secs: 1 }.into_response();
+        };
+        if streams {
+            // Event streams last as long as the log grows.
+            return next.run(req).await;
+        }
+        match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+            Ok(resp) => resp,
+            Err(_) => ApiError::Upstream(crate::upstream::UpstreamError::Timeout(REQUEST_TIMEOUT)).into_response(),
+        }
     })
     .await
 }
