@@ -1,16 +1,32 @@
 //! `SimCore`: the PowerJob server's state machine, pure and deterministic.
 //!
-//! No I/O, no clock, no tokio: every time-dependent call takes `now` (epoch ms), and
-//! the order of equal-timestamp rows at each rebuild comes from a seeded RNG. The HTTP
-//! layer ([`super::http`]) wraps it with the wall clock; property tests can drive it in
-//! virtual time. What it reproduces is in `powerjob-protocol.md` §2–§6: the H2 rows, the
-//! live map, the temporary file cached `LOG_CACHE_TIME`, the stable file served forever,
-//! the sync 60 s after finishing (reusing an existing stable file: the poisoning bug),
-//! placeholders, paging, CRLF servers, retries reusing the instance id.
+//! No I/O, no clock, no tokio: every time-dependent call takes `now` (epoch ms), and the
+//! order of equal-timestamp rows at each rebuild comes from a seeded RNG, so a property
+//! test can drive it in virtual time and replay a failure from its seed. The HTTP layer
+//! ([`super::http`]) wraps it with the wall clock.
+//!
+//! What it reproduces (`powerjob-protocol.md` §2–§6, `InstanceLogService` of 4.3.9/5.1.1):
+//! * the instance table and its status machine (§2.4–§2.10, §3);
+//! * worker batches that become H2 rows when they arrive, and the live map
+//!   (`instanceId2LastReportTime`) they enter;
+//! * the temporary file, rebuilt from the rows at most every `LOG_CACHE_TIME`, ties in
+//!   `logTime` in a new random order at every rebuild;
+//! * the stable file, served forever once it exists, including the "no online log"
+//!   placeholder written by a read that came too early (the poisoning bug, §6.10);
+//! * the sync `sync_delay_ms` after finishing that reuses an existing stable file,
+//!   uploads it to the DFS and deletes the rows (late batches then form a new live log);
+//! * paging (§4.2), rendering (§4.4), the download padding bug (§4.8), restarts (§6.13)
+//!   and retries reusing the instance id (§6.11).
+//!
+//! Every event (arrival, scripted status, sync) is kept in one time-ordered queue and
+//! applied by [`SimCore::tick`] in time order, so a late `tick` gives the same state as
+//! many small ones.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
+use chrono::{DateTime, FixedOffset, Offset, Utc};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -18,16 +34,27 @@ use serde_json::{json, Value};
 
 use super::script::JobScript;
 
-/// The text of a stable file written when there is no log (§4.5).
+/// The single line of the stable file written when there is no log (§4.5).
 pub const NO_ONLINE_LOG: &str = "SYSTEM: There is no online log for this job instance.";
-/// `StringPage.simple` text when preparing the file took longer than 5 s.
+/// `StringPage.simple` text when preparing the file took longer than 5 s (§4.5).
 pub const PREPARING: &str = "log file is being prepared, please try again later.";
-/// Lines per page (`MAX_LINE_COUNT`).
+/// Prefix of the `StringPage.simple` text when the log method threw (§4.5).
+pub const SERVER_EXCEPTION: &str = "oms-server execution exception, caused by ";
+/// Physical lines per page (`MAX_LINE_COUNT`).
 pub const PAGE_LINES: usize = 100;
-/// First instance id handed out (a real snowflake id, above 2^53).
+/// First instance id handed out: a real snowflake id, above 2^53 like every real one.
 pub const FIRST_INSTANCE_ID: i64 = 677_182_124_851_200_064;
-/// Server-side delay between a worker batch and its rows (async insert).
+/// Gap between consecutive instance ids (snowflake ids grow with time and sequence).
+const INSTANCE_ID_STEP: i64 = 4_096;
+/// Time between a worker batch reaching the server and its rows being inserted (the
+/// async `LOCAL_DB_POOL` insert).
 pub const INSERT_DELAY_MS: i64 = 20;
+/// Records per `WorkerLogReportReq` batch (§5).
+pub const BATCH_RECORDS: usize = 20;
+/// `OmsFileUtils.file2HttpResponse` buffer size: downloads are padded to a multiple of it.
+pub const DOWNLOAD_BUFFER: usize = 4_096;
+/// `gmtCreate`/`gmtModified` of the simulated jobs (2024-05-20T03:12:45Z).
+const JOB_GMT_CREATE: i64 = 1_716_174_765_000;
 
 /// Server generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,53 +68,54 @@ pub enum Version {
 /// A job that exists on the simulated server.
 #[derive(Clone, Debug)]
 pub struct SimJob {
-    /// Job id.
+    /// Job id (`jobId`).
     pub id: i64,
     /// `jobName`.
     pub name: String,
-    /// Static `jobParams`.
+    /// Static `jobParams`, copied into every instance.
     pub job_params: String,
-    /// What a run of it logs and how it ends; `None`: tests drive it by hand.
+    /// What a run logs and how it ends; `None`: the test drives the instance by hand.
     pub script: Option<Arc<JobScript>>,
 }
 
-/// The simulated server's configuration. Time constants are configurable so tests run
-/// in seconds.
+/// The simulated server's configuration. The time constants are configurable so that
+/// tests can run a whole lifecycle in seconds.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     /// 4.3.x or 5.1.x.
     pub version: Version,
-    /// The app's id.
+    /// The one app's id.
     pub app_id: i64,
-    /// The app's name.
+    /// The one app's name.
     pub app_name: String,
-    /// The app's password.
+    /// The app's password (plaintext; `/authApp` also accepts its MD5).
     pub app_password: String,
-    /// 5.x console user.
+    /// 5.x console user; `ADMIN` is a global admin, any other user has no app role.
     pub console_username: String,
     /// 5.x console password.
     pub console_password: String,
-    /// 5.x `oms.auth.openapi.enable`.
+    /// 5.x `oms.auth.openapi.enable`: require app tokens on `/openApi/**`.
     pub openapi_auth: bool,
-    /// Lifetime of app tokens and console JWTs.
+    /// Lifetime of app and console tokens (`oms.auth.security.jwt.expire-seconds`).
     pub token_ttl_ms: i64,
-    /// `LOG_CACHE_TIME`.
+    /// `LOG_CACHE_TIME`: how long a temporary file is served without a rebuild.
     pub log_cache_ms: i64,
-    /// Delay of the sync after an instance finished.
+    /// Delay between an instance finishing and its log sync.
     pub sync_delay_ms: i64,
-    /// Worker flush interval (scripted runs).
+    /// Worker flush cadence, used when playing scripts.
     pub worker_flush_ms: i64,
-    /// Windows server: `\r\n` separators.
+    /// `true`: a Windows server, whose line separator is `"\r\n"`.
     pub crlf: bool,
-    /// Server time zone used to format log lines.
+    /// The server's time zone, used to format log line times.
     pub utc_offset_minutes: i32,
-    /// Whether synced logs are uploaded to a DFS.
+    /// `true`: synced logs are uploaded to a DFS (and downloaded when the stable file is
+    /// missing); `false`: `EmptyDFsService`.
     pub dfs: bool,
-    /// RNG seed (tie order at rebuilds, tokens).
+    /// Seed of the RNG that orders equal-timestamp rows.
     pub seed: u64,
-    /// The default worker address.
+    /// The worker instances are dispatched to (`taskTrackerAddress`).
     pub worker: String,
-    /// Jobs that exist.
+    /// The jobs that exist.
     pub jobs: Vec<SimJob>,
 }
 
@@ -108,414 +136,359 @@ impl Default for SimConfig {
             crlf: false,
             utc_offset_minutes: 480,
             dfs: true,
-            seed: 7,
+            seed: 0,
             worker: "10.0.0.21:27777".into(),
             jobs: vec![SimJob { id: 12, name: "llm-start".into(), job_params: String::new(), script: None }],
         }
     }
 }
 
-/// `OmsLogger` log levels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Level {
-    /// DEBUG
-    Debug,
-    /// INFO
-    Info,
-    /// WARN
-    Warn,
-    /// ERROR
-    Error,
-}
-
-impl Level {
-    fn name(self) -> &'static str {
-        match self {
-            Level::Debug => "DEBUG",
-            Level::Info => "INFO",
-            Level::Warn => "WARN",
-            Level::Error => "ERROR",
+impl SimConfig {
+    /// The server's `System.lineSeparator()`.
+    pub fn separator(&self) -> &'static str {
+        if self.crlf {
+            "\r\n"
+        } else {
+            "\n"
         }
     }
 }
 
-/// One log record as a worker produces it.
-#[derive(Clone, Debug)]
+/// OmsLogger levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// `DEBUG`
+    Debug,
+    /// `INFO`
+    Info,
+    /// `WARN`
+    Warn,
+    /// `ERROR`
+    Error,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+        })
+    }
+}
+
+/// One OmsLogger record as a worker produces it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
-    /// Worker clock, epoch ms.
+    /// The worker's clock when the log call happened, epoch ms.
     pub log_time: i64,
     /// Level.
     pub level: Level,
-    /// Message; may contain newlines (a stack trace ends with one).
+    /// Content; may contain `'\n'` (a stack trace ends with `'\n'`).
     pub content: String,
-    /// Reporting worker `ip:port`.
+    /// The reporting worker's `ip:port`.
     pub worker: String,
 }
 
-/// One `/instance/log` answer (`StringPage`).
+/// One page of `/instance/log` (`StringPage`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StringPage {
-    /// Echoed (or forced 0) index.
+    /// The page index, as echoed by the server.
     pub index: i64,
-    /// Pages in the file.
+    /// `ceil(lines / 100)` of the file served.
     pub total_pages: i64,
-    /// Page text.
+    /// The page's lines, each followed by the server's separator.
     pub data: String,
 }
 
-/// A log file on the server's disk: its lines, shared (pages slice it, never copy it).
-type File = Arc<Vec<String>>;
+impl StringPage {
+    /// `StringPage.simple(text)`: index 0, one page, no trailing separator.
+    pub fn simple(text: impl Into<String>) -> Self {
+        StringPage { index: 0, total_pages: 1, data: text.into() }
+    }
 
+    /// The JSON `StringPage`.
+    pub fn to_json(&self) -> Value {
+        json!({"index": self.index, "totalPages": self.total_pages, "data": self.data})
+    }
+}
+
+/// Which file a read was served from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFile {
+    /// `<id>-temporary.log`: the live log, rebuilt every `log_cache_ms`.
+    Temporary,
+    /// `<id>-stable.log`: served forever once it exists.
+    Stable,
+}
+
+/// A row of `local_instance_log`, with the order in which it was delivered.
 #[derive(Clone, Debug)]
 struct Row {
-    record: Record,
     seq: u64,
+    record: Record,
 }
 
-#[derive(Clone, Debug)]
-enum Event {
-    Running,
-    Finish { status: i32, result: String },
-}
-
+/// An instance row (what `InstanceInfoDTO` is copied from).
 #[derive(Clone, Debug)]
 struct Instance {
     job_id: i64,
+    app_id: i64,
     job_params: String,
     instance_params: Option<String>,
     status: i32,
     result: Option<String>,
-    expected_trigger: i64,
-    actual_trigger: Option<i64>,
-    finished: Option<i64>,
-    tracker: Option<String>,
+    expected_trigger_time: Option<i64>,
+    actual_trigger_time: Option<i64>,
+    finished_time: Option<i64>,
+    task_tracker_address: Option<String>,
     running_times: i64,
     gmt_create: i64,
     gmt_modified: i64,
-    /// H2 rows (`local_instance_log`).
+    /// Run generation: a retry starts a new one, and events of older runs are ignored.
+    run: u64,
+}
+
+/// The server's log state of one instance id (also for ids that have no instance row:
+/// reading an unknown id writes a stable file too).
+#[derive(Clone, Debug, Default)]
+struct LogState {
+    /// H2 rows that have arrived.
     rows: Vec<Row>,
-    /// Worker batches on their way: (arrival, records, real log times).
-    pending: Vec<(i64, Vec<Record>, Vec<i64>)>,
-    /// Id in `instanceId2LastReportTime`.
+    /// The id is in `instanceId2LastReportTime`.
     live: bool,
-    temp_file: Option<(i64, File)>,
-    stable_file: Option<File>,
-    sync_at: Option<i64>,
-    events: Vec<(i64, Event)>,
-    /// Every record ever delivered (for `final_lines`).
-    all: Vec<Row>,
-    /// When the temporary file was rebuilt (for freshness measurements).
+    /// `<id>-temporary.log`: built at, lines.
+    temp: Option<(i64, Vec<String>)>,
+    /// `<id>-stable.log`.
+    stable: Option<Vec<String>>,
+    /// Every record ever delivered (pending ones included), for [`SimCore::final_lines`].
+    delivered: Vec<Row>,
+    /// When the temporary file was (re)built, for [`SimCore::rebuilds`].
     rebuilds: Vec<i64>,
 }
 
-/// The simulated PowerJob server (see the module docs).
+/// Something that happens at a given time.
+#[derive(Clone, Debug)]
+enum Event {
+    /// A worker batch reaches the server. `logged_at` is the real time each record was
+    /// logged (to cancel the lines a stopped processor never logs); `run` is set for
+    /// scripted batches.
+    Arrive { id: i64, rows: Vec<(i64, Row)>, run: Option<u64> },
+    /// A delayed run leaves the time wheel.
+    Dispatch { id: i64, run: u64 },
+    /// The worker's first status report of a scripted run.
+    Running { id: i64, run: u64 },
+    /// The scripted run's final status report.
+    Finish { id: i64, run: u64, status: i32, result: String },
+    /// The log sync timer (in server memory: a restart loses it).
+    Sync { id: i64 },
+}
+
+/// The simulated PowerJob server: instance table, log storage, scheduled events.
+#[derive(Debug)]
 pub struct SimCore {
     cfg: SimConfig,
     rng: StdRng,
-    instances: BTreeMap<i64, Instance>,
-    dfs: BTreeMap<i64, File>,
     next_id: i64,
-    seq: u64,
+    next_seq: u64,
+    instances: BTreeMap<i64, Instance>,
+    logs: BTreeMap<i64, LogState>,
+    /// The DFS bucket `log`: `oms-<id>.log` objects. Survives restarts.
+    dfs: BTreeMap<i64, Vec<String>>,
+    /// Pending events by (time, insertion order).
+    queue: BTreeMap<(i64, u64), Event>,
+    next_event: u64,
 }
 
 impl SimCore {
-    /// A server with no instances.
+    /// A fresh server with `cfg`'s jobs and no instances.
     pub fn new(cfg: SimConfig) -> Self {
-        let rng = StdRng::seed_from_u64(cfg.seed);
-        SimCore { cfg, rng, instances: BTreeMap::new(), dfs: BTreeMap::new(), next_id: FIRST_INSTANCE_ID, seq: 0 }
+        SimCore {
+            rng: StdRng::seed_from_u64(cfg.seed),
+            cfg,
+            next_id: FIRST_INSTANCE_ID,
+            next_seq: 0,
+            instances: BTreeMap::new(),
+            logs: BTreeMap::new(),
+            dfs: BTreeMap::new(),
+            queue: BTreeMap::new(),
+            next_event: 0,
+        }
     }
 
-    /// The configuration.
+    /// The configuration it was built with.
     pub fn config(&self) -> &SimConfig {
         &self.cfg
     }
 
-    /// Whether `id` exists.
+    /// The job with this id, if it exists.
+    pub fn job(&self, job_id: i64) -> Option<&SimJob> {
+        self.cfg.jobs.iter().find(|j| j.id == job_id)
+    }
+
+    /// Whether the instance table holds this id.
     pub fn has_instance(&self, id: i64) -> bool {
         self.instances.contains_key(&id)
     }
 
-    // ---- scripting ----------------------------------------------------------------
+    /// Whether the id is currently in the live map (`instanceId2LastReportTime`).
+    pub fn is_live(&self, id: i64) -> bool {
+        self.logs.get(&id).is_some_and(|l| l.live)
+    }
 
-    /// A new instance in WAITING_DISPATCH (1).
+    // --- scripting -------------------------------------------------------------------
+
+    /// New instance in WAITING_DISPATCH (status 1). Ids are snowflake-like, > 2^53
+    /// (start at 677182124851200064 and increase by a few thousand per instance).
     pub fn create_instance(&mut self, job_id: i64, instance_params: Option<String>, now: i64) -> i64 {
+        self.tick(now);
         let id = self.next_id;
-        self.next_id += 4_194_304 + 77; // the next snowflake a few ms later
-        let job_params =
-            self.cfg.jobs.iter().find(|j| j.id == job_id).map(|j| j.job_params.clone()).unwrap_or_default();
+        self.next_id = self.next_id.saturating_add(INSTANCE_ID_STEP);
+        let job_params = self.job(job_id).map(|j| j.job_params.clone()).unwrap_or_default();
         self.instances.insert(
             id,
             Instance {
                 job_id,
+                app_id: self.cfg.app_id,
                 job_params,
                 instance_params,
                 status: 1,
                 result: None,
-                expected_trigger: now,
-                actual_trigger: None,
-                finished: None,
-                tracker: None,
+                expected_trigger_time: Some(now),
+                actual_trigger_time: None,
+                finished_time: None,
+                task_tracker_address: None,
                 running_times: 0,
                 gmt_create: now,
                 gmt_modified: now,
-                rows: Vec::new(),
-                pending: Vec::new(),
-                live: false,
-                temp_file: None,
-                stable_file: None,
-                sync_at: None,
-                events: Vec::new(),
-                all: Vec::new(),
-                rebuilds: Vec::new(),
+                run: 0,
             },
         );
         id
     }
 
-    /// Dispatch to the worker: WAITING_WORKER_RECEIVE (2).
+    /// Dispatch succeeded: status 2, `actualTriggerTime`, `taskTrackerAddress` = the worker.
     pub fn dispatch(&mut self, id: i64, now: i64) {
-        let worker = self.cfg.worker.clone();
-        if let Some(i) = self.instances.get_mut(&id) {
-            i.status = 2;
-            i.actual_trigger = Some(now);
-            i.tracker = Some(worker);
-            i.gmt_modified = now;
-        }
+        self.tick(now);
+        self.apply_dispatch(id, now);
     }
 
-    /// The worker's first report: RUNNING (3).
-    pub fn set_running(&mut self, id: i64, now: i64) {
-        if let Some(i) = self.instances.get_mut(&id) {
-            i.status = 3;
-            i.running_times += 1;
-            i.gmt_modified = now;
-        }
-    }
-
-    /// A final status (4, 5, 9, 10); schedules the sync (not for CANCELED).
-    pub fn finish(&mut self, id: i64, status: i32, result: &str, now: i64) {
-        let delay = self.cfg.sync_delay_ms;
-        if let Some(i) = self.instances.get_mut(&id) {
-            i.status = status;
-            i.result = Some(result.to_owned());
-            i.finished = Some(now);
-            i.gmt_modified = now;
-            i.events.clear();
-            if status != 9 {
-                i.sync_at = Some(now + delay);
-            }
-        }
-    }
-
-    /// Dispatch failed: FAILED with `no worker available` and tracker `N/A`.
+    /// Dispatch failed for lack of workers: status 4, `no worker available`, tracker
+    /// `N/A`, finished at once (and synced later, like every finish but a cancel).
     pub fn fail_no_worker(&mut self, id: i64, now: i64) {
-        if let Some(i) = self.instances.get_mut(&id) {
-            i.actual_trigger = Some(now);
-            i.tracker = Some("N/A".into());
+        self.tick(now);
+        if let Some(inst) = self.instances.get_mut(&id) {
+            inst.actual_trigger_time = Some(now);
+            inst.task_tracker_address = Some("N/A".into());
         }
-        self.finish(id, 4, "no worker available", now);
+        self.apply_finish(id, 4, "no worker available", now);
     }
 
-    /// A worker batch reaching the server at `arrive_at`.
+    /// The worker's first report of this run: status 3, `runningTimes += 1`. Ignored
+    /// unless the instance is waiting (1 or 2), as the server ignores stale reports.
+    pub fn set_running(&mut self, id: i64, now: i64) {
+        self.tick(now);
+        self.apply_running(id, now);
+    }
+
+    /// Final status 4/5/9/10 with `result`, `finishedTime = now`; the log sync follows
+    /// `sync_delay_ms` later (not for 9, CANCELED). Cancels the scripted status reports
+    /// still due for this run.
+    pub fn finish(&mut self, id: i64, status: i32, result: &str, now: i64) {
+        self.tick(now);
+        if let Some(run) = self.instances.get(&id).map(|i| i.run) {
+            self.queue.retain(|_, e| !matches!(e, Event::Running { id: i, run: r } | Event::Finish { id: i, run: r, .. } if *i == id && *r == run));
+        }
+        self.apply_finish(id, status, result, now);
+    }
+
+    /// A worker batch that reaches the server at `arrive_at` (may be in the past or future).
+    /// Until then it is invisible; at `arrive_at` the instance becomes "live" (its id enters
+    /// instanceId2LastReportTime) and the rows are inserted.
+    ///
+    /// An empty `records` makes the id live without rows: the moment between the map
+    /// entry and the insert, whose read caches an empty file (§4.5, §6 pitfall 4).
     pub fn deliver(&mut self, id: i64, records: Vec<Record>, arrive_at: i64) {
-        if let Some(i) = self.instances.get_mut(&id) {
-            let times = records.iter().map(|r| r.log_time).collect();
-            i.pending.push((arrive_at, records, times));
-        }
+        let rows: Vec<(i64, Row)> =
+            records.into_iter().map(|record| (arrive_at, self.delivered_row(id, record))).collect();
+        self.schedule(arrive_at, Event::Arrive { id, rows, run: None });
     }
 
-    /// Server restart: H2, the live map and in-flight batches are lost; files survive.
+    /// Server restart (§6 pitfall 13): H2 rows, live map, pending batches that already
+    /// arrived are lost; files on disk (stable files) survive; instance table survives.
+    ///
+    /// The sync timers are lost too (they live in server memory), so an instance that
+    /// finished less than `sync_delay_ms` ago is never synced. Batches still on their way
+    /// and the workers' future status reports are not affected.
     pub fn restart(&mut self, now: i64) {
         self.tick(now);
-        for i in self.instances.values_mut() {
-            i.rows.clear();
-            i.live = false;
+        for log in self.logs.values_mut() {
+            log.rows.clear();
+            log.live = false;
         }
+        self.queue.retain(|_, e| !matches!(e, Event::Sync { .. }));
     }
 
-    /// Every line a reader that never poisons the log can see: all records ever
-    /// delivered, sorted by log time (ties in delivery order), rendered and split.
+    /// Every line a perfect reader can ever see for this instance: all records ever
+    /// delivered (pending ones included), sorted by log_time (ties: delivery order),
+    /// rendered (§4.4) and split into lines without separators. What a client that
+    /// never poisons the log should end up holding (as a multiset).
     pub fn final_lines(&self, id: i64) -> Vec<String> {
-        let Some(i) = self.instances.get(&id) else { return Vec::new() };
-        let mut rows: Vec<Row> = i.all.clone();
-        let mut seq = self.seq;
-        for (_, records, _) in &i.pending {
-            for r in records {
-                seq += 1;
-                rows.push(Row { record: r.clone(), seq });
-            }
-        }
+        let Some(log) = self.logs.get(&id) else { return Vec::new() };
+        let mut rows: Vec<&Row> = log.delivered.iter().collect();
         rows.sort_by_key(|r| (r.record.log_time, r.seq));
-        rows.iter().flat_map(|r| self.render(&r.record)).collect()
+        render_file(rows.into_iter().map(|r| &r.record), &self.cfg)
     }
 
-    /// When the server rebuilt this instance's temporary log file (epoch ms).
+    /// When the server (re)built this instance's temporary file, epoch ms, oldest first:
+    /// a line that arrived at `t` is visible from the first rebuild at or after `t`.
     pub fn rebuilds(&self, id: i64) -> Vec<i64> {
-        self.instances.get(&id).map(|i| i.rebuilds.clone()).unwrap_or_default()
+        self.logs.get(&id).map(|l| l.rebuilds.clone()).unwrap_or_default()
     }
 
-    // ---- time ---------------------------------------------------------------------
+    // --- protocol --------------------------------------------------------------------
 
-    /// Applies everything due by `now`, in time order: scripted status changes, batch
-    /// arrivals, syncs.
+    /// Applies everything due at or before `now`, in time order: batch arrivals,
+    /// delayed dispatches, scripted status reports, syncs.
     pub fn tick(&mut self, now: i64) {
-        let ids: Vec<i64> = self.instances.keys().copied().collect();
-        for id in ids {
-            self.tick_one(id, now);
-        }
-    }
-
-    /// [`SimCore::tick`] for one instance (instances are independent; a request only
-    /// needs its own instance brought up to date).
-    pub fn tick_one(&mut self, id: i64, now: i64) {
-        while let Some(i) = self.instances.get(&id) {
-            let next_event = i.events.iter().map(|(t, _)| *t).filter(|t| *t <= now).min();
-            let next_arrival = i.pending.iter().map(|(t, _, _)| *t).filter(|t| *t <= now).min();
-            let next_sync = i.sync_at.filter(|t| *t <= now);
-            let next = [next_event, next_arrival, next_sync].into_iter().flatten().min();
-            let Some(t) = next else { break };
-            if next_event == Some(t) {
-                self.apply_event(id, t);
-            } else if next_arrival == Some(t) {
-                self.arrive(id, t);
-            } else {
-                self.sync(id);
+        while let Some(entry) = self.queue.first_entry() {
+            let at = entry.key().0;
+            if at > now {
+                break;
             }
+            let event = entry.remove();
+            self.apply(event, at);
         }
     }
 
-    fn apply_event(&mut self, id: i64, t: i64) {
-        let Some(i) = self.instances.get_mut(&id) else { return };
-        let Some(pos) = i.events.iter().position(|(at, _)| *at == t) else { return };
-        let (_, event) = i.events.remove(pos);
-        match event {
-            Event::Running => self.set_running(id, t),
-            Event::Finish { status, result } => self.finish(id, status, &result, t),
-        }
-    }
-
-    fn arrive(&mut self, id: i64, t: i64) {
-        let Some(i) = self.instances.get_mut(&id) else { return };
-        let Some(pos) = i.pending.iter().position(|(at, _, _)| *at == t) else { return };
-        let (_, records, _) = i.pending.remove(pos);
-        // The id enters the live map before the rows are inserted.
-        i.live = true;
-        for record in records {
-            self.seq += 1;
-            let row = Row { record, seq: self.seq };
-            i.rows.push(row.clone());
-            i.all.push(row);
-        }
-    }
-
-    fn sync(&mut self, id: i64) {
-        let rows = self.instances.get(&id).map(|i| i.rows.clone()).unwrap_or_default();
-        let lines = self.sorted_lines(&rows, false);
-        let dfs = self.cfg.dfs;
-        let Some(i) = self.instances.get_mut(&id) else { return };
-        i.sync_at = None;
-        // The existing stable file is reused: a placeholder written by an early read wins.
-        if i.stable_file.is_none() {
-            i.stable_file = Some(Arc::new(if i.rows.is_empty() { vec![NO_ONLINE_LOG.to_owned()] } else { lines }));
-        }
-        if dfs {
-            self.dfs.insert(id, i.stable_file.clone().unwrap_or_default());
-        }
-        i.rows.clear();
-        i.live = false;
-    }
-
-    // ---- protocol -----------------------------------------------------------------
-
-    /// `/instance/log` (§4.1–4.5).
+    /// One page of `/instance/log` (§4.1–4.5), including the "no online log" stable file.
     pub fn log_page(&mut self, id: i64, index: i64, now: i64) -> StringPage {
-        self.tick_one(id, now);
-        let lines = self.prepare_file(id, now);
-        let sep = if self.cfg.crlf { "\r\n" } else { "\n" };
-        let total = lines.len().div_ceil(PAGE_LINES) as i64;
-        let data = if index < 0 || index >= total {
-            String::new()
-        } else {
-            let from = index as usize * PAGE_LINES;
-            let to = (from + PAGE_LINES).min(lines.len());
-            let mut data = String::new();
-            for l in &lines[from..to] {
-                data.push_str(l);
-                data.push_str(sep);
-            }
-            data
-        };
-        StringPage { index, total_pages: total, data }
+        self.tick(now);
+        let kind = self.prepare(id, now);
+        let sep = self.cfg.separator();
+        page(self.file(id, kind), index, sep)
     }
 
-    /// `/instance/downloadLog`: the whole file, padded to 4096-byte blocks (§4.8 bug).
-    pub fn download_log(&mut self, id: i64, now: i64) -> Vec<u8> {
-        self.tick_one(id, now);
-        let lines = self.prepare_file(id, now);
-        let sep = if self.cfg.crlf { "\r\n" } else { "\n" };
-        let mut body = Vec::new();
-        for l in lines.iter() {
-            body.extend_from_slice(l.as_bytes());
-            body.extend_from_slice(sep.as_bytes());
-        }
-        let padded = body.len().div_ceil(4096) * 4096;
-        body.resize(padded, 0);
-        body
+    /// `/instance/downloadLog`: the file, padded to a multiple of 4096 bytes by the
+    /// `file2HttpResponse` bug (§4.8). `None` would be a failed preparation (a JSON
+    /// failure envelope); the simulated preparation never fails.
+    pub fn download_log(&mut self, id: i64, now: i64) -> Option<Vec<u8>> {
+        self.download_log_file(id, now).map(|(_, body)| body)
     }
 
-    /// The file a read serves now (§4.3 step 2).
-    fn prepare_file(&mut self, id: i64, now: i64) -> File {
-        let cache = self.cfg.log_cache_ms;
-        let Some(i) = self.instances.get(&id) else {
-            // Unknown instance: the placeholder (and, on a real server, a stable file).
-            return Arc::new(vec![NO_ONLINE_LOG.to_owned()]);
-        };
-        if i.live {
-            if let Some((built, lines)) = &i.temp_file {
-                if now - built < cache {
-                    return lines.clone();
-                }
-            }
-            let lines = Arc::new(self.sorted_lines(&i.rows.clone(), true));
-            let i = self.instances.get_mut(&id).expect("checked above");
-            i.temp_file = Some((now, lines.clone()));
-            i.rebuilds.push(now);
-            return lines;
-        }
-        if let Some(stable) = &i.stable_file {
-            return stable.clone();
-        }
-        let lines = self.dfs.get(&id).cloned().unwrap_or_else(|| Arc::new(vec![NO_ONLINE_LOG.to_owned()]));
-        let i = self.instances.get_mut(&id).expect("checked above");
-        i.stable_file = Some(lines.clone());
-        lines
+    /// As [`SimCore::download_log`], with the file the body came from (for the
+    /// `Content-Disposition` file name).
+    pub fn download_log_file(&mut self, id: i64, now: i64) -> Option<(LogFile, Vec<u8>)> {
+        self.tick(now);
+        let kind = self.prepare(id, now);
+        let sep = self.cfg.separator();
+        let text: String = self.file(id, kind).iter().flat_map(|l| [l.as_str(), sep]).collect();
+        Some((kind, pad_like_file2http(text.as_bytes())))
     }
 
-    fn sorted_lines(&mut self, rows: &[Row], shuffle_ties: bool) -> Vec<String> {
-        let mut rows: Vec<&Row> = rows.iter().collect();
-        if shuffle_ties {
-            rows.shuffle(&mut self.rng);
-            rows.sort_by_key(|r| r.record.log_time); // stable: ties keep the shuffled order
-        } else {
-            rows.sort_by_key(|r| (r.record.log_time, r.seq));
-        }
-        rows.iter().flat_map(|r| self.render(&r.record)).collect()
-    }
-
-    /// `"yyyy-MM-dd HH:mm:ss.SSS [worker] LEVEL content"`, split like `readLine`.
-    fn render(&self, r: &Record) -> Vec<String> {
-        let local = r.log_time + i64::from(self.cfg.utc_offset_minutes) * 60_000;
-        let time = chrono::DateTime::from_timestamp_millis(local)
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
-            .unwrap_or_default();
-        let text = format!("{time} [{}] {} {}", r.worker, r.level.name(), r.content);
-        split_read_line(&text)
-    }
-
-    /// `runJob` (§2.4): creates the instance and plays the job's script, if any.
-    ///
-    /// # Errors
-    /// The failure message of an unknown job.
+    /// `/openApi/runJob`: a new instance, dispatched at once (`delay_ms <= 0`) or after
+    /// `delay_ms`; a job with a script then plays it. The error is the envelope's message.
     pub fn run_job(
         &mut self,
         job_id: i64,
@@ -523,126 +496,93 @@ impl SimCore {
         delay_ms: i64,
         now: i64,
     ) -> Result<i64, String> {
-        let Some(job) = self.cfg.jobs.iter().find(|j| j.id == job_id).cloned() else {
+        self.tick(now);
+        if self.job(job_id).is_none() {
             return Err(format!("IllegalArgumentException: can't find job by jobId: {job_id}"));
-        };
-        let id = self.create_instance(job_id, instance_params, now);
-        let start = now + delay_ms.max(0);
-        if let Some(i) = self.instances.get_mut(&id) {
-            i.expected_trigger = start;
         }
-        self.start_run(id, job.script.as_deref(), start);
+        let id = self.create_instance(job_id, instance_params, now);
+        let at = now.saturating_add(delay_ms.max(0));
+        if let Some(inst) = self.instances.get_mut(&id) {
+            inst.expected_trigger_time = Some(at);
+        }
+        if delay_ms <= 0 {
+            self.start_run(id, now);
+        } else {
+            self.schedule(at, Event::Dispatch { id, run: 0 });
+        }
         Ok(id)
     }
 
-    /// Dispatches at `start` and schedules the script's lines and status changes.
-    fn start_run(&mut self, id: i64, script: Option<&JobScript>, start: i64) {
-        self.dispatch(id, start);
-        let Some(script) = script else { return };
-        let flush = self.cfg.worker_flush_ms.max(1);
-        let default_worker = self.cfg.worker.clone();
-        let Some(i) = self.instances.get_mut(&id) else { return };
-        i.events.push((start + script.running_at_ms, Event::Running));
-        i.events.push((
-            start + script.end_ms,
-            Event::Finish { status: script.final_status, result: script.result.clone() },
-        ));
-        // Group lines into worker batches: each worker ships at its flush ticks, 20
-        // records a batch.
-        let mut batches: BTreeMap<(usize, i64), Vec<(Record, i64)>> = BTreeMap::new();
-        for line in &script.lines {
-            let w = script.workers.get(line.worker);
-            let (address, skew, phase) =
-                w.map_or((default_worker.clone(), 0, 0), |w| (w.address.clone(), w.clock_skew_ms, w.flush_phase_ms));
-            let real = start + line.at_ms;
-            let tick = start + phase + ((real - start - phase).div_euclid(flush) + 1) * flush;
-            let record =
-                Record { log_time: real + skew, level: line.level, content: line.content.clone(), worker: address };
-            batches.entry((line.worker, tick)).or_default().push((record, real));
-        }
-        for ((_, tick), records) in batches {
-            for (k, chunk) in records.chunks(20).enumerate() {
-                let times = chunk.iter().map(|(_, real)| *real).collect();
-                let recs = chunk.iter().map(|(r, _)| r.clone()).collect();
-                i.pending.push((tick + INSERT_DELAY_MS + k as i64, recs, times));
-            }
-        }
-    }
-
-    /// `stopInstance` (§2.6).
-    ///
-    /// # Errors
-    /// PowerJob's failure message.
+    /// `/openApi/stopInstance` (§2.6): only 1, 2, 3; → 10 `stopped by user`. The scripted
+    /// lines not logged yet and the scripted reports are cancelled; lines already logged
+    /// still arrive with the worker's next flush.
     pub fn stop_instance(&mut self, id: i64, now: i64) -> Result<(), String> {
-        self.tick_one(id, now);
-        let Some(i) = self.instances.get_mut(&id) else {
+        self.tick(now);
+        let Some(inst) = self.instances.get(&id) else {
             return Err(format!("IllegalArgumentException: can't find instance by instanceId: {id}"));
         };
-        if !(1..=3).contains(&i.status) {
+        if !matches!(inst.status, 1..=3) {
             return Err("IllegalArgumentException: can't stop finished instance!".into());
         }
-        // Lines not logged yet never will be; logged but unflushed ones still arrive.
-        for (_, records, times) in &mut i.pending {
-            let keep: Vec<bool> = times.iter().map(|t| *t <= now).collect();
-            let mut k = keep.iter();
-            records.retain(|_| *k.next().unwrap_or(&false));
-            times.retain(|t| *t <= now);
-        }
-        i.pending.retain(|(_, r, _)| !r.is_empty());
-        self.finish(id, 10, "stopped by user", now);
+        let run = inst.run;
+        self.cancel_run(id, run, now);
+        self.apply_finish(id, 10, "stopped by user", now);
         Ok(())
     }
 
-    /// `cancelInstance` (§2.7).
-    ///
-    /// # Errors
-    /// PowerJob's failure message.
+    /// `/openApi/cancelInstance` (§2.7): only while status 1 (a delayed run still in the
+    /// time wheel) → 9 `canceled by user`, no sync.
     pub fn cancel_instance(&mut self, id: i64, now: i64) -> Result<(), String> {
-        self.tick_one(id, now);
-        let Some(i) = self.instances.get_mut(&id) else {
+        self.tick(now);
+        let Some(inst) = self.instances.get(&id) else {
             return Err(format!("IllegalArgumentException: can't find instance by instanceId: {id}"));
         };
-        if i.status != 1 {
+        if inst.status != 1 {
             return Err("PowerJobException: instance already up and running".into());
         }
-        i.pending.clear();
-        self.finish(id, 9, "canceled by user", now);
+        let run = inst.run;
+        self.cancel_run(id, run, now);
+        self.apply_finish(id, 9, "canceled by user", now);
         Ok(())
     }
 
-    /// `retryInstance` (§2.8): the same id runs again; the old stable file stays.
-    ///
-    /// # Errors
-    /// PowerJob's failure message.
+    /// `/openApi/retryInstance` (§2.8): only finished instances. The same id goes back to
+    /// 1 with its times reset and is dispatched again (playing the job's script again).
+    /// The old stable file stays, so after this run's sync the *old* log is served
+    /// (§6 pitfall 11); a sync still pending from the previous run fires as scheduled.
     pub fn retry_instance(&mut self, id: i64, now: i64) -> Result<(), String> {
-        self.tick_one(id, now);
-        let Some(i) = self.instances.get_mut(&id) else {
+        self.tick(now);
+        let Some(inst) = self.instances.get_mut(&id) else {
             return Err(format!("IllegalArgumentException: can't find instance by instanceId: {id}"));
         };
-        if ![4, 5, 9, 10].contains(&i.status) {
+        if !matches!(inst.status, 4 | 5 | 9 | 10) {
             return Err("PowerJobException: Only stopped instance can be retry!".into());
         }
-        i.status = 1;
-        i.expected_trigger = now;
-        i.finished = None;
-        i.actual_trigger = None;
-        i.tracker = None;
-        i.result = None;
-        i.gmt_modified = now;
-        let job_id = i.job_id;
-        let script = self.cfg.jobs.iter().find(|j| j.id == job_id).and_then(|j| j.script.clone());
-        self.start_run(id, script.as_deref(), now);
+        inst.status = 1;
+        inst.run = inst.run.wrapping_add(1);
+        inst.expected_trigger_time = Some(now);
+        inst.actual_trigger_time = None;
+        inst.finished_time = None;
+        inst.task_tracker_address = None;
+        inst.result = None;
+        inst.gmt_modified = now;
+        self.start_run(id, now);
         Ok(())
     }
 
-    /// `fetchInstanceInfo` data (InstanceInfoDTO, field for field), or `None`.
+    /// The instance's status, if it exists.
+    pub fn instance_status(&mut self, id: i64, now: i64) -> Option<i32> {
+        self.tick(now);
+        self.instances.get(&id).map(|i| i.status)
+    }
+
+    /// `InstanceInfoDTO`, field for field (§2.10).
     pub fn instance_info(&mut self, id: i64, now: i64) -> Option<Value> {
-        self.tick_one(id, now);
-        let app_id = self.cfg.app_id;
+        self.tick(now);
         let i = self.instances.get(&id)?;
         Some(json!({
             "jobId": i.job_id,
-            "appId": app_id,
+            "appId": i.app_id,
             "instanceId": id,
             "wfInstanceId": null,
             "jobParams": i.job_params,
@@ -650,177 +590,755 @@ impl SimCore {
             "status": i.status,
             "type": 1,
             "result": i.result,
-            "expectedTriggerTime": i.expected_trigger,
-            "actualTriggerTime": i.actual_trigger,
-            "finishedTime": i.finished,
-            "taskTrackerAddress": i.tracker,
+            "expectedTriggerTime": i.expected_trigger_time,
+            "actualTriggerTime": i.actual_trigger_time,
+            "finishedTime": i.finished_time,
+            "taskTrackerAddress": i.task_tracker_address,
             "runningTimes": i.running_times,
             "gmtCreate": iso(i.gmt_create),
             "gmtModified": iso(i.gmt_modified),
         }))
     }
 
-    /// `fetchInstanceStatus` data.
-    pub fn instance_status(&mut self, id: i64, now: i64) -> Option<i32> {
-        self.tick_one(id, now);
-        self.instances.get(&id).map(|i| i.status)
+    /// Every instance, as `InstanceInfoDTO`s in id order (for `/openApi/queryInstance`).
+    pub fn instances_info(&mut self, now: i64) -> Vec<Value> {
+        self.tick(now);
+        let ids: Vec<i64> = self.instances.keys().copied().collect();
+        ids.into_iter().filter_map(|id| self.instance_info(id, now)).collect()
     }
 
-    /// `fetchJob` data (JobInfoDTO, field for field), or `None`.
+    /// `JobInfoDTO`, field for field (§2.12): an API-triggered standalone job that logs
+    /// online at INFO.
     pub fn job_info(&self, job_id: i64) -> Option<Value> {
-        let job = self.cfg.jobs.iter().find(|j| j.id == job_id)?;
+        let job = self.job(job_id)?;
         Some(json!({
-            "id": job.id, "jobName": job.name, "jobDescription": "", "appId": self.cfg.app_id,
-            "jobParams": job.job_params, "timeExpressionType": 1, "timeExpression": null,
-            "executeType": 1, "processorType": 2, "processorInfo": "/opt/llm/bin/start_vllm.sh",
-            "maxInstanceNum": 0, "concurrency": 5, "instanceTimeLimit": 0, "instanceRetryNum": 0,
-            "taskRetryNum": 0, "status": 1, "nextTriggerTime": null, "minCpuCores": 0.0,
-            "minMemorySpace": 0.0, "minDiskSpace": 0.0, "designatedWorkers": "", "maxWorkerCount": 0,
-            "notifyUserIds": null, "gmtCreate": "2024-05-20T03:12:45.000+00:00",
-            "gmtModified": "2024-05-28T09:40:11.000+00:00", "extra": null, "dispatchStrategy": 1,
-            "dispatchStrategyConfig": null, "lifecycle": "{}",
-            "alarmConfig": { "alertThreshold": 0, "statisticWindowLen": 0, "silenceWindowLen": 0 },
-            "tag": null, "logConfig": { "type": 1, "level": 2, "loggerName": null },
+            "id": job.id,
+            "jobName": job.name,
+            "jobDescription": "",
+            "appId": self.cfg.app_id,
+            "jobParams": job.job_params,
+            "timeExpressionType": 1,
+            "timeExpression": null,
+            "executeType": 1,
+            "processorType": 1,
+            "processorInfo": "tech.powerjob.sim.SimulatedProcessor",
+            "maxInstanceNum": 0,
+            "concurrency": 5,
+            "instanceTimeLimit": 0,
+            "instanceRetryNum": 0,
+            "taskRetryNum": 0,
+            "status": 1,
+            "nextTriggerTime": null,
+            "minCpuCores": 0.0,
+            "minMemorySpace": 0.0,
+            "minDiskSpace": 0.0,
+            "designatedWorkers": "",
+            "maxWorkerCount": 0,
+            "notifyUserIds": null,
+            "gmtCreate": iso(JOB_GMT_CREATE),
+            "gmtModified": iso(JOB_GMT_CREATE),
+            "extra": null,
+            "dispatchStrategy": 1,
+            "dispatchStrategyConfig": null,
+            "lifecycle": "{}",
+            "alarmConfig": {"alertThreshold": 0, "statisticWindowLen": 0, "silenceWindowLen": 0},
+            "tag": null,
+            "logConfig": {"type": 1, "level": 2, "loggerName": null},
             "advancedRuntimeConfig": null,
         }))
     }
+
+    // --- internals -------------------------------------------------------------------
+
+    fn schedule(&mut self, at: i64, event: Event) {
+        self.queue.insert((at, self.next_event), event);
+        self.next_event = self.next_event.wrapping_add(1);
+    }
+
+    /// A row for `record`, also remembered for [`SimCore::final_lines`].
+    fn delivered_row(&mut self, id: i64, record: Record) -> Row {
+        let row = Row { seq: self.next_seq, record };
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.logs.entry(id).or_default().delivered.push(row.clone());
+        row
+    }
+
+    fn apply(&mut self, event: Event, at: i64) {
+        let current = |core: &SimCore, id: i64, run: u64| core.instances.get(&id).is_some_and(|i| i.run == run);
+        match event {
+            Event::Arrive { id, rows, .. } => {
+                // An empty batch is the instant between the live-map entry and the
+                // insert: a live log without rows, served as an empty page (§4.5).
+                let log = self.logs.entry(id).or_default();
+                // The id enters the live map before the rows are inserted.
+                log.live = true;
+                log.rows.extend(rows.into_iter().map(|(_, row)| row));
+            }
+            Event::Dispatch { id, run } if current(self, id, run) => self.start_run(id, at),
+            Event::Running { id, run } if current(self, id, run) => self.apply_running(id, at),
+            Event::Finish { id, run, status, result } if current(self, id, run) => {
+                self.apply_finish(id, status, &result, at);
+            }
+            Event::Sync { id } => self.sync(id),
+            Event::Dispatch { .. } | Event::Running { .. } | Event::Finish { .. } => {}
+        }
+    }
+
+    fn apply_dispatch(&mut self, id: i64, now: i64) {
+        if let Some(inst) = self.instances.get_mut(&id) {
+            inst.status = 2;
+            inst.actual_trigger_time = Some(now);
+            inst.task_tracker_address = Some(self.cfg.worker.clone());
+            inst.gmt_modified = now;
+        }
+    }
+
+    fn apply_running(&mut self, id: i64, now: i64) {
+        if let Some(inst) = self.instances.get_mut(&id) {
+            if matches!(inst.status, 1 | 2) {
+                inst.status = 3;
+                inst.running_times = inst.running_times.saturating_add(1);
+                inst.gmt_modified = now;
+            }
+        }
+    }
+
+    fn apply_finish(&mut self, id: i64, status: i32, result: &str, now: i64) {
+        let Some(inst) = self.instances.get_mut(&id) else { return };
+        inst.status = status;
+        inst.result = Some(result.to_owned());
+        inst.finished_time = Some(now);
+        inst.gmt_modified = now;
+        // `processFinishedInstance` schedules the sync; a cancel does not go through it.
+        if status != 9 {
+            self.schedule(now.saturating_add(self.cfg.sync_delay_ms), Event::Sync { id });
+        }
+    }
+
+    /// Dispatches now and, for a scripted job, schedules the run's events from `start`.
+    fn start_run(&mut self, id: i64, start: i64) {
+        self.apply_dispatch(id, start);
+        let Some(inst) = self.instances.get(&id) else { return };
+        let run = inst.run;
+        let Some(script) = self.job(inst.job_id).and_then(|j| j.script.clone()) else { return };
+        self.schedule(start.saturating_add(script.running_at_ms), Event::Running { id, run });
+        let flush = self.cfg.worker_flush_ms.max(1);
+        let mut lines: Vec<_> = script.lines.iter().filter(|l| l.worker < script.workers.len()).collect();
+        lines.sort_by_key(|l| l.at_ms);
+        // (arrive_at, worker) -> records logged before that flush tick, in log order.
+        let mut batches: BTreeMap<(i64, usize), Vec<(i64, Record)>> = BTreeMap::new();
+        for line in lines {
+            let Some(worker) = script.workers.get(line.worker) else { continue };
+            let logged_at = start.saturating_add(line.at_ms);
+            let first_tick = start.saturating_add(worker.flush_phase_ms);
+            // The first flush tick strictly after the log call.
+            let tick = if logged_at < first_tick {
+                first_tick
+            } else {
+                let k = (logged_at - first_tick) / flush + 1;
+                first_tick.saturating_add(k.saturating_mul(flush))
+            };
+            let record = Record {
+                log_time: logged_at.saturating_add(worker.clock_skew_ms),
+                level: line.level,
+                content: line.content.clone(),
+                worker: worker.address.clone(),
+            };
+            batches.entry((tick.saturating_add(INSERT_DELAY_MS), line.worker)).or_default().push((logged_at, record));
+        }
+        for ((arrive_at, _), records) in batches {
+            let mut records = records.into_iter().peekable();
+            while records.peek().is_some() {
+                let chunk: Vec<(i64, Record)> = records.by_ref().take(BATCH_RECORDS).collect();
+                let rows = chunk.into_iter().map(|(logged_at, r)| (logged_at, self.delivered_row(id, r))).collect();
+                self.schedule(arrive_at, Event::Arrive { id, rows, run: Some(run) });
+            }
+        }
+        self.schedule(
+            start.saturating_add(script.end_ms),
+            Event::Finish { id, run, status: script.final_status, result: script.result.clone() },
+        );
+    }
+
+    /// Drops the run's future: its delayed dispatch, status reports and the scripted
+    /// lines logged after `now` (which the stopped processor never logs).
+    fn cancel_run(&mut self, id: i64, run: u64, now: i64) {
+        let mut cancelled: Vec<u64> = Vec::new();
+        self.queue.retain(|_, event| match event {
+            Event::Dispatch { id: i, run: r }
+            | Event::Running { id: i, run: r }
+            | Event::Finish { id: i, run: r, .. } => !(*i == id && *r == run),
+            Event::Arrive { id: i, rows, run: Some(r) } if *i == id && *r == run => {
+                rows.retain(|(logged_at, row)| {
+                    let keep = *logged_at <= now;
+                    if !keep {
+                        cancelled.push(row.seq);
+                    }
+                    keep
+                });
+                !rows.is_empty()
+            }
+            Event::Arrive { .. } | Event::Sync { .. } => true,
+        });
+        if let Some(log) = self.logs.get_mut(&id) {
+            log.delivered.retain(|r| !cancelled.contains(&r.seq));
+        }
+    }
+
+    /// `sync(instanceId)`: stable file (an existing one is reused: the poisoning bug),
+    /// DFS upload, rows deleted, id out of the live map.
+    fn sync(&mut self, id: i64) {
+        let log = self.logs.entry(id).or_default();
+        if log.stable.is_none() {
+            log.stable = Some(if log.live {
+                build_lines(&log.rows, &mut self.rng, &self.cfg)
+            } else {
+                self.dfs.get(&id).cloned().unwrap_or_else(|| vec![NO_ONLINE_LOG.to_owned()])
+            });
+        }
+        if self.cfg.dfs {
+            if let Some(stable) = &log.stable {
+                self.dfs.insert(id, stable.clone());
+            }
+        }
+        log.rows.clear();
+        log.live = false;
+    }
+
+    /// Makes sure the file a read of `id` serves exists (§4.3 step 2) and says which.
+    fn prepare(&mut self, id: i64, now: i64) -> LogFile {
+        let log = self.logs.entry(id).or_default();
+        if log.live {
+            let fresh =
+                matches!(&log.temp, Some((built_at, _)) if now.saturating_sub(*built_at) < self.cfg.log_cache_ms);
+            if !fresh {
+                log.temp = Some((now, build_lines(&log.rows, &mut self.rng, &self.cfg)));
+                log.rebuilds.push(now);
+            }
+            LogFile::Temporary
+        } else {
+            if log.stable.is_none() {
+                // Not live and no file: the DFS copy, else the placeholder, which stays
+                // forever (the poisoning bug when the first batch has not arrived yet).
+                log.stable = Some(self.dfs.get(&id).cloned().unwrap_or_else(|| vec![NO_ONLINE_LOG.to_owned()]));
+            }
+            LogFile::Stable
+        }
+    }
+
+    fn file(&self, id: i64, kind: LogFile) -> &[String] {
+        let log = self.logs.get(&id);
+        let lines = match kind {
+            LogFile::Temporary => log.and_then(|l| l.temp.as_ref()).map(|(_, lines)| lines),
+            LogFile::Stable => log.and_then(|l| l.stable.as_ref()),
+        };
+        lines.map_or(&[], Vec::as_slice)
+    }
 }
 
-/// Splits like Java's `readLine` over a file: `\r\n`, `\n` and `\r` end lines, and a
-/// text ending in a separator yields a final empty line (the record's own separator
-/// follows it in the file).
-fn split_read_line(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
+/// The file rebuilt from H2: rows `ORDER BY logTime`, ties in a fresh random order.
+fn build_lines(rows: &[Row], rng: &mut StdRng, cfg: &SimConfig) -> Vec<String> {
+    let mut sorted: Vec<&Row> = rows.iter().collect();
+    // Shuffle, then a stable sort: equal log times end up in a random order.
+    sorted.shuffle(rng);
+    sorted.sort_by_key(|r| r.record.log_time);
+    render_file(sorted.into_iter().map(|r| &r.record), cfg)
+}
+
+/// Writes the records as the server does (one formatted line + separator each) and
+/// reads the file back with `readLine` (§4.4).
+fn render_file<'a>(records: impl Iterator<Item = &'a Record>, cfg: &SimConfig) -> Vec<String> {
+    let sep = cfg.separator();
+    let mut text = String::new();
+    for r in records {
+        text.push_str(&render(r, cfg.utc_offset_minutes));
+        text.push_str(sep);
+    }
+    read_lines(&text)
+}
+
+/// One record as a log line: `yyyy-MM-dd HH:mm:ss.SSS [worker] LEVEL content`.
+pub fn render(record: &Record, utc_offset_minutes: i32) -> String {
+    format!(
+        "{} [{}] {} {}",
+        local_time(record.log_time, utc_offset_minutes),
+        record.worker,
+        record.level,
+        record.content
+    )
+}
+
+/// `BufferedReader.readLine` over a whole text: `\n`, `\r\n` and a lone `\r` end a line;
+/// a final line without terminator still counts.
+pub fn read_lines(text: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut current = String::new();
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
+            '\n' => lines.push(std::mem::take(&mut current)),
             '\r' => {
-                if chars.peek() == Some(&'\n') {
-                    chars.next();
-                }
-                out.push(std::mem::take(&mut cur));
+                chars.next_if_eq(&'\n');
+                lines.push(std::mem::take(&mut current));
             }
-            '\n' => out.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
+            _ => current.push(c),
         }
     }
-    out.push(cur);
+    if !current.is_empty() {
+        lines.push(current);
+    }
+    lines
+}
+
+/// Page `index` of a file (§4.2).
+fn page(lines: &[String], index: i64, sep: &str) -> StringPage {
+    let total_pages = i64::try_from(lines.len().div_ceil(PAGE_LINES)).unwrap_or(i64::MAX);
+    let start = usize::try_from(index).ok().and_then(|i| i.checked_mul(PAGE_LINES)).filter(|&s| s < lines.len());
+    let data = match start {
+        Some(start) => {
+            let end = lines.len().min(start + PAGE_LINES);
+            lines[start..end].iter().flat_map(|l| [l.as_str(), sep]).collect()
+        }
+        None => String::new(),
+    };
+    StringPage { index, total_pages, data }
+}
+
+/// The `file2HttpResponse` bug: the whole 4096-byte buffer is written after every read,
+/// so the body is padded with NULs (first chunk) or stale bytes of the previous chunk.
+fn pad_like_file2http(file: &[u8]) -> Vec<u8> {
+    let mut buf = [0u8; DOWNLOAD_BUFFER];
+    let mut out = Vec::with_capacity(file.len().div_ceil(DOWNLOAD_BUFFER) * DOWNLOAD_BUFFER);
+    for chunk in file.chunks(DOWNLOAD_BUFFER) {
+        buf[..chunk.len()].copy_from_slice(chunk);
+        out.extend_from_slice(&buf);
+    }
     out
 }
 
-/// Jackson's default date format: ISO-8601 in UTC with a colon offset.
+/// `log_time` in the server's time zone, `yyyy-MM-dd HH:mm:ss.SSS`.
+pub fn local_time(ms: i64, utc_offset_minutes: i32) -> String {
+    let offset = FixedOffset::east_opt(utc_offset_minutes.saturating_mul(60)).unwrap_or_else(|| Utc.fix());
+    match DateTime::from_timestamp_millis(ms) {
+        Some(t) => t.with_timezone(&offset).format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+        // Out of chrono's range: still a line, never a panic.
+        None => ms.to_string(),
+    }
+}
+
+/// A `java.util.Date` as Spring Boot's Jackson writes it: UTC, millis, `+00:00`.
 pub fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3f+00:00").to_string())
-        .unwrap_or_default()
+    match DateTime::from_timestamp_millis(ms) {
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.3f+00:00").to_string(),
+        None => "1970-01-01T00:00:00.000+00:00".into(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::script::{ScriptLine, ScriptWorker};
     use super::*;
 
-    fn sim() -> SimCore {
-        SimCore::new(SimConfig { log_cache_ms: 10_000, sync_delay_ms: 60_000, ..SimConfig::default() })
+    /// 2024-06-01T08:00:00Z, 16:00 in the server's +08:00.
+    const T0: i64 = 1_717_228_800_000;
+
+    fn rec(log_time: i64, content: &str) -> Record {
+        Record { log_time, level: Level::Info, content: content.into(), worker: "10.0.0.21:27777".into() }
     }
 
-    fn rec(t: i64, text: &str) -> Record {
-        Record { log_time: t, level: Level::Info, content: text.into(), worker: "w:1".into() }
+    fn core() -> SimCore {
+        SimCore::new(SimConfig::default())
     }
 
-    fn running(s: &mut SimCore, now: i64) -> i64 {
-        let id = s.create_instance(12, None, now);
-        s.dispatch(id, now);
-        s.set_running(id, now);
+    fn lines_of(page: &StringPage) -> Vec<String> {
+        read_lines(&page.data)
+    }
+
+    /// A running instance with `n` records delivered at `T0`.
+    fn running_with(c: &mut SimCore, n: i64) -> i64 {
+        let id = c.create_instance(12, None, T0);
+        c.dispatch(id, T0);
+        c.set_running(id, T0);
+        let records = (0..n).map(|i| rec(T0 + i, &format!("line {i}"))).collect();
+        c.deliver(id, records, T0);
         id
     }
 
     #[test]
-    fn serves_a_cached_file_for_log_cache_ms_then_rebuilds() {
-        let mut s = sim();
-        let id = running(&mut s, 0);
-        s.deliver(id, vec![rec(0, "a")], 0);
-        assert_eq!(s.log_page(id, 0, 1).data, "1970-01-01 08:00:00.000 [w:1] INFO a\n");
-        s.deliver(id, vec![rec(5, "b")], 2);
-        assert_eq!(s.log_page(id, 0, 9_999).data.lines().count(), 1, "the cached file");
-        assert_eq!(s.log_page(id, 0, 10_001).data.lines().count(), 2, "rebuilt");
+    fn renders_like_the_fixture() {
+        let r = rec(T0 + 5_123, "start processing");
+        assert_eq!(render(&r, 480), "2024-06-01 16:00:05.123 [10.0.0.21:27777] INFO start processing");
+        assert_eq!(iso(T0 + 12), "2024-06-01T08:00:00.012+00:00");
     }
 
     #[test]
-    fn late_rows_are_inserted_by_time_and_ties_swap_between_rebuilds() {
-        let mut s = sim();
-        let id = running(&mut s, 0);
-        s.deliver(id, vec![rec(10, "x"), rec(10, "y"), rec(20, "z")], 0);
-        s.deliver(id, vec![rec(15, "late")], 1);
-        let mut orders = std::collections::HashSet::new();
+    fn ids_are_snowflake_sized_and_increasing() {
+        let mut c = core();
+        let a = c.create_instance(12, None, T0);
+        let b = c.create_instance(12, None, T0);
+        assert_eq!(a, FIRST_INSTANCE_ID);
+        assert!(a > 1 << 53 && b > a && b - a < 10_000);
+    }
+
+    #[test]
+    fn pages_hold_100_lines_with_separators() {
+        let mut c = core();
+        let id = running_with(&mut c, 138);
+        let p0 = c.log_page(id, 0, T0);
+        assert_eq!((p0.index, p0.total_pages), (0, 2));
+        assert_eq!(lines_of(&p0).len(), 100);
+        assert!(p0.data.ends_with('\n') && !p0.data.ends_with("\n\n"));
+        let p1 = c.log_page(id, 1, T0);
+        assert_eq!(lines_of(&p1).len(), 38);
+        assert!(lines_of(&p1)[37].ends_with("line 137"));
+        let past = c.log_page(id, 5, T0);
+        assert_eq!(past, StringPage { index: 5, total_pages: 2, data: String::new() });
+        let negative = c.log_page(id, -1, T0);
+        assert_eq!(negative, StringPage { index: -1, total_pages: 2, data: String::new() });
+        let huge = c.log_page(id, i64::MAX, T0);
+        assert_eq!(huge.data, "");
+    }
+
+    #[test]
+    fn live_log_without_rows_yet_is_empty_and_cached() {
+        let mut c = core();
+        let id = c.create_instance(12, None, T0);
+        c.deliver(id, Vec::new(), T0);
+        c.deliver(id, vec![rec(T0, "a")], T0 + 100);
+        let empty = StringPage { index: 0, total_pages: 0, data: String::new() };
+        assert_eq!(c.log_page(id, 0, T0), empty);
+        // The empty file is served for the whole cache time, then rebuilt.
+        assert_eq!(c.log_page(id, 0, T0 + 9_999), empty);
+        assert_eq!(c.log_page(id, 0, T0 + 10_000).total_pages, 1);
+        // Never poisoned: the read came after the live-map entry.
+        c.finish(id, 5, "ok", T0 + 10_000);
+        assert_eq!(lines_of(&c.log_page(id, 0, T0 + 70_000)).len(), 1);
+    }
+
+    #[test]
+    fn temporary_file_is_cached_for_log_cache_ms() {
+        let mut c = core();
+        let id = running_with(&mut c, 3);
+        let first = c.log_page(id, 0, T0);
+        c.deliver(id, vec![rec(T0 + 100, "late")], T0 + 1_000);
+        // Within the cache time: the identical snapshot, although a batch arrived.
+        assert_eq!(c.log_page(id, 0, T0 + 9_999), first);
+        assert_eq!(c.rebuilds(id), [T0]);
+        // Cache expired: rebuilt with the new row.
+        let rebuilt = c.log_page(id, 0, T0 + 10_000);
+        assert_eq!(lines_of(&rebuilt).len(), 4);
+        assert!(rebuilt.data.contains("late"));
+        assert_eq!(c.rebuilds(id), [T0, T0 + 10_000]);
+    }
+
+    #[test]
+    fn equal_timestamps_swap_between_rebuilds() {
+        let mut c = core();
+        let id = c.create_instance(12, None, T0);
+        let records = (0..10).map(|i| rec(T0, &format!("tie {i}"))).collect();
+        c.deliver(id, records, T0);
+        let mut orders = std::collections::BTreeSet::new();
         for k in 0..20 {
-            let data = s.log_page(id, 0, 10_000 * (k + 1)).data;
-            let lines: Vec<&str> = data.lines().map(|l| l.rsplit(' ').next().unwrap()).collect();
-            assert_eq!(lines[2..], ["late", "z"]);
-            orders.insert(lines[..2].join(","));
+            let p = c.log_page(id, 0, T0 + k * 10_000);
+            let mut sorted = lines_of(&p);
+            orders.insert(sorted.clone());
+            sorted.sort();
+            assert_eq!(sorted.len(), 10);
         }
-        assert_eq!(orders.len(), 2, "x and y swap places at some rebuild");
+        assert!(orders.len() > 1, "ties never changed order");
+        // Deterministic: the same seed gives the same sequence of orders.
+        let mut again = core();
+        let id2 = again.create_instance(12, None, T0);
+        again.deliver(id2, (0..10).map(|i| rec(T0, &format!("tie {i}"))).collect(), T0);
+        let mut c3 = core();
+        let id3 = c3.create_instance(12, None, T0);
+        c3.deliver(id3, (0..10).map(|i| rec(T0, &format!("tie {i}"))).collect(), T0);
+        assert_eq!(again.log_page(id2, 0, T0), c3.log_page(id3, 0, T0));
     }
 
     #[test]
-    fn pages_hold_100_lines_and_placeholders_have_their_shapes() {
-        let mut s = sim();
-        let id = running(&mut s, 0);
-        s.deliver(id, (0..150).map(|k| rec(k, "l")).collect(), 0);
-        let p1 = s.log_page(id, 1, 1);
-        assert_eq!((p1.index, p1.total_pages, p1.data.lines().count()), (1, 2, 50));
-        let past = s.log_page(id, 7, 1);
-        assert_eq!((past.index, past.total_pages, past.data.as_str()), (7, 2, ""));
-        let unknown = s.log_page(42, 0, 1);
-        assert_eq!(
-            (unknown.total_pages, unknown.data.as_str()),
-            (1, "SYSTEM: There is no online log for this job instance.\n")
-        );
-        let mut lines = sim();
-        let id = running(&mut lines, 0);
-        lines.deliver(id, vec![rec(0, "boom\n\tat a.b(C.java:1)\n")], 0);
-        assert_eq!(lines.log_page(id, 0, 1).data.lines().count(), 3, "a stack trace ends with an empty line");
+    fn records_with_newlines_are_several_lines_and_trailing_empty_line() {
+        let mut c = core();
+        let id = c.create_instance(12, None, T0);
+        let trace = "failed\njava.lang.IllegalStateException: boom\n\tat a.B.c(B.java:1)\n";
+        c.deliver(id, vec![rec(T0, trace), rec(T0 + 1, "after\rcr")], T0);
+        let lines = lines_of(&c.log_page(id, 0, T0));
+        assert_eq!(lines.len(), 6);
+        assert!(lines[0].ends_with("INFO failed"));
+        assert_eq!(lines[2], "\tat a.B.c(B.java:1)");
+        assert_eq!(lines[3], "");
+        assert!(lines[4].ends_with("INFO after"));
+        assert_eq!(lines[5], "cr");
+        assert_eq!(c.final_lines(id), lines);
     }
 
     #[test]
-    fn reading_before_the_first_batch_poisons_the_synced_log() {
-        let mut s = sim();
-        let id = running(&mut s, 0);
-        assert!(s.log_page(id, 0, 1).data.starts_with(NO_ONLINE_LOG));
-        s.deliver(id, vec![rec(0, "real")], 2_000);
-        assert!(s.log_page(id, 0, 3_000).data.contains("real"), "while live, the temporary file is served");
-        s.finish(id, 5, "ok", 4_000);
-        assert!(s.log_page(id, 0, 63_999).data.contains("real"));
-        assert!(s.log_page(id, 0, 64_000).data.starts_with(NO_ONLINE_LOG), "after the sync: the placeholder, forever");
-        assert!(s.log_page(id, 0, 1_000_000).data.starts_with(NO_ONLINE_LOG));
+    fn placeholder_for_unknown_ids_is_a_normal_page() {
+        let mut c = core();
+        let p = c.log_page(42, 0, T0);
+        assert_eq!(p, StringPage { index: 0, total_pages: 1, data: format!("{NO_ONLINE_LOG}\n") });
+        assert_eq!(c.log_page(42, 1, T0), StringPage { index: 1, total_pages: 1, data: String::new() });
+        assert_eq!(StringPage::simple(PREPARING).to_json()["totalPages"], 1);
     }
 
     #[test]
-    fn a_clean_log_survives_the_sync_and_late_lines_recreate_a_tiny_live_log() {
-        let mut s = sim();
-        let id = running(&mut s, 0);
-        s.deliver(id, vec![rec(0, "a"), rec(1, "b")], 100);
-        s.finish(id, 5, "ok", 1_000);
-        assert_eq!(s.log_page(id, 0, 61_000).data.lines().count(), 2, "stable file after the sync");
-        s.deliver(id, vec![rec(2, "late")], 62_000);
-        let data = s.log_page(id, 0, 62_001).data;
-        assert_eq!(data.lines().count(), 1, "only the late line: {data}");
-        assert_eq!(s.final_lines(id).len(), 3);
+    fn reading_before_the_first_batch_poisons_the_log_forever() {
+        let mut c = core();
+        let id = c.run_job(12, None, 0, T0).expect("job 12 exists");
+        // Read right after runJob: nothing arrived, the stable placeholder is written.
+        assert_eq!(c.log_page(id, 0, T0 + 10).data, format!("{NO_ONLINE_LOG}\n"));
+        c.set_running(id, T0 + 1_000);
+        c.deliver(id, vec![rec(T0 + 1_000, "real line")], T0 + 5_020);
+        // While live, the temporary file shows the real log.
+        assert!(c.log_page(id, 0, T0 + 6_000).data.contains("real line"));
+        c.finish(id, 5, "ok", T0 + 7_000);
+        assert!(c.log_page(id, 0, T0 + 66_999).data.contains("real line"));
+        // Sync reused the poisoned stable file and deleted the rows.
+        for t in [T0 + 67_000, T0 + 1_000_000] {
+            assert_eq!(c.log_page(id, 0, t).data, format!("{NO_ONLINE_LOG}\n"));
+        }
+        // ... and uploaded it: a restart does not heal it either.
+        c.restart(T0 + 2_000_000);
+        assert_eq!(c.log_page(id, 0, T0 + 2_000_001).data, format!("{NO_ONLINE_LOG}\n"));
+        assert_eq!(c.final_lines(id).len(), 1);
     }
 
     #[test]
-    fn scripts_finish_before_their_last_lines_arrive_and_restart_loses_live_rows() {
-        let mut cfg = SimConfig { worker_flush_ms: 1_000, ..SimConfig::default() };
-        let script = JobScript::from_text("one\ntwo\nthree\n", 3_000, 5, "ok");
-        cfg.jobs = vec![SimJob { id: 12, name: "j".into(), job_params: String::new(), script: Some(Arc::new(script)) }];
-        let mut s = SimCore::new(cfg);
-        let id = s.run_job(12, None, 0, 0).unwrap();
-        let info = s.instance_info(id, 3_001).unwrap();
-        assert_eq!(info["status"], 5);
-        let before = s.log_page(id, 0, 3_001).data.lines().count();
-        assert!(before < 3, "the last line is still in the worker's queue");
-        assert_eq!(s.log_page(id, 0, 30_000).data.lines().count(), 3);
-        s.restart(30_001);
-        assert!(s.log_page(id, 0, 40_002).data.starts_with(NO_ONLINE_LOG), "rows lost, no stable file yet");
+    fn sync_keeps_the_log_when_nobody_read_early() {
+        let mut c = core();
+        let id = running_with(&mut c, 3);
+        c.finish(id, 5, "ok", T0 + 1_000);
+        let before = lines_of(&c.log_page(id, 0, T0 + 1_000));
+        let after = lines_of(&c.log_page(id, 0, T0 + 61_000));
+        assert_eq!(after, before);
+        assert!(!c.is_live(id));
+    }
+
+    #[test]
+    fn late_lines_after_sync_form_a_new_live_log() {
+        let mut c = core();
+        let id = running_with(&mut c, 5);
+        c.finish(id, 5, "ok", T0 + 1_000);
+        c.deliver(id, vec![rec(T0 + 900, "late 1"), rec(T0 + 950, "late 2")], T0 + 70_000);
+        assert_eq!(lines_of(&c.log_page(id, 0, T0 + 69_000)).len(), 5);
+        let p = c.log_page(id, 0, T0 + 70_000);
+        let lines = lines_of(&p);
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].ends_with("late 1") && lines[1].ends_with("late 2"));
+        // The perfect reader's view has all 7 lines.
+        assert_eq!(c.final_lines(id).len(), 7);
+    }
+
+    #[test]
+    fn crlf_server_separates_with_crlf() {
+        let mut c = SimCore::new(SimConfig { crlf: true, ..SimConfig::default() });
+        let id = c.create_instance(12, None, T0);
+        c.deliver(id, vec![rec(T0, "a\nb"), rec(T0 + 1, "c")], T0);
+        let p = c.log_page(id, 0, T0);
+        assert!(p.data.ends_with("INFO c\r\n"));
+        assert_eq!(p.data.matches("\r\n").count(), 3);
+        assert_eq!(lines_of(&p).len(), 3);
+        assert_eq!(c.log_page(42, 0, T0).data, format!("{NO_ONLINE_LOG}\r\n"));
+    }
+
+    #[test]
+    fn restart_loses_rows_but_keeps_stable_files_and_future_batches() {
+        let mut c = SimCore::new(SimConfig { dfs: false, ..SimConfig::default() });
+        let done = running_with(&mut c, 2);
+        c.finish(done, 5, "ok", T0);
+        assert_eq!(lines_of(&c.log_page(done, 0, T0 + 60_000)).len(), 2);
+        let id = running_with(&mut c, 3);
+        c.deliver(id, vec![rec(T0 + 50, "after restart")], T0 + 70_000);
+        c.restart(T0 + 60_500);
+        // Synced log: the stable file is on disk and survives.
+        assert_eq!(lines_of(&c.log_page(done, 0, T0 + 60_600)).len(), 2);
+        // Live log: rows and live map lost, so the placeholder.
+        assert_eq!(c.log_page(id, 0, T0 + 60_600).data, format!("{NO_ONLINE_LOG}\n"));
+        // A batch after the restart makes the id live again: the temporary file wins
+        // over the stable placeholder while it is live.
+        let p = c.log_page(id, 0, T0 + 70_000);
+        assert_eq!(lines_of(&p).len(), 1);
+        assert!(p.data.contains("after restart"));
+        assert_eq!(c.instance_status(id, T0 + 70_000), Some(3));
+    }
+
+    #[test]
+    fn restart_drops_pending_syncs() {
+        let mut c = core();
+        let id = running_with(&mut c, 2);
+        c.finish(id, 5, "ok", T0);
+        c.restart(T0 + 1_000);
+        c.deliver(id, vec![rec(T0 + 10, "late")], T0 + 2_000);
+        // No sync ever happens: the late rows stay live.
+        assert_eq!(lines_of(&c.log_page(id, 0, T0 + 500_000)).len(), 1);
+        assert!(c.is_live(id));
+    }
+
+    #[test]
+    fn download_is_padded_to_4096() {
+        let mut c = core();
+        let id = running_with(&mut c, 1);
+        let (kind, body) = c.download_log_file(id, T0).expect("prepared");
+        assert_eq!(kind, LogFile::Temporary);
+        assert_eq!(body.len(), 4_096);
+        let text = render(&rec(T0, "line 0"), 480) + "\n";
+        assert_eq!(&body[..text.len()], text.as_bytes());
+        assert!(body[text.len()..].iter().all(|b| *b == 0));
+        // Two chunks: the second is padded with stale bytes of the first.
+        let big = running_with(&mut c, 80);
+        let body = c.download_log(big, T0).expect("prepared");
+        assert_eq!(body.len(), 8_192);
+        assert!(body[4_096..].iter().any(|b| *b != 0));
+    }
+
+    #[test]
+    fn status_machine_and_errors() {
+        let mut c = core();
+        assert_eq!(c.run_job(999, None, 0, T0), Err("IllegalArgumentException: can't find job by jobId: 999".into()));
+        let id = c.run_job(12, Some("p".into()), 0, T0).expect("runs");
+        let info = c.instance_info(id, T0).expect("exists");
+        assert_eq!((info["status"].as_i64(), info["taskTrackerAddress"].as_str()), (Some(2), Some("10.0.0.21:27777")));
+        assert_eq!(c.cancel_instance(id, T0), Err("PowerJobException: instance already up and running".into()));
+        assert_eq!(c.retry_instance(id, T0), Err("PowerJobException: Only stopped instance can be retry!".into()));
+        c.set_running(id, T0 + 1);
+        c.set_running(id, T0 + 2);
+        assert_eq!(c.instance_info(id, T0 + 2).expect("exists")["runningTimes"], 1);
+        c.stop_instance(id, T0 + 3).expect("stops");
+        let info = c.instance_info(id, T0 + 3).expect("exists");
+        assert_eq!((info["status"].as_i64(), info["result"].as_str()), (Some(10), Some("stopped by user")));
+        assert_eq!(c.stop_instance(id, T0 + 4), Err("IllegalArgumentException: can't stop finished instance!".into()));
+        c.retry_instance(id, T0 + 5).expect("retries");
+        let info = c.instance_info(id, T0 + 5).expect("exists");
+        assert_eq!(info["status"], 2);
+        assert_eq!(info["finishedTime"], Value::Null);
+        assert_eq!(info["result"], Value::Null);
+        // Delayed run: waits in status 1 and can be cancelled.
+        let delayed = c.run_job(12, None, 60_000, T0).expect("runs");
+        assert_eq!(c.instance_status(delayed, T0 + 59_999), Some(1));
+        c.cancel_instance(delayed, T0 + 1).expect("cancels");
+        assert_eq!(c.instance_status(delayed, T0 + 120_000), Some(9));
+        let d2 = c.run_job(12, None, 1_000, T0).expect("runs");
+        assert_eq!(c.instance_status(d2, T0 + 1_000), Some(2));
+        assert_eq!(c.instance_info(d2, T0 + 1_000).expect("exists")["expectedTriggerTime"], T0 + 1_000);
+        assert!(c.instance_info(42, T0).is_none());
+        let fail = c.create_instance(12, None, T0);
+        c.fail_no_worker(fail, T0);
+        assert_eq!(c.instance_info(fail, T0).expect("exists")["taskTrackerAddress"], "N/A");
+    }
+
+    fn scripted(script: JobScript) -> SimCore {
+        let job = SimJob { id: 7, name: "scripted".into(), job_params: String::new(), script: Some(Arc::new(script)) };
+        SimCore::new(SimConfig { jobs: vec![job], ..SimConfig::default() })
+    }
+
+    #[test]
+    fn script_playback_timing_and_late_lines_after_finish() {
+        let script = JobScript {
+            workers: vec![ScriptWorker { address: "w:1".into(), clock_skew_ms: 0, flush_phase_ms: 1_000 }],
+            lines: vec![
+                ScriptLine { at_ms: 500, level: Level::Info, content: "a".into(), worker: 0 },
+                ScriptLine { at_ms: 1_000, level: Level::Info, content: "b".into(), worker: 0 },
+                ScriptLine { at_ms: 7_000, level: Level::Warn, content: "c".into(), worker: 0 },
+            ],
+            running_at_ms: 2_000,
+            end_ms: 7_500,
+            final_status: 5,
+            result: "done".into(),
+        };
+        let mut c = scripted(script);
+        let id = c.run_job(7, None, 0, T0).expect("runs");
+        // "a" (logged at 500) ships with the flush tick at 1000 and lands 20 ms later.
+        assert_eq!(c.instance_status(id, T0 + 1_019), Some(2));
+        assert!(!c.is_live(id));
+        c.tick(T0 + 1_020);
+        assert!(c.is_live(id));
+        assert_eq!(lines_of(&c.log_page(id, 0, T0 + 1_020)).len(), 1);
+        assert_eq!(c.instance_status(id, T0 + 2_000), Some(3));
+        // Finished at 7500 ...
+        assert_eq!(c.instance_status(id, T0 + 7_500), Some(5));
+        let info = c.instance_info(id, T0 + 7_500).expect("exists");
+        assert_eq!(info["finishedTime"], T0 + 7_500);
+        // ... "b" (1000, not strictly before the 1000 tick) came with the 6000 tick, and
+        // "c" (7000) comes with the 11000 tick: after the finish. The file built at 1020
+        // is served until 11020.
+        assert_eq!(lines_of(&c.log_page(id, 0, T0 + 11_019)).len(), 1);
+        let late = c.log_page(id, 0, T0 + 11_020);
+        assert_eq!(lines_of(&late).len(), 3);
+        assert!(lines_of(&late)[2].ends_with("WARN c"));
+        assert_eq!(c.final_lines(id), lines_of(&late));
+    }
+
+    #[test]
+    fn script_skew_batches_of_20_and_stop_cancels_future_lines() {
+        let lines = (0..50)
+            .map(|i| ScriptLine { at_ms: i * 100, level: Level::Info, content: format!("l{i}"), worker: 0 })
+            .collect();
+        let script = JobScript {
+            workers: vec![ScriptWorker { address: "w:1".into(), clock_skew_ms: -300, flush_phase_ms: 0 }],
+            lines,
+            running_at_ms: 0,
+            end_ms: 100_000,
+            final_status: 5,
+            result: "done".into(),
+        };
+        let mut c = scripted(script);
+        let id = c.run_job(7, None, 0, T0).expect("runs");
+        // Lines 0..=49 logged at 0..4900 all flush at 5000 in 3 batches.
+        let arrivals: Vec<usize> = c
+            .queue
+            .values()
+            .filter_map(|e| match e {
+                Event::Arrive { rows, .. } => Some(rows.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(arrivals, [20, 20, 10]);
+        assert_eq!(c.final_lines(id)[0], format!("{} [w:1] INFO l0", local_time(T0 - 300, 480)));
+        c.stop_instance(id, T0 + 2_450).expect("stops");
+        // Lines logged up to 2400 (25 lines) still arrive; the rest never existed.
+        assert_eq!(c.final_lines(id).len(), 25);
+        let p = c.log_page(id, 0, T0 + 5_020);
+        assert_eq!(lines_of(&p).len(), 25);
+        assert_eq!(c.instance_status(id, T0 + 200_000), Some(10));
+    }
+
+    #[test]
+    fn retry_keeps_the_old_stable_file() {
+        let mut c = core();
+        let id = running_with(&mut c, 3);
+        c.finish(id, 4, "failed", T0);
+        assert_eq!(lines_of(&c.log_page(id, 0, T0 + 60_000)).len(), 3);
+        c.retry_instance(id, T0 + 100_000).expect("retries");
+        c.set_running(id, T0 + 100_001);
+        c.deliver(id, vec![rec(T0 + 100_002, "second run")], T0 + 100_010);
+        let p = c.log_page(id, 0, T0 + 100_010);
+        assert_eq!(lines_of(&p).len(), 1);
+        c.finish(id, 5, "ok", T0 + 101_000);
+        // After the retry's sync the old stable file is served again.
+        let synced = lines_of(&c.log_page(id, 0, T0 + 161_000));
+        assert_eq!(synced.len(), 3);
+        assert!(!synced.iter().any(|l| l.contains("second run")));
+    }
+
+    #[test]
+    fn sync_without_an_early_read_uploads_the_real_log() {
+        let mut c = SimCore::new(SimConfig { dfs: true, ..SimConfig::default() });
+        let id = running_with(&mut c, 2);
+        c.finish(id, 5, "ok", T0);
+        c.tick(T0 + 60_000);
+        // Synced to the DFS without a read: the stable file exists and was uploaded.
+        assert_eq!(lines_of(&c.log_page(id, 0, T0 + 60_001)).len(), 2);
+    }
+
+    #[test]
+    fn extreme_inputs_never_panic() {
+        let mut c =
+            SimCore::new(SimConfig { utc_offset_minutes: i32::MAX, worker_flush_ms: 0, ..SimConfig::default() });
+        let id = c.create_instance(12, None, i64::MAX);
+        c.deliver(id, vec![rec(i64::MIN, "x"), rec(i64::MAX, "y")], i64::MIN);
+        c.finish(id, 5, "ok", i64::MAX);
+        let _ = c.log_page(id, i64::MIN, i64::MAX);
+        let _ = c.download_log(id, i64::MAX);
+        let _ = c.run_job(12, None, i64::MAX, i64::MAX);
     }
 }

@@ -1,597 +1,1018 @@
-//! The simulator's HTTP server: [`SimCore`] behind the wall clock, with PowerJob's
-//! envelopes, 5.x authentication, request counters and injectable faults.
+//! The simulated PowerJob server over HTTP: axum routes around `Arc<Mutex<SimCore>>` with
+//! the wall clock, the 5.x OpenAPI token and console JWT checks, request counters and
+//! fault injection.
+//!
+//! Every body is written here with `serde_json::json!`, exactly as `powerjob-protocol.md`
+//! §0–§4 and the fixtures show it: `{success, data, message}` envelopes with HTTP 200 for
+//! failures too, `code` on 5.x errors only, raw messages where the server writes them
+//! raw, Spring's 404 JSON for unmapped paths, form parameters (query string or
+//! urlencoded body) for the id-taking endpoints and JSON bodies for the object-taking ones.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, HOST, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::routing::{get, post, MethodRouter};
+use axum::{Json, Router};
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
-use super::core::{iso, SimConfig, SimCore, Version, PREPARING};
+use super::core::{iso, LogFile, SimConfig, SimCore, StringPage, Version, PREPARING, SERVER_EXCEPTION};
 
+/// Response header of the 5.x OpenAPI interceptor (§2.1).
 const AUTH_PASSED: &str = "X-POWERJOB-AUTH-PASSED";
+/// Request headers of the 5.x OpenAPI token (§2.1).
+const APP_ID_HEADER: &str = "X-POWERJOB-APP-ID";
+const TOKEN_HEADER: &str = "X-POWERJOB-ACCESS-TOKEN";
+/// Console JWT headers, 5.1.x name first, then the legacy 5.0.x one (§4.9).
+const CONSOLE_JWT_HEADERS: [&str; 2] = ["PowerJwt", "Power_jwt"];
+/// The built-in global admin of the 5.x account system.
+const GLOBAL_ADMIN: &str = "ADMIN";
+/// Largest request body read (the real server has no reason to get more from a client).
+const MAX_BODY: usize = 1 << 20;
+/// What a proxy answers when the server behind it is down.
+const PROXY_502: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
+<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
 
-/// What a fault does to a request.
-#[derive(Clone, Debug)]
-pub enum FaultKind {
-    /// HTTP 500 with a Spring error body.
-    Http500,
-    /// Answer normally after a delay.
-    Delay(Duration),
-    /// Send the headers, then break the connection inside the body.
-    Reset,
-    /// `/instance/log` answers the "being prepared" placeholder.
-    Preparing,
-    /// `/instance/log` answers the "oms-server execution exception" placeholder.
-    ServerException,
-    /// A proxy's HTML 502 page.
-    HtmlError,
-    /// HTTP 200 with a truncated JSON body.
-    NotJson,
-}
-
-/// A fault applied to the next `times` requests whose path matches.
+/// A fault to inject into the next matching requests.
 #[derive(Clone, Debug)]
 pub struct Fault {
-    /// Path to match (`None`: every path).
+    /// Only requests to this path (e.g. `"/instance/log"`); `None`: any path.
     pub path: Option<String>,
-    /// What happens.
+    /// What happens instead of (or before) the normal answer.
     pub kind: FaultKind,
-    /// How many requests it affects.
+    /// How many requests it affects; it is removed after that.
     pub times: u32,
 }
 
-#[derive(Default)]
+/// The kinds of fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// HTTP 500 with Spring Boot's error JSON.
+    Http500,
+    /// The normal answer, this much later.
+    Delay(Duration),
+    /// Close the TCP connection without answering.
+    Reset,
+    /// The "being prepared" placeholder for `/instance/log` (other paths skip it).
+    Preparing,
+    /// The "oms-server execution exception" placeholder for `/instance/log` (other
+    /// paths skip it).
+    ServerException,
+    /// A proxy's 502 HTML page.
+    HtmlError,
+    /// 200 with a truncated JSON body.
+    NotJson,
+    /// Connection refused-like: [`FaultKind::Reset`] for every request while present;
+    /// `times` counts requests.
+    Down,
+}
+
+/// An issued `/openApi/authApp` token.
+#[derive(Clone, Debug)]
+struct AppToken {
+    app_id: i64,
+    /// `encryptedPassword` as sent, re-checked against the app on every call.
+    password: Option<String>,
+    encrypt_type: Option<String>,
+    expires_at: i64,
+}
+
+/// An issued console login token.
+#[derive(Clone, Debug)]
+struct ConsoleToken {
+    username: String,
+    expires_at: i64,
+}
+
+/// Mutable HTTP-side state, apart from the core.
+#[derive(Debug, Default)]
 struct Shared {
     faults: VecDeque<Fault>,
     counters: HashMap<String, u64>,
-    /// token → (appId, expires at)
-    app_tokens: HashMap<String, i64>,
-    /// console JWT → expires at
-    console_tokens: HashMap<String, i64>,
-    token_seq: u64,
+    app_tokens: HashMap<String, AppToken>,
+    console_tokens: HashMap<String, ConsoleToken>,
 }
 
-/// The simulated PowerJob server; cheap to clone.
+/// The simulated server: cheap to clone, every clone shares the same state.
 #[derive(Clone)]
 pub struct Simulator {
+    cfg: Arc<SimConfig>,
     core: Arc<Mutex<SimCore>>,
     shared: Arc<Mutex<Shared>>,
-    version: Version,
-    openapi_auth: bool,
 }
 
-/// A simulator serving on a loopback port; stops when dropped.
+/// A simulator serving on a local port; the server stops when this is dropped.
 pub struct SimHandle {
-    /// The simulator (scripting, faults, counters).
+    /// The simulator, for scripting and fault injection (also reachable through `Deref`).
     pub sim: Simulator,
     /// Where it listens.
     pub addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
 }
 
 impl SimHandle {
-    /// `http://127.0.0.1:<port>`
+    /// Base URL, `"http://127.0.0.1:port"`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// Stops accepting connections (same as dropping the handle).
+    pub fn shutdown(self) {}
 }
 
-impl std::ops::Deref for SimHandle {
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Deref for SimHandle {
     type Target = Simulator;
+
     fn deref(&self) -> &Simulator {
         &self.sim
     }
 }
 
 impl Simulator {
-    /// A simulator with `cfg`.
+    /// A simulator with a fresh [`SimCore`].
     pub fn new(cfg: SimConfig) -> Self {
-        let version = cfg.version;
-        let openapi_auth = cfg.openapi_auth && version == Version::V5;
         Simulator {
+            cfg: Arc::new(cfg.clone()),
             core: Arc::new(Mutex::new(SimCore::new(cfg))),
             shared: Arc::new(Mutex::new(Shared::default())),
-            version,
-            openapi_auth,
         }
     }
 
-    /// Binds 127.0.0.1:0 and serves until the handle is dropped.
+    /// Starts a simulator on `127.0.0.1:0`.
     ///
     /// # Errors
     /// When the port cannot be bound.
     pub async fn spawn(cfg: SimConfig) -> std::io::Result<SimHandle> {
-        Self::new(cfg).serve("127.0.0.1:0".parse().expect("literal address")).await
+        Simulator::new(cfg).serve(SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
-    /// Serves on `addr` until the handle is dropped.
+    /// Serves this simulator on `addr` (port 0: any free port).
     ///
     /// # Errors
-    /// When the port cannot be bound.
+    /// When `addr` cannot be bound.
     pub async fn serve(self, addr: SocketAddr) -> std::io::Result<SimHandle> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
         let router = self.router();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
+        let task = tokio::spawn(async move {
+            // Only returns on an accept error that axum cannot recover from.
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::warn!(%error, "PowerJob simulator stopped");
+            }
         });
-        Ok(SimHandle { sim: self, addr, _stop: stop })
+        Ok(SimHandle { sim: self, addr, task })
     }
 
     /// The wall clock, epoch ms.
     pub fn now() -> i64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+        chrono::Utc::now().timestamp_millis()
     }
 
-    /// Runs `f` on the core with the current time (for scripting from tests).
+    /// Runs `f` on the core with the current time (scripting from tests).
     pub fn with_core<R>(&self, f: impl FnOnce(&mut SimCore, i64) -> R) -> R {
         let mut core = self.core.lock().expect("sim core poisoned");
         f(&mut core, Self::now())
     }
 
-    /// Queues a fault.
+    /// Queues a fault; faults apply in the order they were queued.
     pub fn inject(&self, fault: Fault) {
-        self.shared.lock().expect("sim state poisoned").faults.push_back(fault);
+        self.shared().faults.push_back(fault);
     }
 
     /// Removes every queued fault.
     pub fn clear_faults(&self) {
-        self.shared.lock().expect("sim state poisoned").faults.clear();
+        self.shared().faults.clear();
     }
 
-    /// Requests received for `path` (faulted ones included).
+    /// Requests received for `path`, e.g. `"/instance/log"` (faulted ones included).
     pub fn requests(&self, path: &str) -> u64 {
-        self.shared.lock().expect("sim state poisoned").counters.get(path).copied().unwrap_or(0)
+        self.shared().counters.get(path).copied().unwrap_or(0)
     }
 
     /// Sets every request counter to zero.
     pub fn reset_counters(&self) {
-        self.shared.lock().expect("sim state poisoned").counters.clear();
+        self.shared().counters.clear();
     }
 
-    /// Forgets every issued token (as if the signing secret changed).
+    /// Invalidates every issued app and console token (as if the signing secret changed).
     pub fn revoke_tokens(&self) {
-        let mut s = self.shared.lock().expect("sim state poisoned");
-        s.app_tokens.clear();
-        s.console_tokens.clear();
+        let mut shared = self.shared();
+        shared.app_tokens.clear();
+        shared.console_tokens.clear();
     }
 
-    /// The HTTP routes of PowerJob 4.3.x / 5.1.x.
+    /// The routes of a PowerJob 4.3.x or 5.1.x server.
     pub fn router(&self) -> Router {
-        let mut r = Router::new()
-            .route("/openApi/assert", post(assert_app))
-            .route("/openApi/runJob", post(run_job))
-            .route("/openApi/stopInstance", post(stop_instance))
-            .route("/openApi/cancelInstance", post(cancel_instance))
-            .route("/openApi/retryInstance", post(retry_instance))
-            .route("/openApi/fetchInstanceStatus", post(fetch_instance_status))
-            .route("/openApi/fetchInstanceInfo", post(fetch_instance_info))
-            .route("/openApi/fetchJob", post(fetch_job))
-            .route("/instance/log", get(instance_log))
-            .route("/instance/downloadLogUrl", get(download_log_url))
-            .route("/instance/downloadLog", get(download_log));
-        if self.version == Version::V5 {
-            r = r
-                .route("/openApi/authApp", post(auth_app))
-                .route("/auth/thirdPartyLoginDirect", post(console_login))
-                .route("/auth/ifLogin", get(if_login));
+        let v5 = self.cfg.version == Version::V5;
+        let mut open = Router::new()
+            .route("/openApi/assert", only(post(assert_app)))
+            .route("/openApi/runJob", only(post(run_job)))
+            .route("/openApi/stopInstance", only(post(stop_instance)))
+            .route("/openApi/cancelInstance", only(post(cancel_instance)))
+            .route("/openApi/retryInstance", only(post(retry_instance)))
+            .route("/openApi/fetchInstanceStatus", only(post(fetch_instance_status)))
+            .route("/openApi/fetchInstanceInfo", only(post(fetch_instance_info)))
+            .route("/openApi/fetchJob", only(post(fetch_job)))
+            .route("/openApi/queryInstance", only(post(query_instance)));
+        if v5 {
+            open = open.route("/openApi/authApp", only(post(auth_app)));
         }
-        r.fallback(spring_404)
-            .method_not_allowed_fallback(wrong_method)
-            .layer(axum::middleware::from_fn_with_state(self.clone(), openapi_auth))
-            .layer(axum::middleware::from_fn_with_state(self.clone(), faults))
+        let open = open.route_layer(middleware::from_fn_with_state(self.clone(), openapi_interceptor));
+        let mut router = Router::new()
+            .merge(open)
+            .route("/instance/log", only(get(instance_log)))
+            .route("/instance/downloadLogUrl", only(get(download_log_url)))
+            .route("/instance/downloadLog", only(get(download_log)));
+        if v5 {
+            router = router
+                .route("/auth/thirdPartyLoginDirect", only(post(console_login)))
+                .route("/auth/ifLogin", only(get(if_login)));
+        }
+        router
+            .fallback(not_found)
+            .layer(middleware::from_fn_with_state(self.clone(), count_and_inject))
             .with_state(self.clone())
     }
 
-    fn now_core(&self) -> std::sync::MutexGuard<'_, SimCore> {
-        self.core.lock().expect("sim core poisoned")
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().expect("sim state poisoned")
     }
 
-    /// `{"success":false,...}` in this version's shape.
+    fn v5(&self) -> bool {
+        self.cfg.version == Version::V5
+    }
+
+    /// A failure envelope: `code` only on 5.x (the `PowerResultDTO` of the exception
+    /// handler), with the `<SimpleClassName>: <message>` text the caller built.
     fn fail(&self, message: &str, code: Option<&str>) -> Response {
-        let body = match self.version {
-            Version::V4 => json!({ "success": false, "data": null, "message": message }),
-            Version::V5 => json!({ "success": false, "data": null, "message": message, "code": code }),
+        if self.v5() {
+            Json(json!({"success": false, "data": null, "message": message, "code": code})).into_response()
+        } else {
+            Json(json!({"success": false, "data": null, "message": message})).into_response()
+        }
+    }
+
+    fn failure(&self, failure: Failure) -> Response {
+        self.fail(&failure.message, failure.code)
+    }
+
+    /// Takes the first queued fault that applies to `path`, counting one use of it.
+    fn take_fault(&self, path: &str) -> Option<FaultKind> {
+        let mut shared = self.shared();
+        shared.faults.retain(|f| f.times > 0);
+        let pos = shared.faults.iter().position(|f| {
+            let path_matches = f.path.as_deref().is_none_or(|p| p == path);
+            let applies = match f.kind {
+                FaultKind::Preparing | FaultKind::ServerException => path == "/instance/log",
+                _ => true,
+            };
+            path_matches && applies
+        })?;
+        let fault = shared.faults.get_mut(pos)?;
+        fault.times -= 1;
+        let kind = fault.kind.clone();
+        if fault.times == 0 {
+            shared.faults.remove(pos);
+        }
+        Some(kind)
+    }
+
+    /// Checks the 5.x OpenAPI token headers in the interceptor's order (§2.3).
+    fn check_app_token(&self, headers: &HeaderMap, now: i64) -> Result<(), Rejection> {
+        let app_id = present_header(headers, APP_ID_HEADER)
+            .ok_or(Rejection::new("INVALID_REQUEST:lack_of_appId_in_header", "-300"))?;
+        let token = present_header(headers, TOKEN_HEADER)
+            .ok_or(Rejection::new("OPEN_API_AUTH_FAILED:token_is_empty", "-1002"))?;
+        let issued = self.shared().app_tokens.get(&token).cloned();
+        let Some(issued) = issued else {
+            let detail = if token.matches('.').count() == 2 {
+                "SignatureException: JWT signature does not match locally computed signature. JWT validity cannot be \
+                 asserted and should not be trusted."
+                    .to_owned()
+            } else {
+                format!(
+                    "MalformedJwtException: JWT strings must contain exactly 2 period characters. Found: {}",
+                    token.matches('.').count()
+                )
+            };
+            return Err(Rejection::owned(format!("INVALID_TOKEN:{detail}"), "-401"));
         };
-        Json(body).into_response()
+        if now >= issued.expires_at {
+            let exp = issued.expires_at;
+            let text = format!(
+                "TOKEN_EXPIRED:JWT expired at {}. Current time: {}, a difference of {} milliseconds.  Allowed clock skew: 0 \
+                 milliseconds.",
+                jwt_time(exp),
+                jwt_time(now),
+                now - exp
+            );
+            return Err(Rejection::owned(text, "-403"));
+        }
+        let Ok(header_app_id) = app_id.trim().parse::<i64>() else {
+            // An unexpected exception inside the interceptor: HTTP 500, code -500.
+            let mut rejection =
+                Rejection::owned(format!("NumberFormatException: For input string: \"{app_id}\""), "-500");
+            rejection.status = StatusCode::INTERNAL_SERVER_ERROR;
+            return Err(rejection);
+        };
+        if header_app_id != issued.app_id {
+            return Err(Rejection::new("INVALID_REQUEST:Inconsistent_appId_from_token_and_header", "-300"));
+        }
+        if issued.app_id != self.cfg.app_id {
+            return Err(Rejection::new("INVALID_APP:can_not_find_app", "-402"));
+        }
+        match password_matches(&self.cfg.app_password, issued.password.as_deref(), issued.encrypt_type.as_deref()) {
+            Ok(true) => Ok(()),
+            _ => Err(Rejection::new("INCORRECT_PASSWORD", "-400")),
+        }
     }
 
-    fn token(&self, prefix: &str) -> String {
-        let mut s = self.shared.lock().expect("sim state poisoned");
-        s.token_seq += 1;
-        let header = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9";
-        format!("{header}.{prefix}{:016x}.c2lt", s.token_seq.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    /// A new opaque, JWT-shaped token (HS256 header, the server's claims, a random
+    /// signature; nobody verifies the signature, the map lookup does).
+    fn issue_token(claims: &Value) -> String {
+        let header = b64url(br#"{"typ":"JWT","alg":"HS256"}"#);
+        let payload = b64url(claims.to_string().as_bytes());
+        let signature = b64url(&rand::random::<[u8; 32]>());
+        format!("{header}.{payload}.{signature}")
     }
-}
 
-fn ok(data: Value) -> Response {
-    Json(json!({ "success": true, "data": data, "message": null })).into_response()
-}
+    /// The console user of the request's JWT, if it is valid and not expired.
+    fn console_user(&self, headers: &HeaderMap, now: i64) -> Option<String> {
+        let token = CONSOLE_JWT_HEADERS.iter().find_map(|h| present_header(headers, h))?;
+        let issued = self.shared().console_tokens.get(&token).cloned()?;
+        (now < issued.expires_at && issued.username == self.cfg.console_username).then_some(issued.username)
+    }
 
-fn param(form: &HashMap<String, String>, key: &str) -> Option<i64> {
-    form.get(key).and_then(|v| v.parse().ok())
-}
+    /// 5.x `PowerJobAuthInterceptor` for `@ApiPermission(roleScope = APP)` endpoints.
+    /// Only [`GLOBAL_ADMIN`] holds a role; any other user is denied.
+    fn check_console(&self, headers: &HeaderMap, now: i64) -> Result<(), Failure> {
+        if !self.v5() {
+            return Ok(());
+        }
+        let Some(user) = self.console_user(headers, now) else {
+            return Err(Failure::new("PowerJobAuthException: UserNotLoggedIn", Some("-100")));
+        };
+        if user == GLOBAL_ADMIN {
+            Ok(())
+        } else if present_header(headers, "AppId").is_none() {
+            // The app lookup with a null id fails before the permission check proper.
+            Err(Failure::new("NullPointerException: ", None))
+        } else {
+            Err(Failure::new("PowerJobException: Permission denied!", None))
+        }
+    }
 
-// ---- middleware ------------------------------------------------------------------
-
-async fn faults(State(sim): State<Simulator>, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
-    let fault = {
-        let mut s = sim.shared.lock().expect("sim state poisoned");
-        *s.counters.entry(path.clone()).or_default() += 1;
-        let pos = s.faults.iter().position(|f| f.path.as_deref().is_none_or(|p| p == path));
-        pos.map(|pos| {
-            let f = &mut s.faults[pos];
-            f.times = f.times.saturating_sub(1);
-            let kind = f.kind.clone();
-            if f.times == 0 {
-                s.faults.remove(pos);
-            }
-            kind
+    fn console_user_json(username: &str, token: Option<&str>) -> Value {
+        json!({
+            "id": 1,
+            "username": format!("PWJB_{username}"),
+            "phone": null,
+            "email": null,
+            "webHook": null,
+            "extra": null,
+            "jwtToken": token,
         })
-    };
-    match fault {
+    }
+}
+
+/// A failure envelope to be written: the exception text and the 5.x `code`.
+struct Failure {
+    message: String,
+    code: Option<&'static str>,
+}
+
+impl Failure {
+    fn new(message: &str, code: Option<&'static str>) -> Self {
+        Failure { message: message.to_owned(), code }
+    }
+}
+
+/// An OpenAPI interceptor rejection: written by `JsonUtils`, so no `data` key.
+struct Rejection {
+    status: StatusCode,
+    message: String,
+    code: &'static str,
+}
+
+impl Rejection {
+    fn new(message: &str, code: &'static str) -> Self {
+        Rejection::owned(message.to_owned(), code)
+    }
+
+    fn owned(message: String, code: &'static str) -> Self {
+        Rejection { status: StatusCode::OK, message, code }
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let body = json!({"success": false, "message": self.message, "code": self.code}).to_string();
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        headers.insert(AUTH_PASSED, HeaderValue::from_static("false"));
+        response
+    }
+}
+
+/// A header value, with `null`/`undefined` (any case) and blanks counted as absent.
+fn present_header(headers: &HeaderMap, name: &str) -> Option<String> {
+    let value = headers.get(name)?.to_str().ok()?.trim();
+    let absent = value.is_empty() || value.eq_ignore_ascii_case("null") || value.eq_ignore_ascii_case("undefined");
+    (!absent).then(|| value.to_owned())
+}
+
+/// `/authApp` password check: `Ok(matches)` or `Err` for an unknown encrypt type.
+fn password_matches(app_password: &str, sent: Option<&str>, encrypt_type: Option<&str>) -> Result<bool, ()> {
+    let sent = sent.unwrap_or_default();
+    match encrypt_type.unwrap_or_default() {
+        "" | "none" => Ok(sent == app_password),
+        "md5" => Ok(md5_hex(app_password).eq_ignore_ascii_case(sent)),
+        _ => Err(()),
+    }
+}
+
+fn md5_hex(text: &str) -> String {
+    Md5::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Unpadded base64url.
+fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// jjwt's time format in expiry messages: UTC, seconds, `Z`.
+fn jwt_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+}
+
+/// A mapped path: the wrong method is Spring's `HttpRequestMethodNotSupportedException`,
+/// handled by PowerJob's exception handler (a failure envelope with HTTP 200).
+fn only(route: MethodRouter<Simulator>) -> MethodRouter<Simulator> {
+    route.fallback(wrong_method)
+}
+
+async fn wrong_method(State(sim): State<Simulator>, method: Method) -> Response {
+    sim.fail(&format!("HttpRequestMethodNotSupportedException: Request method '{method}' not supported"), None)
+}
+
+/// Spring Boot's default error body.
+fn spring_error(status: StatusCode, path: &str) -> Response {
+    let body = json!({
+        "timestamp": iso(Simulator::now()),
+        "status": status.as_u16(),
+        "error": status.canonical_reason().unwrap_or("Error"),
+        "path": path,
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn not_found(req: Request) -> Response {
+    spring_error(StatusCode::NOT_FOUND, req.uri().path())
+}
+
+/// Outermost layer: counts every request and plays the first matching fault.
+async fn count_and_inject(State(sim): State<Simulator>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    *sim.shared().counters.entry(path.clone()).or_default() += 1;
+    match sim.take_fault(&path) {
         None => next.run(req).await,
-        Some(FaultKind::Delay(d)) => {
-            tokio::time::sleep(d).await;
+        Some(FaultKind::Delay(delay)) => {
+            tokio::time::sleep(delay).await;
             next.run(req).await
         }
-        Some(FaultKind::Http500) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"timestamp": iso(Simulator::now()), "status": 500, "error": "Internal Server Error", "path": path})),
-        )
-            .into_response(),
-        Some(FaultKind::Reset) => {
-            let body = futures::stream::once(async { Err::<bytes::Bytes, _>(std::io::Error::other("connection reset")) });
-            Response::builder()
-                .header("content-type", "application/json")
-                .header("content-length", "1000")
-                .body(Body::from_stream(body))
-                .expect("static response")
+        Some(FaultKind::Reset | FaultKind::Down) => {
+            // Unwinding out of the connection task makes hyper drop the socket without
+            // writing a response; `resume_unwind` skips the panic hook, so nothing is
+            // printed. (Called through `Router::oneshot`, this unwinds into the caller.)
+            std::panic::resume_unwind(Box::new("simulated connection reset"))
         }
-        Some(FaultKind::HtmlError) => (
-            StatusCode::BAD_GATEWAY,
-            [("content-type", "text/html")],
-            "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>",
-        )
-            .into_response(),
-        Some(FaultKind::NotJson) => ([("content-type", "application/json")], "{\"success\":true,\"data\":{\"index\":0,\"tot").into_response(),
-        Some(FaultKind::Preparing) => ok(json!({ "index": 0, "totalPages": 1, "data": PREPARING })),
-        Some(FaultKind::ServerException) => ok(json!({
-            "index": 0, "totalPages": 1, "data": "oms-server execution exception, caused by NullPointerException: "
-        })),
+        Some(FaultKind::Http500) => spring_error(StatusCode::INTERNAL_SERVER_ERROR, &path),
+        Some(FaultKind::Preparing) => ok(StringPage::simple(PREPARING).to_json()),
+        Some(FaultKind::ServerException) => {
+            ok(StringPage::simple(format!("{SERVER_EXCEPTION}NullPointerException: ")).to_json())
+        }
+        Some(FaultKind::HtmlError) => {
+            (StatusCode::BAD_GATEWAY, [(CONTENT_TYPE, "text/html")], PROXY_502).into_response()
+        }
+        Some(FaultKind::NotJson) => {
+            ([(CONTENT_TYPE, "application/json")], r#"{"success":true,"data":{"index":0,"totalPa"#).into_response()
+        }
     }
 }
 
-/// 5.x OpenAPI interceptor (§2.1, §2.3): `X-POWERJOB-AUTH-PASSED` and token checks.
-async fn openapi_auth(State(sim): State<Simulator>, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
-    if sim.version != Version::V5 || !path.starts_with("/openApi/") {
+/// 5.x `OpenApiInterceptor` on `/openApi/**` (§2.1, §2.3).
+async fn openapi_interceptor(State(sim): State<Simulator>, req: Request, next: Next) -> Response {
+    if !sim.v5() {
         return next.run(req).await;
     }
+    let path = req.uri().path();
     let exempt = path.ends_with("/assert") || path.ends_with("/authApp");
-    if !sim.openapi_auth {
-        let mut resp = next.run(req).await;
-        resp.headers_mut().insert(AUTH_PASSED, HeaderValue::from_static("true"));
-        return resp;
-    }
-    if exempt {
-        return next.run(req).await;
-    }
-    match check_app_token(&sim, req.headers()) {
-        Ok(()) => {
-            let mut resp = next.run(req).await;
-            resp.headers_mut().insert(AUTH_PASSED, HeaderValue::from_static("true"));
-            resp
+    if sim.cfg.openapi_auth {
+        if exempt {
+            return next.run(req).await;
         }
-        Err((message, code)) => {
-            let mut resp = Json(json!({ "success": false, "message": message, "code": code })).into_response();
-            resp.headers_mut().insert(AUTH_PASSED, HeaderValue::from_static("false"));
-            resp
+        if let Err(rejection) = sim.check_app_token(req.headers(), Simulator::now()) {
+            return rejection.into_response();
+        }
+    }
+    // Set before the controller runs: "passed" says nothing about the body.
+    let mut response = next.run(req).await;
+    response.headers_mut().insert(AUTH_PASSED, HeaderValue::from_static("true"));
+    response
+}
+
+/// A success envelope (plain `ResultDTO`: no `code`).
+fn ok(data: Value) -> Response {
+    Json(json!({"success": true, "data": data, "message": null})).into_response()
+}
+
+/// Request parameters as Spring binds un-annotated controller arguments: the query
+/// string, then an `application/x-www-form-urlencoded` body (never a JSON body). The
+/// first value of a name wins.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    async fn read(req: Request) -> (HeaderMap, Self) {
+        let (parts, body) = req.into_parts();
+        let mut pairs: Vec<(String, String)> =
+            parts.uri.query().and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default();
+        let form = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+        if form {
+            if let Ok(bytes) = to_bytes(body, MAX_BODY).await {
+                pairs.extend(serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes).unwrap_or_default());
+            }
+        }
+        (parts.headers, Params(pairs))
+    }
+
+    /// A `String` argument; Spring binds an empty value as `""`.
+    fn string(&self, name: &str) -> Option<String> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    /// A `Long` argument: `Ok(None)` when absent or empty, `Err(message)` for Spring's
+    /// type-mismatch failure.
+    fn long(&self, name: &str) -> Result<Option<i64>, String> {
+        match self.string(name) {
+            None => Ok(None),
+            Some(v) if v.trim().is_empty() => Ok(None),
+            Some(v) => v.trim().parse().map(Some).map_err(|_| {
+                format!(
+                    "MethodArgumentTypeMismatchException: Failed to convert value of type 'java.lang.String' to required \
+                     type 'java.lang.Long'; nested exception is java.lang.NumberFormatException: For input string: \
+                     \"{v}\""
+                )
+            }),
         }
     }
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
+/// A JSON `@RequestBody`: `Err` is the exception handler's message.
+async fn json_body(req: Request) -> (HeaderMap, Result<Value, String>) {
+    let (parts, body) = req.into_parts();
+    let is_json = parts
+        .headers
+        .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("null") && !v.eq_ignore_ascii_case("undefined"))
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
+    if !is_json {
+        let ct = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        return (parts.headers, Err(format!("HttpMediaTypeNotSupportedException: Content type '{ct}' not supported")));
+    }
+    let parsed = match to_bytes(body, MAX_BODY).await {
+        Ok(bytes) => serde_json::from_slice::<Value>(&bytes)
+            .map_err(|e| format!("HttpMessageNotReadableException: JSON parse error: {e}")),
+        Err(e) => Err(format!("HttpMessageNotReadableException: I/O error while reading input message: {e}")),
+    };
+    (parts.headers, parsed)
 }
 
-fn check_app_token(sim: &Simulator, headers: &HeaderMap) -> Result<(), (String, &'static str)> {
-    let Some(app_id) = header(headers, "X-POWERJOB-APP-ID") else {
-        return Err(("INVALID_REQUEST:lack_of_appId_in_header".into(), "-300"));
-    };
-    let Some(token) = header(headers, "X-POWERJOB-ACCESS-TOKEN") else {
-        return Err(("OPEN_API_AUTH_FAILED:token_is_empty".into(), "-1002"));
-    };
-    let expires = sim.shared.lock().expect("sim state poisoned").app_tokens.get(token).copied();
-    let Some(expires) = expires else {
-        return Err((
-            "INVALID_TOKEN:SignatureException: JWT signature does not match locally computed signature.".into(),
-            "-401",
-        ));
-    };
-    let now = Simulator::now();
-    if now >= expires {
-        let msg = format!(
-            "TOKEN_EXPIRED:JWT expired at {}. Current time: {}, a difference of {} milliseconds.  Allowed clock skew: 0 milliseconds.",
-            iso(expires),
-            iso(now),
-            now - expires
-        );
-        return Err((msg, "-403"));
-    }
-    let own = sim.now_core().config().app_id.to_string();
-    if app_id != own {
-        return Err(("INVALID_REQUEST:Inconsistent_appId_from_token_and_header".into(), "-300"));
-    }
-    Ok(())
+fn text_or_null(v: Option<&str>) -> String {
+    v.unwrap_or("null").to_owned()
 }
 
-// ---- OpenAPI ---------------------------------------------------------------------
-
-async fn assert_app(State(sim): State<Simulator>, Form(form): Form<HashMap<String, String>>) -> Response {
-    let cfg = sim.now_core().config().clone();
-    let name = form.get("appName").map(String::as_str).unwrap_or_default();
-    let password = form.get("password");
-    if name != cfg.app_name {
-        return match sim.version {
-            Version::V4 => sim.fail(&format!("PowerJobException: can't find appInfo by appName: {name}"), None),
-            Version::V5 => sim.fail(&format!("PowerJobException: INVALID_APP:{name}"), Some("-402")),
-        };
-    }
-    match (sim.version, password) {
-        (Version::V5, None) => sim.fail("NullPointerException: ", None),
-        (_, Some(p)) if *p != cfg.app_password => match sim.version {
-            Version::V4 => sim.fail("PowerJobException: password error!", None),
-            Version::V5 => sim.fail("PowerJobException: INCORRECT_PASSWORD", Some("-400")),
-        },
-        (Version::V4, None) => sim.fail("PowerJobException: password error!", None),
-        _ => ok(json!(cfg.app_id)),
-    }
+fn long_or_null(v: Option<i64>) -> String {
+    v.map_or_else(|| "null".to_owned(), |v| v.to_string())
 }
 
-async fn auth_app(State(sim): State<Simulator>, Json(body): Json<Value>) -> Response {
-    let cfg = sim.now_core().config().clone();
-    let fail = |message: &str, code: &str| {
-        Json(json!({ "success": false, "data": null, "message": message, "code": code })).into_response()
-    };
-    let name = body["appName"].as_str().unwrap_or_default();
-    if name != cfg.app_name {
-        return fail(&format!("INVALID_APP:{name}"), "-402");
-    }
-    let given = body["encryptedPassword"].as_str().unwrap_or_default();
-    let matches = match body["encryptType"].as_str().unwrap_or("none") {
-        "md5" => given.eq_ignore_ascii_case(&format!("{:x}", Md5::digest(cfg.app_password.as_bytes()))),
-        "none" | "" => given == cfg.app_password,
-        other => return fail(&format!("INVALID_REQUEST:unknown_encryptType:{other}"), "-300"),
-    };
-    if !matches {
-        return fail("INCORRECT_PASSWORD", "-400");
-    }
-    let token = sim.token("app");
-    let expires = Simulator::now() + cfg.token_ttl_ms;
-    sim.shared.lock().expect("sim state poisoned").app_tokens.insert(token.clone(), expires);
-    Json(json!({ "success": true, "data": { "appId": cfg.app_id, "token": token, "extra": null }, "message": null, "code": null }))
-        .into_response()
-}
+// --- OpenAPI ---------------------------------------------------------------------------
 
-async fn run_job(State(sim): State<Simulator>, Form(form): Form<HashMap<String, String>>) -> Response {
-    let job = form.get("jobId").cloned().unwrap_or_else(|| "null".into());
-    let Some(job_id) = job.parse::<i64>().ok() else {
-        return sim.fail(&format!("IllegalArgumentException: can't find job by jobId: {job}"), None);
-    };
-    let app_id = param(&form, "appId");
-    let own = sim.now_core().config().app_id;
-    let params = form.get("instanceParams").cloned();
-    let delay = param(&form, "delay").unwrap_or(0);
-    let result = sim.now_core().run_job(job_id, params, delay, Simulator::now());
-    match result {
-        Err(message) => sim.fail(&message, None),
-        Ok(_) if app_id != Some(own) => sim.fail(
-            &format!(
-                "IllegalArgumentException: this job is not belong to the app whose appId is {}",
-                app_id.map_or("null".into(), |a| a.to_string())
-            ),
+async fn assert_app(State(sim): State<Simulator>, req: Request) -> Response {
+    let (_, p) = Params::read(req).await;
+    let name = p.string("appName");
+    let password = p.string("password");
+    let known = name.as_deref() == Some(sim.cfg.app_name.as_str());
+    match (sim.v5(), known) {
+        (false, false) => sim.fail(
+            &format!("PowerJobException: can't find appInfo by appName: {}", text_or_null(name.as_deref())),
             None,
         ),
+        (true, false) => {
+            sim.fail(&format!("PowerJobException: INVALID_APP:{}", text_or_null(name.as_deref())), Some("-402"))
+        }
+        // 5.x calls `password.equals(...)` on the argument.
+        (true, true) if password.is_none() => sim.fail("NullPointerException: ", None),
+        (v5, true) if password.as_deref() != Some(sim.cfg.app_password.as_str()) => {
+            if v5 {
+                sim.fail("PowerJobException: INCORRECT_PASSWORD", Some("-400"))
+            } else {
+                sim.fail("PowerJobException: password error!", None)
+            }
+        }
+        _ => ok(json!(sim.cfg.app_id)),
+    }
+}
+
+/// `/openApi/authApp` (5.1.x): a `PowerResultDTO` on success and failure, raw messages.
+async fn auth_app(State(sim): State<Simulator>, req: Request) -> Response {
+    let result = |success: bool, data: Value, message: Option<&str>, code: Option<&str>| {
+        Json(json!({"success": success, "data": data, "message": message, "code": code})).into_response()
+    };
+    let (_, body) = json_body(req).await;
+    let body = match body {
+        Ok(body) => body,
+        Err(message) => return result(false, Value::Null, Some(&message), None),
+    };
+    let name = body.get("appName").and_then(Value::as_str);
+    if name != Some(sim.cfg.app_name.as_str()) {
+        return result(false, Value::Null, Some(&format!("INVALID_APP:{}", text_or_null(name))), Some("-402"));
+    }
+    let password = body.get("encryptedPassword").and_then(Value::as_str);
+    let encrypt_type = body.get("encryptType").and_then(Value::as_str);
+    if password.is_none() {
+        return result(false, Value::Null, Some("NullPointerException: "), Some("-500"));
+    }
+    match password_matches(&sim.cfg.app_password, password, encrypt_type) {
+        Err(()) => {
+            let message = format!("INVALID_REQUEST:unknown_encryptType:{}", encrypt_type.unwrap_or_default());
+            result(false, Value::Null, Some(&message), Some("-300"))
+        }
+        Ok(false) => result(false, Value::Null, Some("INCORRECT_PASSWORD"), Some("-400")),
+        Ok(true) => {
+            let now = Simulator::now();
+            let expires_at = now.saturating_add(sim.cfg.token_ttl_ms);
+            let token = Simulator::issue_token(&json!({
+                "password": password,
+                "appId": sim.cfg.app_id,
+                "encryptType": encrypt_type,
+                "sub": "PowerJob",
+                "exp": expires_at / 1000,
+                "jti": format!("{:032x}", rand::random::<u128>()),
+            }));
+            sim.shared().app_tokens.insert(
+                token.clone(),
+                AppToken {
+                    app_id: sim.cfg.app_id,
+                    password: password.map(str::to_owned),
+                    encrypt_type: encrypt_type.map(str::to_owned),
+                    expires_at,
+                },
+            );
+            result(true, json!({"appId": sim.cfg.app_id, "token": token, "extra": null}), None, None)
+        }
+    }
+}
+
+/// The ownership check of `runJob`/`fetchJob`: `Err` is the failure envelope.
+fn check_job(sim: &Simulator, p: &Params) -> Result<i64, Failure> {
+    let job_id = p.long("jobId").map_err(|m| Failure::new(&m, None))?;
+    let app_id = p.long("appId").map_err(|m| Failure::new(&m, None))?;
+    let exists = job_id.is_some_and(|id| sim.cfg.jobs.iter().any(|j| j.id == id));
+    match job_id {
+        Some(job_id) if exists => {
+            if app_id == Some(sim.cfg.app_id) {
+                Ok(job_id)
+            } else {
+                let text = format!(
+                    "IllegalArgumentException: this job is not belong to the app whose appId is {}",
+                    long_or_null(app_id)
+                );
+                Err(Failure::new(&text, None))
+            }
+        }
+        _ => Err(Failure::new(
+            &format!("IllegalArgumentException: can't find job by jobId: {}", long_or_null(job_id)),
+            None,
+        )),
+    }
+}
+
+async fn run_job(State(sim): State<Simulator>, req: Request) -> Response {
+    let (_, p) = Params::read(req).await;
+    let job_id = match check_job(&sim, &p) {
+        Ok(id) => id,
+        Err(failure) => return sim.failure(failure),
+    };
+    let delay = match p.long("delay") {
+        Ok(delay) => delay.unwrap_or(0),
+        Err(m) => return sim.fail(&m, None),
+    };
+    let params = p.string("instanceParams");
+    match sim.with_core(|c, now| c.run_job(job_id, params, delay, now)) {
         Ok(id) => ok(json!(id)),
+        Err(m) => sim.fail(&m, None),
     }
 }
 
-async fn stop_instance(State(sim): State<Simulator>, Form(form): Form<HashMap<String, String>>) -> Response {
-    instance_op(&sim, &form, |core, id, now| core.stop_instance(id, now))
+async fn fetch_job(State(sim): State<Simulator>, req: Request) -> Response {
+    let (_, p) = Params::read(req).await;
+    match check_job(&sim, &p) {
+        Ok(job_id) => ok(sim.with_core(|c, _| c.job_info(job_id)).unwrap_or(Value::Null)),
+        Err(failure) => sim.failure(failure),
+    }
 }
 
-async fn cancel_instance(State(sim): State<Simulator>, Form(form): Form<HashMap<String, String>>) -> Response {
-    instance_op(&sim, &form, |core, id, now| core.cancel_instance(id, now))
-}
-
-async fn retry_instance(State(sim): State<Simulator>, Form(form): Form<HashMap<String, String>>) -> Response {
-    instance_op(&sim, &form, |core, id, now| core.retry_instance(id, now))
-}
-
-fn instance_op(
-    sim: &Simulator,
-    form: &HashMap<String, String>,
-    op: impl FnOnce(&mut SimCore, i64, i64) -> Result<(), String>,
-) -> Response {
-    let Some(id) = param(form, "instanceId") else {
-        return sim.fail("IllegalArgumentException: can't find instance by instanceId: null", None);
+/// `checkInstanceIdValid` then one of stop/cancel/retry.
+async fn instance_op(sim: Simulator, req: Request, op: fn(&mut SimCore, i64, i64) -> Result<(), String>) -> Response {
+    let (_, p) = Params::read(req).await;
+    let (id, app_id) = match (p.long("instanceId"), p.long("appId")) {
+        (Ok(id), Ok(app_id)) => (id, app_id),
+        (Err(m), _) | (_, Err(m)) => return sim.fail(&m, None),
     };
-    let result = op(&mut sim.now_core(), id, Simulator::now());
-    match result {
+    let exists = id.is_some_and(|id| sim.with_core(|c, _| c.has_instance(id)));
+    let Some(id) = id.filter(|_| exists) else {
+        return sim
+            .fail(&format!("IllegalArgumentException: can't find instance by instanceId: {}", long_or_null(id)), None);
+    };
+    if app_id != Some(sim.cfg.app_id) {
+        let text = format!(
+            "IllegalArgumentException: instance is not belong to the app whose appId is {}",
+            long_or_null(app_id)
+        );
+        return sim.fail(&text, None);
+    }
+    match sim.with_core(|c, now| op(c, id, now)) {
         Ok(()) => ok(Value::Null),
-        Err(message) => sim.fail(&message, None),
+        Err(m) => sim.fail(&m, None),
     }
 }
 
-async fn fetch_instance_status(State(sim): State<Simulator>, Form(form): Form<HashMap<String, String>>) -> Response {
-    let id = param(&form, "instanceId");
-    let status = id.and_then(|id| sim.now_core().instance_status(id, Simulator::now()));
-    match status {
-        Some(s) => ok(json!(s)),
-        None => sim.fail(
-            &format!("IllegalArgumentException: invalid instanceId: {}", id.map_or("null".into(), |i| i.to_string())),
-            None,
-        ),
-    }
+async fn stop_instance(State(sim): State<Simulator>, req: Request) -> Response {
+    instance_op(sim, req, SimCore::stop_instance).await
 }
 
-async fn fetch_instance_info(State(sim): State<Simulator>, Form(form): Form<HashMap<String, String>>) -> Response {
-    let id = param(&form, "instanceId");
-    let info = id.and_then(|id| sim.now_core().instance_info(id, Simulator::now()));
-    match info {
-        Some(info) => ok(info),
-        None => sim.fail(
-            &format!("IllegalArgumentException: invalid instanceId: {}", id.map_or("null".into(), |i| i.to_string())),
-            None,
-        ),
-    }
+async fn cancel_instance(State(sim): State<Simulator>, req: Request) -> Response {
+    instance_op(sim, req, SimCore::cancel_instance).await
 }
 
-async fn fetch_job(State(sim): State<Simulator>, Form(form): Form<HashMap<String, String>>) -> Response {
-    let job_id = param(&form, "jobId");
-    let info = job_id.and_then(|j| sim.now_core().job_info(j));
-    match info {
-        Some(info) => ok(info),
-        None => sim.fail(
-            &format!(
-                "IllegalArgumentException: can't find job by jobId: {}",
-                job_id.map_or("null".into(), |j| j.to_string())
-            ),
-            None,
-        ),
-    }
+async fn retry_instance(State(sim): State<Simulator>, req: Request) -> Response {
+    instance_op(sim, req, SimCore::retry_instance).await
 }
 
-// ---- console and logs ------------------------------------------------------------
-
-async fn console_login(State(sim): State<Simulator>, Json(body): Json<Value>) -> Response {
-    let fail = |m: &str| Json(json!({ "success": false, "data": null, "message": m })).into_response();
-    let Some(origin) = body["originParams"].as_str().filter(|s| !s.is_empty()) else {
-        return fail("can't find login Info");
+/// `fetchInstanceStatus`/`fetchInstanceInfo`: no ownership check, no forwarding.
+async fn instance_query(sim: Simulator, req: Request, status_only: bool) -> Response {
+    let (_, p) = Params::read(req).await;
+    let id = match p.long("instanceId") {
+        Ok(id) => id,
+        Err(m) => return sim.fail(&m, None),
     };
-    let Ok(origin) = serde_json::from_str::<Value>(origin) else { return fail("INVALID_REQUEST") };
-    let (Some(user), Some(password)) = (origin["username"].as_str(), origin["password"].as_str()) else {
+    let info = id.and_then(|id| sim.with_core(|c, now| c.instance_info(id, now)));
+    match info {
+        Some(info) if status_only => ok(info["status"].clone()),
+        Some(info) => ok(info),
+        None => sim.fail(&format!("IllegalArgumentException: invalid instanceId: {}", long_or_null(id)), None),
+    }
+}
+
+async fn fetch_instance_status(State(sim): State<Simulator>, req: Request) -> Response {
+    instance_query(sim, req, true).await
+}
+
+async fn fetch_instance_info(State(sim): State<Simulator>, req: Request) -> Response {
+    instance_query(sim, req, false).await
+}
+
+/// `/openApi/queryInstance`: a paged query on 5.1.1; on 4.x the abstract `PowerQuery`
+/// body cannot be bound, so every call fails (§2.11).
+async fn query_instance(State(sim): State<Simulator>, req: Request) -> Response {
+    if !sim.v5() {
+        return sim.fail(
+            "HttpMessageConversionException: Type definition error: [simple type, class tech.powerjob.common.PowerQuery]; \
+             nested exception is com.fasterxml.jackson.databind.exc.InvalidDefinitionException: Cannot construct \
+             instance of `tech.powerjob.common.PowerQuery` (no Creators, like default constructor, exist): abstract types \
+             either need to be mapped to concrete types, have custom deserializer, or contain additional type information",
+            None,
+        );
+    }
+    let (_, body) = json_body(req).await;
+    let q = match body {
+        Ok(q) => q,
+        Err(m) => return sim.fail(&m, None),
+    };
+    let eq = |field: &str, info: &Value, key: &str| q.get(field).and_then(Value::as_i64).is_none_or(|v| info[key] == v);
+    let statuses: Option<Vec<i64>> =
+        q.get("statusIn").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_i64).collect());
+    let mut items: Vec<Value> = sim
+        .with_core(|c, now| c.instances_info(now))
+        .into_iter()
+        .filter(|i| eq("appIdEq", i, "appId") && eq("jobIdEq", i, "jobId") && eq("instanceIdEq", i, "instanceId"))
+        .filter(|i| statuses.as_ref().is_none_or(|s| i["status"].as_i64().is_some_and(|v| s.contains(&v))))
+        .collect();
+    // `Sort.by(sortBy)` is ascending whatever `asc` says; ids grow with creation time.
+    if q.get("sortBy").and_then(Value::as_str).is_some() {
+        items.sort_by_key(|i| i["instanceId"].as_i64());
+    }
+    let index = q.get("index").and_then(Value::as_i64).unwrap_or(0).max(0);
+    let page_size = q.get("pageSize").and_then(Value::as_i64).unwrap_or(10).max(1);
+    let total = i64::try_from(items.len()).unwrap_or(i64::MAX);
+    let skip = usize::try_from(index.saturating_mul(page_size)).unwrap_or(usize::MAX);
+    let data: Vec<Value> =
+        items.into_iter().skip(skip).take(usize::try_from(page_size).unwrap_or(usize::MAX)).collect();
+    ok(json!({
+        "index": index,
+        "pageSize": page_size,
+        "totalPages": (total + page_size - 1) / page_size,
+        "totalItems": total,
+        "data": data,
+    }))
+}
+
+// --- console ---------------------------------------------------------------------------
+
+/// The `appId` checks of the `@DesignateServer` aspect: `Err` is the failure envelope.
+fn check_log_app(sim: &Simulator, p: &Params) -> Result<(), Failure> {
+    match p.long("appId") {
+        Err(m) => Err(Failure::new(&m, None)),
+        Ok(None) => Err(Failure::new("NumberFormatException: For input string: \"null\"", None)),
+        Ok(Some(id)) if id != sim.cfg.app_id => Err(Failure::new("PowerJobException: can't find app info", None)),
+        Ok(Some(_)) => Ok(()),
+    }
+}
+
+/// `GET /instance/log` (§4.1–§4.6; 5.x: console JWT and OPS on the app).
+async fn instance_log(State(sim): State<Simulator>, req: Request) -> Response {
+    let (headers, p) = Params::read(req).await;
+    let now = Simulator::now();
+    if let Err(failure) = sim.check_console(&headers, now) {
+        return sim.failure(failure);
+    }
+    if let Err(failure) = check_log_app(&sim, &p) {
+        return sim.failure(failure);
+    }
+    match (p.long("instanceId"), p.long("index")) {
+        (Err(m), _) | (_, Err(m)) => sim.fail(&m, None),
+        (Ok(Some(id)), Ok(Some(index))) => ok(sim.with_core(|c, now| c.log_page(id, index, now)).to_json()),
+        // Unboxing a null `Long` inside the service: caught and turned into a page.
+        _ => ok(StringPage::simple(format!("{SERVER_EXCEPTION}NullPointerException: ")).to_json()),
+    }
+}
+
+/// `GET /instance/downloadLogUrl`: the designated server's own address.
+async fn download_log_url(State(sim): State<Simulator>, req: Request) -> Response {
+    let (headers, p) = Params::read(req).await;
+    if let Err(failure) = sim.check_console(&headers, Simulator::now()) {
+        return sim.failure(failure);
+    }
+    if let Err(failure) = check_log_app(&sim, &p) {
+        return sim.failure(failure);
+    }
+    let id = match p.long("instanceId") {
+        Ok(id) => id,
+        Err(m) => return sim.fail(&m, None),
+    };
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:7700");
+    ok(json!(format!("http://{host}/instance/downloadLog?instanceId={}", long_or_null(id))))
+}
+
+/// `GET /instance/downloadLog`: no auth in either version, padded body (§4.8).
+async fn download_log(State(sim): State<Simulator>, req: Request) -> Response {
+    let (_, p) = Params::read(req).await;
+    let id = match p.long("instanceId") {
+        Ok(Some(id)) => id,
+        Ok(None) => return sim.fail("NullPointerException: ", None),
+        Err(m) => return sim.fail(&m, None),
+    };
+    match sim.with_core(|c, now| c.download_log_file(id, now)) {
+        Some((kind, body)) => {
+            let suffix = match kind {
+                LogFile::Temporary => "temporary",
+                LogFile::Stable => "stable",
+            };
+            let disposition = format!("attachment;filename={id}-{suffix}.log");
+            let mut response = Body::from(body).into_response();
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            if let Ok(value) = HeaderValue::from_str(&disposition) {
+                headers.insert(CONTENT_DISPOSITION, value);
+            }
+            response
+        }
+        None => sim.fail("TimeoutException: ", None),
+    }
+}
+
+/// `POST /auth/thirdPartyLoginDirect` (5.x): plain `ResultDTO`, raw messages.
+async fn console_login(State(sim): State<Simulator>, req: Request) -> Response {
+    let fail = |message: &str| Json(json!({"success": false, "data": null, "message": message})).into_response();
+    let (_, body) = json_body(req).await;
+    let body = match body {
+        Ok(body) => body,
+        Err(m) => return sim.fail(&m, None),
+    };
+    let login_type = body.get("loginType").and_then(Value::as_str).unwrap_or_default();
+    if login_type != "PWJB" {
+        return fail(&format!("INVALID_REQUEST:can't find ThirdPartyLoginService by type: {login_type}"));
+    }
+    let origin = body.get("originParams").and_then(Value::as_str).unwrap_or_default();
+    if origin.is_empty() {
+        return fail("can't find login Info");
+    }
+    let params: Value = serde_json::from_str(origin).unwrap_or(Value::Null);
+    let (Some(username), Some(password)) =
+        (params.get("username").and_then(Value::as_str), params.get("password").and_then(Value::as_str))
+    else {
         return fail("INVALID_REQUEST");
     };
-    let cfg = sim.now_core().config().clone();
-    if user != cfg.console_username {
+    if username != sim.cfg.console_username {
         return fail("UserNotExist");
     }
-    if password != cfg.console_password {
+    if password != sim.cfg.console_password {
         return fail("password is incorrect");
     }
-    let jwt = sim.token("console");
-    let expires = Simulator::now() + cfg.token_ttl_ms;
-    sim.shared.lock().expect("sim state poisoned").console_tokens.insert(jwt.clone(), expires);
-    ok(
-        json!({ "id": 1, "username": "PWJB_ADMIN", "phone": null, "email": null, "webHook": null, "extra": null, "jwtToken": jwt }),
-    )
+    let expires_at = Simulator::now().saturating_add(sim.cfg.token_ttl_ms);
+    let token = Simulator::issue_token(&json!({
+        "username": format!("PWJB_{username}"),
+        "encryptedToken": md5_hex(password),
+        "sub": "PowerJob",
+        "exp": expires_at / 1000,
+        "jti": format!("{:032x}", rand::random::<u128>()),
+    }));
+    sim.shared().console_tokens.insert(token.clone(), ConsoleToken { username: username.to_owned(), expires_at });
+    let mut response = ok(Simulator::console_user_json(username, Some(&token)));
+    // Set but never read by the server (that code is commented out).
+    if let Ok(cookie) = HeaderValue::from_str(&format!("PowerJwt={token}; Path=/")) {
+        response.headers_mut().insert(SET_COOKIE, cookie);
+    }
+    response
 }
 
-fn console_user_ok(sim: &Simulator, headers: &HeaderMap) -> bool {
-    let jwt = header(headers, "PowerJwt").or_else(|| header(headers, "Power_jwt"));
-    let s = sim.shared.lock().expect("sim state poisoned");
-    jwt.and_then(|j| s.console_tokens.get(j)).is_some_and(|exp| Simulator::now() < *exp)
-}
-
+/// `GET /auth/ifLogin` (5.x): the user, or `data: null` without a valid JWT.
 async fn if_login(State(sim): State<Simulator>, headers: HeaderMap) -> Response {
-    if console_user_ok(&sim, &headers) {
-        ok(json!({ "id": 1, "username": "PWJB_ADMIN", "phone": null, "email": null, "webHook": null, "extra": null }))
-    } else {
-        ok(Value::Null)
+    match sim.console_user(&headers, Simulator::now()) {
+        Some(user) => ok(Simulator::console_user_json(&user, None)),
+        None => ok(Value::Null),
     }
 }
 
-/// Checks 5.x console auth; `Some(response)` when it fails.
-fn console_guard(sim: &Simulator, headers: &HeaderMap) -> Option<Response> {
-    if sim.version == Version::V5 && !console_user_ok(sim, headers) {
-        return Some(sim.fail("PowerJobAuthException: UserNotLoggedIn", Some("-100")));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64url_matches_the_fixture_header() {
+        assert_eq!(b64url(br#"{"typ":"JWT","alg":"HS256"}"#), "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9");
+        assert_eq!(b64url(b"a"), "YQ");
+        assert_eq!(b64url(b"ab"), "YWI");
     }
-    None
-}
 
-async fn instance_log(
-    State(sim): State<Simulator>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Some(denied) = console_guard(&sim, &headers) {
-        return denied;
+    #[test]
+    fn md5_of_password() {
+        assert_eq!(md5_hex("password"), "5f4dcc3b5aa765d61d8327deb882cf99");
+        assert_eq!(password_matches("password", Some("5F4DCC3B5AA765D61D8327DEB882CF99"), Some("md5")), Ok(true));
+        assert_eq!(password_matches("password", Some("password"), None), Ok(true));
+        assert_eq!(password_matches("password", Some("x"), Some("sha1")), Err(()));
     }
-    let own = sim.now_core().config().app_id;
-    match q.get("appId").map(String::as_str) {
-        None => return sim.fail("NumberFormatException: For input string: \"null\"", None),
-        Some(a) if a.parse::<i64>().ok() != Some(own) => {
-            return sim.fail("PowerJobException: can't find app info", None)
-        }
-        _ => {}
+
+    #[test]
+    fn faults_are_consumed_in_order_and_by_path() {
+        let sim = Simulator::new(SimConfig::default());
+        sim.inject(Fault { path: Some("/instance/log".into()), kind: FaultKind::Http500, times: 2 });
+        sim.inject(Fault { path: None, kind: FaultKind::Preparing, times: 1 });
+        assert_eq!(sim.take_fault("/openApi/runJob"), None);
+        assert_eq!(sim.take_fault("/instance/log"), Some(FaultKind::Http500));
+        assert_eq!(sim.take_fault("/instance/log"), Some(FaultKind::Http500));
+        assert_eq!(sim.take_fault("/instance/log"), Some(FaultKind::Preparing));
+        assert_eq!(sim.take_fault("/instance/log"), None);
     }
-    let (Some(id), Some(index)) = (param(&q, "instanceId"), param(&q, "index")) else {
-        return ok(
-            json!({ "index": 0, "totalPages": 1, "data": "oms-server execution exception, caused by NullPointerException: " }),
-        );
-    };
-    let page = sim.now_core().log_page(id, index, Simulator::now());
-    ok(json!({ "index": page.index, "totalPages": page.total_pages, "data": page.data }))
-}
-
-async fn download_log_url(
-    State(sim): State<Simulator>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Some(denied) = console_guard(&sim, &headers) {
-        return denied;
-    }
-    let id = q.get("instanceId").cloned().unwrap_or_default();
-    ok(json!(format!("http://127.0.0.1:7700/instance/downloadLog?instanceId={id}")))
-}
-
-async fn download_log(State(sim): State<Simulator>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let Some(id) = param(&q, "instanceId") else {
-        return sim.fail("NumberFormatException: For input string: \"null\"", None);
-    };
-    let mut core = sim.now_core();
-    let live = core.has_instance(id);
-    let body = core.download_log(id, Simulator::now());
-    let name = if live { format!("{id}-temporary.log") } else { format!("{id}-stable.log") };
-    (
-        [
-            ("content-type", "application/octet-stream".to_owned()),
-            ("content-disposition", format!("attachment;filename={name}")),
-        ],
-        body,
-    )
-        .into_response()
-}
-
-async fn spring_404(req: Request) -> Response {
-    let body =
-        json!({ "timestamp": iso(Simulator::now()), "status": 404, "error": "Not Found", "path": req.uri().path() });
-    (StatusCode::NOT_FOUND, Json(body)).into_response()
-}
-
-async fn wrong_method(State(sim): State<Simulator>, req: Request) -> Response {
-    sim.fail(&format!("HttpRequestMethodNotSupportedException: Request method '{}' not supported", req.method()), None)
 }

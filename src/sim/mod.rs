@@ -1,15 +1,19 @@
-//! A protocol-faithful PowerJob server simulator (4.3.x and 5.1.x), for the tests and
-//! `powertail demo`. It writes its own JSON and shares no wire type with the client.
+//! A protocol-faithful PowerJob server simulator (4.3.x and 5.1.x) for tests and
+//! `powertail demo`. It writes its own JSON and shares no wire type with the client, so
+//! a misunderstanding of the protocol cannot hide in a shared type.
 //!
-//! * [`core`]: the pure state machine (rows, live map, temporary and stable files, sync,
-//!   placeholders, paging) in explicit time;
-//! * [`script`]: scripted job runs (lines from several workers, flush batches, late lines);
-//! * [`http`]: the HTTP server with the wall clock, auth, counters and fault injection.
+//! * [`core`]: the pure, deterministic state machine (instances, H2 rows, live map,
+//!   temporary and stable files, sync, placeholders, paging) in explicit time;
+//! * [`script`]: scripted job runs (several workers, skewed clocks, flush batches, late
+//!   lines);
+//! * [`http`]: the axum server with the wall clock, 5.x auth, counters and fault injection.
+//!
+//! The reference is `powerjob-protocol.md`; section numbers in comments point into it.
 
 pub mod core;
 pub mod http;
 pub mod script;
 
-pub use self::core::{Level, Record, SimConfig, SimCore, SimJob, StringPage, Version};
+pub use self::core::{Level, LogFile, Record, SimConfig, SimCore, SimJob, StringPage, Version};
 pub use self::http::{Fault, FaultKind, SimHandle, Simulator};
 pub use self::script::{JobScript, ScriptLine, ScriptWorker};

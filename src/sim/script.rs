@@ -1,77 +1,92 @@
-//! Scripted job runs: what a run logs, from which workers, and how it ends.
+//! `JobScript`: what one simulated run of a job logs, on which workers, and how it ends.
+//!
+//! A script is pure data. [`super::SimCore::run_job`] turns it into scheduled events:
+//! dispatch at once, RUNNING at `running_at_ms`, each line as a worker record shipped in
+//! that worker's next flush batch (so lines arrive up to `worker_flush_ms` late, and the
+//! last ones after the final status, protocol §5 and §6 pitfall 8), the final status at
+//! `end_ms`.
 
 use super::core::Level;
 
-/// One line (record) a run logs.
-#[derive(Clone, Debug)]
+/// One log call of the processor.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScriptLine {
-    /// Offset from the run's start (real time).
+    /// When the processor logs it, in ms after the run started (dispatch).
     pub at_ms: i64,
-    /// Level.
+    /// OmsLogger level.
     pub level: Level,
-    /// Message (may contain newlines).
+    /// The record's content; may contain `'\n'` (a stack trace ends with one).
     pub content: String,
-    /// Index into [`JobScript::workers`].
+    /// Index into [`JobScript::workers`] of the worker that logs it.
     pub worker: usize,
 }
 
-/// A worker of a scripted run.
-#[derive(Clone, Debug)]
+/// A worker taking part in the run.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScriptWorker {
-    /// `ip:port`.
+    /// `ip:port` written into every line it logs.
     pub address: String,
-    /// Its clock's offset: log times are real time plus this.
+    /// Added to the real time to get the worker's clock (the `logTime` of its records).
     pub clock_skew_ms: i64,
-    /// When, within the flush interval, its flusher runs.
+    /// Offset of the worker's flush ticks from the run start (its flusher runs every
+    /// `SimConfig::worker_flush_ms` since the worker booted, not since the run started).
     pub flush_phase_ms: i64,
 }
 
-/// A whole scripted run.
-#[derive(Clone, Debug)]
+/// A scripted job run.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobScript {
-    /// Workers (at least one).
+    /// The workers; a line's `worker` indexes this. A script without workers logs nothing.
     pub workers: Vec<ScriptWorker>,
-    /// Records, in any order.
+    /// Every log call, in any order.
     pub lines: Vec<ScriptLine>,
-    /// When the status goes from 2 to 3.
+    /// When the worker's first status report moves the instance from 2 to 3.
     pub running_at_ms: i64,
-    /// When the final status is reported (before the last lines reach the server).
+    /// When the final status is reported (at once, without flushing the log queue).
     pub end_ms: i64,
-    /// 4 (FAILED) or 5 (SUCCEED).
+    /// The final status: 4 (FAILED) or 5 (SUCCEED) usually.
     pub final_status: i32,
-    /// The instance's result text.
+    /// The `result` reported with the final status.
     pub result: String,
 }
 
+/// The address a default single-worker script logs from (the fixtures' worker).
+const DEFAULT_WORKER: &str = "10.0.0.21:27777";
+
 impl JobScript {
-    /// One record per line of `text`, spread evenly over `duration_ms`, one worker.
+    /// Lines of a text (one record per line; an exception record = several lines joined
+    /// with '\n' is fine too) spread evenly over `duration_ms`, single worker.
+    ///
+    /// Line `i` of `n` is logged at `duration_ms * i / n`; RUNNING is reported at the
+    /// first line, the final status right after `duration_ms`.
     pub fn from_text(text: &str, duration_ms: i64, final_status: i32, result: &str) -> Self {
-        let records: Vec<&str> = text.lines().collect();
-        let n = records.len().max(1) as i64;
-        let lines = records
+        let duration_ms = duration_ms.max(0);
+        let contents: Vec<&str> = text.lines().collect();
+        let n = i64::try_from(contents.len()).unwrap_or(i64::MAX).max(1);
+        let lines = contents
             .iter()
             .enumerate()
-            .map(|(k, content)| ScriptLine {
-                at_ms: duration_ms * k as i64 / n,
+            .map(|(i, content)| ScriptLine {
+                at_ms: duration_ms.saturating_mul(i64::try_from(i).unwrap_or(i64::MAX)) / n,
                 level: level_of(content),
                 content: (*content).to_owned(),
                 worker: 0,
             })
             .collect();
         JobScript {
-            workers: vec![ScriptWorker { address: "10.0.0.21:27777".into(), clock_skew_ms: 0, flush_phase_ms: 0 }],
+            workers: vec![ScriptWorker { address: DEFAULT_WORKER.into(), clock_skew_ms: 0, flush_phase_ms: 0 }],
             lines,
-            running_at_ms: (duration_ms / 20).max(1),
-            end_ms: duration_ms + 1,
+            running_at_ms: 0,
+            end_ms: duration_ms.saturating_add(1),
             final_status,
             result: result.to_owned(),
         }
     }
-}
 
-impl JobScript {
-    /// The same run, `factor` times as fast (`factor` < 1) or slow.
+    /// The same run, every time multiplied by `factor` (`< 1`: faster). Used by
+    /// `powertail demo` and the tests to replay realistic scripts in seconds.
     pub fn scaled(&self, factor: f64) -> Self {
+        // Script times are far below 2^53 ms, so the float round trip is exact enough.
         let f = |ms: i64| (ms as f64 * factor).round() as i64;
         JobScript {
             workers: self
@@ -92,13 +107,35 @@ impl JobScript {
     }
 }
 
-/// The level a processor would log a script line with (stderr-ish lines as WARN/ERROR).
+/// The level a processor would plausibly log a text line with.
 fn level_of(line: &str) -> Level {
-    if line.contains("[ERROR]") || line.contains("Traceback") || line.contains("Error:") {
+    if line.contains("ERROR") || line.contains("Traceback") || line.contains("Exception") {
         Level::Error
-    } else if line.contains("[WARN]") || line.contains("WARNING") {
+    } else if line.contains("WARN") {
         Level::Warn
     } else {
         Level::Info
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_text_spreads_lines_evenly() {
+        let s = JobScript::from_text("a\nb\nc\nd", 4_000, 5, "ok");
+        let at: Vec<i64> = s.lines.iter().map(|l| l.at_ms).collect();
+        assert_eq!(at, [0, 1_000, 2_000, 3_000]);
+        assert_eq!(s.end_ms, 4_001);
+        assert_eq!(s.workers.len(), 1);
+        assert_eq!(s.result, "ok");
+    }
+
+    #[test]
+    fn scaled_scales_every_time() {
+        let s = JobScript::from_text("a\nb", 10_000, 5, "ok").scaled(0.1);
+        assert_eq!(s.lines[1].at_ms, 500);
+        assert_eq!(s.end_ms, 1_000);
     }
 }
