@@ -289,6 +289,11 @@ async fn hotpath() {
     println!("| connections | server | requests/s | p50 | p99 | ratio to bare |");
     println!("|---:|---|---:|---:|---:|---:|");
     for conns in [64, 256] {
+        let only = std::env::var("PT_HOT_ONLY").unwrap_or_default();
+        if only == "pause" {
+            eprintln!("PID {} READY {url} {bare_url}", std::process::id());
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
         let b = wrk(&bare_url, conns).await;
         let o = wrk(&url, conns).await;
         println!("| {conns} | bare axum, same bytes | {:.0} | {} | {} | 1.00 |", b.0, b.1, b.2);

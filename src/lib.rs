@@ -66,7 +66,8 @@ pub async fn run(
         shutdown.await;
         trigger.cancel();
     });
-    let serve = axum::serve(listener, http::router(state)).with_graceful_shutdown(token.clone().cancelled_owned());
+    let serve = axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(http::app(state)))
+        .with_graceful_shutdown(token.clone().cancelled_owned());
     tokio::select! {
         result = serve.into_future() => result,
         () = async {

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{watch, Mutex};
@@ -180,9 +180,18 @@ impl LogService {
         render: impl Fn(&LogPage<&[Arc<str>]>) -> R,
     ) -> Result<R, ServiceError> {
         let entry = self.entry(id)?;
+        // The common case first, with no subscription: lines are there, or no wait.
+        let stale = self.refresh_if_due(&entry).await?;
+        let answer = entry.with_page(from_line, limit, stale, |page| {
+            (!page.lines.is_empty() || page.complete || wait.is_zero()).then(|| render(page))
+        });
+        if let Some(answer) = answer {
+            return Ok(answer);
+        }
         let deadline = Instant::now() + wait;
         let mut changed = entry.changed.subscribe();
         loop {
+            // Subscribed before looking: a change after the look wakes the wait below.
             changed.mark_unchanged();
             let stale = self.refresh_if_due(&entry).await?;
             let now = Instant::now();
@@ -262,7 +271,8 @@ impl LogService {
                 self.inner.store.promote(entry);
             }
         } else {
-            metrics::counter!(telemetry::REFRESHES_COALESCED).increment(1);
+            static COALESCED: OnceLock<metrics::Counter> = OnceLock::new();
+            telemetry::cached_counter(&COALESCED, telemetry::REFRESHES_COALESCED).increment(1);
         }
         match &gate.last_error {
             None => Ok(false),
@@ -426,14 +436,15 @@ struct Store {
 
 impl Store {
     fn get_or_create(&self, id: i64) -> Result<Arc<Entry>, ServiceError> {
+        static HITS: OnceLock<metrics::Counter> = OnceLock::new();
         if let Some(e) = self.complete.get(&id) {
-            metrics::counter!(telemetry::CACHE_HITS).increment(1);
+            telemetry::cached_counter(&HITS, telemetry::CACHE_HITS).increment(1);
             return Ok(e);
         }
         let now = now_ms();
         let mut following = self.following.lock().expect("store lock poisoned");
         if let Some(e) = following.get(&id).filter(|e| !self.idle(e, now)) {
-            metrics::counter!(telemetry::CACHE_HITS).increment(1);
+            telemetry::cached_counter(&HITS, telemetry::CACHE_HITS).increment(1);
             e.last_read.store(now, Ordering::Relaxed);
             return Ok(e.clone());
         }

@@ -3,12 +3,8 @@
 //! The recorder is process-wide (the `metrics` facade has one global recorder), so it
 //! is installed once and every router in the process renders the same registry.
 
-use std::sync::OnceLock;
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request};
-use axum::response::Response;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
 
 /// HTTP requests served, by route, method and status.
 pub const HTTP_REQUESTS: &str = "powertail_http_requests_total";
@@ -62,33 +58,74 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// Counts and times a request (run by the router's outermost middleware) by its route template (never by raw
-/// path, which would carry instance ids into label values). Labels are static strings:
-/// no allocation on the hot path.
-pub async fn track<F, Fut>(req: Request, next: F) -> Response
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: std::future::Future<Output = Response>,
-{
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| route_label(p.as_str()));
-    let method = method_label(req.method());
-    let start = Instant::now();
-    let resp = next(req).await;
-    let status = status_label(resp.status());
-    metrics::histogram!(HTTP_DURATION, "route" => route).record(start.elapsed().as_secs_f64());
-    metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status).increment(1);
-    resp
+/// A request's route for the metrics: its template in [`crate::http::ROUTES`] (never
+/// the raw path, which would carry instance ids into label values), or `unmatched`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteId {
+    /// Index into `ROUTES`; `None` for no route.
+    index: Option<usize>,
+    method: &'static str,
 }
 
-/// The `'static` copy of a route template (from [`crate::http::ROUTES`], with axum's
-/// `{instance_id}`-style names mapped to the documented ones).
-fn route_label(matched: &str) -> &'static str {
-    crate::http::ROUTES.iter().map(|(_, p)| *p).find(|p| same_template(p, matched)).unwrap_or("other")
+/// Metric handles resolved once per route (a labelled `counter!` looks its key up
+/// in the registry on every call; a handle is one atomic add).
+struct RouteHandles {
+    duration: metrics::Histogram,
+    get_ok: metrics::Counter,
 }
 
-fn same_template(documented: &str, matched: &str) -> bool {
-    let (a, b): (Vec<&str>, Vec<&str>) = (documented.split('/').collect(), matched.split('/').collect());
-    a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x == y || (x.starts_with('{') && y.starts_with('{')))
+impl RouteId {
+    /// The route `path` matches (as the router would: `{name}` segments match any
+    /// non-empty segment).
+    pub fn of(method: &axum::http::Method, path: &str) -> Self {
+        let index = crate::http::ROUTES.iter().position(|(_, template)| matches_template(template, path));
+        RouteId { index, method: method_label(method) }
+    }
+
+    /// The route's label value.
+    pub fn label(self) -> &'static str {
+        self.index.map_or("unmatched", |i| crate::http::ROUTES[i].1)
+    }
+
+    /// Counts the request and records its latency.
+    pub fn record(self, status: axum::http::StatusCode, latency: std::time::Duration) {
+        static HANDLES: OnceLock<Vec<RouteHandles>> = OnceLock::new();
+        let handles = HANDLES.get_or_init(|| {
+            let labels = crate::http::ROUTES.iter().map(|(_, t)| *t).chain(["unmatched"]);
+            labels
+                .map(|route| RouteHandles {
+                    duration: metrics::histogram!(HTTP_DURATION, "route" => route),
+                    get_ok: metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => "GET", "status" => "200"),
+                })
+                .collect()
+        });
+        let h = &handles[self.index.unwrap_or(crate::http::ROUTES.len())];
+        h.duration.record(latency.as_secs_f64());
+        if status == axum::http::StatusCode::OK && self.method == "GET" {
+            h.get_ok.increment(1);
+        } else {
+            let (route, method, status) = (self.label(), self.method, status_label(status));
+            metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status).increment(1);
+        }
+    }
+}
+
+/// Whether `path` is an instance of the route `template`, segment by segment.
+fn matches_template(template: &str, path: &str) -> bool {
+    let (mut t, mut p) = (template.split('/'), path.split('/'));
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a == b || (a.starts_with('{') && !b.is_empty()) => {}
+            _ => return false,
+        }
+    }
+}
+
+/// A counter handle resolved once (see [`RouteHandles`]); for the unlabelled counters
+/// of the read path.
+pub fn cached_counter(cell: &'static OnceLock<metrics::Counter>, name: &'static str) -> &'static metrics::Counter {
+    cell.get_or_init(|| metrics::counter!(name))
 }
 
 fn status_label(status: axum::http::StatusCode) -> metrics::SharedString {
@@ -109,5 +146,25 @@ fn method_label(m: &axum::http::Method) -> &'static str {
         axum::http::Method::PUT => "PUT",
         axum::http::Method::DELETE => "DELETE",
         _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn requests_are_labelled_by_route_template() {
+        let label = |m: &Method, p: &str| RouteId::of(m, p).label();
+        assert_eq!(label(&Method::GET, "/llm/logs"), "/llm/logs");
+        assert_eq!(label(&Method::GET, "/llm/logs/677182124851200064/raw"), "/llm/logs/{instanceId}/raw");
+        assert_eq!(label(&Method::GET, "/llm/logs/5/stream"), "/llm/logs/{instanceId}/stream");
+        assert_eq!(label(&Method::POST, "/llm/jobs/vllm-start/run"), "/llm/jobs/{jobId}/run");
+        assert_eq!(label(&Method::GET, "/"), "/");
+        assert_eq!(label(&Method::GET, "/llm/logs/"), "unmatched");
+        assert_eq!(label(&Method::GET, "/llm/logs//raw"), "unmatched");
+        assert_eq!(label(&Method::GET, "/llm/logs/5/raw/x"), "unmatched");
+        assert_eq!(label(&Method::GET, "/nope"), "unmatched");
     }
 }

@@ -8,7 +8,7 @@ use powertail::config::Config;
 use serde_json::Value;
 use tower::ServiceExt;
 
-fn router() -> axum::Router {
+fn router() -> powertail::http::Front {
     // Port 1 on loopback refuses connections at once.
     let config = Config::from_toml(
         r#"
@@ -20,7 +20,7 @@ fn router() -> axum::Router {
         "#,
     )
     .unwrap();
-    powertail::http::router(powertail::build(&config, "127.0.0.1:8080".parse().unwrap()).unwrap())
+    powertail::http::app(powertail::build(&config, "127.0.0.1:8080".parse().unwrap()).unwrap())
 }
 
 async fn call(method: &str, uri: &str) -> Result<(StatusCode, Option<String>, Value), String> {

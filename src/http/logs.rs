@@ -42,28 +42,23 @@ impl LogsQuery {
     /// # Errors
     /// [`ApiError::BadRequest`] naming the parameter.
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
-        // Borrowed pairs: no allocation unless a key or value is percent-encoded.
-        let pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = form_urlencoded::parse(raw.unwrap_or("").as_bytes()).collect();
-        let mut seen: Vec<&str> = Vec::new();
-        let (mut id, mut from, mut limit, mut wait) = (None, None, None, None);
-        for (key, value) in &pairs {
-            if key != "_" && seen.contains(&key.as_ref()) {
+        const NAMES: [&str; 4] = ["instanceId", "fromLine", "limit", "waitMs"];
+        // Borrowed values: no allocation unless one is percent-encoded.
+        let mut values: [Option<Cow<'_, str>>; 4] = Default::default();
+        for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            if key == "_" {
+                continue;
+            }
+            let Some(slot) = NAMES.iter().position(|n| *n == key) else {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter `{key}` (expected instanceId, fromLine, limit, waitMs)"
+                )));
+            };
+            if values[slot].replace(value).is_some() {
                 return Err(ApiError::BadRequest(format!("query parameter `{key}` is repeated")));
             }
-            seen.push(key);
-            match key.as_ref() {
-                "instanceId" => id = Some(value.as_ref()),
-                "fromLine" => from = Some(value.as_ref()),
-                "limit" => limit = Some(value.as_ref()),
-                "waitMs" => wait = Some(value.as_ref()),
-                "_" => {}
-                other => {
-                    return Err(ApiError::BadRequest(format!(
-                        "unknown query parameter `{other}` (expected instanceId, fromLine, limit, waitMs)"
-                    )))
-                }
-            }
         }
+        let [id, from, limit, wait] = values.each_ref().map(|v| v.as_deref());
         let instance_id = parse_instance_id(
             id.ok_or_else(|| ApiError::BadRequest("query parameter `instanceId` is required".into()))?,
         )?;

@@ -8,17 +8,25 @@ pub mod ops;
 pub mod stream;
 pub mod viewer;
 
-use axum::extract::{DefaultBodyLimit, OriginalUri};
-use axum::routing::{get, post};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Router;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
+use futures::FutureExt as _;
+use tracing::Instrument as _;
 
 pub use error::ApiError;
 
 use crate::app::AppState;
+use crate::telemetry;
 
 /// Longest a request may take, streams excepted: above the longest long-poll (30 s) and
 /// a slow refresh; past it the answer is 504.
@@ -48,23 +56,31 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
 ];
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
-    // One semaphore for the whole router: requests beyond it are shed in `front`.
-    let permits = Arc::new(tokio::sync::Semaphore::new(state.limits.max_concurrent_requests));
-    // No CORS layer at all unless origins are configured (it costs a clone per request).
+/// The whole API: [`routes`] behind the [`Front`] door. Serve it with
+/// `axum::serve(listener, axum::ServiceExt::into_make_service(app(state)))`.
+pub fn app(state: AppState) -> Front {
+    let max = state.limits.max_concurrent_requests;
+    Front::new(routes(state), max)
+}
+
+/// The routes and their handlers. Only the CORS layer (when origins are configured)
+/// and the body limit of the POST routes are layered here: each `Router::layer` costs
+/// a clone per request, so everything else lives in [`Front`], once.
+pub fn routes(state: AppState) -> Router {
+    // No CORS layer at all unless origins are configured.
     let cors = (!state.limits.cors_allowed_origins.is_empty()).then(|| cors(&state.limits.cors_allowed_origins));
+    let limited = || DefaultBodyLimit::max(MAX_BODY_BYTES);
     Router::new()
         .route("/llm/logs", get(logs::get_logs))
         .route("/llm/logs/{instance_id}/raw", get(logs::get_raw))
         .route("/", get(viewer::index))
         .route("/openapi.json", get(viewer::openapi))
         .route("/llm/jobs", get(viewer::list_jobs))
-        .route("/llm/jobs/{job_id}/run", post(jobs::run_job))
+        .route("/llm/jobs/{job_id}/run", post(jobs::run_job).layer(limited()))
         .route("/llm/instances/{instance_id}", get(jobs::get_instance))
-        .route("/llm/instances/{instance_id}/stop", post(jobs::stop))
-        .route("/llm/instances/{instance_id}/cancel", post(jobs::cancel))
-        .route("/llm/instances/{instance_id}/retry", post(jobs::retry))
+        .route("/llm/instances/{instance_id}/stop", post(jobs::stop).layer(limited()))
+        .route("/llm/instances/{instance_id}/cancel", post(jobs::cancel).layer(limited()))
+        .route("/llm/instances/{instance_id}/retry", post(jobs::retry).layer(limited()))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -72,19 +88,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower::util::option_layer(cors))
-        .layer(axum::middleware::from_fn_with_state(permits, front))
-        .layer(TraceLayer::new_for_http())
-        .layer(CatchPanicLayer::custom(|_| {
-            let body = serde_json::json!({"error": {"code": "internal", "message": "internal error"}});
-            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
-        }))
 }
 
-use axum::response::IntoResponse;
-
-async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {
+async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(uri.path().to_owned())
 }
 
@@ -103,33 +110,151 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-/// The outermost middleware (one layer, one clone per request): counts and times the
-/// request; refuses headers over [`MAX_HEADER_BYTES`] (431); sheds requests beyond
-/// `server.max_concurrent_requests` (503); and bounds every request but event streams
-/// by [`REQUEST_TIMEOUT`] (504).
-async fn front(
-    axum::extract::State(permits): axum::extract::State<Arc<tokio::sync::Semaphore>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let size: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
-    let streams = req.uri().path().ends_with("/stream");
-    crate::telemetry::track(req, |req| async move {
-        if size > MAX_HEADER_BYTES {
-            return ApiError::HeadersTooLarge.into_response();
+/// The front door, around the whole router (one clone of an `Arc` per request, no
+/// boxing of services): a `tracing` span per request; counts and times the request
+/// by its route template; refuses headers over [`MAX_HEADER_BYTES`] (431); sheds
+/// requests beyond `server.max_concurrent_requests` (503); bounds every request but
+/// event streams by [`REQUEST_TIMEOUT`] (504); and answers a panicking handler with a
+/// 500 in the JSON error shape.
+#[derive(Clone)]
+pub struct Front {
+    inner: Router,
+    in_flight: Arc<InFlight>,
+}
+
+impl Front {
+    /// `inner` behind the front door, answering at most `max_concurrent` requests at once.
+    pub fn new(inner: Router, max_concurrent: usize) -> Self {
+        Front { inner, in_flight: Arc::new(InFlight { now: AtomicUsize::new(0), max: max_concurrent }) }
+    }
+}
+
+/// Requests being answered now, and the most allowed.
+struct InFlight {
+    now: AtomicUsize,
+    max: usize,
+}
+
+/// One request counted in [`InFlight`] until dropped.
+struct InFlightGuard(Arc<InFlight>);
+
+impl InFlight {
+    fn enter(self: &Arc<Self>) -> Option<InFlightGuard> {
+        if self.now.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.now.fetch_sub(1, Ordering::AcqRel);
+            return None;
         }
-        let Ok(_permit) = permits.try_acquire() else {
-            let message = "too many requests at once; try again shortly".into();
-            return ApiError::Overloaded { message, retry_after_secs: 1 }.into_response();
+        Some(InFlightGuard(self.clone()))
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl tower::Service<Request> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // A `Router` is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let span = tracing::debug_span!("request", method = %req.method(), uri = %req.uri());
+        let route = telemetry::RouteId::of(req.method(), req.uri().path());
+        let start = std::time::Instant::now();
+        let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+        let streams = req.uri().path().ends_with("/stream");
+        let guard = self.in_flight.enter();
+        let mut inner = self.inner.clone();
+        let answer = async move {
+            if header_bytes > MAX_HEADER_BYTES {
+                return ApiError::HeadersTooLarge.into_response();
+            }
+            let Some(_guard) = guard else {
+                let message = "too many requests at once; try again shortly".into();
+                return ApiError::Overloaded { message, retry_after_secs: 1 }.into_response();
+            };
+            // A panic while routing or in a handler must not take the connection down.
+            let handled = std::panic::AssertUnwindSafe(async move {
+                let Ok(resp) = inner.call(req).await;
+                resp
+            })
+            .catch_unwind();
+            let resp = if streams {
+                // Event streams last as long as the log grows.
+                handled.await
+            } else {
+                match tokio::time::timeout(REQUEST_TIMEOUT, handled).await {
+                    Ok(resp) => resp,
+                    Err(_) => {
+                        return ApiError::Upstream(crate::upstream::UpstreamError::Timeout(REQUEST_TIMEOUT))
+                            .into_response()
+                    }
+                }
+            };
+            resp.unwrap_or_else(|panic| {
+                let what = panic.downcast_ref::<&str>().copied().or(panic.downcast_ref::<String>().map(String::as_str));
+                tracing::error!(panic = what.unwrap_or("(not a string)"), "a handler panicked");
+                let body = serde_json::json!({"error": {"code": "internal", "message": "internal error"}});
+                (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+            })
         };
-        if streams {
-            // Event streams last as long as the log grows.
-            return next.run(req).await;
+        Box::pin(
+            async move {
+                let resp = answer.await;
+                let latency = start.elapsed();
+                route.record(resp.status(), latency);
+                if resp.status().is_server_error() {
+                    tracing::warn!(status = resp.status().as_u16(), ?latency, "request failed");
+                } else {
+                    tracing::debug!(status = resp.status().as_u16(), ?latency, "request answered");
+                }
+                Ok(resp)
+            }
+            .instrument(span),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt as _;
+
+    async fn call(front: &Front, path: &str) -> (StatusCode, serde_json::Value) {
+        let req = Request::builder().uri(path).body(axum::body::Body::empty()).unwrap();
+        let resp = front.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_gets_a_json_500_and_frees_its_slot() {
+        let inner = Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    if true {
+                        panic!("handler bug");
+                    }
+                    "unreachable"
+                }),
+            )
+            .route("/ok", get(|| async { axum::Json(serde_json::json!({"ok": true})) }));
+        // One request at a time: a slot leaked by the panic would shed the next one.
+        let front = Front::new(inner, 1);
+        for _ in 0..3 {
+            let (status, body) = call(&front, "/boom").await;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(body, serde_json::json!({"error": {"code": "internal", "message": "internal error"}}));
         }
-        match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
-            Ok(resp) => resp,
-            Err(_) => ApiError::Upstream(crate::upstream::UpstreamError::Timeout(REQUEST_TIMEOUT)).into_response(),
-        }
-    })
-    .await
+        assert_eq!(call(&front, "/ok").await, (StatusCode::OK, serde_json::json!({"ok": true})));
+    }
 }
