@@ -53,3 +53,68 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AuthorizationHeader 
         Ok(AuthorizationHeader(parts.headers.get(axum::http::header::AUTHORIZATION).cloned()))
     }
 }
+
+/// The values of a strict query string: each of `names` at most once (a repeated one
+/// is a 400), any other name a 400 that lists the expected ones (a misspelt
+/// `fromline` must not silently restart at line 0); `_`, the usual cache-buster, may
+/// appear any number of times. Values are borrowed unless percent-encoded.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] naming the parameter.
+pub fn strict_query<'q, const N: usize>(
+    raw: Option<&'q str>,
+    names: [&str; N],
+) -> Result<[Option<std::borrow::Cow<'q, str>>; N], ApiError> {
+    let mut values = [const { None }; N];
+    for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if key == "_" {
+            continue;
+        }
+        let Some(slot) = names.iter().position(|n| *n == key) else {
+            let expected = if N == 0 { "none".to_owned() } else { names.join(", ") };
+            return Err(ApiError::BadRequest(format!("unknown query parameter `{key}` (expected {expected})")));
+        };
+        if values[slot].replace(value).is_some() {
+            return Err(ApiError::BadRequest(format!("query parameter `{key}` is repeated")));
+        }
+    }
+    Ok(values)
+}
+
+/// A query value of plain decimal digits (no sign, spaces or exponent) within range.
+pub fn digits<T: std::str::FromStr>(v: &str) -> Option<T> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(r: Result<impl std::fmt::Debug, ApiError>) -> String {
+        match r {
+            Err(ApiError::BadRequest(m)) => m,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn strict_queries_name_what_is_wrong() {
+        let [a, b] = strict_query(Some("a=1&_=x&b=%32&_=y"), ["a", "b"]).unwrap();
+        assert_eq!((a.as_deref(), b.as_deref()), (Some("1"), Some("2")));
+        assert_eq!(strict_query(None, ["a"]).unwrap(), [None]);
+        assert!(message(strict_query(Some("a=1&a=2"), ["a"])).contains("`a` is repeated"));
+        assert!(message(strict_query(Some("A=1"), ["a", "b"])).contains("`A` (expected a, b)"));
+        assert!(message(strict_query(Some("x=1"), [])).contains("`x` (expected none)"));
+    }
+
+    #[test]
+    fn digits_are_plain_decimal() {
+        assert_eq!(digits::<u32>("42"), Some(42));
+        for bad in ["", "-1", "+1", " 1", "1.0", "1e3", "4294967296"] {
+            assert_eq!(digits::<u32>(bad), None, "{bad:?}");
+        }
+    }
+}

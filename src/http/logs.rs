@@ -1,6 +1,5 @@
 //! `GET /llm/logs` and `GET /llm/logs/{instanceId}/raw`.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +8,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 
 use super::error::ApiError;
-use super::extract::AuthorizationHeader;
+use super::extract::{digits, strict_query, AuthorizationHeader};
 use crate::app::AppState;
 use crate::config::Scope;
 use crate::service::LogPage;
@@ -35,47 +34,30 @@ pub struct LogsQuery {
 }
 
 impl LogsQuery {
-    /// Parses and validates a raw query string. Unknown and repeated parameters are
-    /// errors (a misspelt `fromline` must not silently restart at line 0); `_`, the usual
-    /// cache-buster, is allowed.
+    /// Parses and validates a raw query string (strictly: see [`strict_query`]).
     ///
     /// # Errors
     /// [`ApiError::BadRequest`] naming the parameter.
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
-        const NAMES: [&str; 4] = ["instanceId", "fromLine", "limit", "waitMs"];
-        // Borrowed values: no allocation unless one is percent-encoded.
-        let mut values: [Option<Cow<'_, str>>; 4] = Default::default();
-        for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-            if key == "_" {
-                continue;
-            }
-            let Some(slot) = NAMES.iter().position(|n| *n == key) else {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter `{key}` (expected instanceId, fromLine, limit, waitMs)"
-                )));
-            };
-            if values[slot].replace(value).is_some() {
-                return Err(ApiError::BadRequest(format!("query parameter `{key}` is repeated")));
-            }
-        }
+        let values = strict_query(raw, ["instanceId", "fromLine", "limit", "waitMs"])?;
         let [id, from, limit, wait] = values.each_ref().map(|v| v.as_deref());
         let instance_id = parse_instance_id(
             id.ok_or_else(|| ApiError::BadRequest("query parameter `instanceId` is required".into()))?,
         )?;
         let from_line = match from {
             None => 0,
-            Some(v) => parse_digits::<u64>(v)
+            Some(v) => digits::<u64>(v)
                 .ok_or_else(|| ApiError::BadRequest(format!("`fromLine` must be a non-negative integer, got {v:?}")))?,
         };
         let limit = match limit {
             None => DEFAULT_LIMIT,
-            Some(v) => parse_digits::<u32>(v).filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
+            Some(v) => digits::<u32>(v).filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
                 ApiError::BadRequest(format!("`limit` must be an integer from 1 to {MAX_LIMIT}, got {v:?}"))
             })?,
         };
         let wait_ms = match wait {
             None => 0,
-            Some(v) => parse_digits::<u32>(v).filter(|n| *n <= MAX_WAIT_MS).ok_or_else(|| {
+            Some(v) => digits::<u32>(v).filter(|n| *n <= MAX_WAIT_MS).ok_or_else(|| {
                 ApiError::BadRequest(format!("`waitMs` must be an integer from 0 to {MAX_WAIT_MS}, got {v:?}"))
             })?,
         };
@@ -83,20 +65,12 @@ impl LogsQuery {
     }
 }
 
-/// Plain decimal digits only: no sign, no spaces, no exponent.
-fn parse_digits<T: std::str::FromStr>(v: &str) -> Option<T> {
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    v.parse().ok()
-}
-
 /// A PowerJob instance id: decimal digits of a positive i64.
 ///
 /// # Errors
 /// [`ApiError::BadRequest`] otherwise.
 pub fn parse_instance_id(v: &str) -> Result<i64, ApiError> {
-    parse_digits::<i64>(v).filter(|n| *n > 0).ok_or_else(|| {
+    digits::<i64>(v).filter(|n| *n > 0).ok_or_else(|| {
         ApiError::BadRequest(format!("`instanceId` must be a positive 64-bit decimal integer, got {v:?}"))
     })
 }
@@ -174,12 +148,7 @@ pub async fn get_raw(
     state.auth.check(&headers, Scope::LogsRead)?;
     let logs = &state.logs;
     let id = parse_instance_id(&id)?;
-    if let Some(q) = raw.filter(|q| !q.is_empty()) {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&q).unwrap_or_default();
-        if let Some((k, _)) = pairs.iter().find(|(k, _)| k != "_") {
-            return Err(ApiError::BadRequest(format!("unknown query parameter `{k}`")));
-        }
-    }
+    strict_query(raw.as_deref(), [])?;
     let lines = logs.read_all(id).await?;
     let mut body = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
     for l in &lines {

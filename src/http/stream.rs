@@ -15,6 +15,7 @@ use futures::Stream;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::extract::{digits, strict_query};
 use super::logs::parse_instance_id;
 use crate::app::AppState;
 use crate::config::Scope;
@@ -40,19 +41,8 @@ pub async fn stream_logs(
     state.auth.check(&headers, Scope::LogsRead)?;
     let id = parse_instance_id(&id)?;
     let permit = state.wait_permit()?;
-    let mut from = None;
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
-    for (k, v) in pairs {
-        match k.as_str() {
-            "fromLine" if from.is_none() => from = Some(parse_line(&v, "fromLine")?),
-            "fromLine" => return Err(ApiError::BadRequest("query parameter `fromLine` is repeated".into())),
-            "_" => {}
-            other => {
-                return Err(ApiError::BadRequest(format!("unknown query parameter `{other}` (expected fromLine)")))
-            }
-        }
-    }
+    let [from_line] = strict_query(raw.as_deref(), ["fromLine"])?;
+    let mut from = from_line.map(|v| parse_line(&v, "fromLine")).transpose()?;
     if let Some(v) = headers.get("last-event-id") {
         let v = v.to_str().map_err(|_| ApiError::BadRequest("`Last-Event-ID` is not text".into()))?;
         from = Some(parse_line(v, "Last-Event-ID")?);
@@ -74,10 +64,7 @@ pub async fn stream_logs(
 }
 
 fn parse_line(v: &str, name: &str) -> Result<u64, ApiError> {
-    (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| v.parse().ok())
-        .flatten()
-        .ok_or_else(|| ApiError::BadRequest(format!("`{name}` must be a non-negative integer, got {v:?}")))
+    digits(v).ok_or_else(|| ApiError::BadRequest(format!("`{name}` must be a non-negative integer, got {v:?}")))
 }
 
 struct Streamer {

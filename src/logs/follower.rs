@@ -304,7 +304,7 @@ impl Follower {
                 self.data.last_page = Some(PageMark {
                     index: last_index,
                     total_pages: *total_pages,
-                    hash: hash_lines(lines[from..].iter().map(String::as_str)),
+                    hash: hash_lines(lines[from..].iter().map(|l| &**l)),
                 });
                 self.data.last_page_seen_at = Some(read_at);
                 appended
@@ -390,7 +390,7 @@ impl Follower {
 
     /// The settled lines re-read at the start of a window must be exactly where the
     /// model has them; otherwise lines moved before the window.
-    fn check_anchor(&self, start: usize, window: &[String], timing: &Timing) -> Result<(), NeedFullRead> {
+    fn check_anchor(&self, start: usize, window: &[Arc<str>], timing: &Timing) -> Result<(), NeedFullRead> {
         let settled = self.settled_len(timing).min(self.data.model.len());
         if start > settled || start + window.len() < settled {
             return Err(NeedFullRead);
@@ -406,7 +406,7 @@ impl Follower {
 
     /// Multiset merge of `window` (upstream lines from position `start` on) into the held
     /// lines; replaces the model from `start` on. Returns the number of lines appended.
-    fn merge_window(&mut self, start: usize, window: &[String]) -> usize {
+    fn merge_window(&mut self, start: usize, window: &[Arc<str>]) -> usize {
         let start = start.min(self.data.model.len());
         // How often each text occurs in the model region being replaced.
         let mut replaced: HashMap<u32, u32> = HashMap::new();
@@ -439,9 +439,8 @@ impl Follower {
                 }
                 None => {
                     let n = self.data.lines.len() as u32;
-                    let text: Arc<str> = Arc::from(text.as_str());
-                    self.index.push_line(n, &text);
-                    self.data.lines.push(text);
+                    self.index.push_line(n, text);
+                    self.data.lines.push(text.clone());
                     // This window's later copies of a text are new too: its budget of
                     // already-served copies (computed before any append) stays at zero.
                     budget.entry(self.index.text_of[n as usize]).or_insert(0);
@@ -527,7 +526,11 @@ mod tests {
     fn window(file: &[String], first_page: u64) -> Snapshot {
         let total = file.len().div_ceil(100) as u64;
         let from = (first_page as usize * 100).min(file.len());
-        Snapshot::Lines { first_page, total_pages: total, lines: file[from..].to_vec() }
+        Snapshot::Lines {
+            first_page,
+            total_pages: total,
+            lines: file[from..].iter().map(|l| Arc::from(l.as_str())).collect(),
+        }
     }
 
     fn served(f: &Follower) -> Vec<String> {

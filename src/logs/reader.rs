@@ -13,7 +13,7 @@
 //! 3. Apply it; if the window no longer lines up, read the whole log and apply that.
 
 use std::future::Future;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use futures::{StreamExt, TryStreamExt};
 
@@ -141,7 +141,7 @@ async fn read_whole_file<S: PageSource>(
         return Ok(None);
     }
     // Only the first `len` lines: what follows is the download's block padding.
-    let lines = lines[..len].iter().map(|l| (*l).to_owned()).collect();
+    let lines = lines[..len].iter().map(|l| Arc::from(*l)).collect();
     Ok(Some(Snapshot::Lines { first_page: 0, total_pages: total, lines }))
 }
 

@@ -8,6 +8,8 @@
 //! caller re-reads, and a burst read twice with identical results is trusted whatever
 //! the checks say (rebuilds are at least `LOG_CACHE_TIME` apart).
 
+use std::sync::Arc;
+
 use super::line::{classify, record_time, PageText, PAGE_LINES};
 
 /// One `/instance/log` page as the server sent it (the `StringPage` payload).
@@ -30,8 +32,8 @@ pub enum Snapshot {
         first_page: u64,
         /// Pages the upstream log has in all.
         total_pages: u64,
-        /// The lines read.
-        lines: Vec<String>,
+        /// The lines read (shared: the follower keeps the new ones without a copy).
+        lines: Vec<Arc<str>>,
     },
     /// The server has no log (the "no online log" placeholder).
     NoLog,
@@ -70,7 +72,7 @@ pub fn assemble(first_page: u64, pages: &[RawPage], trusted: bool) -> Result<Sna
         return Err(SnapshotError::Inconsistent("no page read"));
     };
     let total_pages = head.total_pages;
-    let mut lines: Vec<String> = Vec::with_capacity(pages.len() * PAGE_LINES as usize);
+    let mut lines: Vec<Arc<str>> = Vec::with_capacity(pages.len() * PAGE_LINES as usize);
     // (time, text) of the last timestamped line of the previous page.
     let mut prev_page_records: Vec<(i64, &str)> = Vec::new();
     for (offset, page) in pages.iter().enumerate() {
@@ -96,7 +98,7 @@ pub fn assemble(first_page: u64, pages: &[RawPage], trusted: bool) -> Result<Sna
             check_boundary(&prev_page_records, &text)?;
         }
         prev_page_records = text.iter().filter_map(|l| record_time(l).map(|t| (t, *l))).collect();
-        lines.extend(text.into_iter().map(str::to_owned));
+        lines.extend(text.into_iter().map(Arc::from));
     }
     if first_page + (pages.len() as u64) < total_pages {
         return Err(SnapshotError::Inconsistent("fewer pages read than the log has"));
@@ -145,7 +147,14 @@ mod tests {
         let l = log(250);
         let pages = [page(1, 3, &l[100..200]), page(2, 3, &l[200..])];
         let snap = assemble(1, &pages, false).unwrap();
-        assert_eq!(snap, Snapshot::Lines { first_page: 1, total_pages: 3, lines: l[100..].to_vec() });
+        assert_eq!(
+            snap,
+            Snapshot::Lines {
+                first_page: 1,
+                total_pages: 3,
+                lines: l[100..].iter().map(|l| Arc::from(l.as_str())).collect()
+            }
+        );
         assert_eq!(snap.upstream_len(), 250);
     }
 
