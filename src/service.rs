@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::logs::lines::LineSlice;
 use crate::logs::{refresh_log, Follower, InstanceFacts, PageSource, Plan, RawPage, ReadError, Status, Timing};
 use crate::telemetry;
 use crate::upstream::{now_ms, PowerJobClient, UpstreamError};
@@ -32,8 +33,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Bytes counted per entry besides its lines.
 const ENTRY_OVERHEAD: u64 = 512;
 
-/// One answer to a cursor read; `L` is `Vec<Arc<str>>` (owned) or a borrowed slice
-/// (rendered in place, without touching the lines' reference counts).
+/// One answer to a cursor read; `L` is `Vec<Arc<str>>` (owned) or a [`LineSlice`]
+/// (rendered in place, without copying the lines or touching reference counts).
 #[derive(Debug, Clone)]
 pub struct LogPage<L = Vec<Arc<str>>> {
     /// The instance.
@@ -54,10 +55,17 @@ pub struct LogPage<L = Vec<Arc<str>>> {
     pub upstream_lost: bool,
 }
 
-impl<L: AsRef<[Arc<str>]>> LogPage<L> {
+impl LogPage {
     /// The cursor for the next read.
     pub fn next_line(&self) -> u64 {
-        self.from_line + self.lines.as_ref().len() as u64
+        self.from_line + self.lines.len() as u64
+    }
+}
+
+impl LogPage<LineSlice<'_>> {
+    /// The cursor for the next read.
+    pub fn next_line(&self) -> u64 {
+        self.from_line + self.lines.len() as u64
     }
 
     /// An owned copy.
@@ -65,7 +73,7 @@ impl<L: AsRef<[Arc<str>]>> LogPage<L> {
         LogPage {
             instance_id: self.instance_id,
             from_line: self.from_line,
-            lines: self.lines.as_ref().to_vec(),
+            lines: self.lines.to_vec(),
             total_lines: self.total_lines,
             status: self.status,
             complete: self.complete,
@@ -177,7 +185,7 @@ impl LogService {
         from_line: u64,
         limit: usize,
         wait: Duration,
-        render: impl Fn(&LogPage<&[Arc<str>]>) -> R,
+        render: impl Fn(&LogPage<LineSlice<'_>>) -> R,
     ) -> Result<R, ServiceError> {
         let entry = self.entry(id)?;
         // The common case first, with no subscription: lines are there, or no wait.
@@ -212,15 +220,15 @@ impl LogService {
         }
     }
 
-    /// The whole log held (after a refresh when due).
+    /// The whole log held (after a refresh when due), handed to `render` in place.
     ///
     /// # Errors
     /// As [`LogService::read`].
-    pub async fn read_all(&self, id: i64) -> Result<Vec<Arc<str>>, ServiceError> {
+    pub async fn read_all_with<R>(&self, id: i64, render: impl FnOnce(LineSlice<'_>) -> R) -> Result<R, ServiceError> {
         let entry = self.entry(id)?;
         self.refresh_if_due(&entry).await?;
-        let lines = entry.follower.read().expect("follower lock poisoned").lines().to_vec();
-        Ok(lines)
+        let follower = entry.follower.read().expect("follower lock poisoned");
+        Ok(render(follower.lines()))
     }
 
     fn entry(&self, id: i64) -> Result<Arc<Entry>, ServiceError> {
@@ -343,20 +351,25 @@ impl Entry {
     }
 
     fn line_count(&self) -> usize {
-        self.follower.read().expect("follower lock poisoned").lines().len()
+        self.follower.read().expect("follower lock poisoned").line_count()
     }
 
     fn weight(&self) -> u64 {
         self.follower.read().expect("follower lock poisoned").weight() + ENTRY_OVERHEAD
     }
 
-    fn with_page<R>(&self, from_line: u64, limit: usize, stale: bool, f: impl FnOnce(&LogPage<&[Arc<str>]>) -> R) -> R {
+    fn with_page<R>(
+        &self,
+        from_line: u64,
+        limit: usize,
+        stale: bool,
+        f: impl FnOnce(&LogPage<LineSlice<'_>>) -> R,
+    ) -> R {
         let follower = self.follower.read().expect("follower lock poisoned");
-        let all = follower.lines();
-        let total = all.len() as u64;
-        let start = usize::try_from(from_line.min(total)).unwrap_or(all.len());
-        let end = start.saturating_add(limit).min(all.len());
-        let lines = &all[start..end];
+        let count = follower.line_count();
+        let total = count as u64;
+        let start = usize::try_from(from_line.min(total)).unwrap_or(count);
+        let lines = follower.lines_in(start..start.saturating_add(limit));
         let reaches_end = from_line.saturating_add(lines.len() as u64) >= total;
         f(&LogPage {
             instance_id: self.id,

@@ -1,6 +1,6 @@
 //! `GET /llm/logs` and `GET /llm/logs/{instanceId}/raw`.
 
-use std::sync::Arc;
+use crate::logs::lines::LineSlice;
 use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
@@ -81,7 +81,7 @@ pub fn parse_instance_id(v: &str) -> Result<i64, ApiError> {
 /// `"`, `\\` or control byte: nearly all log lines) is copied as is, which is several
 /// times faster than escaping it byte by byte; other lines go through `serde_json`.
 /// Field order and names are those of the contract (`docs/API.md`).
-pub fn encode_page(p: &LogPage<&[Arc<str>]>) -> Vec<u8> {
+pub fn encode_page(p: &LogPage<LineSlice<'_>>) -> Vec<u8> {
     use std::io::Write as _;
     let text_len: usize = p.lines.iter().map(|l| l.len() + 3).sum();
     let mut out = Vec::with_capacity(text_len + 256);
@@ -104,7 +104,7 @@ pub fn encode_page(p: &LogPage<&[Arc<str>]>) -> Vec<u8> {
             out.extend_from_slice(bytes);
             out.push(b'"');
         } else {
-            serde_json::to_writer(&mut out, &**line).expect("a string serialises");
+            serde_json::to_writer(&mut out, line).expect("a string serialises");
         }
     }
     let _ = write!(
@@ -149,12 +149,16 @@ pub async fn get_raw(
     let logs = &state.logs;
     let id = parse_instance_id(&id)?;
     strict_query(raw.as_deref(), [])?;
-    let lines = logs.read_all(id).await?;
-    let mut body = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
-    for l in &lines {
-        body.push_str(l);
-        body.push('\n');
-    }
+    let body = logs
+        .read_all_with(id, |lines| {
+            let mut body = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+            for l in lines.iter() {
+                body.push_str(l);
+                body.push('\n');
+            }
+            body
+        })
+        .await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body))
 }
 
@@ -164,21 +168,22 @@ mod tests {
 
     #[test]
     fn the_hand_written_encoding_is_the_json_of_the_contract() {
-        let lines: Vec<Arc<str>> = [
+        use crate::logs::lines::Lines;
+        let text = [
             "2026-11-25 10:00:01.120 [10.0.0.5:27777] INFO plain",
             "quote \" and backslash \\ and tab \t",
             "\u{1b}[1;36m(APIServer pid=1)\u{1b}[0;0m ansi",
             "ünïcödé ✓ \u{2028} \u{7f}",
             "",
-        ]
-        .iter()
-        .map(|l| Arc::from(*l))
-        .collect();
-        for upstream_lost in [false, true] {
+        ];
+        let each = Lines::Each(text.iter().map(|l| std::sync::Arc::from(*l)).collect());
+        let mut packed = each.clone();
+        packed.pack();
+        for (lines, upstream_lost) in [(&each, false), (&each, true), (&packed, false)] {
             let page = LogPage {
                 instance_id: 677_182_124_851_200_064,
                 from_line: 7,
-                lines: &lines[..],
+                lines: lines.all(),
                 total_lines: 12,
                 status: crate::logs::Status::Running,
                 complete: false,
@@ -188,7 +193,7 @@ mod tests {
             let got: serde_json::Value = serde_json::from_slice(&encode_page(&page)).unwrap();
             let mut want = serde_json::json!({
                 "instanceId": "677182124851200064", "fromLine": 7, "nextLine": 12,
-                "lines": lines.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
+                "lines": text,
                 "totalLines": 12, "status": "RUNNING", "complete": false, "stale": true,
             });
             if upstream_lost {

@@ -32,12 +32,14 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::line::{record_time, split_lines, PAGE_LINES};
+use super::lines::{LineSlice, Lines};
 use super::snapshot::{RawPage, Snapshot};
 use super::status::{InstanceFacts, Status};
 
-/// Memory per held line besides its text: the `Arc<str>` header and allocator rounding,
-/// the slot in `lines`, and for a followed log the model slot and lookup tables.
-const BYTES_PER_LINE_COMPLETE: u64 = 96;
+/// Memory per held line besides its text: for a complete (packed) log its end offset;
+/// for a followed log the `Arc<str>` header and allocator rounding, the slot in
+/// `lines`, the model slot and the lookup tables.
+const BYTES_PER_LINE_COMPLETE: u64 = 8;
 /// See [`BYTES_PER_LINE_COMPLETE`].
 const BYTES_PER_LINE_FOLLOWING: u64 = 170;
 
@@ -107,7 +109,7 @@ pub struct Follower {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct FollowerData {
-    lines: Vec<Arc<str>>,
+    lines: Lines,
     model: Vec<u32>,
     last_page: Option<PageMark>,
     /// When the refresh that last saw `last_page` started (epoch ms).
@@ -156,11 +158,18 @@ impl TextIndex {
 }
 
 impl From<FollowerData> for Follower {
-    fn from(data: FollowerData) -> Self {
+    fn from(mut data: FollowerData) -> Self {
+        if data.complete {
+            // Never merges again: no lookup tables, one buffer.
+            data.lines.pack();
+            return Follower { data, index: TextIndex::default() };
+        }
+        let lines = std::mem::take(&mut data.lines).into_each();
         let mut index = TextIndex::default();
-        for (n, line) in data.lines.iter().enumerate() {
+        for (n, line) in lines.iter().enumerate() {
             index.push_line(n as u32, line);
         }
+        data.lines = Lines::Each(lines);
         for &n in &data.model {
             let id = index.text_of[n as usize];
             index.in_model[id as usize] += 1;
@@ -184,8 +193,18 @@ pub struct Applied {
 
 impl Follower {
     /// Every line served so far, in served order.
-    pub fn lines(&self) -> &[Arc<str>] {
-        &self.data.lines
+    pub fn lines(&self) -> LineSlice<'_> {
+        self.data.lines.all()
+    }
+
+    /// Served lines `range` (clamped to those served).
+    pub fn lines_in(&self, range: std::ops::Range<usize>) -> LineSlice<'_> {
+        self.data.lines.slice(range)
+    }
+
+    /// Number of lines served.
+    pub fn line_count(&self) -> usize {
+        self.data.lines.len()
     }
 
     /// The instance status last observed.
@@ -338,20 +357,21 @@ impl Follower {
         }
     }
 
-    /// A complete log never merges again: drop the model and the lookup tables (about
-    /// half of the memory per line). They are rebuilt if the instance runs again.
+    /// A complete log never merges again: drop the model and the lookup tables and
+    /// pack the lines into one buffer (together about two thirds of the memory per
+    /// line). They are rebuilt if the instance runs again.
     fn compact(&mut self) {
         self.data.model = Vec::new();
         self.data.last_page = None;
         self.index = TextIndex::default();
-        self.data.lines.shrink_to_fit();
+        self.data.lines.pack();
     }
 
     /// Bytes this follower holds, approximately: the text plus per-line bookkeeping
-    /// (measured: ~96 bytes a line complete, ~170 while following; see BENCHMARKS.md).
+    /// (measured: ~8 bytes a line complete, ~170 while following; see BENCHMARKS.md).
     pub fn weight(&self) -> u64 {
         let per_line = if self.data.complete { BYTES_PER_LINE_COMPLETE } else { BYTES_PER_LINE_FOLLOWING };
-        self.data.lines.iter().map(|l| l.len() as u64 + per_line).sum()
+        self.data.lines.text_bytes() + self.data.lines.len() as u64 * per_line
     }
 
     /// Number of model lines whose record time is older than the late window behind the
@@ -385,7 +405,7 @@ impl Follower {
     }
 
     fn model_time(&self, pos: usize) -> Option<i64> {
-        record_time(&self.data.lines[self.data.model[pos] as usize])
+        record_time(self.data.lines.get(self.data.model[pos] as usize))
     }
 
     /// The settled lines re-read at the start of a window must be exactly where the
@@ -396,7 +416,7 @@ impl Follower {
             return Err(NeedFullRead);
         }
         let held = &self.data.model[start..settled];
-        let same = held.iter().zip(window).all(|(&n, text)| *self.data.lines[n as usize] == **text);
+        let same = held.iter().zip(window).all(|(&n, text)| self.data.lines.get(n as usize) == &**text);
         if same {
             Ok(())
         } else {
@@ -534,7 +554,7 @@ mod tests {
     }
 
     fn served(f: &Follower) -> Vec<String> {
-        f.lines().iter().map(|l| l.to_string()).collect()
+        f.lines().iter().map(str::to_owned).collect()
     }
 
     #[test]
@@ -571,7 +591,7 @@ mod tests {
         // Far beyond the late window (clock skew): must still be found, once.
         file.insert(5, rec(0, "skewed"));
         assert_eq!(refresh(&mut f, &file, 1), 1);
-        assert_eq!(f.lines().last().map(|l| &**l), Some(&*rec(0, "skewed")));
+        assert_eq!(f.lines().iter().next_back(), Some(&*rec(0, "skewed")));
         file.push(rec(100, "after"));
         assert_eq!(refresh(&mut f, &file, 2), 1);
         let mut a = served(&f);
@@ -650,6 +670,9 @@ mod tests {
         f.observe(&facts, 0);
         f.apply(&window(&file, 0), 100_000, &T).unwrap();
         assert!(f.is_complete());
+        assert!(matches!(f.data.lines, Lines::Packed(_)), "a complete log is packed");
+        let stored: Follower = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+        assert_eq!((served(&stored), stored.is_complete()), (served(&f), true));
         let compact = f.weight();
         // PowerJob's retry reuses the instance id; the new run's log replaces the old one.
         f.observe(&running(), 200_000);

@@ -8,6 +8,7 @@
 
 pub mod follower;
 pub mod line;
+pub mod lines;
 pub mod reader;
 pub mod snapshot;
 pub mod status;

@@ -85,7 +85,7 @@ pub async fn refresh_log<S: PageSource>(
 ) -> Result<ReadOutcome, ReadError<S::Error>> {
     let mut pages_read = 0;
     let probe = read_page(src, probe_page, &mut pages_read).await?;
-    let first_read = follower.read().expect("follower lock poisoned").lines().is_empty();
+    let first_read = follower.read().expect("follower lock poisoned").line_count() == 0;
     if whole_file_ok && first_read && first_page == 0 && probe.index == 0 && probe.total_pages >= WHOLE_FILE_MIN_PAGES {
         if let Some(snapshot) = read_whole_file(src, probe.clone(), &mut pages_read).await? {
             let applied = follower.write().expect("follower lock poisoned").apply(&snapshot, read_at, timing);
