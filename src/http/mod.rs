@@ -193,8 +193,9 @@ impl tower::Service<Request> for Front {
                 match tokio::time::timeout(REQUEST_TIMEOUT, handled).await {
                     Ok(resp) => resp,
                     Err(_) => {
+                        tracing::warn!("request not answered within {REQUEST_TIMEOUT:?}; answering 504");
                         return ApiError::Upstream(crate::upstream::UpstreamError::Timeout(REQUEST_TIMEOUT))
-                            .into_response()
+                            .into_response();
                     }
                 }
             };
@@ -210,11 +211,10 @@ impl tower::Service<Request> for Front {
                 let resp = answer.await;
                 let latency = start.elapsed();
                 route.record(resp.status(), latency);
-                if resp.status().is_server_error() {
-                    tracing::warn!(status = resp.status().as_u16(), ?latency, "request failed");
-                } else {
-                    tracing::debug!(status = resp.status().as_u16(), ?latency, "request answered");
-                }
+                // Debug only: upstream failures are logged where they happen (once per
+                // refresh, not once per waiting client), panics above, and a shed or
+                // refused request must not turn into a log storm.
+                tracing::debug!(status = resp.status().as_u16(), ?latency, "request answered");
                 Ok(resp)
             }
             .instrument(span),
