@@ -221,7 +221,10 @@ impl RunLimiter {
         windows.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
         let (start, count) = windows.entry(caller.0.to_string()).or_insert((now, 0));
         if *count >= self.per_minute {
-            let wait = WINDOW.saturating_sub(now.duration_since(*start)).as_secs().max(1);
+            let left = WINDOW.saturating_sub(now.duration_since(*start));
+            // Rounded up: a client that waits exactly this long is not refused again.
+            let wait = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            let wait = wait.max(1);
             return Err(ApiError::RateLimited {
                 message: format!(
                     "`{}` ran {} jobs in the last minute (auth.runs_per_minute)",

@@ -318,6 +318,13 @@ impl Config {
                 problem: format!("`{u}` must be an http:// or https:// URL"),
             });
         }
+        if p.addresses.iter().any(|u| !u.username().is_empty() || u.password().is_some()) {
+            // Not echoed: the URL holds a password.
+            return invalid(
+                "powerjob.addresses",
+                "must not hold a user or password (the app password goes in powerjob.app_password)",
+            );
+        }
         if p.app_name.trim().is_empty() {
             return invalid("powerjob.app_name", "must not be empty");
         }
@@ -484,6 +491,9 @@ mod tests {
             assert!(e.contains("logs.refresh_interval_ms"), "{e}");
             let e = Config::from_toml(&MIN.replace("http://127.0.0.1:7700", "ftp://x")).unwrap_err().to_string();
             assert!(e.contains("powerjob.addresses"), "{e}");
+            let with_password = MIN.replace("http://127.0.0.1:7700", "http://admin:s3cr3t@127.0.0.1:7700");
+            let e = Config::from_toml(&with_password).unwrap_err().to_string();
+            assert!(e.contains("powerjob.addresses") && !e.contains("s3cr3t"), "{e}");
             let e = Config::from_toml(&format!("{MIN}\nrefresh_intervall_ms = 3")).unwrap_err().to_string();
             assert!(e.contains("refresh_intervall_ms"), "{e}");
             let e = Config::from_toml(&MIN.replace("app_password = \"hunter2\"", "app_password = 3"))

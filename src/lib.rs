@@ -11,8 +11,8 @@
 //! * [`logs`]: the pure core (paging, merge, completeness), unit- and property-tested;
 //! * [`service`]: [`service::LogService`], on-demand single-flight refreshes, the two-tier store;
 //! * [`app`]: [`app::AppState`], API tokens and named jobs;
-//! * [`http`]: the axum router, thin handlers, [`http::ApiError`];
-//! * [`telemetry`]: Prometheus metrics and the HTTP metrics middleware;
+//! * [`http`]: the axum router behind [`http::Front`], thin handlers, [`http::ApiError`];
+//! * [`telemetry`]: Prometheus metrics, per-route request counts and latencies;
 //! * [`sim`]: a protocol-faithful PowerJob simulator for tests and the demo;
 //! * [`demo`]: `powertail demo`, the simulator with sample LLM jobs behind the real service.
 

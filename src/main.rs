@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     large_allocations_from_the_kernel();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn")))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {

@@ -1,4 +1,5 @@
-//! Metrics (Prometheus text at `/metrics`) and the HTTP metrics middleware.
+//! Metrics (Prometheus text at `/metrics`) and the per-route request metrics that
+//! [`crate::http::Front`] records.
 //!
 //! The recorder is process-wide (the `metrics` facade has one global recorder), so it
 //! is installed once and every router in the process renders the same registry.

@@ -63,9 +63,14 @@ async fn bad_queries_are_400_with_the_json_error_shape() {
         "/llm/logs/abc/raw",
         "/llm/logs/0/raw",
         "/llm/logs/12/raw?fromLine=3",
+        // Segments that are not UTF-8 once percent-decoded.
+        "/llm/logs/%FF/raw",
+        "/llm/logs/%C0/stream",
+        "/llm/instances/%FF",
     ];
-    for uri in cases {
-        let (status, _, body) = call_json("GET", uri).await;
+    let posts = ["/llm/jobs/%C0/run", "/llm/instances/%FF/stop"];
+    for (method, uri) in cases.iter().map(|u| ("GET", *u)).chain(posts.iter().map(|u| ("POST", *u))) {
+        let (status, _, body) = call_json(method, uri).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
         assert_eq!(code(&body), "bad_request", "{uri}");
         assert!(!body["error"]["message"].as_str().unwrap().is_empty());

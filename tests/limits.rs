@@ -51,7 +51,16 @@ async fn job_runs_are_rate_limited_per_caller() {
     config.auth.runs_per_minute = 2;
     let app = TestApp::spawn_app(sim, &config).await;
     let run = || app.http.post(format!("{}/llm/jobs/12/run", app.base)).send();
-    assert_eq!(run().await.unwrap().status(), 201);
+    // Refused requests are not runs: they do not use up the caller's allowance.
+    for _ in 0..3 {
+        let bad = app.http.post(format!("{}/llm/jobs/12/run", app.base)).json(&serde_json::json!({"delayMs": -1}));
+        assert_eq!(bad.send().await.unwrap().status(), 400);
+        let unknown = app.http.post(format!("{}/llm/jobs/no-such-job/run", app.base)).send();
+        assert_eq!(unknown.await.unwrap().status(), 404);
+    }
+    // An empty body with a JSON content type is no body.
+    let empty = app.http.post(format!("{}/llm/jobs/12/run", app.base)).header("content-type", "application/json");
+    assert_eq!(empty.send().await.unwrap().status(), 201);
     assert_eq!(run().await.unwrap().status(), 201);
     let third = run().await.unwrap();
     assert_eq!(third.status(), 429);

@@ -27,19 +27,55 @@ where
 
 impl<S, T> axum::extract::OptionalFromRequest<S> for ApiJson<T>
 where
-    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
-    /// An empty body (no `Content-Type`, no bytes) means "no body".
+    /// An empty body means "no body", whatever the headers say.
     async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
-        let empty = req.headers().get(axum::http::header::CONTENT_TYPE).is_none()
-            && req.headers().get(axum::http::header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0");
-        if empty {
+        let json_type =
+            req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+                v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+            });
+        let bytes = match bytes::Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::PayloadTooLarge)
+            }
+            Err(rejection) => return Err(ApiError::BadRequest(format!("unreadable body: {}", rejection.body_text()))),
+        };
+        if bytes.is_empty() {
             return Ok(None);
         }
-        <ApiJson<T> as FromRequest<S>>::from_request(req, state).await.map(Some)
+        if !json_type {
+            return Err(ApiError::BadRequest("a body must be JSON (`Content-Type: application/json`)".into()));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
+            Ok(axum::Json(v)) => Ok(Some(ApiJson(v))),
+            Err(rejection) => Err(ApiError::BadRequest(format!("invalid JSON body: {}", rejection.body_text()))),
+        }
+    }
+}
+
+/// `axum::extract::Path` with rejections in the JSON error shape (a segment that is not
+/// UTF-8 once percent-decoded is a 400 like any other bad input).
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(_) => {
+                Err(ApiError::BadRequest("the path holds a segment that is not valid percent-encoded UTF-8".into()))
+            }
+        }
     }
 }
 

@@ -1,14 +1,14 @@
 //! Jobs and instances: `POST /llm/jobs/{jobId}/run`, `GET /llm/instances/{instanceId}`,
 //! `POST /llm/instances/{instanceId}/stop|cancel|retry`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiPath};
 use super::logs::parse_instance_id;
 use crate::app::AppState;
 use crate::config::Scope;
@@ -58,18 +58,19 @@ pub fn merge_params(defaults: &Map<String, Value>, requested: Option<Value>) -> 
 /// `POST /llm/jobs/{jobId}/run` → 201 `{jobId, instanceId, logsUrl}`.
 pub async fn run_job(
     State(state): State<AppState>,
-    Path(job): Path<String>,
+    ApiPath(job): ApiPath<String>,
     headers: HeaderMap,
     body: Option<ApiJson<RunRequest>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let caller = state.auth.check(&headers, Scope::JobsRun)?;
-    state.runs.check(&caller)?;
     let req = body.map(|ApiJson(r)| r).unwrap_or_default();
     if req.delay_ms > MAX_DELAY_MS {
         return Err(ApiError::BadRequest(format!("`delayMs` must be at most {MAX_DELAY_MS}")));
     }
     let resolved = state.jobs.resolve(&job)?;
     let params = merge_params(&resolved.params, req.instance_params)?;
+    // Counted only once the request is valid and allowed: a typo is a 400, not a run.
+    state.runs.check(&caller)?;
     let client = state.logs.client();
     let instance_id = client.run_job(resolved.job_id, params.as_deref(), req.delay_ms).await.map_err(job_error)?;
     tracing::info!(
@@ -90,7 +91,7 @@ pub async fn run_job(
 /// `GET /llm/instances/{instanceId}`.
 pub async fn get_instance(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::LogsRead)?;
@@ -109,23 +110,23 @@ pub async fn get_instance(
 }
 
 /// `POST /llm/instances/{instanceId}/stop`.
-pub async fn stop(state: State<AppState>, id: Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn stop(state: State<AppState>, id: ApiPath<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     instance_op(state, id, headers, InstanceOp::Stop, "stopped").await
 }
 
 /// `POST /llm/instances/{instanceId}/cancel`.
-pub async fn cancel(state: State<AppState>, id: Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn cancel(state: State<AppState>, id: ApiPath<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     instance_op(state, id, headers, InstanceOp::Cancel, "canceled").await
 }
 
 /// `POST /llm/instances/{instanceId}/retry`.
-pub async fn retry(state: State<AppState>, id: Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn retry(state: State<AppState>, id: ApiPath<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     instance_op(state, id, headers, InstanceOp::Retry, "retried").await
 }
 
 async fn instance_op(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     op: InstanceOp,
     done: &'static str,

@@ -3,12 +3,12 @@
 use crate::logs::lines::LineSlice;
 use std::time::Duration;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 
 use super::error::ApiError;
-use super::extract::{digits, strict_query, AuthorizationHeader};
+use super::extract::{digits, strict_query, ApiPath, AuthorizationHeader};
 use crate::app::AppState;
 use crate::config::Scope;
 use crate::service::LogPage;
@@ -142,7 +142,7 @@ pub async fn get_logs(
 pub async fn get_raw(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
     state.auth.check(&headers, Scope::LogsRead)?;

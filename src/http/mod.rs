@@ -107,6 +107,7 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
         .allow_origin(allowed)
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::HeaderName::from_static("last-event-id")])
+        .expose_headers([header::RETRY_AFTER, header::WWW_AUTHENTICATE])
         .max_age(std::time::Duration::from_secs(600))
 }
 
@@ -165,7 +166,8 @@ impl tower::Service<Request> for Front {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let span = tracing::debug_span!("request", method = %req.method(), uri = %req.uri());
+        // The path only: a query may carry a token (the viewer's `/?token=…`).
+        let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path());
         let route = telemetry::RouteId::of(req.method(), req.uri().path());
         let start = std::time::Instant::now();
         let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();

@@ -8,14 +8,14 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::extract::{digits, strict_query};
+use super::extract::{digits, strict_query, ApiPath};
 use super::logs::parse_instance_id;
 use crate::app::AppState;
 use crate::config::Scope;
@@ -35,12 +35,11 @@ const ERROR_PAUSE: Duration = Duration::from_secs(2);
 pub async fn stream_logs(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     state.auth.check(&headers, Scope::LogsRead)?;
     let id = parse_instance_id(&id)?;
-    let permit = state.wait_permit()?;
     let [from_line] = strict_query(raw.as_deref(), ["fromLine"])?;
     let mut from = from_line.map(|v| parse_line(&v, "fromLine")).transpose()?;
     if let Some(v) = headers.get("last-event-id") {
@@ -48,6 +47,8 @@ pub async fn stream_logs(
         from = Some(parse_line(v, "Last-Event-ID")?);
     }
     let from = from.unwrap_or(0);
+    // Only a valid request waits for a slot: bad input is a 400 even under load.
+    let permit = state.wait_permit()?;
     // The first read answers HTTP errors (unknown instance, PowerJob down) before the
     // stream starts.
     let first = state.logs.read(id, from, BATCH_LINES, Duration::ZERO).await?;
