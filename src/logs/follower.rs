@@ -229,9 +229,11 @@ impl Follower {
         if facts.status.is_final() {
             d.finished_time = facts.finished_time;
             d.final_seen_at.get_or_insert(now);
-            if !facts.ever_ran() {
+            if !facts.ever_ran() && d.lines.is_empty() {
                 // Never reached a worker (no worker available, canceled while waiting):
                 // no line can exist, and reading would only create a placeholder file.
+                // (A log with lines held ran before, e.g. a run that failed and was
+                // re-dispatched to no worker: its last lines still need the normal read.)
                 d.complete = true;
             }
         } else if d.final_seen_at.take().is_some() {
@@ -707,6 +709,24 @@ mod tests {
         f.observe(&facts, 10);
         assert!(f.is_complete());
         assert_eq!(f.plan(&facts, 10, &T), Plan::Done);
+    }
+
+    #[test]
+    fn a_run_redispatched_to_no_worker_still_reads_its_last_lines() {
+        // Run 1 served lines, failed with retries left, and the re-dispatch found no
+        // worker (taskTrackerAddress "N/A"): its tail must still be read.
+        let mut f = Follower::default();
+        let file = vec![rec(0, "run 1 starts")];
+        assert_eq!(refresh(&mut f, &file, 0), 1);
+        let facts = InstanceFacts {
+            status: Status::Failed,
+            actual_trigger_time: Some(0),
+            finished_time: Some(50_000),
+            task_tracker_address: Some("N/A".into()),
+        };
+        f.observe(&facts, 50_000);
+        assert!(!f.is_complete());
+        assert!(matches!(f.plan(&facts, 50_000, &T), Plan::Read { .. }));
     }
 
     #[test]

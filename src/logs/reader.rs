@@ -127,8 +127,13 @@ async fn read_whole_file<S: PageSource>(
     let total = first.total_pages;
     let last = read_page(src, total - 1, pages_read).await?;
     let Some(bytes) = src.whole_file().await.map_err(ReadError::Source)? else { return Ok(None) };
-    let text = String::from_utf8_lossy(&bytes);
-    let lines = split_lines(&text);
+    // Strictly UTF-8, up to the last whole line before any invalid byte (the block
+    // padding may cut a character; a non-UTF-8 file, e.g. a GBK server, must not be
+    // served as replacement characters: the pages, sent as JSON, are right).
+    let valid = std::str::from_utf8(&bytes).map_or_else(|e| e.valid_up_to(), |_| bytes.len());
+    let whole_lines = bytes[..valid].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let text = std::str::from_utf8(&bytes[..whole_lines]).expect("a valid UTF-8 prefix");
+    let lines = split_lines(text);
     let first_lines = split_lines(&first.data);
     let last_lines = split_lines(&last.data);
     let len = ((total - 1) * PAGE_LINES) as usize + last_lines.len();
