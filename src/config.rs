@@ -168,6 +168,10 @@ pub struct PowerJobConfig {
     /// Allowance for clock differences between powertail, the server and workers.
     #[serde(default = "defaults::clock_skew_ms")]
     pub clock_skew_ms: u64,
+    /// Delay between an instance finishing and the server's log sync (60 s in PowerJob):
+    /// a log that never stops growing completes a late window after it.
+    #[serde(default = "defaults::sync_delay_ms")]
+    pub sync_delay_ms: u64,
     /// Extra CA certificate (PEM file) trusted for `https://` PowerJob addresses.
     #[serde(default)]
     pub ca_file: Option<std::path::PathBuf>,
@@ -187,6 +191,16 @@ pub struct LogsConfig {
     pub idle_evict_ms: u64,
     /// Growing logs followed at most at once (complete logs are bounded by size instead).
     pub max_followed_instances: usize,
+    /// Most lines held for one instance; past it the log is cut (`truncated` in answers).
+    pub max_lines_per_instance: usize,
+    /// Bound of the bytes held by growing logs; past it new instances get 503.
+    pub max_following_bytes: u64,
+    /// A complete log that is read is re-checked (one status call) this often, so that a
+    /// retry from the console or PowerJob's retry policy is seen.
+    pub recheck_complete_ms: u64,
+    /// How long a read of a held log waits for the refresh in flight before it answers
+    /// from what is held (`stale: true` when the refresh is overdue).
+    pub read_wait_ms: u64,
 }
 
 impl Default for LogsConfig {
@@ -197,6 +211,10 @@ impl Default for LogsConfig {
             cache_max_bytes: 256 << 20,
             idle_evict_ms: 600_000,
             max_followed_instances: 5_000,
+            max_lines_per_instance: 200_000,
+            max_following_bytes: 256 << 20,
+            recheck_complete_ms: 15_000,
+            read_wait_ms: 1_000,
         }
     }
 }
@@ -213,6 +231,9 @@ mod defaults {
     }
     pub fn clock_skew_ms() -> u64 {
         1_000
+    }
+    pub fn sync_delay_ms() -> u64 {
+        60_000
     }
     pub fn runs_per_minute() -> u32 {
         30
@@ -334,6 +355,9 @@ impl Config {
         if p.log_cache_ms > 3_600_000 || p.worker_flush_ms > 3_600_000 || p.clock_skew_ms > 3_600_000 {
             return invalid("powerjob.log_cache_ms/worker_flush_ms/clock_skew_ms", "must be at most 3600000");
         }
+        if p.sync_delay_ms > 86_400_000 {
+            return invalid("powerjob.sync_delay_ms", "must be at most 86400000");
+        }
         if let Some(ca) = &p.ca_file {
             let pem = std::fs::read(ca).map_err(|e| ConfigError::Invalid {
                 key: "powerjob.ca_file",
@@ -371,6 +395,18 @@ impl Config {
         }
         if l.cache_max_bytes < 1 << 20 {
             return invalid("logs.cache_max_bytes", "must be at least 1048576 (1 MiB)");
+        }
+        if !(100..=50_000_000).contains(&l.max_lines_per_instance) {
+            return invalid("logs.max_lines_per_instance", "must be between 100 and 50000000");
+        }
+        if l.max_following_bytes < 1 << 20 {
+            return invalid("logs.max_following_bytes", "must be at least 1048576 (1 MiB)");
+        }
+        if !(100..=86_400_000).contains(&l.recheck_complete_ms) {
+            return invalid("logs.recheck_complete_ms", "must be between 100 and 86400000");
+        }
+        if !(10..=20_000).contains(&l.read_wait_ms) {
+            return invalid("logs.read_wait_ms", "must be between 10 and 20000");
         }
         self.validate_jobs_and_tokens()
     }
@@ -427,6 +463,8 @@ impl Config {
             log_cache_ms: ms(self.powerjob.log_cache_ms),
             first_read_delay_ms: ms(self.logs.first_read_delay_ms),
             clock_skew_ms: ms(self.powerjob.clock_skew_ms),
+            sync_delay_ms: ms(self.powerjob.sync_delay_ms),
+            max_lines: self.logs.max_lines_per_instance,
         }
     }
 

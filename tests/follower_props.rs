@@ -23,8 +23,14 @@ use rand::{Rng, SeedableRng};
 const FLUSH: i64 = 5_000;
 const CACHE: i64 = 10_000;
 const MAX_INSERT_DELAY: i64 = 300;
-const TIMING: Timing =
-    Timing { worker_flush_ms: FLUSH, log_cache_ms: CACHE, first_read_delay_ms: 0, clock_skew_ms: 1_000 };
+const TIMING: Timing = Timing {
+    worker_flush_ms: FLUSH,
+    log_cache_ms: CACHE,
+    first_read_delay_ms: 0,
+    clock_skew_ms: 1_000,
+    sync_delay_ms: 60_000,
+    max_lines: 1_000_000,
+};
 /// Virtual epoch of the run (2024-06-01T08:00:00Z).
 const T0: i64 = 1_717_228_800_000;
 
@@ -219,6 +225,7 @@ fn run(h: &History) -> Result<(), TestCaseError> {
                 actual_trigger_time: Some(T0),
                 finished_time: None,
                 task_tracker_address: Some("w".into()),
+                running_times: 1,
             }
         } else {
             InstanceFacts {
@@ -226,30 +233,21 @@ fn run(h: &History) -> Result<(), TestCaseError> {
                 actual_trigger_time: Some(T0),
                 finished_time: Some(finished),
                 task_tracker_address: Some("w".into()),
+                running_times: 1,
             }
         };
         let plan = {
             let mut f = follower.write().unwrap();
-            f.observe(&facts, t);
+            f.observe(&facts, t, &TIMING);
             f.plan(&facts, t, &TIMING)
         };
-        if let Plan::Read { probe_page, first_page } = plan {
+        if let Plan::Read(pages) = plan {
             // A placeholder answer fails the refresh; the follower must be untouched then.
             let stable = follower.read().unwrap().stable_until(&TIMING).map(|s| s - T0);
-            let r = futures::executor::block_on(refresh_log(
-                &src,
-                &follower,
-                probe_page,
-                first_page,
-                t,
-                &TIMING,
-                facts.status.is_final(),
-            ));
+            let r =
+                futures::executor::block_on(refresh_log(&src, &follower, pages, t, &TIMING, facts.status.is_final()));
             if debug() {
-                eprintln!(
-                    "REFRESH at {} probe {probe_page} first {first_page} stable_until {stable:?} -> {r:?}",
-                    t - T0
-                );
+                eprintln!("REFRESH at {} {pages:?} stable_until {stable:?} -> {r:?}", t - T0);
             }
         }
         let f = follower.read().unwrap();

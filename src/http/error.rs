@@ -65,7 +65,7 @@ impl From<crate::service::ServiceError> for ApiError {
     fn from(e: crate::service::ServiceError) -> Self {
         match e {
             crate::service::ServiceError::Upstream(e) => ApiError::Upstream(e),
-            e @ crate::service::ServiceError::TooManyInstances(_) => {
+            e @ (crate::service::ServiceError::TooManyInstances(_) | crate::service::ServiceError::TooManyBytes(_)) => {
                 ApiError::Overloaded { message: e.to_string(), retry_after_secs: 5 }
             }
         }
@@ -88,7 +88,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Upstream(e) => match e {
                 UpstreamError::InstanceNotFound(_) => StatusCode::NOT_FOUND,
-                UpstreamError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                UpstreamError::Unreachable(_) | UpstreamError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::Protocol(_) | UpstreamError::Refused { .. } | UpstreamError::Auth(_) => {
                     StatusCode::BAD_GATEWAY
@@ -113,7 +113,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Upstream(e) => match e {
                 UpstreamError::InstanceNotFound(_) => "instance_not_found",
-                UpstreamError::Unreachable(_) => "upstream_unavailable",
+                UpstreamError::Unreachable(_) | UpstreamError::NotReady(_) => "upstream_unavailable",
                 UpstreamError::Timeout(_) => "upstream_timeout",
                 UpstreamError::Protocol(_) | UpstreamError::Refused { .. } | UpstreamError::Auth(_) => "upstream_error",
             },

@@ -144,6 +144,10 @@ async fn instance_op(
         }
         other => other.into(),
     })?;
+    if op == InstanceOp::Retry {
+        // The log runs again: the next read checks PowerJob at once, complete or not.
+        state.logs.retried(id);
+    }
     tracing::info!(target: "audit", caller = %caller.0, instance.id = id, op = ?op, "instance {done}");
     Ok(Json(json!({ "instanceId": id.to_string(), done: true })))
 }

@@ -1,6 +1,5 @@
 //! `GET /llm/logs` and `GET /llm/logs/{instanceId}/raw`.
 
-use crate::logs::lines::LineSlice;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
@@ -11,7 +10,7 @@ use super::error::ApiError;
 use super::extract::{digits, strict_query, ApiPath, AuthorizationHeader};
 use crate::app::AppState;
 use crate::config::Scope;
-use crate::service::LogPage;
+use crate::service::BorrowedPage;
 
 /// Most lines in one answer.
 pub const MAX_LIMIT: u32 = 10_000;
@@ -81,7 +80,7 @@ pub fn parse_instance_id(v: &str) -> Result<i64, ApiError> {
 /// `"`, `\\` or control byte: nearly all log lines) is copied as is, which is several
 /// times faster than escaping it byte by byte; other lines go through `serde_json`.
 /// Field order and names are those of the contract (`docs/API.md`).
-pub fn encode_page(p: &LogPage<LineSlice<'_>>) -> Vec<u8> {
+pub fn encode_page(p: &BorrowedPage<'_>) -> Vec<u8> {
     use std::io::Write as _;
     let text_len: usize = p.lines.iter().map(|l| l.len() + 3).sum();
     let mut out = Vec::with_capacity(text_len + 256);
@@ -118,7 +117,15 @@ pub fn encode_page(p: &LogPage<LineSlice<'_>>) -> Vec<u8> {
     if p.upstream_lost {
         out.extend_from_slice(b",\"upstreamLost\":true");
     }
-    out.push(b'}');
+    if p.truncated {
+        out.extend_from_slice(b",\"truncated\":true");
+    }
+    let _ = write!(out, ",\"attempt\":{},\"attempts\":[", p.attempt);
+    for (k, a) in p.attempts.iter().enumerate() {
+        let sep = if k > 0 { "," } else { "" };
+        let _ = write!(out, "{sep}{{\"attempt\":{},\"fromLine\":{}}}", a.attempt, a.from_line);
+    }
+    out.extend_from_slice(b"]}");
     out
 }
 
@@ -169,6 +176,8 @@ mod tests {
     #[test]
     fn the_hand_written_encoding_is_the_json_of_the_contract() {
         use crate::logs::lines::Lines;
+        use crate::logs::Attempt;
+        use crate::service::LogPage;
         let text = [
             "2026-11-25 10:00:01.120 [10.0.0.5:27777] INFO plain",
             "quote \" and backslash \\ and tab \t",
@@ -176,10 +185,9 @@ mod tests {
             "ünïcödé ✓ \u{2028} \u{7f}",
             "",
         ];
-        let each = Lines::Each(text.iter().map(|l| std::sync::Arc::from(*l)).collect());
-        let mut packed = each.clone();
-        packed.pack();
-        for (lines, upstream_lost) in [(&each, false), (&each, true), (&packed, false)] {
+        let lines: Lines = text.into_iter().collect();
+        let attempts = [Attempt { attempt: 1, from_line: 0 }, Attempt { attempt: 2, from_line: 9 }];
+        for (upstream_lost, truncated) in [(false, false), (true, false), (false, true)] {
             let page = LogPage {
                 instance_id: 677_182_124_851_200_064,
                 from_line: 7,
@@ -189,15 +197,22 @@ mod tests {
                 complete: false,
                 stale: true,
                 upstream_lost,
+                truncated,
+                attempt: 2,
+                attempts: &attempts[..],
             };
             let got: serde_json::Value = serde_json::from_slice(&encode_page(&page)).unwrap();
             let mut want = serde_json::json!({
                 "instanceId": "677182124851200064", "fromLine": 7, "nextLine": 12,
                 "lines": text,
                 "totalLines": 12, "status": "RUNNING", "complete": false, "stale": true,
+                "attempt": 2, "attempts": [{"attempt": 1, "fromLine": 0}, {"attempt": 2, "fromLine": 9}],
             });
             if upstream_lost {
                 want["upstreamLost"] = serde_json::Value::Bool(true);
+            }
+            if truncated {
+                want["truncated"] = serde_json::Value::Bool(true);
             }
             assert_eq!(got, want);
         }

@@ -104,6 +104,7 @@ impl Streamer {
                 let event = Event::default().event("lines").id(next.to_string()).json_data(json!({
                     "fromLine": page.from_line, "nextLine": next, "lines": page.lines,
                     "totalLines": page.total_lines, "status": page.status.name(), "stale": page.stale,
+                    "attempt": page.attempt, "attempts": page.attempts,
                 }));
                 self.from = next;
                 if page.complete {
@@ -116,7 +117,8 @@ impl Streamer {
                 self.done = true;
                 let event = Event::default().event("end").json_data(json!({
                     "nextLine": page.next_line(), "totalLines": page.total_lines, "status": page.status.name(),
-                    "upstreamLost": page.upstream_lost,
+                    "upstreamLost": page.upstream_lost, "truncated": page.truncated,
+                    "attempt": page.attempt, "attempts": page.attempts,
                 }));
                 return Some((Ok(event.unwrap_or_default()), self));
             }

@@ -2,52 +2,53 @@
 //!
 //! PowerJob serves the log as a file sorted by worker timestamp and rebuilt at most
 //! every `LOG_CACHE_TIME`: late batches are inserted mid-log, equal timestamps swap,
-//! after the sync the file can collapse (protocol §6). A client needs the opposite: a
-//! list where line N never changes once served. The follower keeps
+//! after the sync the file can collapse, a restart or a frequent job's clean-up drops
+//! records, a retry starts a second run under the same id (docs/powerjob-protocol.md
+//! §6). A client needs the opposite: a list where line N never changes once served.
+//! The follower keeps
 //!
-//! * `lines`: what it has served, append-only;
-//! * `model`: the upstream file as last read, as indices into `lines`.
+//! * `lines`: what it has served, append-only, cut into units (records, see
+//!   [`super::units`]);
+//! * `model`: the upstream file as last read, as served unit ids.
 //!
-//! A refresh is one pure step, `apply(snapshot)`: the snapshot's lines are matched
-//! against what is already held **by content and count** (a multiset), and every line
-//! the upstream has more often than it was served is appended, in upstream order.
-//! Nothing is ever removed, so nothing served can be lost or served twice.
+//! A refresh is one pure step, `apply(snapshot)`: the snapshot's records are matched
+//! against the records already served **by text and count**, and every record the
+//! upstream holds more often than it was served is appended, in upstream order. Nothing
+//! is ever removed, so nothing served can be lost or served twice, and every record the
+//! upstream ever serves is served once, whether it is still in the file or not.
 //!
-//! Reading the whole log on every refresh would cost one page request per 100 lines
-//! (each re-reading the whole file on the server). A late line cannot land before
-//! records older than `worker_flush_ms + log_cache_ms` relative to the newest record
-//! (it was flushed at most one flush interval after it was logged, and the snapshot is
-//! at most one cache time old), so the follower only re-reads from the page holding the
-//! first record of that "unsettled" region, and checks that the settled lines it re-reads
-//! are still exactly where they were. If they moved (an insert older than the window,
-//! clock skew beyond the window, a collapse), it asks for a full read instead.
+//! What a refresh reads (cost to PowerJob: every page request re-reads the file there):
 //!
-//! Completeness: a log is complete once the instance is final and a snapshot read after
-//! the last possible late batch (`finishedTime` + flush + cache) was applied.
+//! * the *probe*, the last page of the previous snapshot. Unchanged: done.
+//! * It still starts with the lines it had: nothing moved before it, the file only
+//!   grew at its end. Read the pages after it ([`Follower::apply_tail`]).
+//! * Otherwise lines landed or vanished before it. A late line cannot land before
+//!   records older than `worker_flush_ms + log_cache_ms` relative to the newest one, so
+//!   read from the page holding the first record of that "unsettled" region, checking
+//!   that the settled lines re-read are still where they were ([`Follower::apply`]); if
+//!   they moved (an insert older than the window, a collapse), read the whole file.
+//!
+//! Completeness: the instance is final, a snapshot read after the last possible late
+//! batch (`finishedTime` + flush + cache) was applied, and the log has not grown for a
+//! whole late window since it last grew (a stopped process can go on logging). A log
+//! that never stops growing completes at the server's sync plus that window.
 
-use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::line::{record_time, split_lines, PAGE_LINES};
+use super::line::{split_lines, PAGE_LINES};
 use super::lines::{LineSlice, Lines};
 use super::snapshot::{RawPage, Snapshot};
 use super::status::{InstanceFacts, Status};
-
-/// Memory per held line besides its text: for a complete (packed) log its end offset;
-/// for a followed log the `Arc<str>` header and allocator rounding, the slot in
-/// `lines`, the model slot and the lookup tables.
-const BYTES_PER_LINE_COMPLETE: u64 = 8;
-/// See [`BYTES_PER_LINE_COMPLETE`].
-const BYTES_PER_LINE_FOLLOWING: u64 = 170;
+use super::units::{segment, unit_hash, Served, UnitIndex};
 
 /// Settled lines re-read and compared before the unsettled region, so that an insert
 /// older than the window cannot go unnoticed.
 const ANCHOR_LINES: usize = 8;
 
-/// The server's timing, which bounds where and when late lines can appear.
+/// The server's timing, which bounds where and when late lines can appear, and the
+/// follower's own limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
     /// How often workers ship their queued lines (`OmsLogHandler`, 5 s).
@@ -58,10 +59,28 @@ pub struct Timing {
     pub first_read_delay_ms: i64,
     /// Allowance for clock differences and the server's asynchronous insert.
     pub clock_skew_ms: i64,
+    /// Delay between an instance finishing and the server's sync (60 s).
+    pub sync_delay_ms: i64,
+    /// Most lines held for one instance; past it the log is cut.
+    pub max_lines: usize,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            worker_flush_ms: 5_000,
+            log_cache_ms: 10_000,
+            first_read_delay_ms: 8_000,
+            clock_skew_ms: 1_000,
+            sync_delay_ms: 60_000,
+            max_lines: 200_000,
+        }
+    }
 }
 
 impl Timing {
-    /// How far back (in record time) a late line can land behind the newest record.
+    /// How far back (in record time) a late line can land behind the newest record, and
+    /// how long a log must stay unchanged after it last grew before it can complete.
     pub fn late_window_ms(&self) -> i64 {
         self.worker_flush_ms + self.log_cache_ms + self.clock_skew_ms
     }
@@ -72,29 +91,59 @@ impl Timing {
 pub enum Plan {
     /// Nothing to read: the log is complete.
     Done,
-    /// Do not read the log yet (waiting instance, or too early: poisoning risk).
+    /// Do not read the log (waiting instance, too early: poisoning risk; or cut).
     Wait,
-    /// Read `probe_page` first; if [`Follower::probe_unchanged`] says so, the log has not
-    /// changed. Otherwise read pages `first_page..totalPages` as one snapshot.
-    Read {
-        /// The last page of the previous snapshot.
-        probe_page: u64,
-        /// First page of the region late lines can still reach.
-        first_page: u64,
-    },
+    /// Read the log (see [`Pages`]).
+    Read(Pages),
 }
 
-/// The window read did not line up with what is held: read the whole log.
+/// The pages a refresh reads: `probe_page` first (see the module docs), then pages
+/// `tail_page..totalPages` or `first_page..totalPages`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pages {
+    /// The last page of the previous snapshot.
+    pub probe_page: u64,
+    /// Where a read of what follows the previous snapshot starts: the probe page, or an
+    /// earlier one when records of one time straddle the page boundary.
+    pub tail_page: u64,
+    /// First page of the region late lines can still reach.
+    pub first_page: u64,
+}
+
+/// The read did not line up with what is held: read more (the window, or the whole log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the log moved before the re-read window; a full read is needed")]
+#[error("the log moved before the re-read region; a wider read is needed")]
 pub struct NeedFullRead;
+
+/// What the probe page says about the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Exactly as at the previous snapshot.
+    Unchanged,
+    /// It starts with the lines it had: the file only grew after them.
+    Grew,
+    /// Lines moved: read the window.
+    Moved,
+}
 
 /// Fingerprint of the last page of the previous snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct PageMark {
     index: u64,
     total_pages: u64,
+    /// Lines on that page.
+    lines: u32,
     hash: u64,
+}
+
+/// One run of the instance (PowerJob's `runningTimes`) and the first line it logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// PowerJob's `runningTimes` for this run (1 for the first).
+    pub attempt: u32,
+    /// The first served line of this run.
+    pub from_line: u64,
 }
 
 /// Plain, serialisable state of one followed instance (see the module docs).
@@ -102,7 +151,7 @@ struct PageMark {
 #[serde(from = "FollowerData", into = "FollowerData")]
 pub struct Follower {
     data: FollowerData,
-    index: TextIndex,
+    index: UnitIndex,
 }
 
 /// The stored part of a [`Follower`]; everything else is derived from it.
@@ -110,71 +159,43 @@ pub struct Follower {
 #[serde(rename_all = "camelCase")]
 struct FollowerData {
     lines: Lines,
+    /// First line of each served unit.
+    units: Vec<u32>,
+    /// The upstream file as last read: served unit ids, in upstream order.
     model: Vec<u32>,
     last_page: Option<PageMark>,
     /// When the refresh that last saw `last_page` started (epoch ms).
     last_page_seen_at: Option<i64>,
     status: Status,
+    attempts: Vec<Attempt>,
     finished_time: Option<i64>,
     final_seen_at: Option<i64>,
+    /// When a read last appended lines (epoch ms).
+    last_growth_at: Option<i64>,
     complete: bool,
     upstream_lost: bool,
-}
-
-/// Derived lookup tables: distinct texts, and how often each is served / in the model.
-#[derive(Debug, Clone, Default)]
-struct TextIndex {
-    ids: HashMap<Arc<str>, u32>,
-    /// served line → text id
-    text_of: Vec<u32>,
-    /// text id → times served
-    served: Vec<u32>,
-    /// text id → a served line holding this text
-    some_line: Vec<u32>,
-    /// text id → occurrences in the model
-    in_model: Vec<u32>,
-}
-
-impl TextIndex {
-    fn text_id(&self, text: &str) -> Option<u32> {
-        self.ids.get(text).copied()
-    }
-
-    fn push_line(&mut self, line_no: u32, text: &Arc<str>) {
-        let id = match self.ids.get(text) {
-            Some(&id) => id,
-            None => {
-                let id = self.served.len() as u32;
-                self.ids.insert(text.clone(), id);
-                self.served.push(0);
-                self.some_line.push(line_no);
-                self.in_model.push(0);
-                id
-            }
-        };
-        self.served[id as usize] += 1;
-        self.text_of.push(id);
-    }
+    truncated: bool,
 }
 
 impl From<FollowerData> for Follower {
-    fn from(mut data: FollowerData) -> Self {
-        if data.complete {
-            // Never merges again: no lookup tables, one buffer.
-            data.lines.pack();
-            return Follower { data, index: TextIndex::default() };
+    fn from(data: FollowerData) -> Self {
+        let mut f = Follower { data, index: UnitIndex::default() };
+        if f.data.complete {
+            // Never merges again: no lookup tables.
+            f.data.lines.shrink();
+            f.data.model = Vec::new();
+            return f;
         }
-        let lines = std::mem::take(&mut data.lines).into_each();
-        let mut index = TextIndex::default();
-        for (n, line) in lines.iter().enumerate() {
-            index.push_line(n as u32, line);
+        let served = Served { lines: &f.data.lines, units: &f.data.units };
+        for u in 0..f.data.units.len() as u32 {
+            let text: Vec<&str> = served.unit_lines(u).collect();
+            f.index.add_served(&served, u, &text);
         }
-        data.lines = Lines::Each(lines);
-        for &n in &data.model {
-            let id = index.text_of[n as usize];
-            index.in_model[id as usize] += 1;
+        for &u in &f.data.model {
+            let r = f.index.of_unit(&served, u);
+            f.index.get_mut(r).in_model += 1;
         }
-        Follower { data, index }
+        f
     }
 }
 
@@ -222,27 +243,49 @@ impl Follower {
         self.data.upstream_lost
     }
 
+    /// True when the log reached [`Timing::max_lines`] and was cut there.
+    pub fn truncated(&self) -> bool {
+        self.data.truncated
+    }
+
+    /// The current run (PowerJob's `runningTimes`; 1 before anything is known).
+    pub fn attempt(&self) -> u32 {
+        self.data.attempts.last().map_or(1, |a| a.attempt)
+    }
+
+    /// Every run seen, with the first line each logged.
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.data.attempts
+    }
+
     /// Takes in the instance status just read from the OpenAPI at `now`.
-    pub fn observe(&mut self, facts: &InstanceFacts, now: i64) {
+    pub fn observe(&mut self, facts: &InstanceFacts, now: i64, timing: &Timing) {
+        let running_times = facts.running_times;
+        if self.data.attempts.is_empty() {
+            self.data.attempts.push(Attempt { attempt: running_times.max(1), from_line: 0 });
+        }
+        let current = self.attempt();
+        let back_from_final = self.data.final_seen_at.is_some() && !facts.status.is_final();
+        if running_times > current || back_from_final {
+            // Retried under the same instanceId (§2.8, §6.11): a new run, whose lines are
+            // appended after the old ones.
+            self.start_attempt(running_times.max(current + 1));
+        }
         let d = &mut self.data;
         d.status = facts.status;
         if facts.status.is_final() {
             d.finished_time = facts.finished_time;
             d.final_seen_at.get_or_insert(now);
-            if !facts.ever_ran() && d.lines.is_empty() {
-                // Never reached a worker (no worker available, canceled while waiting):
-                // no line can exist, and reading would only create a placeholder file.
-                // (A log with lines held ran before, e.g. a run that failed and was
-                // re-dispatched to no worker: its last lines still need the normal read.)
-                d.complete = true;
-            }
-        } else if d.final_seen_at.take().is_some() {
-            // Retried with the same instanceId: the log grows again (protocol §6.11).
-            let was_complete = std::mem::replace(&mut d.complete, false);
-            d.finished_time = None;
-            if was_complete {
-                // Rebuild the tables `compact` dropped; the next read is a full one.
-                *self = Follower::from(std::mem::take(&mut self.data));
+            let run_logged = d.lines.len() as u64 > d.attempts.last().map_or(0, |a| a.from_line);
+            if !facts.ever_ran() && !run_logged {
+                // This run never reached a worker (no worker available, canceled while
+                // waiting) and logged nothing: no line can come, and reading would only
+                // create a placeholder file. (A run that logged, then failed and was
+                // re-dispatched to no worker, still needs its last lines read.)
+                self.finish();
+            } else if self.data.truncated {
+                // Cut: nothing more is read, so completion needs no read either.
+                self.settle(now, timing);
             }
         }
     }
@@ -254,33 +297,52 @@ impl Follower {
         }
         let waiting = matches!(facts.status, Status::WaitingDispatch | Status::WaitingWorkerReceive | Status::Unknown);
         let too_early = facts.actual_trigger_time.is_none_or(|t| now < t.saturating_add(timing.first_read_delay_ms));
-        if waiting || too_early {
+        if waiting || too_early || self.data.truncated {
             return Plan::Wait;
         }
-        let settled = self.settled_len(timing);
-        let mut first_page = (settled.saturating_sub(ANCHOR_LINES) as u64) / PAGE_LINES;
-        // Records with equal times swap places at every rebuild, and a record's lines stay
-        // together: start the window where the record time changes, so that nothing can
-        // move between the unread prefix and the window.
-        while first_page > 0 {
-            let start = (first_page * PAGE_LINES) as usize;
-            if self.time_at(start - 1) != self.time_at(start) {
-                break;
-            }
-            first_page -= 1;
-        }
-        Plan::Read { probe_page: self.data.last_page.map_or(0, |m| m.index), first_page }
+        let starts = self.model_starts();
+        let settled = starts[self.settled_units(timing)] as usize;
+        let first_page = self.aligned_page((settled.saturating_sub(ANCHOR_LINES) as u64) / PAGE_LINES, &starts);
+        let probe_page = self.data.last_page.map_or(0, |m| m.index);
+        let tail_page = self.aligned_page(probe_page, &starts);
+        Plan::Read(Pages { probe_page, tail_page, first_page })
     }
 
-    /// True when `page` (read as the plan's probe) shows the log exactly as it was at the
-    /// previous snapshot: same page count and same last page, so no line was added.
-    pub fn probe_unchanged(&self, page: &RawPage) -> bool {
+    /// The last page at or before `page` that starts with a record whose time differs
+    /// from the record before it. Records with equal times swap places at every rebuild
+    /// and a record's lines stay together, so nothing can move between the part of the
+    /// file before such a page and the part from it on without shifting the latter.
+    fn aligned_page(&self, mut page: u64, starts: &[u32]) -> u64 {
+        while page > 0 {
+            let line = (page * PAGE_LINES) as u32;
+            if let Ok(u) = starts.binary_search(&line) {
+                if u > 0 && u < self.data.model.len() && self.model_time(u - 1) != self.model_time(u) {
+                    break;
+                }
+            }
+            page -= 1;
+        }
+        page
+    }
+
+    /// Compares `page` (read as the plan's probe) with the last page of the previous
+    /// snapshot.
+    pub fn probe(&self, page: &RawPage) -> Probe {
         let Some(mark) = self.data.last_page else {
-            return false;
+            return Probe::Moved;
         };
-        page.index == mark.index
-            && page.total_pages == mark.total_pages
-            && hash_lines(split_lines(&page.data).into_iter()) == mark.hash
+        if page.index != mark.index {
+            return Probe::Moved;
+        }
+        let lines = split_lines(&page.data);
+        let head = lines.get(..mark.lines as usize);
+        match head.map(|h| unit_hash(h.iter().copied()) == mark.hash) {
+            Some(true) if page.total_pages == mark.total_pages && lines.len() == mark.lines as usize => {
+                Probe::Unchanged
+            }
+            Some(true) if page.total_pages >= mark.total_pages => Probe::Grew,
+            _ => Probe::Moved,
+        }
     }
 
     /// Records a read started at `read_at` that found the log unchanged.
@@ -297,13 +359,35 @@ impl Follower {
         self.data.last_page_seen_at.map(|t| t + timing.log_cache_ms)
     }
 
-    /// Applies a snapshot read (its first request sent at `read_at`) and appends the
-    /// lines not served yet.
+    /// Applies a snapshot of the window (or of the whole file: first page 0) read at
+    /// `read_at` and appends the records not served yet.
     ///
     /// # Errors
     /// [`NeedFullRead`] when a window snapshot (first page > 0) does not line up with
     /// the held model; nothing is changed then. A full snapshot is always applied.
     pub fn apply(&mut self, snapshot: &Snapshot, read_at: i64, timing: &Timing) -> Result<Applied, NeedFullRead> {
+        self.apply_as(snapshot, read_at, timing, false)
+    }
+
+    /// Applies a snapshot read from the plan's `tail_page` on, after [`Probe::Grew`]: the
+    /// model's lines from that page on must come back unchanged, and what follows is new.
+    ///
+    /// # Errors
+    /// [`NeedFullRead`] when the snapshot does not start with the model's tail.
+    pub fn apply_tail(&mut self, snapshot: &Snapshot, read_at: i64, timing: &Timing) -> Result<Applied, NeedFullRead> {
+        self.apply_as(snapshot, read_at, timing, true)
+    }
+
+    fn apply_as(
+        &mut self,
+        snapshot: &Snapshot,
+        read_at: i64,
+        timing: &Timing,
+        tail: bool,
+    ) -> Result<Applied, NeedFullRead> {
+        if self.data.complete {
+            return Ok(Applied { appended: 0 });
+        }
         let appended = match snapshot {
             Snapshot::NoLog => {
                 if !self.data.lines.is_empty() {
@@ -316,34 +400,40 @@ impl Follower {
             }
             Snapshot::Lines { first_page, total_pages, lines } => {
                 let start = (*first_page * PAGE_LINES) as usize;
-                if start > 0 {
-                    self.check_anchor(start, lines, timing)?;
-                }
-                let appended = self.merge_window(start, lines);
-                let last_index = total_pages.saturating_sub(1);
-                let from = ((last_index * PAGE_LINES) as usize).saturating_sub(start).min(lines.len());
-                self.data.last_page = Some(PageMark {
-                    index: last_index,
-                    total_pages: *total_pages,
-                    hash: hash_lines(lines[from..].iter().map(|l| &**l)),
+                let from_unit = self.check_start(start, lines, timing, tail)?;
+                let appended = self.merge(from_unit, start, lines, *first_page == 0 && !tail, timing.max_lines);
+                let covered = first_page + (lines.len() as u64).div_ceil(PAGE_LINES);
+                self.data.last_page = (covered >= *total_pages).then(|| {
+                    let last_index = total_pages.saturating_sub(1);
+                    let from = ((last_index * PAGE_LINES) as usize).saturating_sub(start).min(lines.len());
+                    let page = &lines[from..];
+                    PageMark {
+                        index: last_index,
+                        total_pages: *total_pages,
+                        lines: page.len() as u32,
+                        hash: unit_hash(page.iter().map(|l| &**l)),
+                    }
                 });
                 self.data.last_page_seen_at = Some(read_at);
                 appended
             }
         };
+        if appended > 0 {
+            self.data.last_growth_at = Some(read_at);
+        }
         self.settle(read_at, timing);
         Ok(Applied { appended })
     }
 
-    /// Marks the log complete when the instance is final and this read started after
-    /// the last possible late batch: the snapshot it applied (every one is checked to be
-    /// cut from one file) holds every line the log will ever have.
+    /// Marks the log complete when the instance is final, this read started after the
+    /// last possible late batch, and the log has not grown for a late window (or the
+    /// server's sync has passed that window ago: the bound for a log that never stops).
     fn settle(&mut self, read_at: i64, timing: &Timing) {
-        let d = &mut self.data;
-        if !d.status.is_final() {
+        let d = &self.data;
+        if !d.status.is_final() || d.complete {
             return;
         }
-        let window = timing.worker_flush_ms + timing.log_cache_ms + timing.clock_skew_ms;
+        let window = timing.late_window_ms();
         // `final_seen_at` is our own clock: the instance had finished by then, so this
         // bound holds whatever the server's clock says. `finishedTime` is the server's
         // clock and lets a long-finished instance complete at once.
@@ -353,164 +443,243 @@ impl Follower {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b).unwrap_or(i64::MAX),
         };
-        if read_at >= deadline {
-            d.complete = true;
-            self.compact();
+        let quiet = d.last_growth_at.is_none_or(|t| read_at >= t + window);
+        let past_sync = read_at >= deadline.saturating_add(timing.sync_delay_ms);
+        if read_at >= deadline && (quiet || past_sync) {
+            self.finish();
         }
     }
 
-    /// A complete log never merges again: drop the model and the lookup tables and
-    /// pack the lines into one buffer (together about two thirds of the memory per
-    /// line). They are rebuilt if the instance runs again.
-    fn compact(&mut self) {
+    /// Complete: a complete log never merges again, so drop the model and the lookup
+    /// tables and free the room kept for appends.
+    fn finish(&mut self) {
+        self.data.complete = true;
         self.data.model = Vec::new();
         self.data.last_page = None;
-        self.index = TextIndex::default();
-        self.data.lines.pack();
+        self.index = UnitIndex::default();
+        self.data.lines.shrink();
+        self.data.units.shrink_to_fit();
     }
 
-    /// Bytes this follower holds, approximately: the text plus per-line bookkeeping
-    /// (measured: ~8 bytes a line complete, ~170 while following; see BENCHMARKS.md).
+    /// A new run: the log grows again after what the earlier runs logged.
+    fn start_attempt(&mut self, attempt: u32) {
+        let from_line = self.data.lines.len() as u64;
+        self.data.attempts.push(Attempt { attempt, from_line });
+        let was_complete = std::mem::replace(&mut self.data.complete, false);
+        let d = &mut self.data;
+        d.finished_time = None;
+        d.final_seen_at = None;
+        d.last_growth_at = None;
+        d.last_page = None;
+        d.last_page_seen_at = None;
+        if was_complete {
+            // Rebuild the tables `finish` dropped.
+            *self = Follower::from(std::mem::take(&mut self.data));
+        } else {
+            self.set_model(0, &[]);
+        }
+    }
+
+    /// Bytes this follower holds, approximately: the text plus its bookkeeping.
     pub fn weight(&self) -> u64 {
-        let per_line = if self.data.complete { BYTES_PER_LINE_COMPLETE } else { BYTES_PER_LINE_FOLLOWING };
-        self.data.lines.text_bytes() + self.data.lines.len() as u64 * per_line
+        let d = &self.data;
+        d.lines.allocated_bytes()
+            + (d.units.capacity() * 4 + d.model.capacity() * 4 + d.attempts.capacity() * 16) as u64
+            + self.index.allocated_bytes()
     }
 
-    /// Number of model lines whose record time is older than the late window behind the
+    fn served(&self) -> Served<'_> {
+        Served { lines: &self.data.lines, units: &self.data.units }
+    }
+
+    /// First model line of each model unit, and the model's line count at the end.
+    fn model_starts(&self) -> Vec<u32> {
+        let served = self.served();
+        let mut starts = Vec::with_capacity(self.data.model.len() + 1);
+        let mut at = 0u32;
+        starts.push(0);
+        for &u in &self.data.model {
+            at += served.unit_len(u) as u32;
+            starts.push(at);
+        }
+        starts
+    }
+
+    fn model_time(&self, pos: usize) -> Option<i64> {
+        self.served().unit_time(self.data.model[pos])
+    }
+
+    /// Number of model units whose record time is older than the late window behind the
     /// newest record: no late line can be inserted before them.
-    fn settled_len(&self, timing: &Timing) -> usize {
+    fn settled_units(&self, timing: &Timing) -> usize {
         let model = &self.data.model;
         let Some(newest) = (0..model.len()).rev().find_map(|p| self.model_time(p)) else {
             return 0;
         };
         let horizon = newest - timing.late_window_ms();
-        // The model is sorted by record time; continuation lines take their record's time.
-        let mut lo = 0;
-        let mut hi = model.len();
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            let t = self.time_at(mid);
-            if t.is_some_and(|t| t < horizon) || t.is_none() {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
+        // The model is sorted by record time (a unit without one is only ever first).
+        model.partition_point(|&u| self.served().unit_time(u).is_none_or(|t| t < horizon))
+    }
+
+    /// The model unit a snapshot from line `start` begins at, after checking that it
+    /// lines up: a window (`tail` false) must repeat the settled lines it re-reads and
+    /// start at a unit; a tail must repeat every model line from `start` on. A tail may
+    /// start inside a unit; the unit index returned is then the first after the model.
+    fn check_start(
+        &self,
+        start: usize,
+        window: &[Arc<str>],
+        timing: &Timing,
+        tail: bool,
+    ) -> Result<usize, NeedFullRead> {
+        if start == 0 && !tail {
+            return Ok(0);
         }
-        // Lines before the first record have no time: they are settled only if some
-        // record after them is.
-        lo
-    }
-
-    /// The record time of model line `pos` (a continuation line takes its record's).
-    fn time_at(&self, pos: usize) -> Option<i64> {
-        (0..=pos.min(self.data.model.len().saturating_sub(1))).rev().find_map(|p| self.model_time(p))
-    }
-
-    fn model_time(&self, pos: usize) -> Option<i64> {
-        record_time(self.data.lines.get(self.data.model[pos] as usize))
-    }
-
-    /// The settled lines re-read at the start of a window must be exactly where the
-    /// model has them; otherwise lines moved before the window.
-    fn check_anchor(&self, start: usize, window: &[Arc<str>], timing: &Timing) -> Result<(), NeedFullRead> {
-        let settled = self.settled_len(timing).min(self.data.model.len());
-        if start > settled || start + window.len() < settled {
+        let starts = self.model_starts();
+        let model_len = *starts.last().expect("starts has the end") as usize;
+        let verify_to = if tail { model_len } else { starts[self.settled_units(timing)] as usize };
+        if start > verify_to || start + window.len() < verify_to {
             return Err(NeedFullRead);
         }
-        let held = &self.data.model[start..settled];
-        let same = held.iter().zip(window).all(|(&n, text)| self.data.lines.get(n as usize) == &**text);
-        if same {
-            Ok(())
-        } else {
-            Err(NeedFullRead)
+        if !self.model_lines_eq(&starts, start, &window[..verify_to - start]) {
+            return Err(NeedFullRead);
+        }
+        if tail {
+            return Ok(self.data.model.len());
+        }
+        starts.binary_search(&(start as u32)).map_err(|_| NeedFullRead)
+    }
+
+    /// True when model lines `start..` equal `expected`.
+    fn model_lines_eq(&self, starts: &[u32], start: usize, expected: &[Arc<str>]) -> bool {
+        let served = self.served();
+        let mut unit = starts.partition_point(|&s| s as usize <= start).saturating_sub(1);
+        let mut pos = start;
+        let mut expected = expected.iter();
+        loop {
+            let Some(want) = expected.next() else { return true };
+            while unit + 1 < starts.len() && starts[unit + 1] as usize <= pos {
+                unit += 1;
+            }
+            let Some(&u) = self.data.model.get(unit) else { return false };
+            let line = served.unit_range(u).start + (pos - starts[unit] as usize);
+            if self.data.lines.get(line) != &**want {
+                return false;
+            }
+            pos += 1;
         }
     }
 
-    /// Multiset merge of `window` (upstream lines from position `start` on) into the held
-    /// lines; replaces the model from `start` on. Returns the number of lines appended.
-    fn merge_window(&mut self, start: usize, window: &[Arc<str>]) -> usize {
-        let start = start.min(self.data.model.len());
-        // How often each text occurs in the model region being replaced.
-        let mut replaced: HashMap<u32, u32> = HashMap::new();
-        for &n in &self.data.model[start..] {
-            *replaced.entry(self.index.text_of[n as usize]).or_default() += 1;
+    /// Merges the records of `window` (upstream lines from model line `start` on) into
+    /// the held ones and replaces the model from unit `from_unit` on. A tail window
+    /// (`from_unit` past the model) repeats the model's last lines first; only what
+    /// follows them is merged. Returns the number of lines appended.
+    fn merge(&mut self, from_unit: usize, start: usize, window: &[Arc<str>], full: bool, max_lines: usize) -> usize {
+        let starts = self.model_starts();
+        let model_len = *starts.last().expect("starts has the end") as usize;
+        let skip = if from_unit >= self.data.model.len() { model_len.saturating_sub(start) } else { 0 };
+        let from_unit = from_unit.min(self.data.model.len());
+        let window = &window[skip.min(window.len())..];
+        // Copies of each text in the part of the model being replaced.
+        let mut replaced: std::collections::HashMap<_, u32> = std::collections::HashMap::new();
+        for &u in &self.data.model[from_unit..] {
+            *replaced.entry(self.index.of_unit(&self.served(), u)).or_default() += 1;
         }
-        // Occurrences in the window that are already served: served − those in the
-        // untouched model prefix.
-        let mut budget: HashMap<u32, u32> = HashMap::new();
-        let mut matched_total = 0usize;
-        let mut new_model = Vec::with_capacity(window.len());
+        // Copies already served that the window may match: served − those in the
+        // untouched model prefix (a copy that left the upstream file still counts: the
+        // same record can come back, e.g. the old stable file after a retry's sync).
+        let mut budget: std::collections::HashMap<_, u32> = std::collections::HashMap::new();
+        let mut new_model = Vec::new();
+        let mut matched = 0;
         let mut appended = 0;
-        for text in window {
-            let id = self.index.text_id(text);
-            let old = id.and_then(|id| {
-                let b = budget.entry(id).or_insert_with(|| {
-                    let i = id as usize;
-                    let in_prefix = self.index.in_model[i] - replaced.get(&id).copied().unwrap_or(0);
-                    self.index.served[i].saturating_sub(in_prefix)
+        for range in segment(window) {
+            let text = &window[range];
+            let found = self.index.find(&self.served(), text);
+            let reuse = found.and_then(|r| {
+                let key = self.index.get(r);
+                let b = budget.entry(r).or_insert_with(|| {
+                    key.served.saturating_sub(key.in_model - replaced.get(&r).copied().unwrap_or(0))
                 });
                 (*b > 0).then(|| {
                     *b -= 1;
-                    self.index.some_line[id as usize]
+                    key.rep
                 })
             });
-            let n = match old {
-                Some(n) => {
-                    matched_total += 1;
-                    n
+            let unit = match reuse {
+                Some(u) => {
+                    matched += text.len();
+                    u
                 }
                 None => {
-                    let n = self.data.lines.len() as u32;
-                    self.index.push_line(n, text);
-                    self.data.lines.push(text.clone());
-                    // This window's later copies of a text are new too: its budget of
-                    // already-served copies (computed before any append) stays at zero.
-                    budget.entry(self.index.text_of[n as usize]).or_insert(0);
-                    appended += 1;
-                    n
+                    if self.data.lines.len() + text.len() > max_lines {
+                        self.data.truncated = true;
+                        break;
+                    }
+                    let u = self.data.units.len() as u32;
+                    self.data.units.push(self.data.lines.len() as u32);
+                    for l in text {
+                        self.data.lines.push(l);
+                    }
+                    let served = Served { lines: &self.data.lines, units: &self.data.units };
+                    let r = self.index.add_served(&served, u, text);
+                    // This window's later copies of the text are new too.
+                    budget.insert(r, 0);
+                    appended += text.len();
+                    u
                 }
             };
-            new_model.push(n);
+            new_model.push(unit);
         }
-        if start == 0 && matched_total + appended < self.data.lines.len() {
+        if full && matched + appended < self.data.lines.len() {
             // A full read that lacks lines already served: the upstream copy shrank
-            // (sync collapse, restart, head clean-up). Keep serving what we hold.
+            // (sync collapse, restart, head clean-up, a retry's new run). Keep serving
+            // what we hold.
             self.data.upstream_lost = true;
         }
-        self.set_model(start, &new_model);
+        self.set_model(from_unit, &new_model);
         appended
     }
 
-    fn set_model(&mut self, start: usize, tail: &[u32]) {
-        let start = start.min(self.data.model.len());
-        for &n in &self.data.model[start..] {
-            self.index.in_model[self.index.text_of[n as usize] as usize] -= 1;
+    fn set_model(&mut self, from_unit: usize, tail: &[u32]) {
+        let from_unit = from_unit.min(self.data.model.len());
+        for i in from_unit..self.data.model.len() {
+            let r = self.index.of_unit(&self.served(), self.data.model[i]);
+            self.index.get_mut(r).in_model -= 1;
         }
-        self.data.model.truncate(start);
-        for &n in tail {
-            self.index.in_model[self.index.text_of[n as usize] as usize] += 1;
+        self.data.model.truncate(from_unit);
+        for &u in tail {
+            let r = self.index.of_unit(&self.served(), u);
+            self.index.get_mut(r).in_model += 1;
         }
         self.data.model.extend_from_slice(tail);
     }
-}
-
-fn hash_lines<'a>(lines: impl Iterator<Item = &'a str>) -> u64 {
-    let mut h = DefaultHasher::new();
-    for l in lines {
-        l.hash(&mut h);
-    }
-    h.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const T: Timing =
-        Timing { worker_flush_ms: 5_000, log_cache_ms: 10_000, first_read_delay_ms: 8_000, clock_skew_ms: 1_000 };
+    const T: Timing = Timing {
+        worker_flush_ms: 5_000,
+        log_cache_ms: 10_000,
+        first_read_delay_ms: 8_000,
+        clock_skew_ms: 1_000,
+        sync_delay_ms: 60_000,
+        max_lines: 1_000_000,
+    };
 
     fn rec(sec: i64, text: &str) -> String {
         format!("2024-06-01 16:{:02}:{:02}.000 [10.0.0.21:27777] INFO {text}", sec / 60, sec % 60)
+    }
+
+    /// An ERROR record with a stack trace: the same 6 continuation lines every time.
+    fn error_record(sec: i64, text: &str) -> Vec<String> {
+        let mut r = vec![format!("2024-06-01 16:{:02}:{:02}.000 [10.0.0.21:27777] ERROR {text}", sec / 60, sec % 60)];
+        r.extend(
+            ["java.lang.IllegalStateException: boom", "\tat a.B.c(B.java:1)", "\tat a.B.d(B.java:2)"].map(String::from),
+        );
+        r.extend(["\tat java.lang.Thread.run(Thread.java:748)", "Caused by: x", ""].map(String::from));
+        r
     }
 
     fn running() -> InstanceFacts {
@@ -519,22 +688,42 @@ mod tests {
             actual_trigger_time: Some(-100_000),
             finished_time: None,
             task_tracker_address: Some("10.0.0.21:27777".into()),
+            running_times: 1,
         }
     }
 
-    /// Reads `file` the way the service does: probe, then window, then full if needed.
-    fn refresh(f: &mut Follower, file: &[String], now: i64) -> usize {
-        let Plan::Read { probe_page, first_page } = f.plan(&running(), now, &T) else { panic!("no read") };
+    fn finished(status: Status, at: i64, running_times: u32) -> InstanceFacts {
+        InstanceFacts { status, finished_time: Some(at), running_times, ..running() }
+    }
+
+    /// Reads `file` the way `reader::refresh_log` does: probe, then tail or window, then
+    /// full if needed. Returns (lines appended, pages read).
+    fn read(f: &mut Follower, file: &[String], now: i64) -> (usize, usize) {
+        let status = if f.status() == Status::Unknown { Status::Running } else { f.status() };
+        let facts = InstanceFacts { status, ..running() };
+        let Plan::Read(Pages { probe_page, tail_page, first_page }) = f.plan(&facts, now, &T) else { return (0, 0) };
         let probe = page_of(file, probe_page);
-        if f.probe_unchanged(&probe) {
-            f.apply_unchanged(now, &T);
-            return 0;
+        let total = file.len().div_ceil(100) as u64;
+        match f.probe(&probe) {
+            Probe::Unchanged => {
+                f.apply_unchanged(now, &T);
+                return (0, 1);
+            }
+            Probe::Grew => {
+                if let Ok(a) = f.apply_tail(&window(file, tail_page), now, &T) {
+                    return (a.appended, (total - tail_page).max(1) as usize + usize::from(tail_page < probe_page));
+                }
+            }
+            Probe::Moved => {}
         }
-        let window = window(file, first_page);
-        match f.apply(&window, now, &T) {
-            Ok(a) => a.appended,
-            Err(NeedFullRead) => f.apply(&self::window(file, 0), now, &T).unwrap().appended,
+        match f.apply(&window(file, first_page), now, &T) {
+            Ok(a) => (a.appended, 1 + (total - first_page) as usize),
+            Err(NeedFullRead) => (f.apply(&self::window(file, 0), now, &T).unwrap().appended, 1 + 2 * total as usize),
         }
+    }
+
+    fn refresh(f: &mut Follower, file: &[String], now: i64) -> usize {
+        read(f, file, now).0
     }
 
     fn page_of(file: &[String], index: u64) -> RawPage {
@@ -559,6 +748,11 @@ mod tests {
         f.lines().iter().map(str::to_owned).collect()
     }
 
+    fn sorted(mut v: Vec<String>) -> Vec<String> {
+        v.sort();
+        v
+    }
+
     #[test]
     fn appends_new_lines_and_nothing_twice() {
         let mut f = Follower::default();
@@ -567,6 +761,20 @@ mod tests {
         assert_eq!(refresh(&mut f, &file, 1), 0);
         file.push(rec(30, "tail"));
         assert_eq!(refresh(&mut f, &file, 2), 1);
+        assert_eq!(served(&f), file);
+    }
+
+    #[test]
+    fn a_growing_log_costs_the_changed_pages_plus_one() {
+        let mut f = Follower::default();
+        let mut file: Vec<String> = (0..1000).map(|i| rec(i / 10, &format!("l{i}"))).collect();
+        refresh(&mut f, &file, 0);
+        // 150 lines more, in order: pages 9 (was full), 10 and 11 change.
+        file.extend((1000..1150).map(|i| rec(i / 10, &format!("l{i}"))));
+        assert_eq!(read(&mut f, &file, 1), (150, 3));
+        assert_eq!(read(&mut f, &file, 2), (0, 1));
+        file.push(rec(200, "one more"));
+        assert_eq!(read(&mut f, &file, 3), (1, 1), "the tail page alone");
         assert_eq!(served(&f), file);
     }
 
@@ -596,20 +804,21 @@ mod tests {
         assert_eq!(f.lines().iter().next_back(), Some(&*rec(0, "skewed")));
         file.push(rec(100, "after"));
         assert_eq!(refresh(&mut f, &file, 2), 1);
-        let mut a = served(&f);
-        let mut b = file.clone();
-        a.sort();
-        b.sort();
-        assert_eq!(a, b);
+        assert_eq!(sorted(served(&f)), sorted(file));
     }
 
     #[test]
-    fn equal_lines_are_counted_not_deduplicated() {
+    fn equal_records_are_counted_not_deduplicated() {
         let mut f = Follower::default();
-        let mut file = vec![rec(0, "boom"), "\tat x".to_string(), String::new()];
+        let mut file = error_record(0, "boom");
         refresh(&mut f, &file, 0);
-        file.extend([rec(1, "boom"), "\tat x".to_string(), String::new()]);
-        assert_eq!(refresh(&mut f, &file, 1), 3);
+        file.extend(error_record(1, "boom"));
+        assert_eq!(refresh(&mut f, &file, 1), 7);
+        assert_eq!(served(&f), file);
+        // The very same record twice (same millisecond, worker and text) is two records.
+        file.extend(error_record(2, "twice"));
+        file.extend(error_record(2, "twice"));
+        assert_eq!(refresh(&mut f, &file, 2), 14);
         assert_eq!(served(&f), file);
     }
 
@@ -624,6 +833,37 @@ mod tests {
     }
 
     #[test]
+    fn repeated_continuation_lines_survive_a_restart() {
+        // 10 error records served; the server restarts (H2 lost) and serves only new
+        // records with the very same stack trace: each must be served whole.
+        let mut f = Follower::default();
+        let before: Vec<String> = (0..10).flat_map(|i| error_record(i, &format!("e{i}"))).collect();
+        refresh(&mut f, &before, 0);
+        let after: Vec<String> = (20..31).flat_map(|i| error_record(i, &format!("e{i}"))).collect();
+        assert_eq!(refresh(&mut f, &after, 1), after.len());
+        assert!(f.upstream_lost());
+        let mut all = before.clone();
+        all.extend(after.clone());
+        assert_eq!(served(&f), all);
+        // The old records coming back (read on a server that holds them) add nothing.
+        assert_eq!(refresh(&mut f, &all, 2), 0);
+    }
+
+    #[test]
+    fn a_head_clean_up_loses_nothing_new() {
+        // A frequent job: rows older than 10 minutes vanish from the head, while new
+        // records with identical continuation lines arrive.
+        let mut f = Follower::default();
+        let mut file: Vec<String> = (0..30).flat_map(|i| error_record(i * 30, &format!("run {i}"))).collect();
+        refresh(&mut f, &file, 0);
+        file.drain(..7 * 10);
+        file.extend((30..40).flat_map(|i| error_record(i * 30, &format!("run {i}"))));
+        assert_eq!(refresh(&mut f, &file, 1), 70);
+        assert_eq!(f.line_count(), 40 * 7);
+        assert_eq!(refresh(&mut f, &file, 2), 0);
+    }
+
+    #[test]
     fn collapse_after_sync_keeps_the_log_and_adds_late_lines() {
         let mut f = Follower::default();
         let file: Vec<String> = (0..150).map(|i| rec(i, &format!("l{i}"))).collect();
@@ -631,9 +871,10 @@ mod tests {
         assert_eq!(f.apply(&Snapshot::NoLog, 1, &T), Ok(Applied { appended: 0 }));
         assert!(f.upstream_lost());
         assert_eq!(f.lines().len(), 150);
-        let late = vec![rec(151, "late")];
-        assert_eq!(refresh(&mut f, &late, 2), 1);
-        assert_eq!(f.lines().len(), 151);
+        let mut late = error_record(151, "late");
+        late.push(rec(152, "after"));
+        assert_eq!(refresh(&mut f, &late, 2), 8);
+        assert_eq!(f.lines().len(), 158);
         // And the original log coming back (read on another server) adds nothing.
         let mut all = file.clone();
         all.extend(late);
@@ -644,12 +885,9 @@ mod tests {
     fn completes_only_after_a_read_past_the_late_window() {
         let mut f = Follower::default();
         let file = vec![rec(0, "a")];
-        let mut facts = running();
-        f.observe(&facts, 9_000);
+        f.observe(&running(), 9_000, &T);
         refresh(&mut f, &file, 9_000);
-        facts.status = Status::Succeed;
-        facts.finished_time = Some(10_000);
-        f.observe(&facts, 10_500);
+        f.observe(&finished(Status::Succeed, 10_000, 1), 10_500, &T);
         f.apply(&window(&file, 0), 20_000, &T).unwrap();
         assert!(!f.is_complete(), "a late batch can still arrive");
         // Deadline: min(10_500 + 16_000, 10_000 + 16_000 + 1_000) = 26_500.
@@ -657,32 +895,99 @@ mod tests {
         assert!(!f.is_complete());
         let with_late = vec![rec(0, "a"), rec(1, "late")];
         assert_eq!(f.apply(&window(&with_late, 0), 26_500, &T), Ok(Applied { appended: 1 }));
-        assert!(f.is_complete(), "a snapshot read after the deadline holds every line");
-        assert_eq!(f.lines().len(), 2);
-        assert_eq!(f.plan(&facts, 30_000, &T), Plan::Done);
+        assert!(!f.is_complete(), "it just grew: it must stay unchanged for a window first");
+        f.apply(&window(&with_late, 0), 42_499, &T).unwrap();
+        assert!(!f.is_complete());
+        f.apply(&window(&with_late, 0), 42_500, &T).unwrap();
+        assert!(f.is_complete(), "unchanged for a whole window after it last grew");
+        assert_eq!(f.plan(&finished(Status::Succeed, 10_000, 1), 50_000, &T), Plan::Done);
+        // After complete, nothing more is taken.
+        let more = vec![rec(0, "a"), rec(1, "late"), rec(2, "too late")];
+        assert_eq!(f.apply(&window(&more, 0), 50_000, &T), Ok(Applied { appended: 0 }));
+        assert_eq!(f.line_count(), 2);
     }
 
     #[test]
-    fn a_retried_complete_log_keeps_its_lines_and_appends_the_new_run() {
+    fn a_stopped_process_that_keeps_logging_is_followed_until_it_stops() {
         let mut f = Follower::default();
-        let file = vec![rec(0, "run 1")];
-        let mut facts = running();
-        facts.status = Status::Succeed;
-        facts.finished_time = Some(0);
-        f.observe(&facts, 0);
-        f.apply(&window(&file, 0), 100_000, &T).unwrap();
+        let mut file = vec![rec(0, "start")];
+        f.observe(&running(), 0, &T);
+        refresh(&mut f, &file, 0);
+        f.observe(&finished(Status::Stopped, 10_000, 1), 10_000, &T);
+        // A batch every 5 s after the stop, seen a few seconds later each.
+        let mut now = 10_000;
+        for k in 0..8 {
+            file.push(rec(10 + 5 * k, &format!("after stop {k}")));
+            now += 5_000;
+            assert_eq!(refresh(&mut f, &file, now), 1);
+            assert!(!f.is_complete(), "batch {k}");
+        }
+        // It stops: complete a late window after the last growth, with every line.
+        now += 16_000;
+        refresh(&mut f, &file, now - 1);
+        assert!(!f.is_complete());
+        refresh(&mut f, &file, now);
         assert!(f.is_complete());
-        assert!(matches!(f.data.lines, Lines::Packed(_)), "a complete log is packed");
+        assert_eq!(served(&f), file);
+    }
+
+    #[test]
+    fn a_log_that_never_stops_completes_at_the_sync_plus_a_window() {
+        let mut f = Follower::default();
+        let mut file = vec![rec(0, "start")];
+        refresh(&mut f, &file, 0);
+        f.observe(&finished(Status::Stopped, 0, 1), 0, &T);
+        let mut now = 0;
+        while !f.is_complete() {
+            now += 1_000;
+            file.push(rec(now / 1000, "still going"));
+            refresh(&mut f, &file, now);
+            assert!(now <= 77_000, "completes by finish + window + skew + sync");
+        }
+        assert_eq!(now, 76_000, "min(0 + 16 s, 0 + 17 s) + 60 s");
+    }
+
+    #[test]
+    fn a_retry_appends_the_new_run_and_ignores_the_old_file_coming_back() {
+        let mut f = Follower::default();
+        let run1: Vec<String> = (0..120).map(|i| rec(i, &format!("run 1 line {i}"))).collect();
+        f.observe(&running(), 0, &T);
+        refresh(&mut f, &run1, 0);
+        f.observe(&finished(Status::Failed, 200_000, 1), 200_000, &T);
+        refresh(&mut f, &run1, 300_000);
+        assert!(f.is_complete());
         let stored: Follower = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
         assert_eq!((served(&stored), stored.is_complete()), (served(&f), true));
         let compact = f.weight();
-        // PowerJob's retry reuses the instance id; the new run's log replaces the old one.
-        f.observe(&running(), 200_000);
+        // PowerJob's retry reuses the instance id; the status goes back to waiting.
+        let waiting = InstanceFacts { status: Status::WaitingDispatch, running_times: 1, ..running() };
+        f.observe(&waiting, 400_000, &T);
         assert!(!f.is_complete());
+        assert_eq!(f.status(), Status::WaitingDispatch);
+        assert_eq!(f.attempt(), 2);
         assert!(f.weight() > compact, "following again costs the lookup tables");
-        let second = vec![rec(300, "run 2")];
-        assert_eq!(refresh(&mut f, &second, 200_001), 1);
-        assert_eq!(served(&f), [rec(0, "run 1"), rec(300, "run 2")]);
+        // Dispatched: runningTimes 2, the same attempt.
+        f.observe(&InstanceFacts { running_times: 2, ..running() }, 401_000, &T);
+        assert_eq!(f.attempts(), [Attempt { attempt: 1, from_line: 0 }, Attempt { attempt: 2, from_line: 120 }]);
+        let run2: Vec<String> = (500..660).map(|i| rec(i, &format!("run 2 line {i}"))).collect();
+        assert_eq!(refresh(&mut f, &run2, 402_000), 160);
+        // After the retry's sync the server serves the old stable file again.
+        assert_eq!(refresh(&mut f, &run1, 500_000), 0);
+        let mut all = run1.clone();
+        all.extend(run2);
+        assert_eq!(served(&f), all);
+    }
+
+    #[test]
+    fn a_retry_that_already_finished_is_seen_by_running_times() {
+        let mut f = Follower::default();
+        f.observe(&finished(Status::Succeed, 0, 1), 0, &T);
+        refresh(&mut f, &[rec(0, "one")], 100_000);
+        assert!(f.is_complete());
+        f.observe(&finished(Status::Succeed, 200_000, 2), 300_000, &T);
+        assert!(!f.is_complete(), "runningTimes went up: a second run happened");
+        assert_eq!(f.attempt(), 2);
+        assert_eq!(refresh(&mut f, &[rec(200, "two")], 300_001), 1);
     }
 
     #[test]
@@ -694,19 +999,14 @@ mod tests {
         facts.status = Status::Running;
         facts.actual_trigger_time = Some(100_000);
         assert_eq!(f.plan(&facts, 107_999, &T), Plan::Wait);
-        assert!(matches!(f.plan(&facts, 108_000, &T), Plan::Read { .. }));
+        assert!(matches!(f.plan(&facts, 108_000, &T), Plan::Read(_)));
     }
 
     #[test]
     fn an_instance_that_never_ran_completes_empty() {
         let mut f = Follower::default();
-        let facts = InstanceFacts {
-            status: Status::Failed,
-            actual_trigger_time: Some(5),
-            finished_time: Some(5),
-            task_tracker_address: Some("N/A".into()),
-        };
-        f.observe(&facts, 10);
+        let facts = InstanceFacts { task_tracker_address: Some("N/A".into()), ..finished(Status::Failed, 5, 1) };
+        f.observe(&facts, 10, &T);
         assert!(f.is_complete());
         assert_eq!(f.plan(&facts, 10, &T), Plan::Done);
     }
@@ -716,29 +1016,58 @@ mod tests {
         // Run 1 served lines, failed with retries left, and the re-dispatch found no
         // worker (taskTrackerAddress "N/A"): its tail must still be read.
         let mut f = Follower::default();
-        let file = vec![rec(0, "run 1 starts")];
-        assert_eq!(refresh(&mut f, &file, 0), 1);
-        let facts = InstanceFacts {
-            status: Status::Failed,
-            actual_trigger_time: Some(0),
-            finished_time: Some(50_000),
-            task_tracker_address: Some("N/A".into()),
-        };
-        f.observe(&facts, 50_000);
+        assert_eq!(refresh(&mut f, &[rec(0, "run 1 starts")], 0), 1);
+        let facts = InstanceFacts { task_tracker_address: Some("N/A".into()), ..finished(Status::Failed, 50_000, 1) };
+        f.observe(&facts, 50_000, &T);
         assert!(!f.is_complete());
-        assert!(matches!(f.plan(&facts, 50_000, &T), Plan::Read { .. }));
+        assert!(matches!(f.plan(&facts, 50_000, &T), Plan::Read(_)));
+    }
+
+    #[test]
+    fn the_line_cap_cuts_the_log_and_stops_reading() {
+        let t = Timing { max_lines: 250, ..T };
+        let mut f = Follower::default();
+        let file: Vec<String> = (0..400).map(|i| rec(i / 10, &format!("l{i}"))).collect();
+        f.apply(&window(&file, 0), 0, &t).unwrap();
+        assert_eq!(f.line_count(), 250);
+        assert!(f.truncated());
+        assert_eq!(f.plan(&running(), 1, &t), Plan::Wait, "a cut log is not read again");
+        f.observe(&finished(Status::Succeed, 10, 1), 20, &t);
+        assert!(!f.is_complete());
+        f.observe(&finished(Status::Succeed, 10, 1), 100_000, &t);
+        assert!(f.is_complete(), "completes by the clock alone");
+        assert_eq!(served(&f), &file[..250]);
+    }
+
+    #[test]
+    fn a_growing_log_costs_the_text_plus_under_64_bytes_a_line() {
+        let mut f = Follower::default();
+        let mut file = Vec::new();
+        for batch in 0..100 {
+            file.extend((0..100).map(|i| rec(batch, &format!("{i:04} {}", "x".repeat(92)))));
+            refresh(&mut f, &file, batch);
+        }
+        let text = f.data.lines.text_bytes();
+        assert_eq!(f.line_count(), 10_000);
+        let per_line = (f.weight() - text) as f64 / 10_000.0;
+        eprintln!("growing: {per_line:.1} bytes a line besides the text");
+        assert!(per_line <= 64.0, "{per_line:.1} bytes a line besides the text");
+        f.finish();
+        let per_line = (f.weight() - text) as f64 / 10_000.0;
+        assert!(per_line <= 16.0, "{per_line:.1} bytes a line once complete");
     }
 
     #[test]
     fn state_round_trips_through_serde() {
         let mut f = Follower::default();
-        let file: Vec<String> = (0..120).map(|i| rec(i, &format!("l{i}"))).collect();
+        let mut file: Vec<String> = (0..120).map(|i| rec(i, &format!("l{i}"))).collect();
+        file.extend(error_record(130, "x"));
         refresh(&mut f, &file, 0);
         let json = serde_json::to_string(&f).unwrap();
         let mut g: Follower = serde_json::from_str(&json).unwrap();
         let mut more = file.clone();
-        more.push(rec(200, "x"));
-        assert_eq!(refresh(&mut g, &more, 1), 1);
+        more.extend(error_record(200, "y"));
+        assert_eq!(refresh(&mut g, &more, 1), 7);
         assert_eq!(served(&g), more);
     }
 }

@@ -1,47 +1,45 @@
-//! The lines a follower serves: one shared allocation per line while the log grows (the
-//! merge looks lines up by text), one buffer for the whole log once it is complete
-//! (about half the memory per line, and nothing small left to fragment the heap when
-//! the log is evicted).
+//! The lines a follower serves, stored compactly: the text in a few large chunks and
+//! 8 bytes a line to find it, whether the log still grows or is complete. A line is
+//! never moved once written (chunks are allocated at their final size), so appending
+//! costs no copy of what is held, and a complete log is [`Lines::shrink`]ed to the text
+//! plus its 8 bytes a line.
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Served lines, in served order.
-#[derive(Debug, Clone)]
-pub enum Lines {
-    /// One `Arc<str>` per line: appendable.
-    Each(Vec<Arc<str>>),
-    /// All lines in one buffer: read-only.
-    Packed(Packed),
+/// The first chunk's size; each next one doubles, up to [`MAX_CHUNK`]. Small logs waste
+/// little, big ones allocate rarely.
+const MIN_CHUNK: usize = 1 << 10;
+/// The largest chunk (a longer line gets a chunk of its own size).
+const MAX_CHUNK: usize = 1 << 16;
+
+/// Served lines, in served order; appendable.
+#[derive(Debug, Clone, Default)]
+pub struct Lines {
+    /// Text chunks; only the last one is appended to.
+    chunks: Vec<String>,
+    /// Per line: which chunk, and where in it the line ends. It starts where the
+    /// previous line ends if that is in the same chunk, at 0 otherwise.
+    locs: Vec<Loc>,
 }
 
-/// Lines `text[ends[i - 1]..ends[i]]` (with `ends[-1] = 0`).
-#[derive(Debug, Clone)]
-pub struct Packed {
-    text: Box<str>,
-    ends: Box<[u32]>,
-}
-
-impl Default for Lines {
-    fn default() -> Self {
-        Lines::Each(Vec::new())
-    }
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    chunk: u32,
+    end: u32,
 }
 
 impl Lines {
     /// Number of lines.
     pub fn len(&self) -> usize {
-        match self {
-            Lines::Each(v) => v.len(),
-            Lines::Packed(p) => p.ends.len(),
-        }
+        self.locs.len()
     }
 
     /// True when there is no line.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.locs.is_empty()
     }
 
     /// Line `i`.
@@ -49,20 +47,19 @@ impl Lines {
     /// # Panics
     /// When `i >= self.len()`.
     pub fn get(&self, i: usize) -> &str {
-        match self {
-            Lines::Each(v) => &v[i],
-            Lines::Packed(p) => p.line(i),
-        }
+        let loc = self.locs[i];
+        let start = match i.checked_sub(1).map(|p| self.locs[p]) {
+            Some(prev) if prev.chunk == loc.chunk => prev.end as usize,
+            _ => 0,
+        };
+        &self.chunks[loc.chunk as usize][start..loc.end as usize]
     }
 
     /// Lines `range` (clamped to the lines held).
     pub fn slice(&self, range: Range<usize>) -> LineSlice<'_> {
         let end = range.end.min(self.len());
         let start = range.start.min(end);
-        match self {
-            Lines::Each(v) => LineSlice::Each(&v[start..end]),
-            Lines::Packed(p) => LineSlice::Packed { packed: p, range: start..end },
-        }
+        LineSlice { lines: self, range: start..end }
     }
 
     /// Every line.
@@ -72,105 +69,74 @@ impl Lines {
 
     /// Bytes of text held.
     pub fn text_bytes(&self) -> u64 {
-        match self {
-            Lines::Each(v) => v.iter().map(|l| l.len() as u64).sum(),
-            Lines::Packed(p) => p.text.len() as u64,
-        }
+        self.locs.last().map_or(0, |_| self.chunks.iter().map(|c| c.len() as u64).sum())
     }
 
-    /// The lines as one `Arc<str>` each (shared, not copied, when they already are).
-    pub fn into_each(self) -> Vec<Arc<str>> {
-        match self {
-            Lines::Each(v) => v,
-            Lines::Packed(_) => self.all().to_vec(),
-        }
+    /// Bytes allocated, text and bookkeeping.
+    pub fn allocated_bytes(&self) -> u64 {
+        let text: usize = self.chunks.iter().map(String::capacity).sum();
+        (text + self.locs.capacity() * std::mem::size_of::<Loc>() + self.chunks.capacity() * 24) as u64
     }
 
-    /// Appends a line (unpacking first: only a growing log appends).
-    pub fn push(&mut self, line: Arc<str>) {
-        if let Lines::Packed(_) = self {
-            *self = Lines::Each(std::mem::take(self).into_each());
+    /// Appends a line.
+    pub fn push(&mut self, line: &str) {
+        let fits = self.chunks.last().is_some_and(|c| c.capacity() - c.len() >= line.len());
+        if !fits {
+            let next = self.chunks.last().map_or(MIN_CHUNK, |c| (c.capacity() * 2).min(MAX_CHUNK));
+            self.chunks.push(String::with_capacity(next.max(line.len())));
         }
-        if let Lines::Each(v) = self {
-            v.push(line);
-        }
+        let chunk = self.chunks.len() - 1;
+        let text = &mut self.chunks[chunk];
+        text.push_str(line);
+        // A chunk holds at most max(MAX_CHUNK, one line) bytes; a line of 4 GiB cannot
+        // come from PowerJob (pages are 100 lines in one JSON answer).
+        let end = u32::try_from(text.len()).expect("a log line under 4 GiB");
+        self.locs.push(Loc { chunk: chunk as u32, end });
     }
 
-    /// Moves the lines into one buffer. Logs of 4 GiB or more stay as they are.
-    pub fn pack(&mut self) {
-        let Lines::Each(v) = self else { return };
-        let total: usize = v.iter().map(|l| l.len()).sum();
-        if u32::try_from(total).is_err() {
-            v.shrink_to_fit();
-            return;
+    /// Frees the room kept for appends (a complete log never grows again).
+    pub fn shrink(&mut self) {
+        if let Some(last) = self.chunks.last_mut() {
+            last.shrink_to_fit();
         }
-        let mut text = String::with_capacity(total);
-        let mut ends = Vec::with_capacity(v.len());
-        for line in v.iter() {
-            text.push_str(line);
-            ends.push(text.len() as u32);
-        }
-        *self = Lines::Packed(Packed { text: text.into_boxed_str(), ends: ends.into_boxed_slice() });
-    }
-}
-
-impl Packed {
-    fn line(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.text[start..self.ends[i] as usize]
+        self.chunks.shrink_to_fit();
+        self.locs.shrink_to_fit();
     }
 }
 
 /// A borrowed run of lines.
 #[derive(Debug, Clone)]
-pub enum LineSlice<'a> {
-    /// Of [`Lines::Each`].
-    Each(&'a [Arc<str>]),
-    /// Of [`Lines::Packed`].
-    Packed {
-        /// The buffer.
-        packed: &'a Packed,
-        /// Which lines.
-        range: Range<usize>,
-    },
+pub struct LineSlice<'a> {
+    lines: &'a Lines,
+    range: Range<usize>,
 }
 
 impl<'a> LineSlice<'a> {
     /// Number of lines.
     pub fn len(&self) -> usize {
-        match self {
-            LineSlice::Each(s) => s.len(),
-            LineSlice::Packed { range, .. } => range.len(),
-        }
+        self.range.len()
     }
 
     /// True when there is no line.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.range.is_empty()
     }
 
     /// The lines, in order.
     pub fn iter(&self) -> Iter<'a> {
-        match self {
-            LineSlice::Each(s) => Iter { each: s.iter(), packed: None, range: 0..0 },
-            LineSlice::Packed { packed, range } => Iter { each: [].iter(), packed: Some(packed), range: range.clone() },
-        }
+        Iter { lines: self.lines, range: self.range.clone() }
     }
 
-    /// The lines as one `Arc<str>` each (shared when they already are, copied otherwise).
+    /// The lines as one `Arc<str>` each (copied).
     pub fn to_vec(&self) -> Vec<Arc<str>> {
-        match self {
-            LineSlice::Each(s) => s.to_vec(),
-            LineSlice::Packed { .. } => self.iter().map(Arc::from).collect(),
-        }
+        self.iter().map(Arc::from).collect()
     }
 }
 
 /// Iterator over a [`LineSlice`].
 #[derive(Debug, Clone)]
 pub struct Iter<'a> {
-    each: std::slice::Iter<'a, Arc<str>>,
-    packed: Option<&'a Packed>,
+    lines: &'a Lines,
     range: Range<usize>,
 }
 
@@ -178,24 +144,17 @@ impl<'a> Iterator for Iter<'a> {
     type Item = &'a str;
 
     fn next(&mut self) -> Option<&'a str> {
-        match self.packed {
-            Some(p) => self.range.next().map(|i| p.line(i)),
-            None => self.each.next().map(|l| &**l),
-        }
+        self.range.next().map(|i| self.lines.get(i))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = if self.packed.is_some() { self.range.len() } else { self.each.len() };
-        (n, Some(n))
+        (self.range.len(), Some(self.range.len()))
     }
 }
 
 impl DoubleEndedIterator for Iter<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        match self.packed {
-            Some(p) => self.range.next_back().map(|i| p.line(i)),
-            None => self.each.next_back().map(|l| &**l),
-        }
+        self.range.next_back().map(|i| self.lines.get(i))
     }
 }
 
@@ -209,7 +168,21 @@ impl Serialize for Lines {
 
 impl<'de> Deserialize<'de> for Lines {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Lines::Each(Vec::<Arc<str>>::deserialize(d)?))
+        let mut lines = Lines::default();
+        for line in Vec::<String>::deserialize(d)? {
+            lines.push(&line);
+        }
+        Ok(lines)
+    }
+}
+
+impl<'a> FromIterator<&'a str> for Lines {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(iter: I) -> Self {
+        let mut lines = Lines::default();
+        for l in iter {
+            lines.push(l);
+        }
+        lines
     }
 }
 
@@ -217,26 +190,31 @@ impl<'de> Deserialize<'de> for Lines {
 mod tests {
     use super::*;
 
-    fn each(lines: &[&str]) -> Lines {
-        Lines::Each(lines.iter().map(|l| Arc::from(*l)).collect())
-    }
-
     #[test]
-    fn packed_lines_read_as_the_lines_they_were() {
-        let src = ["first", "", "ünïcödé ✓", "a \"quoted\" line", ""];
-        let mut lines = each(&src);
-        lines.pack();
-        assert!(matches!(lines, Lines::Packed(_)));
-        assert_eq!(lines.len(), 5);
-        assert_eq!(lines.text_bytes(), src.iter().map(|l| l.len() as u64).sum::<u64>());
-        assert_eq!(lines.all().iter().collect::<Vec<_>>(), src);
-        assert_eq!((0..5).map(|i| lines.get(i)).collect::<Vec<_>>(), src);
-        assert_eq!(lines.slice(1..3).iter().collect::<Vec<_>>(), &src[1..3]);
-        assert_eq!(lines.slice(3..99).iter().rev().collect::<Vec<_>>(), ["", "a \"quoted\" line"]);
-        assert_eq!(lines.slice(7..9).len(), 0);
-        assert_eq!(lines.slice(2..4).iter().len(), 2);
-        let back: Vec<String> = lines.clone().into_each().iter().map(|l| l.to_string()).collect();
-        assert_eq!(back, src);
+    fn lines_read_as_they_were_written_across_chunks() {
+        let long = "x".repeat(MAX_CHUNK + 5);
+        let mut src: Vec<String> = vec!["first".into(), String::new(), "ünïcödé ✓".into(), "a \"quoted\" line".into()];
+        src.extend((0..2000).map(|i| format!("line {i} {}", "y".repeat(i % 300))));
+        src.push(long.clone());
+        src.push(String::new());
+        src.push("after the long one".into());
+        let mut lines: Lines = src.iter().map(String::as_str).collect();
+        assert!(lines.chunks.len() > 3, "spans several chunks");
+        let check = |lines: &Lines, src: &[String]| {
+            assert_eq!(lines.len(), src.len());
+            assert_eq!(lines.text_bytes(), src.iter().map(|l| l.len() as u64).sum::<u64>());
+            assert_eq!(lines.all().iter().collect::<Vec<_>>(), src);
+            assert_eq!(lines.slice(1..3).iter().collect::<Vec<_>>(), &src[1..3]);
+            assert_eq!(lines.slice(3..6).iter().rev().collect::<Vec<_>>(), [&*src[5], &*src[4], &*src[3]]);
+            assert_eq!(lines.slice(src.len() + 1..src.len() + 9).len(), 0);
+        };
+        check(&lines, &src);
+        lines.shrink();
+        check(&lines, &src);
+        // Appending after a shrink works (a retried instance grows again).
+        lines.push("more");
+        src.push("more".into());
+        check(&lines, &src);
         let json = serde_json::to_string(&lines).unwrap();
         assert_eq!(json, serde_json::to_string(&src).unwrap());
         let again: Lines = serde_json::from_str(&json).unwrap();
@@ -244,11 +222,26 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_log_packs_and_slices() {
+    fn memory_is_the_text_plus_a_few_bytes_a_line() {
+        let line = "2026-11-25 10:00:01.120 [10.0.0.5:27777] INFO ".to_string() + &"z".repeat(100);
         let mut lines = Lines::default();
-        lines.pack();
+        for _ in 0..10_000 {
+            lines.push(&line);
+        }
+        let per_line = (lines.allocated_bytes() - lines.text_bytes()) as f64 / 10_000.0;
+        assert!(per_line < 24.0, "{per_line} bytes a line while growing");
+        lines.shrink();
+        let per_line = (lines.allocated_bytes() - lines.text_bytes()) as f64 / 10_000.0;
+        assert!(per_line < 10.0, "{per_line} bytes a line once shrunk");
+    }
+
+    #[test]
+    fn an_empty_log_slices() {
+        let mut lines = Lines::default();
+        lines.shrink();
         assert!(lines.is_empty());
         assert!(lines.slice(0..10).is_empty());
         assert_eq!(lines.all().iter().next(), None);
+        assert_eq!(lines.text_bytes(), 0);
     }
 }

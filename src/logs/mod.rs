@@ -4,6 +4,8 @@
 //! * [`snapshot`]: a burst of pages → one consistent snapshot;
 //! * [`reader`]: the read procedure of one refresh, generic over the page source;
 //! * [`follower`]: the append-only view of one instance and its completeness;
+//! * [`units`]: records as the unit of matching;
+//! * [`lines`]: compact storage of the served lines;
 //! * [`status`]: instance status and the facts the follower needs.
 
 pub mod follower;
@@ -12,8 +14,9 @@ pub mod lines;
 pub mod reader;
 pub mod snapshot;
 pub mod status;
+pub mod units;
 
-pub use follower::{Applied, Follower, NeedFullRead, Plan, Timing};
+pub use follower::{Applied, Attempt, Follower, NeedFullRead, Pages, Plan, Probe, Timing};
 pub use reader::{refresh_log, PageSource, ReadError, ReadOutcome};
 pub use snapshot::{assemble, RawPage, Snapshot, SnapshotError};
 pub use status::{InstanceFacts, Status};

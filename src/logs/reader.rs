@@ -4,20 +4,24 @@
 //!
 //! 1. Read the *probe* page (the last page of the previous snapshot). Same page count
 //!    and same text: nothing was added, done with one request.
-//! 2. Otherwise read the window `first_page..totalPages` (the region late lines can
+//! 2. It starts with the lines it had ([`Probe::Grew`]): read the pages after it and
+//!    apply them as a tail. So a growing log costs the pages that changed, plus one.
+//! 3. Otherwise read the window `first_page..totalPages` (the region late lines can
 //!    reach) in one burst, a few pages at a time. A burst may straddle a server rebuild
-//!    and splice two files (protocol §6, pitfall 6). It is used only when it is provably
-//!    cut from one file: a single page; or a burst that ended before the file the probe
-//!    found could be rebuilt again (see [`Follower::stable_until`]); or a burst read twice
-//!    with identical results. Otherwise it is read again.
-//! 3. Apply it; if the window no longer lines up, read the whole log and apply that.
+//!    and splice two files (docs/powerjob-protocol.md §6, pitfall 6). It is used only
+//!    when it is provably cut from one file: a single page; a burst that ended before the
+//!    file the probe found could be rebuilt again (see [`Follower::stable_until`]); or a
+//!    burst read twice with identical results. Otherwise it is read again.
+//! 4. Apply it; if the window no longer lines up, read the whole log and apply that.
+//!
+//! Page counts are trusted only within bounds: never more pages than
+//! [`Timing::max_lines`] allows (the log is cut there), and a page that ends before its
+//! `totalPages` says fails the read at once.
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
-use futures::{StreamExt, TryStreamExt};
-
-use super::follower::{Follower, NeedFullRead, Timing};
+use super::follower::{Follower, NeedFullRead, Pages, Probe, Timing};
 use super::line::{classify, split_lines, PageText, PAGE_LINES};
 use super::snapshot::{assemble, RawPage, Snapshot, SnapshotError};
 
@@ -67,7 +71,7 @@ pub struct ReadOutcome {
     pub pages_read: usize,
 }
 
-/// Runs steps 1–3 of the module docs against `follower` (locked only between reads,
+/// Runs the read of the module docs against `follower` (locked only between reads,
 /// never across one). `read_at` is when this refresh started (epoch ms). With
 /// `whole_file_ok` (a finished instance), a first read of a log of at least
 /// [`WHOLE_FILE_MIN_PAGES`] pages downloads the file in one request instead of paging.
@@ -77,40 +81,49 @@ pub struct ReadOutcome {
 pub async fn refresh_log<S: PageSource>(
     src: &S,
     follower: &RwLock<Follower>,
-    probe_page: u64,
-    first_page: u64,
+    pages: Pages,
     read_at: i64,
     timing: &Timing,
     whole_file_ok: bool,
 ) -> Result<ReadOutcome, ReadError<S::Error>> {
+    let Pages { probe_page, tail_page, first_page } = pages;
+    let lock = || follower.write().expect("follower lock poisoned");
+    let max_pages = (timing.max_lines as u64).div_ceil(PAGE_LINES) + 1;
     let mut pages_read = 0;
     let probe = read_page(src, probe_page, &mut pages_read).await?;
     let first_read = follower.read().expect("follower lock poisoned").line_count() == 0;
     if whole_file_ok && first_read && first_page == 0 && probe.index == 0 && probe.total_pages >= WHOLE_FILE_MIN_PAGES {
-        if let Some(snapshot) = read_whole_file(src, probe.clone(), &mut pages_read).await? {
-            let applied = follower.write().expect("follower lock poisoned").apply(&snapshot, read_at, timing);
-            let appended = applied.map_or(0, |a| a.appended);
+        if let Some(snapshot) = read_whole_file(src, probe.clone(), max_pages, &mut pages_read).await? {
+            let appended = lock().apply(&snapshot, read_at, timing).map_or(0, |a| a.appended);
             return Ok(ReadOutcome { appended, pages_read });
         }
     }
     // (`read_page` never returns a placeholder: a placeholder tells nothing about the file,
     // and in particular does not prove the rebuild `stable_until` relies on.)
-    if follower.read().expect("follower lock poisoned").probe_unchanged(&probe) {
-        follower.write().expect("follower lock poisoned").apply_unchanged(read_at, timing);
+    let seen = follower.read().expect("follower lock poisoned").probe(&probe);
+    if seen == Probe::Unchanged {
+        lock().apply_unchanged(read_at, timing);
         return Ok(ReadOutcome { appended: 0, pages_read });
     }
     let stable_until = follower.read().expect("follower lock poisoned").stable_until(timing);
-    let snapshot = read_snapshot(src, first_page, Some(probe), stable_until, &mut pages_read).await?;
-    let applied = follower.write().expect("follower lock poisoned").apply(&snapshot, read_at, timing);
-    let applied = match applied {
-        Ok(a) => a,
+    if seen == Probe::Grew {
+        // Nothing moved up to the old end: read only what follows it.
+        let snapshot =
+            read_snapshot(src, tail_page, Some(probe.clone()), stable_until, max_pages, &mut pages_read).await?;
+        if let Ok(a) = lock().apply_tail(&snapshot, read_at, timing) {
+            return Ok(ReadOutcome { appended: a.appended, pages_read });
+        }
+    }
+    let snapshot = read_snapshot(src, first_page, Some(probe), stable_until, max_pages, &mut pages_read).await?;
+    let applied = lock().apply(&snapshot, read_at, timing);
+    let appended = match applied {
+        Ok(a) => a.appended,
         Err(NeedFullRead) => {
-            let snapshot = read_snapshot(src, 0, None, stable_until, &mut pages_read).await?;
-            let full = follower.write().expect("follower lock poisoned").apply(&snapshot, read_at, timing);
-            full.unwrap_or(super::follower::Applied { appended: 0 })
+            let snapshot = read_snapshot(src, 0, None, stable_until, max_pages, &mut pages_read).await?;
+            lock().apply(&snapshot, read_at, timing).map_or(0, |a| a.appended)
         }
     };
-    Ok(ReadOutcome { appended: applied.appended, pages_read })
+    Ok(ReadOutcome { appended, pages_read })
 }
 
 /// Logs at least this long are downloaded whole on a first read of a finished instance.
@@ -122,9 +135,13 @@ pub const WHOLE_FILE_MIN_PAGES: u64 = 10;
 async fn read_whole_file<S: PageSource>(
     src: &S,
     first: RawPage,
+    max_pages: u64,
     pages_read: &mut usize,
 ) -> Result<Option<Snapshot>, ReadError<S::Error>> {
     let total = first.total_pages;
+    if total > max_pages {
+        return Ok(None);
+    }
     let last = read_page(src, total - 1, pages_read).await?;
     let Some(bytes) = src.whole_file().await.map_err(ReadError::Source)? else { return Ok(None) };
     // Strictly UTF-8, up to the last whole line before any invalid byte (the block
@@ -150,28 +167,30 @@ async fn read_whole_file<S: PageSource>(
     Ok(Some(Snapshot::Lines { first_page: 0, total_pages: total, lines }))
 }
 
-/// Reads pages `first_page..` as one consistent snapshot (see the module docs).
-/// `known` is a page already read in this refresh, reused when it belongs to the
-/// window; `stable_until` is [`Follower::stable_until`].
+/// Reads pages `first_page..` (up to `max_pages` of the log) as one consistent
+/// snapshot (see the module docs). `known` is a page already read in this refresh,
+/// reused when it belongs to the window; `stable_until` is [`Follower::stable_until`].
 ///
 /// # Errors
-/// [`ReadError`] on a source failure, a placeholder, or a log that kept changing.
+/// [`ReadError`] on a source failure, a placeholder, a malformed page, or a log that
+/// kept changing.
 pub async fn read_snapshot<S: PageSource>(
     src: &S,
     first_page: u64,
     known: Option<RawPage>,
     stable_until: Option<i64>,
+    max_pages: u64,
     pages_read: &mut usize,
 ) -> Result<Snapshot, ReadError<S::Error>> {
     let mut known = known;
     let mut previous: Option<Vec<RawPage>> = None;
     for _ in 0..MAX_BURST_ATTEMPTS {
-        let pages = read_burst(src, first_page, known.take(), pages_read).await?;
+        let pages = read_burst(src, first_page, known.take(), max_pages, pages_read).await?;
         let proven =
             pages.len() == 1 || stable_until.is_some_and(|t| src.now_ms() < t) || previous.as_ref() == Some(&pages);
-        match assemble(first_page, &pages, proven) {
+        let checked = assemble(first_page, &pages, proven, max_pages);
+        match checked {
             Ok(snapshot) if proven => return Ok(snapshot),
-            // Plausible, but not proven: read it once more and compare.
             Ok(_) => previous = Some(pages),
             Err(SnapshotError::Inconsistent(why)) => {
                 tracing::debug!(why, "pages from different server snapshots; reading again");
@@ -183,11 +202,15 @@ pub async fn read_snapshot<S: PageSource>(
     Err(SnapshotError::Inconsistent("the log kept changing while it was read").into())
 }
 
-/// Reads pages `first_page..totalPages` (at least one), [`PAGE_PARALLELISM`] at a time.
+/// Reads pages `first_page..totalPages` (at least one, at most up to page `max_pages`),
+/// [`PAGE_PARALLELISM`] at a time. Stops at the first page that ends before its own
+/// `totalPages` says the log does: a malformed answer (an absurd page count) fails the
+/// read there instead of asking for page after page.
 async fn read_burst<S: PageSource>(
     src: &S,
     first_page: u64,
     known: Option<RawPage>,
+    max_pages: u64,
     pages_read: &mut usize,
 ) -> Result<Vec<RawPage>, ReadError<S::Error>> {
     let (head, known) = match known {
@@ -195,8 +218,15 @@ async fn read_burst<S: PageSource>(
         other => (read_page(src, first_page, pages_read).await?, other),
     };
     let total = head.total_pages;
-    let rest: Vec<(RawPage, usize)> = futures::stream::iter(first_page + 1..total.max(first_page + 1))
-        .map(|index| {
+    let end = total.min(max_pages).max(first_page + 1);
+    let mut pages = Vec::with_capacity(usize::try_from(end - first_page).unwrap_or(0).min(4096));
+    check_length(&head)?;
+    pages.push(head);
+    let mut next = first_page + 1;
+    while next < end {
+        let group = next..(next + PAGE_PARALLELISM as u64).min(end);
+        next = group.end;
+        let read = futures::future::try_join_all(group.map(|index| {
             let reuse = known.as_ref().filter(|p| p.index == index && p.total_pages == total).cloned();
             async move {
                 let mut reads = 0;
@@ -206,17 +236,23 @@ async fn read_burst<S: PageSource>(
                 };
                 Ok::<_, ReadError<S::Error>>((page, reads))
             }
-        })
-        .buffered(PAGE_PARALLELISM)
-        .try_collect()
+        }))
         .await?;
-    let mut pages = Vec::with_capacity(rest.len() + 1);
-    pages.push(head);
-    for (page, reads) in rest {
-        *pages_read += reads;
-        pages.push(page);
+        for (page, reads) in read {
+            *pages_read += reads;
+            check_length(&page)?;
+            pages.push(page);
+        }
     }
     Ok(pages)
+}
+
+/// A page before the last one its own `totalPages` claims holds exactly 100 lines.
+fn check_length<E>(page: &RawPage) -> Result<(), ReadError<E>> {
+    if page.index + 1 < page.total_pages && split_lines(&page.data).len() as u64 != PAGE_LINES {
+        return Err(SnapshotError::Malformed("a page ends before the log's totalPages says it does").into());
+    }
+    Ok(())
 }
 
 /// Reads one page, reading it again (a few times) while the server answers a transient

@@ -58,16 +58,20 @@ pub enum SnapshotError {
     /// The pages were cut from different versions of the log file; read them again.
     #[error("log pages from different server snapshots: {0}")]
     Inconsistent(&'static str),
+    /// An answer no version of the file can give (an absurd page count): fail this read.
+    #[error("PowerJob answered a malformed log page: {0}")]
+    Malformed(&'static str),
 }
 
 /// Assembles the pages `first_page, first_page + 1, …` (in that order, as many as the
-/// log has) into a snapshot. `trusted` skips the splice heuristics: the caller sets it
-/// when this burst is identical to the previous one.
+/// log has, or up to page `max_pages` when it has more: the snapshot is then cut) into
+/// a snapshot. `trusted` skips the splice heuristics: the caller sets it when the burst
+/// is proven to come from one file.
 ///
 /// # Errors
 /// [`SnapshotError::Placeholder`] when any page is a transient placeholder,
 /// [`SnapshotError::Inconsistent`] when the pages cannot come from one file.
-pub fn assemble(first_page: u64, pages: &[RawPage], trusted: bool) -> Result<Snapshot, SnapshotError> {
+pub fn assemble(first_page: u64, pages: &[RawPage], trusted: bool, max_pages: u64) -> Result<Snapshot, SnapshotError> {
     let Some(head) = pages.first() else {
         return Err(SnapshotError::Inconsistent("no page read"));
     };
@@ -100,7 +104,7 @@ pub fn assemble(first_page: u64, pages: &[RawPage], trusted: bool) -> Result<Sna
         prev_page_records = text.iter().filter_map(|l| record_time(l).map(|t| (t, *l))).collect();
         lines.extend(text.into_iter().map(Arc::from));
     }
-    if first_page + (pages.len() as u64) < total_pages {
+    if first_page + (pages.len() as u64) < total_pages.min(max_pages) {
         return Err(SnapshotError::Inconsistent("fewer pages read than the log has"));
     }
     Ok(Snapshot::Lines { first_page, total_pages, lines })
@@ -146,7 +150,7 @@ mod tests {
     fn assembles_consecutive_pages() {
         let l = log(250);
         let pages = [page(1, 3, &l[100..200]), page(2, 3, &l[200..])];
-        let snap = assemble(1, &pages, false).unwrap();
+        let snap = assemble(1, &pages, false, u64::MAX).unwrap();
         assert_eq!(
             snap,
             Snapshot::Lines {
@@ -165,37 +169,43 @@ mod tests {
         new.insert(50, "2024-06-01 16:00:00.505 [w:2] INFO late".into());
         // page 0 of the old file, page 1 of the new one: line 99 appears twice.
         let pages = [page(0, 3, &old[..100]), page(1, 3, &new[100..200])];
-        assert!(matches!(assemble(0, &pages, false), Err(SnapshotError::Inconsistent(_))));
+        assert!(matches!(assemble(0, &pages, false, u64::MAX), Err(SnapshotError::Inconsistent(_))));
         let pages = [page(0, 2, &old[..100]), page(1, 3, &new[100..200])];
-        assert!(matches!(assemble(0, &pages, false), Err(SnapshotError::Inconsistent(_))));
+        assert!(matches!(assemble(0, &pages, false, u64::MAX), Err(SnapshotError::Inconsistent(_))));
     }
 
     #[test]
     fn rejects_time_going_back_and_short_pages() {
         let l = log(200);
         let pages = [page(0, 2, &l[100..200]), page(1, 2, &l[..100])];
-        assert!(assemble(0, &pages, false).is_err());
-        assert!(assemble(0, &pages, true).is_ok(), "trusted bursts skip the heuristics");
+        assert!(assemble(0, &pages, false, u64::MAX).is_err());
+        assert!(assemble(0, &pages, true, u64::MAX).is_ok(), "trusted bursts skip the heuristics");
         let pages = [page(0, 2, &l[..99]), page(1, 2, &l[100..200])];
-        assert!(assemble(0, &pages, true).is_err());
+        assert!(assemble(0, &pages, true, u64::MAX).is_err());
         let pages = [page(0, 3, &l[..100]), page(1, 3, &l[100..200])];
-        assert!(assemble(0, &pages, true).is_err(), "a page is missing");
+        assert!(assemble(0, &pages, true, u64::MAX).is_err(), "a page is missing");
     }
 
     #[test]
     fn placeholders_are_never_lines() {
         let p = RawPage { index: 0, total_pages: 1, data: super::super::line::PREPARING.into() };
-        assert!(matches!(assemble(3, &[p], false), Err(SnapshotError::Placeholder(_))));
+        assert!(matches!(assemble(3, &[p], false, u64::MAX), Err(SnapshotError::Placeholder(_))));
         let p = RawPage {
             index: 0,
             total_pages: 1,
             data: "SYSTEM: There is no online log for this job instance.\n".into(),
         };
-        assert_eq!(assemble(0, &[p], false), Ok(Snapshot::NoLog));
+        assert_eq!(assemble(0, &[p], false, u64::MAX), Ok(Snapshot::NoLog));
         let empty = RawPage { index: 0, total_pages: 0, data: String::new() };
-        assert_eq!(assemble(0, &[empty], false), Ok(Snapshot::Lines { first_page: 0, total_pages: 0, lines: vec![] }));
+        assert_eq!(
+            assemble(0, &[empty], false, u64::MAX),
+            Ok(Snapshot::Lines { first_page: 0, total_pages: 0, lines: vec![] })
+        );
         // Past the end of a log that shrank: an empty window, not an error.
         let past = RawPage { index: 4, total_pages: 1, data: String::new() };
-        assert_eq!(assemble(4, &[past], false), Ok(Snapshot::Lines { first_page: 4, total_pages: 1, lines: vec![] }));
+        assert_eq!(
+            assemble(4, &[past], false, u64::MAX),
+            Ok(Snapshot::Lines { first_page: 4, total_pages: 1, lines: vec![] })
+        );
     }
 }

@@ -71,6 +71,9 @@ pub struct InstanceFacts {
     pub finished_time: Option<i64>,
     /// The worker's `ip:port`; `"N/A"` when dispatch failed.
     pub task_tracker_address: Option<String>,
+    /// How often it was dispatched (`runningTimes`; a retry reuses the instance id and
+    /// counts up); 0 when unknown.
+    pub running_times: u32,
 }
 
 impl InstanceFacts {

@@ -25,6 +25,10 @@ pub enum UpstreamError {
     /// Login or app authentication failed (wrong password, unknown app, missing user).
     #[error("PowerJob rejected powertail's credentials: {0}")]
     Auth(String),
+    /// PowerJob served a placeholder ("log file is being prepared", a server exception)
+    /// or kept rebuilding the log while it was read: a transient state, read again.
+    #[error("PowerJob's log is not readable yet: {0}")]
+    NotReady(String),
     /// PowerJob does not know the instance.
     #[error("PowerJob does not know instance {0}")]
     InstanceNotFound(i64),

@@ -28,6 +28,7 @@ pub fn app_config(urls: &[String], extra_powerjob: &str) -> Config {
         log_cache_ms = 300
         worker_flush_ms = 200
         clock_skew_ms = 100
+        sync_delay_ms = 2000
         {extra_powerjob}
         [logs]
         refresh_interval_ms = 50

@@ -2,29 +2,37 @@
 //! an instance, and answers cursor reads from what it holds.
 //!
 //! Each followed instance is an [`Entry`]: the pure [`Follower`] behind a `RwLock`
-//! (readers never wait for I/O), a refresh gate (`tokio::Mutex`) that makes refreshes
-//! single-flight and at most one per `refresh_interval`, and a `watch` channel that
-//! wakes long-polls when lines arrive. There is no background scan: a refresh happens
-//! only when someone reads an instance whose last refresh is older than the interval.
+//! (readers never wait for I/O), a gate that makes refreshes single-flight and at most
+//! one per `refresh_interval`, and a `watch` channel that wakes long-polls when lines
+//! arrive. There is no background scan: a refresh happens only when someone reads an
+//! instance whose last refresh is older than the interval (for a complete log: older
+//! than `recheck_complete_ms`, and then only its status is read, to see a retry).
 //!
-//! Entries live in a `Store` of two tiers: growing logs (never evicted for size, since
-//! their readers' cursors depend on the order they were served in; dropped after an idle
-//! time, capped in number) and complete logs (immutable, in a size-bounded moka cache).
+//! A refresh runs in its own task. A reader waits for it at most `read_wait_ms` when
+//! something is held, then answers from what is held (`stale` once the refresh is
+//! overdue), so a PowerJob that hangs stalls only that one refresh, never the readers.
+//!
+//! Entries live in a [`store::Store`] of two tiers (growing, complete).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+mod store;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{watch, Mutex};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::logs::lines::LineSlice;
-use crate::logs::{refresh_log, Follower, InstanceFacts, PageSource, Plan, RawPage, ReadError, Status, Timing};
+use crate::logs::{
+    refresh_log, Attempt, Follower, InstanceFacts, PageSource, Pages, Plan, RawPage, ReadError, SnapshotError, Status,
+    Timing,
+};
 use crate::telemetry;
 use crate::upstream::{now_ms, PowerJobClient, UpstreamError};
+use store::Store;
 
 /// Back-off after consecutive failed refreshes: the interval doubled at most this often…
 const MAX_BACKOFF_DOUBLINGS: u32 = 5;
@@ -34,9 +42,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const ENTRY_OVERHEAD: u64 = 512;
 
 /// One answer to a cursor read; `L` is `Vec<Arc<str>>` (owned) or a [`LineSlice`]
-/// (rendered in place, without copying the lines or touching reference counts).
+/// (rendered in place, without copying the lines), `A` the attempts likewise.
 #[derive(Debug, Clone)]
-pub struct LogPage<L = Vec<Arc<str>>> {
+pub struct LogPage<L = Vec<Arc<str>>, A = Vec<Attempt>> {
     /// The instance.
     pub instance_id: i64,
     /// First line of `lines`.
@@ -53,6 +61,33 @@ pub struct LogPage<L = Vec<Arc<str>>> {
     pub stale: bool,
     /// PowerJob's own copy lost lines this log still holds.
     pub upstream_lost: bool,
+    /// The log reached `logs.max_lines_per_instance` and was cut there.
+    pub truncated: bool,
+    /// The current run (PowerJob's `runningTimes`).
+    pub attempt: u32,
+    /// Every run seen and the first line it logged.
+    pub attempts: A,
+}
+
+/// A page whose lines and attempts are borrowed from the follower.
+pub type BorrowedPage<'a> = LogPage<LineSlice<'a>, &'a [Attempt]>;
+
+impl<L, A> LogPage<L, A> {
+    fn map<L2, A2>(&self, lines: L2, attempts: A2) -> LogPage<L2, A2> {
+        LogPage {
+            instance_id: self.instance_id,
+            from_line: self.from_line,
+            lines,
+            total_lines: self.total_lines,
+            status: self.status,
+            complete: self.complete,
+            stale: self.stale,
+            upstream_lost: self.upstream_lost,
+            truncated: self.truncated,
+            attempt: self.attempt,
+            attempts,
+        }
+    }
 }
 
 impl LogPage {
@@ -62,7 +97,7 @@ impl LogPage {
     }
 }
 
-impl LogPage<LineSlice<'_>> {
+impl BorrowedPage<'_> {
     /// The cursor for the next read.
     pub fn next_line(&self) -> u64 {
         self.from_line + self.lines.len() as u64
@@ -70,16 +105,7 @@ impl LogPage<LineSlice<'_>> {
 
     /// An owned copy.
     pub fn to_owned_page(&self) -> LogPage {
-        LogPage {
-            instance_id: self.instance_id,
-            from_line: self.from_line,
-            lines: self.lines.to_vec(),
-            total_lines: self.total_lines,
-            status: self.status,
-            complete: self.complete,
-            stale: self.stale,
-            upstream_lost: self.upstream_lost,
-        }
+        self.map(self.lines.to_vec(), self.attempts.to_vec())
     }
 }
 
@@ -93,6 +119,10 @@ struct Inner {
     client: PowerJobClient,
     timing: Timing,
     refresh_interval: Duration,
+    recheck_complete: Duration,
+    read_wait: Duration,
+    /// How long a read with nothing held waits for the first refresh.
+    first_read_wait: Duration,
     store: Store,
     /// Cancelled when the server shuts down: long-polls and streams answer at once.
     shutdown: CancellationToken,
@@ -106,17 +136,31 @@ struct Entry {
     gate: Mutex<Gate>,
     /// Bumped whenever lines, status or completeness change.
     changed: watch::Sender<u64>,
+    /// Bumped whenever a refresh ends, well or not.
+    refreshed: watch::Sender<u64>,
+    /// The follower's weight as of its last refresh (read without its lock).
+    weight: AtomicU64,
 }
 
 #[derive(Default)]
 struct Gate {
+    in_flight: bool,
+    /// Refresh at the next read whatever the interval (after a retry through powertail).
+    force: bool,
     last_attempt: Option<Instant>,
+    last_ok: Option<Instant>,
     failures: u32,
     facts: Option<InstanceFacts>,
     last_error: Option<UpstreamError>,
 }
 
 impl Gate {
+    fn due(&self, interval: Duration, now: Instant) -> bool {
+        let backoff =
+            interval.saturating_mul(1 << self.failures.min(MAX_BACKOFF_DOUBLINGS)).min(MAX_BACKOFF.max(interval));
+        self.force || self.last_attempt.is_none_or(|t| now >= t + backoff)
+    }
+
     fn next_due(&self, interval: Duration) -> Option<Instant> {
         let backoff =
             interval.saturating_mul(1 << self.failures.min(MAX_BACKOFF_DOUBLINGS)).min(MAX_BACKOFF.max(interval));
@@ -127,27 +171,16 @@ impl Gate {
 impl LogService {
     /// A service reading through `client`.
     pub fn new(config: &Config, client: PowerJobClient) -> Self {
-        let complete = moka::sync::Cache::builder()
-            .max_capacity(config.logs.cache_max_bytes)
-            .weigher(|_, e: &Arc<Entry>| u32::try_from(e.weight()).unwrap_or(u32::MAX))
-            .eviction_listener(|_, _, cause| {
-                if cause.was_evicted() {
-                    metrics::counter!(telemetry::CACHE_EVICTIONS).increment(1);
-                }
-            })
-            .build();
-        let store = Store {
-            complete,
-            following: std::sync::Mutex::new(HashMap::new()),
-            idle_ms: i64::try_from(config.logs.idle_evict_ms).unwrap_or(i64::MAX),
-            max_following: config.logs.max_followed_instances,
-        };
+        let read_wait = Duration::from_millis(config.logs.read_wait_ms);
         LogService {
             inner: Arc::new(Inner {
                 client,
                 timing: config.timing(),
                 refresh_interval: config.refresh_interval(),
-                store,
+                recheck_complete: Duration::from_millis(config.logs.recheck_complete_ms),
+                read_wait,
+                first_read_wait: config.request_timeout() + read_wait,
+                store: Store::new(config),
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -185,7 +218,7 @@ impl LogService {
         from_line: u64,
         limit: usize,
         wait: Duration,
-        render: impl Fn(&LogPage<LineSlice<'_>>) -> R,
+        render: impl Fn(&BorrowedPage<'_>) -> R,
     ) -> Result<R, ServiceError> {
         let entry = self.entry(id)?;
         // The common case first, with no subscription: lines are there, or no wait.
@@ -209,7 +242,7 @@ impl LogService {
             if let Some(answer) = answer {
                 return Ok(answer);
             }
-            let next_refresh = entry.gate.lock().await.next_due(self.inner.refresh_interval).unwrap_or(now);
+            let next_refresh = self.gate(&entry).next_due(self.inner.refresh_interval).unwrap_or(now);
             let until = deadline.min(next_refresh.max(now + Duration::from_millis(5)));
             let _waiting = GaugeGuard::new(telemetry::LONG_POLL_WAITING);
             tokio::select! {
@@ -231,8 +264,20 @@ impl LogService {
         Ok(render(follower.lines()))
     }
 
+    /// Tells the service that the instance was just retried through powertail: its next
+    /// read checks PowerJob at once, complete or not.
+    pub fn retried(&self, id: i64) {
+        if let Some(entry) = self.inner.store.get(id) {
+            self.gate(&entry).force = true;
+        }
+    }
+
     fn entry(&self, id: i64) -> Result<Arc<Entry>, ServiceError> {
         self.inner.store.get_or_create(id)
+    }
+
+    fn gate<'a>(&self, entry: &'a Entry) -> std::sync::MutexGuard<'a, Gate> {
+        entry.gate.lock().expect("gate lock poisoned")
     }
 
     /// Whether the instance is held now.
@@ -247,51 +292,86 @@ impl LogService {
         metrics::gauge!(telemetry::CACHE_BYTES).set(bytes as f64);
     }
 
-    /// Refreshes `entry` unless it is complete or was refreshed less than an interval
-    /// ago; concurrent callers wait for the one refresh in flight. Returns whether the
-    /// answer is stale.
+    /// Starts a refresh of `entry` when one is due and none is in flight, waits for the
+    /// one in flight a bounded time, and says whether the answer is stale.
     async fn refresh_if_due(&self, entry: &Arc<Entry>) -> Result<bool, UpstreamError> {
-        if entry.is_complete() {
-            return Ok(false);
+        let complete = entry.is_complete();
+        let interval = if complete { self.inner.recheck_complete } else { self.inner.refresh_interval };
+        let mut done = entry.refreshed.subscribe();
+        let (in_flight, held) = {
+            let mut gate = self.gate(entry);
+            let now = Instant::now();
+            if !gate.in_flight && gate.due(interval, now) {
+                gate.in_flight = true;
+                gate.force = false;
+                gate.last_attempt = Some(now);
+                let (service, entry) = (self.clone(), entry.clone());
+                tokio::spawn(async move { service.run_refresh(&entry).await });
+            } else if !gate.in_flight {
+                static COALESCED: OnceLock<metrics::Counter> = OnceLock::new();
+                telemetry::cached_counter(&COALESCED, telemetry::REFRESHES_COALESCED).increment(1);
+            }
+            (gate.in_flight, gate.facts.is_some() || entry.line_count() > 0)
+        };
+        if in_flight {
+            let wait = if held { self.inner.read_wait } else { self.inner.first_read_wait };
+            let _ = tokio::time::timeout(wait, done.changed()).await;
         }
-        let mut gate = entry.gate.lock().await;
-        let now = Instant::now();
-        if gate.next_due(self.inner.refresh_interval).is_none_or(|due| now >= due) && !entry.is_complete() {
-            gate.last_attempt = Some(now);
-            let result = self.refresh(entry, &mut gate).await;
-            let outcome = if result.is_ok() { "ok" } else { "error" };
-            metrics::counter!(telemetry::REFRESHES, "outcome" => outcome).increment(1);
+        let gate = self.gate(entry);
+        let lines = entry.line_count() > 0;
+        let held = gate.facts.is_some() || lines;
+        match &gate.last_error {
+            // The status is known and the log is not readable for the moment: no lines
+            // yet, `stale`, the status.
+            Some(UpstreamError::NotReady(_)) if held => Ok(true),
+            // No line held: the error is the answer (404, 502, 503 or 504).
+            Some(e) if !lines => Err(e.clone()),
+            None if !held && gate.in_flight => Err(UpstreamError::Timeout(self.inner.first_read_wait)),
+            _ if entry.is_complete() => Ok(false),
+            Some(_) => Ok(true),
+            None => {
+                let overdue = interval + self.inner.read_wait;
+                Ok(gate.in_flight && gate.last_ok.is_none_or(|t| t.elapsed() > overdue))
+            }
+        }
+    }
+
+    /// One refresh, in its own task: reads, records the outcome, wakes the waiters.
+    async fn run_refresh(&self, entry: &Arc<Entry>) {
+        let result = self.refresh(entry).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!(telemetry::REFRESHES, "outcome" => outcome).increment(1);
+        entry.weight.store(entry.follower.read().expect("follower lock poisoned").weight(), Ordering::Relaxed);
+        {
+            let mut gate = self.gate(entry);
+            gate.in_flight = false;
             match result {
                 Ok(()) => {
                     gate.failures = 0;
                     gate.last_error = None;
+                    gate.last_ok = Some(Instant::now());
                 }
                 Err(e) => {
                     if !matches!(e, UpstreamError::InstanceNotFound(_)) {
-                        tracing::warn!(instance.id = entry.id, error = %e, "refresh failed; serving the cache");
+                        let held = gate.facts.is_some() || entry.line_count() > 0;
+                        tracing::warn!(instance.id = entry.id, error = %e, held, "log refresh failed");
                     }
                     gate.failures = gate.failures.saturating_add(1);
                     gate.last_error = Some(e);
                 }
             }
-            if entry.is_complete() {
-                // Immutable from now on: into the size-bounded cache of complete logs.
-                self.inner.store.promote(entry);
-            }
+        }
+        if entry.is_complete() {
+            // Immutable from now on: into the size-bounded cache of complete logs.
+            self.inner.store.promote(entry);
         } else {
-            static COALESCED: OnceLock<metrics::Counter> = OnceLock::new();
-            telemetry::cached_counter(&COALESCED, telemetry::REFRESHES_COALESCED).increment(1);
+            self.inner.store.demote(entry);
         }
-        match &gate.last_error {
-            None => Ok(false),
-            // Nothing held: the error is the answer (404, 502, 503 or 504).
-            Some(e) if entry.line_count() == 0 => Err(e.clone()),
-            Some(_) => Ok(true),
-        }
+        entry.refreshed.send_modify(|v| *v += 1);
     }
 
     #[tracing::instrument(skip_all, fields(instance.id = entry.id))]
-    async fn refresh(&self, entry: &Entry, gate: &mut Gate) -> Result<(), UpstreamError> {
+    async fn refresh(&self, entry: &Entry) -> Result<(), UpstreamError> {
         let client = &self.inner.client;
         let timing = &self.inner.timing;
         let info = client.instance_info(entry.id).await?;
@@ -300,38 +380,44 @@ impl LogService {
             actual_trigger_time: info.actual_trigger_time,
             finished_time: info.finished_time,
             task_tracker_address: info.task_tracker_address.clone(),
+            running_times: info.running_times.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
         };
         let now = now_ms();
-        let plan = {
+        let (plan, before) = {
             let mut f = entry.follower.write().expect("follower lock poisoned");
-            f.observe(&facts, now);
-            f.plan(&facts, now, timing)
+            let before = (f.status(), f.attempt(), f.is_complete());
+            f.observe(&facts, now, timing);
+            (f.plan(&facts, now, timing), before)
         };
-        let status_changed = gate.facts.as_ref().is_none_or(|old| old.status != facts.status);
-        gate.facts = Some(facts);
-        if let Plan::Read { probe_page, first_page } = plan {
-            self.read_log(entry, probe_page, first_page).await?;
-        } else if status_changed || entry.is_complete() {
+        self.gate(entry).facts = Some(facts);
+        let changed = {
+            let f = entry.follower.read().expect("follower lock poisoned");
+            before != (f.status(), f.attempt(), f.is_complete())
+        };
+        if changed {
             entry.changed.send_modify(|v| *v += 1);
+        }
+        if let Plan::Read(pages) = plan {
+            self.read_log(entry, pages).await?;
         }
         Ok(())
     }
 
     /// Reads the pages the plan asks for and applies them (see `logs::reader`).
-    async fn read_log(&self, entry: &Entry, probe_page: u64, first_page: u64) -> Result<(), UpstreamError> {
+    async fn read_log(&self, entry: &Entry, pages: Pages) -> Result<(), UpstreamError> {
         let src = InstancePages { client: &self.inner.client, id: entry.id };
         let read_at = now_ms();
         let was_complete = entry.is_complete();
         // A finished log no longer grows (but for late lines, which are checked later by
         // the usual window read): download it whole rather than page by page.
         let whole_file_ok = entry.follower.read().expect("follower lock poisoned").status().is_final();
-        let outcome =
-            refresh_log(&src, &entry.follower, probe_page, first_page, read_at, &self.inner.timing, whole_file_ok)
-                .await
-                .map_err(|e| match e {
-                    ReadError::Source(e) => e,
-                    ReadError::Snapshot(e) => UpstreamError::Protocol(e.to_string()),
-                })?;
+        let outcome = refresh_log(&src, &entry.follower, pages, read_at, &self.inner.timing, whole_file_ok)
+            .await
+            .map_err(|e| match e {
+                ReadError::Source(e) => e,
+                ReadError::Snapshot(e @ SnapshotError::Malformed(_)) => UpstreamError::Protocol(e.to_string()),
+                ReadError::Snapshot(e) => UpstreamError::NotReady(e.to_string()),
+            })?;
         tracing::debug!(
             instance.id = entry.id,
             appended = outcome.appended,
@@ -346,6 +432,18 @@ impl LogService {
 }
 
 impl Entry {
+    fn new(id: i64, now: i64) -> Self {
+        Entry {
+            id,
+            last_read: AtomicI64::new(now),
+            follower: RwLock::new(Follower::default()),
+            gate: Mutex::new(Gate::default()),
+            changed: watch::Sender::new(0),
+            refreshed: watch::Sender::new(0),
+            weight: AtomicU64::new(0),
+        }
+    }
+
     fn is_complete(&self) -> bool {
         self.follower.read().expect("follower lock poisoned").is_complete()
     }
@@ -355,16 +453,10 @@ impl Entry {
     }
 
     fn weight(&self) -> u64 {
-        self.follower.read().expect("follower lock poisoned").weight() + ENTRY_OVERHEAD
+        self.weight.load(Ordering::Relaxed) + ENTRY_OVERHEAD
     }
 
-    fn with_page<R>(
-        &self,
-        from_line: u64,
-        limit: usize,
-        stale: bool,
-        f: impl FnOnce(&LogPage<LineSlice<'_>>) -> R,
-    ) -> R {
+    fn with_page<R>(&self, from_line: u64, limit: usize, stale: bool, f: impl FnOnce(&BorrowedPage<'_>) -> R) -> R {
         let follower = self.follower.read().expect("follower lock poisoned");
         let count = follower.line_count();
         let total = count as u64;
@@ -380,6 +472,9 @@ impl Entry {
             complete: follower.is_complete() && reaches_end,
             stale,
             upstream_lost: follower.upstream_lost(),
+            truncated: follower.truncated(),
+            attempt: follower.attempt(),
+            attempts: follower.attempts(),
         })
     }
 }
@@ -431,77 +526,7 @@ pub enum ServiceError {
     /// `logs.max_followed_instances` growing logs are followed already.
     #[error("{0} growing logs are followed already (logs.max_followed_instances); try again later")]
     TooManyInstances(usize),
-}
-
-/// Where followed instances live.
-///
-/// A growing log is never evicted for size: its clients' cursors depend on the order it
-/// was served in (late lines appended at the end), which a re-read would not restore.
-/// Growing logs are only dropped after `idle_evict_ms` without a read, and their number
-/// is capped. Complete logs are immutable and live in a size-bounded cache (least
-/// recently used first); an evicted one is read again if asked.
-struct Store {
-    complete: moka::sync::Cache<i64, Arc<Entry>>,
-    following: std::sync::Mutex<HashMap<i64, Arc<Entry>>>,
-    idle_ms: i64,
-    max_following: usize,
-}
-
-impl Store {
-    fn get_or_create(&self, id: i64) -> Result<Arc<Entry>, ServiceError> {
-        static HITS: OnceLock<metrics::Counter> = OnceLock::new();
-        if let Some(e) = self.complete.get(&id) {
-            telemetry::cached_counter(&HITS, telemetry::CACHE_HITS).increment(1);
-            return Ok(e);
-        }
-        let now = now_ms();
-        let mut following = self.following.lock().expect("store lock poisoned");
-        if let Some(e) = following.get(&id).filter(|e| !self.idle(e, now)) {
-            telemetry::cached_counter(&HITS, telemetry::CACHE_HITS).increment(1);
-            e.last_read.store(now, Ordering::Relaxed);
-            return Ok(e.clone());
-        }
-        metrics::counter!(telemetry::CACHE_MISSES).increment(1);
-        if following.len() >= self.max_following || following.get(&id).is_some() {
-            let before = following.len();
-            following.retain(|_, e| !self.idle(e, now));
-            metrics::counter!(telemetry::CACHE_EVICTIONS).increment((before - following.len()) as u64);
-        }
-        if following.len() >= self.max_following {
-            return Err(ServiceError::TooManyInstances(following.len()));
-        }
-        let entry = Arc::new(Entry {
-            id,
-            last_read: AtomicI64::new(now),
-            follower: RwLock::new(Follower::default()),
-            gate: Mutex::new(Gate::default()),
-            changed: watch::Sender::new(0),
-        });
-        following.insert(id, entry.clone());
-        Ok(entry)
-    }
-
-    fn idle(&self, e: &Entry, now: i64) -> bool {
-        now - e.last_read.load(Ordering::Relaxed) > self.idle_ms
-    }
-
-    fn promote(&self, entry: &Arc<Entry>) {
-        let removed = self.following.lock().expect("store lock poisoned").remove(&entry.id);
-        if removed.is_some() {
-            self.complete.insert(entry.id, entry.clone());
-        }
-    }
-
-    fn contains(&self, id: i64) -> bool {
-        self.complete.contains_key(&id)
-            || self.following.lock().expect("store lock poisoned").get(&id).is_some_and(|e| !self.idle(e, now_ms()))
-    }
-
-    /// (instances held, bytes held)
-    fn usage(&self) -> (u64, u64) {
-        self.complete.run_pending_tasks();
-        let following = self.following.lock().expect("store lock poisoned");
-        let bytes: u64 = following.values().map(|e| e.weight()).sum();
-        (self.complete.entry_count() + following.len() as u64, self.complete.weighted_size() + bytes)
-    }
+    /// Growing logs hold `logs.max_following_bytes` already.
+    #[error("growing logs hold {0} bytes already (logs.max_following_bytes); try again later")]
+    TooManyBytes(u64),
 }

@@ -1,0 +1,122 @@
+//! Where followed instances live.
+//!
+//! A growing log is never evicted for size: its clients' cursors depend on the order it
+//! was served in (late lines appended at the end), which a re-read would not restore.
+//! Growing logs are only dropped after `idle_evict_ms` without a read; their number and
+//! their bytes are capped (past either cap a new instance is refused, never an
+//! out-of-memory crash). Complete logs are immutable and live in a size-bounded cache
+//! (least recently used first); an evicted one is read again if asked. A complete log
+//! that runs again (a retry) moves back to the growing tier.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use super::{Entry, ServiceError};
+use crate::config::Config;
+use crate::telemetry;
+use crate::upstream::now_ms;
+
+pub(super) struct Store {
+    complete: moka::sync::Cache<i64, Arc<Entry>>,
+    following: std::sync::Mutex<HashMap<i64, Arc<Entry>>>,
+    idle_ms: i64,
+    max_following: usize,
+    max_following_bytes: u64,
+}
+
+impl Store {
+    pub(super) fn new(config: &Config) -> Self {
+        let complete = moka::sync::Cache::builder()
+            .max_capacity(config.logs.cache_max_bytes)
+            .weigher(|_, e: &Arc<Entry>| u32::try_from(e.weight()).unwrap_or(u32::MAX))
+            .eviction_listener(|_, _, cause| {
+                if cause.was_evicted() {
+                    metrics::counter!(telemetry::CACHE_EVICTIONS).increment(1);
+                }
+            })
+            .build();
+        Store {
+            complete,
+            following: std::sync::Mutex::new(HashMap::new()),
+            idle_ms: i64::try_from(config.logs.idle_evict_ms).unwrap_or(i64::MAX),
+            max_following: config.logs.max_followed_instances,
+            max_following_bytes: config.logs.max_following_bytes,
+        }
+    }
+
+    pub(super) fn get_or_create(&self, id: i64) -> Result<Arc<Entry>, ServiceError> {
+        static HITS: OnceLock<metrics::Counter> = OnceLock::new();
+        if let Some(e) = self.complete.get(&id) {
+            telemetry::cached_counter(&HITS, telemetry::CACHE_HITS).increment(1);
+            return Ok(e);
+        }
+        let now = now_ms();
+        let mut following = self.following.lock().expect("store lock poisoned");
+        if let Some(e) = following.get(&id).filter(|e| !self.idle(e, now)) {
+            telemetry::cached_counter(&HITS, telemetry::CACHE_HITS).increment(1);
+            e.last_read.store(now, Ordering::Relaxed);
+            return Ok(e.clone());
+        }
+        metrics::counter!(telemetry::CACHE_MISSES).increment(1);
+        let full =
+            following.len() >= self.max_following || self.following_bytes(&following) >= self.max_following_bytes;
+        if full || following.contains_key(&id) {
+            let before = following.len();
+            following.retain(|_, e| !self.idle(e, now));
+            metrics::counter!(telemetry::CACHE_EVICTIONS).increment((before - following.len()) as u64);
+        }
+        if following.len() >= self.max_following {
+            return Err(ServiceError::TooManyInstances(following.len()));
+        }
+        let bytes = self.following_bytes(&following);
+        if bytes >= self.max_following_bytes {
+            return Err(ServiceError::TooManyBytes(bytes));
+        }
+        let entry = Arc::new(Entry::new(id, now));
+        following.insert(id, entry.clone());
+        Ok(entry)
+    }
+
+    fn following_bytes(&self, following: &HashMap<i64, Arc<Entry>>) -> u64 {
+        following.values().map(|e| e.weight()).sum()
+    }
+
+    fn idle(&self, e: &Entry, now: i64) -> bool {
+        now - e.last_read.load(Ordering::Relaxed) > self.idle_ms
+    }
+
+    /// Moves a log that became complete into the size-bounded cache.
+    pub(super) fn promote(&self, entry: &Arc<Entry>) {
+        let removed = self.following.lock().expect("store lock poisoned").remove(&entry.id);
+        if removed.is_some() {
+            self.complete.insert(entry.id, entry.clone());
+        }
+    }
+
+    /// Moves a complete log that runs again (a retry) back among the growing ones.
+    pub(super) fn demote(&self, entry: &Arc<Entry>) {
+        if self.complete.contains_key(&entry.id) {
+            self.following.lock().expect("store lock poisoned").insert(entry.id, entry.clone());
+            self.complete.invalidate(&entry.id);
+        }
+    }
+
+    /// The entry of `id`, if held.
+    pub(super) fn get(&self, id: i64) -> Option<Arc<Entry>> {
+        self.complete.get(&id).or_else(|| self.following.lock().expect("store lock poisoned").get(&id).cloned())
+    }
+
+    pub(super) fn contains(&self, id: i64) -> bool {
+        self.complete.contains_key(&id)
+            || self.following.lock().expect("store lock poisoned").get(&id).is_some_and(|e| !self.idle(e, now_ms()))
+    }
+
+    /// (instances held, bytes held)
+    pub(super) fn usage(&self) -> (u64, u64) {
+        self.complete.run_pending_tasks();
+        let following = self.following.lock().expect("store lock poisoned");
+        let bytes = self.following_bytes(&following);
+        (self.complete.entry_count() + following.len() as u64, self.complete.weighted_size() + bytes)
+    }
+}
