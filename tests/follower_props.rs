@@ -575,7 +575,8 @@ fn build_sim(h: &SimHistory) -> (SimUp, i64) {
 fn excess<'a>(a: &HashMap<&'a str, usize>, b: &HashMap<&'a str, usize>) -> Vec<(&'a str, usize)> {
     let mut v: Vec<(&str, usize)> = a
         .iter()
-        .filter_map(|(k, &n)| (n > b.get(k).copied().unwrap_or(0)).then(|| (*k, n - b.get(k).copied().unwrap_or(0))))
+        .map(|(k, &n)| (*k, n.saturating_sub(b.get(k).copied().unwrap_or(0))))
+        .filter(|&(_, more)| more > 0)
         .collect();
     v.sort();
     v
