@@ -16,7 +16,13 @@
 //! * the sync `sync_delay_ms` after finishing that reuses an existing stable file,
 //!   uploads it to the DFS and deletes the rows (late batches then form a new live log);
 //! * paging (§4.2), rendering (§4.4), the download padding bug (§4.8), restarts (§6.13)
-//!   and retries reusing the instance id (§6.11).
+//!   and retries reusing the instance id (§6.11, the script replayed as a second run);
+//! * frequent (FIXED_RATE/FIXED_DELAY) jobs whose live logs lose their old rows at every
+//!   `timingCheck` (§4.3 item 4, §6.12; `core/clean.rs`);
+//! * optionally, a stopped processor that goes on logging ([`SimConfig::logs_after_stop`]).
+//!
+//! Every served line can be traced back to the record it came from
+//! ([`SimCore::log_page_traced`]), which property tests use as their oracle.
 //!
 //! Every event (arrival, scripted status, sync) is kept in one time-ordered queue and
 //! applied by [`SimCore::tick`] in time order, so a late `tick` gives the same state as

@@ -4,7 +4,7 @@
 //!
 //! * [`core`]: the pure, deterministic state machine (instances, H2 rows, live map,
 //!   temporary and stable files, sync, placeholders, paging) in explicit time;
-//! * [`file`]: the log files: rendering, `readLine`, paging, the download padding, and
+//! * [`file`](mod@file): the log files: rendering, `readLine`, paging, the download padding, and
 //!   the origin of every served line (a test oracle);
 //! * [`script`]: scripted job runs (several workers, skewed clocks, flush batches, late
 //!   lines);

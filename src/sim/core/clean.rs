@@ -70,8 +70,8 @@ impl SimCore {
         self.timing_check(now)
     }
 
-    /// When the periodic clean-ups ran (epoch ms, oldest first; runs that had nothing
-    /// to do may be merged into the last of them).
+    /// When the periodic clean-ups ran (epoch ms, oldest first). Consecutive runs with no
+    /// other event in between are recorded (and run) as the last of them only.
     pub fn clean_ups(&self) -> &[i64] {
         &self.clean_ups
     }
