@@ -63,6 +63,8 @@ impl Fault {
     }
 
     /// `kind` for every request to `path` (`None`: any path) until the faults are cleared.
+    /// Faults apply in the order queued, one per request, so it shadows the faults queued
+    /// after it for the same requests.
     pub fn always(path: Option<&str>, kind: FaultKind) -> Self {
         Fault::new(path, kind, u32::MAX)
     }
