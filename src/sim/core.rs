@@ -16,7 +16,13 @@
 //! * the sync `sync_delay_ms` after finishing that reuses an existing stable file,
 //!   uploads it to the DFS and deletes the rows (late batches then form a new live log);
 //! * paging (§4.2), rendering (§4.4), the download padding bug (§4.8), restarts (§6.13)
-//!   and retries reusing the instance id (§6.11).
+//!   and retries reusing the instance id (§6.11, the script replayed as a second run);
+//! * frequent (FIXED_RATE/FIXED_DELAY) jobs whose live logs lose their old rows at every
+//!   `timingCheck` (§4.3 item 4, §6.12; `core/clean.rs`);
+//! * optionally, a stopped processor that goes on logging ([`SimConfig::logs_after_stop`]).
+//!
+//! Every served line can be traced back to the record it came from
+//! ([`SimCore::log_page_traced`]), which property tests use as their oracle.
 //!
 //! Every event (arrival, scripted status, sync) is kept in one time-ordered queue and
 //! applied by [`SimCore::tick`] in time order, so a late `tick` gives the same state as
@@ -26,13 +32,17 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use chrono::{DateTime, FixedOffset, Offset, Utc};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde_json::{json, Value};
 
+pub use super::file::{iso, local_time, read_lines, render, LineId, DOWNLOAD_BUFFER};
+use super::file::{pad_like_file2http, FileLines};
 use super::script::JobScript;
+
+mod clean;
+pub use self::clean::TimeExpression;
 
 /// The single line of the stable file written when there is no log (§4.5).
 pub const NO_ONLINE_LOG: &str = "SYSTEM: There is no online log for this job instance.";
@@ -51,8 +61,6 @@ const INSTANCE_ID_STEP: i64 = 4_096;
 pub const INSERT_DELAY_MS: i64 = 20;
 /// Records per `WorkerLogReportReq` batch (§5).
 pub const BATCH_RECORDS: usize = 20;
-/// `OmsFileUtils.file2HttpResponse` buffer size: downloads are padded to a multiple of it.
-pub const DOWNLOAD_BUFFER: usize = 4_096;
 /// `gmtCreate`/`gmtModified` of the simulated jobs (2024-05-20T03:12:45Z).
 const JOB_GMT_CREATE: i64 = 1_716_174_765_000;
 
@@ -117,6 +125,21 @@ pub struct SimConfig {
     pub worker: String,
     /// The jobs that exist.
     pub jobs: Vec<SimJob>,
+    /// The time expression of jobs (`timeExpressionType`/`timeExpression` in `fetchJob`);
+    /// a job not listed is API-triggered. FIXED_RATE/FIXED_DELAY jobs are "frequent":
+    /// their live logs lose old rows at every clean-up (§4.3 item 4, §6.12).
+    pub time_expressions: BTreeMap<i64, TimeExpression>,
+    /// `timingCheck` period (`@Scheduled(fixedDelay = 120000)`, from server start);
+    /// `<= 0`: no periodic clean-up (only [`SimCore::clean_now`]).
+    pub clean_interval_ms: i64,
+    /// A clean-up deletes the rows of frequent jobs' live logs whose `logTime` (worker
+    /// clock) is older than the server's now minus this (10 min).
+    pub clean_age_ms: i64,
+    /// `true`: a stopped processor goes on and logs its scripted lines, which its worker
+    /// still ships every `worker_flush_ms` after status 10 (the stop message is
+    /// unreliable and the processor may ignore the interrupt). `false`: the lines not
+    /// logged yet at the stop are never logged.
+    pub logs_after_stop: bool,
 }
 
 impl Default for SimConfig {
@@ -139,11 +162,23 @@ impl Default for SimConfig {
             seed: 0,
             worker: "10.0.0.21:27777".into(),
             jobs: vec![SimJob { id: 12, name: "llm-start".into(), job_params: String::new(), script: None }],
+            time_expressions: BTreeMap::new(),
+            clean_interval_ms: 120_000,
+            clean_age_ms: 600_000,
+            logs_after_stop: false,
         }
     }
 }
 
 impl SimConfig {
+    /// Sets `job_id`'s time expression (e.g. [`TimeExpression::FixedRate`] to make it a
+    /// frequent job whose old log rows are cleaned up).
+    #[must_use]
+    pub fn with_time_expression(mut self, job_id: i64, expression: TimeExpression) -> Self {
+        self.time_expressions.insert(job_id, expression);
+        self
+    }
+
     /// The server's `System.lineSeparator()`.
     pub fn separator(&self) -> &'static str {
         if self.crlf {
@@ -259,9 +294,9 @@ struct LogState {
     /// The id is in `instanceId2LastReportTime`.
     live: bool,
     /// `<id>-temporary.log`: built at, lines.
-    temp: Option<(i64, Vec<String>)>,
+    temp: Option<(i64, FileLines)>,
     /// `<id>-stable.log`.
-    stable: Option<Vec<String>>,
+    stable: Option<FileLines>,
     /// Every record ever delivered (pending ones included), for [`SimCore::final_lines`].
     delivered: Vec<Row>,
     /// When the temporary file was (re)built, for [`SimCore::rebuilds`].
@@ -295,10 +330,16 @@ pub struct SimCore {
     instances: BTreeMap<i64, Instance>,
     logs: BTreeMap<i64, LogState>,
     /// The DFS bucket `log`: `oms-<id>.log` objects. Survives restarts.
-    dfs: BTreeMap<i64, Vec<String>>,
+    dfs: BTreeMap<i64, FileLines>,
     /// Pending events by (time, insertion order).
     queue: BTreeMap<(i64, u64), Event>,
     next_event: u64,
+    /// The server's start: the first `tick`, or the last restart.
+    started: bool,
+    /// When the periodic `timingCheck` runs next (see [`clean`]).
+    next_clean: Option<i64>,
+    /// When it ran.
+    clean_ups: Vec<i64>,
 }
 
 impl SimCore {
@@ -314,6 +355,9 @@ impl SimCore {
             dfs: BTreeMap::new(),
             queue: BTreeMap::new(),
             next_event: 0,
+            started: false,
+            next_clean: None,
+            clean_ups: Vec::new(),
         }
     }
 
@@ -428,6 +472,7 @@ impl SimCore {
             log.live = false;
         }
         self.queue.retain(|_, e| !matches!(e, Event::Sync { .. }));
+        self.start_clean_timer(now);
     }
 
     /// Every line a perfect reader can ever see for this instance: all records ever
@@ -438,7 +483,12 @@ impl SimCore {
         let Some(log) = self.logs.get(&id) else { return Vec::new() };
         let mut rows: Vec<&Row> = log.delivered.iter().collect();
         rows.sort_by_key(|r| (r.record.log_time, r.seq));
-        render_file(rows.into_iter().map(|r| &r.record), &self.cfg)
+        FileLines::render(
+            rows.into_iter().map(|r| (r.seq, &r.record)),
+            self.cfg.separator(),
+            self.cfg.utc_offset_minutes,
+        )
+        .lines
     }
 
     /// When the server (re)built this instance's temporary file, epoch ms, oldest first:
@@ -451,12 +501,19 @@ impl SimCore {
 
     /// Applies everything due at or before `now`, in time order: batch arrivals,
     /// delayed dispatches, scripted status reports, syncs.
+    /// The periodic clean-up of frequent jobs' logs runs in between, in time order too.
     pub fn tick(&mut self, now: i64) {
-        while let Some(entry) = self.queue.first_entry() {
+        if !self.started {
+            // The first call is the server's start.
+            self.started = true;
+            self.start_clean_timer(now);
+        }
+        loop {
+            let next = self.queue.first_key_value().map(|(&(at, _), _)| at).filter(|&at| at <= now);
+            // Clean-ups due before (or with) the next event run first.
+            self.clean_until(next.unwrap_or(now));
+            let Some(entry) = self.queue.first_entry().filter(|_| next.is_some()) else { break };
             let at = entry.key().0;
-            if at > now {
-                break;
-            }
             let event = entry.remove();
             self.apply(event, at);
         }
@@ -464,10 +521,16 @@ impl SimCore {
 
     /// One page of `/instance/log` (§4.1–4.5), including the "no online log" stable file.
     pub fn log_page(&mut self, id: i64, index: i64, now: i64) -> StringPage {
+        self.log_page_traced(id, index, now).0
+    }
+
+    /// [`SimCore::log_page`], with the origin of each line of the page (`None`: the
+    /// "no online log" placeholder): a test oracle for "which line did the server serve",
+    /// telling apart lines with the same text (repeated stack-trace lines, replays).
+    pub fn log_page_traced(&mut self, id: i64, index: i64, now: i64) -> (StringPage, Vec<Option<LineId>>) {
         self.tick(now);
         let kind = self.prepare(id, now);
-        let sep = self.cfg.separator();
-        page(self.file(id, kind), index, sep)
+        self.file(id, kind).page(index, self.cfg.separator())
     }
 
     /// `/instance/downloadLog`: the file, padded to a multiple of 4096 bytes by the
@@ -480,11 +543,17 @@ impl SimCore {
     /// As [`SimCore::download_log`], with the file the body came from (for the
     /// `Content-Disposition` file name).
     pub fn download_log_file(&mut self, id: i64, now: i64) -> Option<(LogFile, Vec<u8>)> {
+        self.download_log_traced(id, now).map(|(kind, body, _)| (kind, body))
+    }
+
+    /// [`SimCore::download_log_file`], with the origin of each line of the file (in file
+    /// order; the padding has none), like [`SimCore::log_page_traced`].
+    pub fn download_log_traced(&mut self, id: i64, now: i64) -> Option<(LogFile, Vec<u8>, Vec<Option<LineId>>)> {
         self.tick(now);
         let kind = self.prepare(id, now);
-        let sep = self.cfg.separator();
-        let text: String = self.file(id, kind).iter().flat_map(|l| [l.as_str(), sep]).collect();
-        Some((kind, pad_like_file2http(text.as_bytes())))
+        let file = self.file(id, kind);
+        let body = pad_like_file2http(file.text(self.cfg.separator()).as_bytes());
+        Some((kind, body, file.origins.clone()))
     }
 
     /// `/openApi/runJob`: a new instance, dispatched at once (`delay_ms <= 0`) or after
@@ -514,8 +583,11 @@ impl SimCore {
     }
 
     /// `/openApi/stopInstance` (§2.6): only 1, 2, 3; → 10 `stopped by user`. The scripted
-    /// lines not logged yet and the scripted reports are cancelled; lines already logged
-    /// still arrive with the worker's next flush.
+    /// reports are cancelled; lines already logged still arrive with the worker's next
+    /// flush. The scripted lines not logged yet are cancelled too, unless
+    /// [`SimConfig::logs_after_stop`]: then the processor goes on logging and they arrive
+    /// in its worker's flush batches as scheduled, after status 10 (and after the sync,
+    /// if they are that late: a new live log of late lines, §6 pitfall 9).
     pub fn stop_instance(&mut self, id: i64, now: i64) -> Result<(), String> {
         self.tick(now);
         let Some(inst) = self.instances.get(&id) else {
@@ -525,7 +597,8 @@ impl SimCore {
             return Err("IllegalArgumentException: can't stop finished instance!".into());
         }
         let run = inst.run;
-        self.cancel_run(id, run, now);
+        let cut_lines_after = (!self.cfg.logs_after_stop).then_some(now);
+        self.cancel_run(id, run, cut_lines_after);
         self.apply_finish(id, 10, "stopped by user", now);
         Ok(())
     }
@@ -541,7 +614,7 @@ impl SimCore {
             return Err("PowerJobException: instance already up and running".into());
         }
         let run = inst.run;
-        self.cancel_run(id, run, now);
+        self.cancel_run(id, run, Some(now));
         self.apply_finish(id, 9, "canceled by user", now);
         Ok(())
     }
@@ -607,8 +680,8 @@ impl SimCore {
         ids.into_iter().filter_map(|id| self.instance_info(id, now)).collect()
     }
 
-    /// `JobInfoDTO`, field for field (§2.12): an API-triggered standalone job that logs
-    /// online at INFO.
+    /// `JobInfoDTO`, field for field (§2.12): a standalone job that logs online at INFO,
+    /// API-triggered unless [`SimConfig::time_expressions`] says otherwise.
     pub fn job_info(&self, job_id: i64) -> Option<Value> {
         let job = self.job(job_id)?;
         Some(json!({
@@ -617,8 +690,8 @@ impl SimCore {
             "jobDescription": "",
             "appId": self.cfg.app_id,
             "jobParams": job.job_params,
-            "timeExpressionType": 1,
-            "timeExpression": null,
+            "timeExpressionType": self.time_expression(job_id).type_code(),
+            "timeExpression": self.time_expression(job_id).expression(),
             "executeType": 1,
             "processorType": 1,
             "processorInfo": "tech.powerjob.sim.SimulatedProcessor",
@@ -760,9 +833,19 @@ impl SimCore {
         );
     }
 
-    /// Drops the run's future: its delayed dispatch, status reports and the scripted
-    /// lines logged after `now` (which the stopped processor never logs).
-    fn cancel_run(&mut self, id: i64, run: u64, now: i64) {
+    /// Drops the run's future: its delayed dispatch, status reports and, with
+    /// `cut_lines_after`, the scripted lines logged after that time (which the stopped
+    /// processor never logs).
+    fn cancel_run(&mut self, id: i64, run: u64, cut_lines_after: Option<i64>) {
+        let Some(now) = cut_lines_after else {
+            self.queue.retain(|_, event| match event {
+                Event::Dispatch { id: i, run: r }
+                | Event::Running { id: i, run: r }
+                | Event::Finish { id: i, run: r, .. } => !(*i == id && *r == run),
+                Event::Arrive { .. } | Event::Sync { .. } => true,
+            });
+            return;
+        };
         let mut cancelled: Vec<u64> = Vec::new();
         self.queue.retain(|_, event| match event {
             Event::Dispatch { id: i, run: r }
@@ -793,7 +876,7 @@ impl SimCore {
             log.stable = Some(if log.live {
                 build_lines(&log.rows, &mut self.rng, &self.cfg)
             } else {
-                self.dfs.get(&id).cloned().unwrap_or_else(|| vec![NO_ONLINE_LOG.to_owned()])
+                self.dfs.get(&id).cloned().unwrap_or_else(FileLines::placeholder)
             });
         }
         if self.cfg.dfs {
@@ -820,118 +903,30 @@ impl SimCore {
             if log.stable.is_none() {
                 // Not live and no file: the DFS copy, else the placeholder, which stays
                 // forever (the poisoning bug when the first batch has not arrived yet).
-                log.stable = Some(self.dfs.get(&id).cloned().unwrap_or_else(|| vec![NO_ONLINE_LOG.to_owned()]));
+                log.stable = Some(self.dfs.get(&id).cloned().unwrap_or_else(FileLines::placeholder));
             }
             LogFile::Stable
         }
     }
 
-    fn file(&self, id: i64, kind: LogFile) -> &[String] {
+    fn file(&self, id: i64, kind: LogFile) -> &FileLines {
+        static EMPTY: FileLines = FileLines { lines: Vec::new(), origins: Vec::new() };
         let log = self.logs.get(&id);
-        let lines = match kind {
-            LogFile::Temporary => log.and_then(|l| l.temp.as_ref()).map(|(_, lines)| lines),
+        let file = match kind {
+            LogFile::Temporary => log.and_then(|l| l.temp.as_ref()).map(|(_, file)| file),
             LogFile::Stable => log.and_then(|l| l.stable.as_ref()),
         };
-        lines.map_or(&[], Vec::as_slice)
+        file.unwrap_or(&EMPTY)
     }
 }
 
 /// The file rebuilt from H2: rows `ORDER BY logTime`, ties in a fresh random order.
-fn build_lines(rows: &[Row], rng: &mut StdRng, cfg: &SimConfig) -> Vec<String> {
+fn build_lines(rows: &[Row], rng: &mut StdRng, cfg: &SimConfig) -> FileLines {
     let mut sorted: Vec<&Row> = rows.iter().collect();
     // Shuffle, then a stable sort: equal log times end up in a random order.
     sorted.shuffle(rng);
     sorted.sort_by_key(|r| r.record.log_time);
-    render_file(sorted.into_iter().map(|r| &r.record), cfg)
-}
-
-/// Writes the records as the server does (one formatted line + separator each) and
-/// reads the file back with `readLine` (§4.4).
-fn render_file<'a>(records: impl Iterator<Item = &'a Record>, cfg: &SimConfig) -> Vec<String> {
-    let sep = cfg.separator();
-    let mut text = String::new();
-    for r in records {
-        text.push_str(&render(r, cfg.utc_offset_minutes));
-        text.push_str(sep);
-    }
-    read_lines(&text)
-}
-
-/// One record as a log line: `yyyy-MM-dd HH:mm:ss.SSS [worker] LEVEL content`.
-pub fn render(record: &Record, utc_offset_minutes: i32) -> String {
-    format!(
-        "{} [{}] {} {}",
-        local_time(record.log_time, utc_offset_minutes),
-        record.worker,
-        record.level,
-        record.content
-    )
-}
-
-/// `BufferedReader.readLine` over a whole text: `\n`, `\r\n` and a lone `\r` end a line;
-/// a final line without terminator still counts.
-pub fn read_lines(text: &str) -> Vec<String> {
-    let mut lines = Vec::new();
-    let mut current = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\n' => lines.push(std::mem::take(&mut current)),
-            '\r' => {
-                chars.next_if_eq(&'\n');
-                lines.push(std::mem::take(&mut current));
-            }
-            _ => current.push(c),
-        }
-    }
-    if !current.is_empty() {
-        lines.push(current);
-    }
-    lines
-}
-
-/// Page `index` of a file (§4.2).
-fn page(lines: &[String], index: i64, sep: &str) -> StringPage {
-    let total_pages = i64::try_from(lines.len().div_ceil(PAGE_LINES)).unwrap_or(i64::MAX);
-    let start = usize::try_from(index).ok().and_then(|i| i.checked_mul(PAGE_LINES)).filter(|&s| s < lines.len());
-    let data = match start {
-        Some(start) => {
-            let end = lines.len().min(start + PAGE_LINES);
-            lines[start..end].iter().flat_map(|l| [l.as_str(), sep]).collect()
-        }
-        None => String::new(),
-    };
-    StringPage { index, total_pages, data }
-}
-
-/// The `file2HttpResponse` bug: the whole 4096-byte buffer is written after every read,
-/// so the body is padded with NULs (first chunk) or stale bytes of the previous chunk.
-fn pad_like_file2http(file: &[u8]) -> Vec<u8> {
-    let mut buf = [0u8; DOWNLOAD_BUFFER];
-    let mut out = Vec::with_capacity(file.len().div_ceil(DOWNLOAD_BUFFER) * DOWNLOAD_BUFFER);
-    for chunk in file.chunks(DOWNLOAD_BUFFER) {
-        buf[..chunk.len()].copy_from_slice(chunk);
-        out.extend_from_slice(&buf);
-    }
-    out
-}
-
-/// `log_time` in the server's time zone, `yyyy-MM-dd HH:mm:ss.SSS`.
-pub fn local_time(ms: i64, utc_offset_minutes: i32) -> String {
-    let offset = FixedOffset::east_opt(utc_offset_minutes.saturating_mul(60)).unwrap_or_else(|| Utc.fix());
-    match DateTime::from_timestamp_millis(ms) {
-        Some(t) => t.with_timezone(&offset).format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-        // Out of chrono's range: still a line, never a panic.
-        None => ms.to_string(),
-    }
-}
-
-/// A `java.util.Date` as Spring Boot's Jackson writes it: UTC, millis, `+00:00`.
-pub fn iso(ms: i64) -> String {
-    match DateTime::from_timestamp_millis(ms) {
-        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.3f+00:00").to_string(),
-        None => "1970-01-01T00:00:00.000+00:00".into(),
-    }
+    FileLines::render(sorted.into_iter().map(|r| (r.seq, &r.record)), cfg.separator(), cfg.utc_offset_minutes)
 }
 
 #[cfg(test)]
@@ -1318,6 +1313,57 @@ mod tests {
         let synced = lines_of(&c.log_page(id, 0, T0 + 161_000));
         assert_eq!(synced.len(), 3);
         assert!(!synced.iter().any(|l| l.contains("second run")));
+    }
+
+    #[test]
+    fn stopped_processor_can_go_on_logging() {
+        let lines = (0..50)
+            .map(|i| ScriptLine { at_ms: i * 100, level: Level::Info, content: format!("l{i}"), worker: 0 })
+            .collect();
+        let script = JobScript {
+            workers: vec![ScriptWorker { address: "w:1".into(), clock_skew_ms: 0, flush_phase_ms: 0 }],
+            lines,
+            running_at_ms: 0,
+            end_ms: 100_000,
+            final_status: 5,
+            result: "done".into(),
+        };
+        let job = SimJob { id: 7, name: "scripted".into(), job_params: String::new(), script: Some(Arc::new(script)) };
+        let mut c = SimCore::new(SimConfig { jobs: vec![job], logs_after_stop: true, ..SimConfig::default() });
+        let id = c.run_job(7, None, 0, T0).expect("runs");
+        c.stop_instance(id, T0 + 2_450).expect("stops");
+        assert_eq!(c.instance_status(id, T0 + 2_450), Some(10));
+        // Every line still arrives, with the 5000 flush, after status 10 ...
+        assert_eq!(c.final_lines(id).len(), 50);
+        assert!(!c.is_live(id));
+        assert_eq!(lines_of(&c.log_page(id, 0, T0 + 5_020)).len(), 50);
+        // ... and no scripted status report follows the stop.
+        assert_eq!(c.instance_status(id, T0 + 100_000), Some(10));
+        assert_eq!(c.instance_info(id, T0 + 100_000).expect("exists")["result"], "stopped by user");
+    }
+
+    #[test]
+    fn retried_script_replays_as_a_second_run() {
+        let script = JobScript::from_text("a\nb\nc", 3_000, 4, "boom");
+        let mut c = scripted(script);
+        let id = c.run_job(7, None, 0, T0).expect("runs");
+        assert_eq!(c.instance_status(id, T0 + 3_001), Some(4));
+        let first = lines_of(&c.log_page(id, 0, T0 + 70_000));
+        assert_eq!(first.len(), 3);
+        c.retry_instance(id, T0 + 100_000).expect("retries");
+        let info = c.instance_info(id, T0 + 100_000).expect("exists");
+        assert_eq!((info["status"].as_i64(), info["runningTimes"].as_i64()), (Some(3), Some(2)));
+        // While it runs only the second run's lines show (same texts, new times).
+        let second = lines_of(&c.log_page(id, 0, T0 + 105_020));
+        assert_eq!(second.len(), 3);
+        assert!(second.iter().all(|l| l.starts_with("2024-06-01 16:01:4")), "{second:?}");
+        assert_eq!(c.instance_status(id, T0 + 103_001), Some(4));
+        // The retry's sync serves (and uploads) the first run's stable file again.
+        assert_eq!(lines_of(&c.log_page(id, 0, T0 + 163_001)), first);
+        assert_eq!(c.final_lines(id).len(), 6);
+        // Origins tell the runs apart.
+        let (_, origins) = c.log_page_traced(id, 0, T0 + 163_001);
+        assert!(origins.iter().all(|o| o.is_some_and(|o| o.record < 3)));
     }
 
     #[test]

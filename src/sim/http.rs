@@ -51,8 +51,23 @@ pub struct Fault {
     pub path: Option<String>,
     /// What happens instead of (or before) the normal answer.
     pub kind: FaultKind,
-    /// How many requests it affects; it is removed after that.
+    /// How many requests it affects; it is removed after that. `u32::MAX` ([`Fault::always`]):
+    /// every request, until [`Simulator::clear_faults`].
     pub times: u32,
+}
+
+impl Fault {
+    /// `kind` for the next `times` requests to `path` (`None`: any path).
+    pub fn new(path: Option<&str>, kind: FaultKind, times: u32) -> Self {
+        Fault { path: path.map(str::to_owned), kind, times }
+    }
+
+    /// `kind` for every request to `path` (`None`: any path) until the faults are cleared.
+    /// Faults apply in the order queued, one per request, so it shadows the faults queued
+    /// after it for the same requests.
+    pub fn always(path: Option<&str>, kind: FaultKind) -> Self {
+        Fault::new(path, kind, u32::MAX)
+    }
 }
 
 /// The kinds of fault.
@@ -76,6 +91,13 @@ pub enum FaultKind {
     /// Connection refused-like: [`FaultKind::Reset`] for every request while present;
     /// `times` counts requests.
     Down,
+    /// No answer for this long, then the connection is closed without a response (a
+    /// hanging server or proxy whose idle timeout fires): [`FaultKind::Reset`], late.
+    Hang(Duration),
+    /// `/instance/log` only (other paths skip it): the real answer, with a success
+    /// page's `totalPages` replaced by this value. Pages past the real end answer
+    /// `data: ""` as they do for any index past the end, with the same absurd count.
+    TotalPages(u64),
 }
 
 /// An issued `/openApi/authApp` token.
@@ -196,6 +218,18 @@ impl Simulator {
         self.shared().faults.push_back(fault);
     }
 
+    /// Runs `timingCheck` now: the old rows of frequent jobs' live logs are deleted
+    /// ([`SimCore::clean_now`]); returns how many.
+    pub fn clean_now(&self) -> usize {
+        self.with_core(|c, now| c.clean_now(now))
+    }
+
+    /// Restarts the simulated server now ([`SimCore::restart`]); the HTTP side (tokens,
+    /// faults, counters) is not affected.
+    pub fn restart(&self) {
+        self.with_core(|c, now| c.restart(now));
+    }
+
     /// Removes every queued fault.
     pub fn clear_faults(&self) {
         self.shared().faults.clear();
@@ -280,13 +314,15 @@ impl Simulator {
         let pos = shared.faults.iter().position(|f| {
             let path_matches = f.path.as_deref().is_none_or(|p| p == path);
             let applies = match f.kind {
-                FaultKind::Preparing | FaultKind::ServerException => path == "/instance/log",
+                FaultKind::Preparing | FaultKind::ServerException | FaultKind::TotalPages(_) => path == "/instance/log",
                 _ => true,
             };
             path_matches && applies
         })?;
         let fault = shared.faults.get_mut(pos)?;
-        fault.times -= 1;
+        if fault.times != u32::MAX {
+            fault.times -= 1;
+        }
         let kind = fault.kind.clone();
         if fault.times == 0 {
             shared.faults.remove(pos);
@@ -507,12 +543,12 @@ async fn count_and_inject(State(sim): State<Simulator>, req: Request, next: Next
             tokio::time::sleep(delay).await;
             next.run(req).await
         }
-        Some(FaultKind::Reset | FaultKind::Down) => {
-            // Unwinding out of the connection task makes hyper drop the socket without
-            // writing a response; `resume_unwind` skips the panic hook, so nothing is
-            // printed. (Called through `Router::oneshot`, this unwinds into the caller.)
-            std::panic::resume_unwind(Box::new("simulated connection reset"))
+        Some(FaultKind::Reset | FaultKind::Down) => reset(),
+        Some(FaultKind::Hang(delay)) => {
+            tokio::time::sleep(delay).await;
+            reset()
         }
+        Some(FaultKind::TotalPages(total)) => with_total_pages(next.run(req).await, total).await,
         Some(FaultKind::Http500) => spring_error(StatusCode::INTERNAL_SERVER_ERROR, &path),
         Some(FaultKind::Preparing) => ok(StringPage::simple(PREPARING).to_json()),
         Some(FaultKind::ServerException) => {
@@ -525,6 +561,33 @@ async fn count_and_inject(State(sim): State<Simulator>, req: Request, next: Next
             ([(CONTENT_TYPE, "application/json")], r#"{"success":true,"data":{"index":0,"totalPa"#).into_response()
         }
     }
+}
+
+/// Closes the connection without writing a response.
+fn reset() -> Response {
+    // Unwinding out of the connection task makes hyper drop the socket without writing a
+    // response; `resume_unwind` skips the panic hook, so nothing is printed. (Called
+    // through `Router::oneshot`, this unwinds into the caller.)
+    std::panic::resume_unwind(Box::new("simulated connection reset"))
+}
+
+/// `response` with `data.totalPages` set to `total` if it is a success page; any other
+/// answer (a failure envelope, a 5.x auth error) as it was.
+async fn with_total_pages(response: Response, total: u64) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = to_bytes(body, usize::MAX).await else {
+        return spring_error(StatusCode::INTERNAL_SERVER_ERROR, "/instance/log");
+    };
+    let mut value: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) => return Response::from_parts(parts, Body::from(bytes)),
+    };
+    let is_page = value["success"] == true && value["data"].get("totalPages").is_some();
+    if !is_page {
+        return Response::from_parts(parts, Body::from(bytes));
+    }
+    value["data"]["totalPages"] = json!(total);
+    Json(value).into_response()
 }
 
 /// 5.x `OpenApiInterceptor` on `/openApi/**` (§2.1, §2.3).
@@ -1002,6 +1065,140 @@ mod tests {
         assert_eq!(password_matches("password", Some("5F4DCC3B5AA765D61D8327DEB882CF99"), Some("md5")), Ok(true));
         assert_eq!(password_matches("password", Some("password"), None), Ok(true));
         assert_eq!(password_matches("password", Some("x"), Some("sha1")), Err(()));
+    }
+
+    use std::sync::Arc;
+
+    use super::super::core::{Level, Record, SimJob, TimeExpression};
+    use super::super::script::JobScript;
+
+    async fn get_json(url: &str) -> Value {
+        reqwest::get(url).await.expect("answer").json().await.expect("JSON")
+    }
+
+    async fn post_form(url: &str, form: &[(&str, &str)]) -> Value {
+        let resp = reqwest::Client::new().post(url).form(form).send().await.expect("answer");
+        resp.json().await.expect("JSON")
+    }
+
+    /// A live instance of job 12 with `n` lines.
+    fn logged(sim: &Simulator, n: i64) -> i64 {
+        sim.with_core(|c, now| {
+            let id = c.create_instance(12, None, now);
+            c.dispatch(id, now);
+            c.set_running(id, now);
+            let records = (0..n)
+                .map(|i| Record {
+                    log_time: now + i,
+                    level: Level::Info,
+                    content: format!("l{i}"),
+                    worker: "w:1".into(),
+                })
+                .collect();
+            c.deliver(id, records, now - 1);
+            id
+        })
+    }
+
+    #[tokio::test]
+    async fn hang_answers_nothing_then_resets() {
+        let sim = Simulator::spawn(SimConfig::default()).await.expect("binds");
+        let url = format!("{}/instance/log?appId=1&instanceId=42&index=0", sim.url());
+        sim.inject(Fault::new(Some("/instance/log"), FaultKind::Hang(Duration::from_millis(300)), 2));
+        let started = std::time::Instant::now();
+        let err = reqwest::get(&url).await.expect_err("no answer");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(!err.is_timeout(), "closed, not timed out: {err}");
+        // A client with a shorter read timeout gives up first.
+        let quick = reqwest::Client::builder().timeout(Duration::from_millis(100)).build().expect("client");
+        assert!(quick.get(&url).send().await.expect_err("times out").is_timeout());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(get_json(&url).await["data"]["totalPages"], 1);
+        assert_eq!(sim.requests("/instance/log"), 3);
+    }
+
+    #[tokio::test]
+    async fn absurd_total_pages_keep_the_real_data() {
+        let sim = Simulator::spawn(SimConfig::default()).await.expect("binds");
+        let id = logged(&sim, 150);
+        let page = |index: u64| format!("{}/instance/log?appId=1&instanceId={id}&index={index}", sim.url());
+        let real = get_json(&page(0)).await;
+        assert_eq!(real["data"]["totalPages"], 2);
+        sim.inject(Fault::always(Some("/instance/log"), FaultKind::TotalPages(1_000_000_000)));
+        for _ in 0..3 {
+            let faulty = get_json(&page(0)).await;
+            assert_eq!(faulty["data"]["totalPages"], 1_000_000_000u64);
+            assert_eq!(faulty["data"]["data"], real["data"]["data"]);
+            assert_eq!(faulty["data"]["index"], 0);
+        }
+        let past = get_json(&page(7)).await;
+        assert_eq!(past["data"], json!({"index": 7, "totalPages": 1_000_000_000u64, "data": ""}));
+        // Other paths are not affected, nor are failure envelopes.
+        let status_url = format!("{}/openApi/fetchInstanceStatus", sim.url());
+        let info = post_form(&status_url, &[("instanceId", &id.to_string())]).await;
+        assert_eq!(info["data"], 3);
+        let failed = get_json(&format!("{}/instance/log?instanceId={id}&index=0", sim.url())).await;
+        assert_eq!(failed["success"], false);
+        assert_eq!(sim.take_fault("/instance/log"), Some(FaultKind::TotalPages(1_000_000_000)));
+        sim.clear_faults();
+        assert_eq!(get_json(&page(0)).await["data"]["totalPages"], 2);
+    }
+
+    /// Retry through the OpenAPI (§2.8, §6.11): the same id, `runningTimes` 2, the
+    /// second run's lines while it runs, then the first run's stable file again.
+    #[tokio::test]
+    async fn retry_over_http_replays_and_then_serves_the_old_stable_file() {
+        let script = JobScript::from_text("first\nsecond\nthird", 300, 4, "boom");
+        let job = SimJob { id: 12, name: "j".into(), job_params: String::new(), script: Some(Arc::new(script)) };
+        let cfg = SimConfig {
+            log_cache_ms: 100,
+            worker_flush_ms: 100,
+            sync_delay_ms: 1_000,
+            jobs: vec![job],
+            ..SimConfig::default()
+        };
+        let sim = Simulator::spawn(cfg).await.expect("binds");
+        let api = |path: &str| format!("{}/openApi/{path}", sim.url());
+        let run = post_form(&api("runJob"), &[("appId", "1"), ("jobId", "12")]).await;
+        let id = run["data"].as_i64().expect("instance id").to_string();
+        let form = [("appId", "1"), ("instanceId", id.as_str())];
+        let log_url = format!("{}/instance/log?appId=1&instanceId={id}&index=0", sim.url());
+        let lines = |v: &Value| super::super::core::read_lines(v["data"]["data"].as_str().unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(1_600)).await;
+        let info = post_form(&api("fetchInstanceInfo"), &form).await;
+        assert_eq!((info["data"]["status"].as_i64(), info["data"]["runningTimes"].as_i64()), (Some(4), Some(1)));
+        let first = lines(&get_json(&log_url).await);
+        assert_eq!(first.len(), 3);
+        assert_eq!(post_form(&api("retryInstance"), &form).await["success"], true);
+        let info = post_form(&api("fetchInstanceInfo"), &form).await;
+        assert_eq!(info["data"]["instanceId"].to_string(), id);
+        assert_eq!(info["data"]["finishedTime"], Value::Null);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let info = post_form(&api("fetchInstanceInfo"), &form).await;
+        assert_eq!((info["data"]["status"].as_i64(), info["data"]["runningTimes"].as_i64()), (Some(4), Some(2)));
+        let second = lines(&get_json(&log_url).await);
+        assert_eq!(second.len(), 3);
+        assert!(second.iter().all(|l| !first.contains(l)), "the second run's lines: {second:?}");
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        assert_eq!(lines(&get_json(&log_url).await), first);
+    }
+
+    #[tokio::test]
+    async fn frequent_jobs_over_http() {
+        let cfg = SimConfig { clean_age_ms: 1_000, ..SimConfig::default() }
+            .with_time_expression(12, TimeExpression::FixedDelay(30_000));
+        let sim = Simulator::spawn(cfg).await.expect("binds");
+        let job = post_form(&format!("{}/openApi/fetchJob", sim.url()), &[("appId", "1"), ("jobId", "12")]).await;
+        assert_eq!(
+            (job["data"]["timeExpressionType"].as_i64(), job["data"]["timeExpression"].as_str()),
+            (Some(4), Some("30000"))
+        );
+        let id = logged(&sim, 2);
+        assert_eq!(sim.clean_now(), 0);
+        tokio::time::sleep(Duration::from_millis(1_050)).await;
+        assert_eq!(sim.clean_now(), 2);
+        sim.restart();
+        assert!(!sim.with_core(|c, _| c.is_live(id)));
     }
 
     #[test]
