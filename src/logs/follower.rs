@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::line::{split_lines, PAGE_LINES};
+use super::line::{classify, record_time, split_lines, PageText, PAGE_LINES};
 use super::lines::{LineSlice, Lines};
 use super::snapshot::{RawPage, Snapshot};
 use super::status::{InstanceFacts, Status};
@@ -366,7 +366,7 @@ impl Follower {
     /// [`NeedFullRead`] when a window snapshot (first page > 0) does not line up with
     /// the held model; nothing is changed then. A full snapshot is always applied.
     pub fn apply(&mut self, snapshot: &Snapshot, read_at: i64, timing: &Timing) -> Result<Applied, NeedFullRead> {
-        self.apply_as(snapshot, read_at, timing, false)
+        self.apply_with(snapshot, read_at, timing, false, &[])
     }
 
     /// Applies a snapshot read from the plan's `tail_page` on, after [`Probe::Grew`]: the
@@ -375,15 +375,22 @@ impl Follower {
     /// # Errors
     /// [`NeedFullRead`] when the snapshot does not start with the model's tail.
     pub fn apply_tail(&mut self, snapshot: &Snapshot, read_at: i64, timing: &Timing) -> Result<Applied, NeedFullRead> {
-        self.apply_as(snapshot, read_at, timing, true)
+        self.apply_with(snapshot, read_at, timing, true, &[])
     }
 
-    fn apply_as(
+    /// [`Follower::apply`] (`tail` false) or [`Follower::apply_tail`], then
+    /// [`Follower::salvage`] of `unproven`, the other pages read for this snapshot, before
+    /// completeness is decided.
+    ///
+    /// # Errors
+    /// As [`Follower::apply`] and [`Follower::apply_tail`]; nothing is changed then.
+    pub fn apply_with(
         &mut self,
         snapshot: &Snapshot,
         read_at: i64,
         timing: &Timing,
         tail: bool,
+        unproven: &[RawPage],
     ) -> Result<Applied, NeedFullRead> {
         if self.data.complete {
             return Ok(Applied { appended: 0 });
@@ -418,11 +425,50 @@ impl Follower {
                 appended
             }
         };
+        let appended = appended + self.salvage(unproven, timing);
         if appended > 0 {
             self.data.last_growth_at = Some(read_at);
         }
         self.settle(read_at, timing);
         Ok(Applied { appended })
+    }
+
+    /// Appends the records of `pages` (read, but never proven to come from one file) that
+    /// were never served, each once. Only records that lie whole inside one page are
+    /// taken: the first lines of a page may continue a record of the page before, and its
+    /// last record may go on in the next page unless it is the file's last. The model is
+    /// not touched: these pages are no file. Returns the number of lines appended.
+    pub fn salvage(&mut self, pages: &[RawPage], timing: &Timing) -> usize {
+        if self.data.complete {
+            return 0;
+        }
+        let mut appended = 0;
+        for page in pages {
+            let PageText::Lines(lines) = classify(page.total_pages, &page.data) else { continue };
+            let units = segment(&lines);
+            let last_whole = page.index + 1 >= page.total_pages;
+            for (k, range) in units.iter().enumerate() {
+                let text = &lines[range.clone()];
+                let cut_head = k == 0 && page.index > 0 && record_time(text[0]).is_none();
+                let cut_tail = k + 1 == units.len() && !last_whole;
+                if cut_head || cut_tail || self.index.find(&self.served(), text).is_some() {
+                    continue;
+                }
+                if self.data.lines.len() + text.len() > timing.max_lines {
+                    self.data.truncated = true;
+                    return appended;
+                }
+                let u = self.data.units.len() as u32;
+                self.data.units.push(self.data.lines.len() as u32);
+                for l in text {
+                    self.data.lines.push(l);
+                }
+                let served = Served { lines: &self.data.lines, units: &self.data.units };
+                self.index.add_served(&served, u, text);
+                appended += text.len();
+            }
+        }
+        appended
     }
 
     /// Marks the log complete when the instance is final, this read started after the

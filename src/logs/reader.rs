@@ -86,7 +86,7 @@ pub async fn refresh_log<S: PageSource>(
     timing: &Timing,
     whole_file_ok: bool,
 ) -> Result<ReadOutcome, ReadError<S::Error>> {
-    let Pages { probe_page, tail_page, first_page } = pages;
+    let Pages { probe_page, first_page, .. } = pages;
     let lock = || follower.write().expect("follower lock poisoned");
     let max_pages = (timing.max_lines as u64).div_ceil(PAGE_LINES) + 1;
     let mut pages_read = 0;
@@ -106,24 +106,58 @@ pub async fn refresh_log<S: PageSource>(
         return Ok(ReadOutcome { appended: 0, pages_read });
     }
     let stable_until = follower.read().expect("follower lock poisoned").stable_until(timing);
+    let mut unproven = Vec::new();
+    let result =
+        read_changed(src, follower, seen, probe, pages, stable_until, read_at, timing, &mut pages_read, &mut unproven)
+            .await;
+    if let Err(ReadError::Snapshot(SnapshotError::Inconsistent(_))) = &result {
+        // Bursts never proven to come from one file are not applied, but every page is
+        // real: keep the records they hold whole that were never served, so that nothing
+        // PowerJob served is lost even if it never serves it again (a sync that collapses
+        // the log right after, a restart). A successful read does this as it applies.
+        let salvaged = lock().salvage(&unproven, timing);
+        if salvaged > 0 {
+            tracing::debug!(salvaged, "kept whole records of pages never proven consistent");
+        }
+    }
+    result
+}
+
+/// Steps 2–4 of the module docs, once the probe showed that the file changed.
+#[allow(clippy::too_many_arguments)]
+async fn read_changed<S: PageSource>(
+    src: &S,
+    follower: &RwLock<Follower>,
+    seen: Probe,
+    probe: RawPage,
+    pages: Pages,
+    stable_until: Option<i64>,
+    read_at: i64,
+    timing: &Timing,
+    pages_read: &mut usize,
+    unproven: &mut Vec<RawPage>,
+) -> Result<ReadOutcome, ReadError<S::Error>> {
+    let Pages { tail_page, first_page, .. } = pages;
+    let lock = || follower.write().expect("follower lock poisoned");
+    let max_pages = (timing.max_lines as u64).div_ceil(PAGE_LINES) + 1;
     if seen == Probe::Grew {
         // Nothing moved up to the old end: read only what follows it.
         let snapshot =
-            read_snapshot(src, tail_page, Some(probe.clone()), stable_until, max_pages, &mut pages_read).await?;
-        if let Ok(a) = lock().apply_tail(&snapshot, read_at, timing) {
-            return Ok(ReadOutcome { appended: a.appended, pages_read });
+            read_snapshot(src, tail_page, Some(probe.clone()), stable_until, max_pages, pages_read, unproven).await?;
+        if let Ok(a) = lock().apply_with(&snapshot, read_at, timing, true, unproven) {
+            return Ok(ReadOutcome { appended: a.appended, pages_read: *pages_read });
         }
     }
-    let snapshot = read_snapshot(src, first_page, Some(probe), stable_until, max_pages, &mut pages_read).await?;
-    let applied = lock().apply(&snapshot, read_at, timing);
+    let snapshot = read_snapshot(src, first_page, Some(probe), stable_until, max_pages, pages_read, unproven).await?;
+    let applied = lock().apply_with(&snapshot, read_at, timing, false, unproven);
     let appended = match applied {
         Ok(a) => a.appended,
         Err(NeedFullRead) => {
-            let snapshot = read_snapshot(src, 0, None, stable_until, max_pages, &mut pages_read).await?;
-            lock().apply(&snapshot, read_at, timing).map_or(0, |a| a.appended)
+            let snapshot = read_snapshot(src, 0, None, stable_until, max_pages, pages_read, unproven).await?;
+            lock().apply_with(&snapshot, read_at, timing, false, unproven).map_or(0, |a| a.appended)
         }
     };
-    Ok(ReadOutcome { appended, pages_read })
+    Ok(ReadOutcome { appended, pages_read: *pages_read })
 }
 
 /// Logs at least this long are downloaded whole on a first read of a finished instance.
@@ -181,11 +215,13 @@ pub async fn read_snapshot<S: PageSource>(
     stable_until: Option<i64>,
     max_pages: u64,
     pages_read: &mut usize,
+    unproven: &mut Vec<RawPage>,
 ) -> Result<Snapshot, ReadError<S::Error>> {
     let mut known = known;
     let mut previous: Option<Vec<RawPage>> = None;
     for _ in 0..MAX_BURST_ATTEMPTS {
         let pages = read_burst(src, first_page, known.take(), max_pages, pages_read).await?;
+        unproven.extend(pages.iter().cloned());
         let proven =
             pages.len() == 1 || stable_until.is_some_and(|t| src.now_ms() < t) || previous.as_ref() == Some(&pages);
         let checked = assemble(first_page, &pages, proven, max_pages);

@@ -411,22 +411,23 @@ impl LogService {
         // A finished log no longer grows (but for late lines, which are checked later by
         // the usual window read): download it whole rather than page by page.
         let whole_file_ok = entry.follower.read().expect("follower lock poisoned").status().is_final();
-        let outcome = refresh_log(&src, &entry.follower, pages, read_at, &self.inner.timing, whole_file_ok)
-            .await
-            .map_err(|e| match e {
-                ReadError::Source(e) => e,
-                ReadError::Snapshot(e @ SnapshotError::Malformed(_)) => UpstreamError::Protocol(e.to_string()),
-                ReadError::Snapshot(e) => UpstreamError::NotReady(e.to_string()),
-            })?;
+        let lines_before = entry.line_count();
+        let result = refresh_log(&src, &entry.follower, pages, read_at, &self.inner.timing, whole_file_ok).await;
+        if entry.line_count() != lines_before || entry.is_complete() != was_complete {
+            // (A failed read may still keep records it saw: see `Follower::salvage`.)
+            entry.changed.send_modify(|v| *v += 1);
+        }
+        let outcome = result.map_err(|e| match e {
+            ReadError::Source(e) => e,
+            ReadError::Snapshot(e @ SnapshotError::Malformed(_)) => UpstreamError::Protocol(e.to_string()),
+            ReadError::Snapshot(e) => UpstreamError::NotReady(e.to_string()),
+        })?;
         tracing::debug!(
             instance.id = entry.id,
             appended = outcome.appended,
             pages = outcome.pages_read,
             "log refreshed"
         );
-        if outcome.appended > 0 || entry.is_complete() != was_complete {
-            entry.changed.send_modify(|v| *v += 1);
-        }
         Ok(())
     }
 }
