@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use super::logs::parse_instance_id;
-use crate::app::AppState;
+use crate::app::{AppState, ResolvedJob};
 use crate::config::Scope;
 use crate::logs::Status;
 use crate::upstream::{InstanceOp, UpstreamError};
@@ -72,7 +72,7 @@ pub async fn run_job(
     // Counted only once the request is valid and allowed: a typo is a 400, not a run.
     state.runs.check(&caller)?;
     let client = state.logs.client();
-    let instance_id = client.run_job(resolved.job_id, params.as_deref(), req.delay_ms).await.map_err(job_error)?;
+    let instance_id = client.run_job(resolved.job_id, params.as_deref(), req.delay_ms).await.map_err(|e| job_error(e, &resolved))?;
     tracing::info!(
         target: "audit", caller = %caller.0, job.id = resolved.job_id, job.name = resolved.name.as_deref().unwrap_or(""),
         instance.id = instance_id, "job run"
@@ -133,25 +133,30 @@ async fn instance_op(
 ) -> Result<Json<Value>, ApiError> {
     let caller = state.auth.check(&headers, Scope::JobsControl)?;
     let id = parse_instance_id(&id)?;
-    state.logs.client().instance_op(op, id).await.map_err(|e| match e {
-        UpstreamError::Refused { message, .. }
+    let client = state.logs.client();
+    match client.instance_op(op, id).await {
+        Ok(()) => {}
+        Err(UpstreamError::Refused { message, .. })
             if message.contains("can't find instance") || message.contains("invalid instanceId") =>
         {
-            ApiError::Upstream(UpstreamError::InstanceNotFound(id))
+            return Err(ApiError::Upstream(UpstreamError::InstanceNotFound(id)));
         }
-        UpstreamError::Refused { message, .. } if is_state_conflict(&message) => {
-            ApiError::Conflict(strip_class(&message))
+        Err(UpstreamError::Refused { message, .. }) if is_state_conflict(&message) => {
+            // PowerJob's reasons are misleading ("instance already up and running" for a
+            // finished instance): say what state the instance is really in.
+            let status = client.instance_info(id).await.ok().map(|info| Status::from_code(info.status));
+            return Err(ApiError::Conflict(conflict_message(op, id, status, &message)));
         }
-        other => other.into(),
-    })?;
+        Err(other) => return Err(other.into()),
+    }
     tracing::info!(target: "audit", caller = %caller.0, instance.id = id, op = ?op, "instance {done}");
     Ok(Json(json!({ "instanceId": id.to_string(), done: true })))
 }
 
-fn job_error(e: UpstreamError) -> ApiError {
+fn job_error(e: UpstreamError, job: &ResolvedJob) -> ApiError {
     match e {
         UpstreamError::Refused { message, .. } if message.contains("can't find job by jobId") => {
-            ApiError::JobNotFound(message.rsplit(' ').next().unwrap_or_default().to_owned())
+            ApiError::UnknownJob { job_id: job.job_id, name: job.name.clone() }
         }
         UpstreamError::Refused { message, .. } if message.contains("not belong to the app") => {
             ApiError::Forbidden(format!("the job belongs to another PowerJob app: {}", strip_class(&message)))
@@ -169,6 +174,21 @@ fn is_state_conflict(message: &str) -> bool {
     ]
     .iter()
     .any(|m| message.contains(m))
+}
+
+/// The 409 message of `op` refused on instance `id`, whose status is `status` (when it
+/// could be read); PowerJob's own `message` otherwise.
+fn conflict_message(op: InstanceOp, id: i64, status: Option<Status>, message: &str) -> String {
+    if message.contains("do not support retry") {
+        return format!("instance {id} belongs to a workflow; PowerJob does not retry workflow instances");
+    }
+    let Some(status) = status else { return strip_class(message) };
+    let allowed = match op {
+        InstanceOp::Stop => "only a waiting or running instance can be stopped",
+        InstanceOp::Cancel => "only an instance still waiting for dispatch (WAITING_DISPATCH) can be canceled",
+        InstanceOp::Retry => "only a finished instance (FAILED, SUCCEED, CANCELED or STOPPED) can be retried",
+    };
+    format!("instance {id} is {}; {allowed}", status.name())
 }
 
 /// `IllegalArgumentException: can't stop…` → `can't stop…`.
