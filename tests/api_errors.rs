@@ -78,6 +78,29 @@ async fn bad_queries_are_400_with_the_json_error_shape() {
 }
 
 #[tokio::test]
+async fn unknown_query_parameters_name_what_is_accepted() {
+    let (status, _, body) = call_json("GET", "/llm/logs/12/raw?fromLine=3&_=1").await;
+    let message = "unknown query parameter `fromLine`; this endpoint accepts only `_` (a cache-buster)";
+    assert_eq!(
+        (status, body),
+        (StatusCode::BAD_REQUEST, serde_json::json!({"error": {"code": "bad_request", "message": message}}))
+    );
+    let (status, _, body) = call_json("GET", "/llm/logs?instanceId=1&fromline=3").await;
+    let message =
+        "unknown query parameter `fromline`; this endpoint accepts `instanceId`, `fromLine`, `limit`, `waitMs`, `_`";
+    assert_eq!(
+        (status, body),
+        (StatusCode::BAD_REQUEST, serde_json::json!({"error": {"code": "bad_request", "message": message}}))
+    );
+    let (status, _, body) = call_json("GET", "/llm/logs/12/stream?limit=3").await;
+    let message = "unknown query parameter `limit`; this endpoint accepts `fromLine`, `_`";
+    assert_eq!(
+        (status, body),
+        (StatusCode::BAD_REQUEST, serde_json::json!({"error": {"code": "bad_request", "message": message}}))
+    );
+}
+
+#[tokio::test]
 async fn unknown_paths_and_methods_answer_json() {
     let (status, _, body) = call_json("GET", "/nope").await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));

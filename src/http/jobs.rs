@@ -72,7 +72,8 @@ pub async fn run_job(
     // Counted only once the request is valid and allowed: a typo is a 400, not a run.
     state.runs.check(&caller)?;
     let client = state.logs.client();
-    let instance_id = client.run_job(resolved.job_id, params.as_deref(), req.delay_ms).await.map_err(|e| job_error(e, &resolved))?;
+    let instance_id =
+        client.run_job(resolved.job_id, params.as_deref(), req.delay_ms).await.map_err(|e| job_error(e, &resolved))?;
     tracing::info!(
         target: "audit", caller = %caller.0, job.id = resolved.job_id, job.name = resolved.name.as_deref().unwrap_or(""),
         instance.id = instance_id, "job run"

@@ -169,8 +169,9 @@ impl PowerJobClient {
             tracing::trace!(age = ?at.elapsed(), "readiness probe reused");
             return result.clone();
         }
-        let result =
-            tokio::time::timeout(PROBE_TIMEOUT, self.probe()).await.unwrap_or(Err(UpstreamError::Timeout(PROBE_TIMEOUT)));
+        let result = tokio::time::timeout(PROBE_TIMEOUT, self.probe())
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout(PROBE_TIMEOUT)));
         *last = Some((std::time::Instant::now(), result.clone()));
         result
     }
@@ -558,7 +559,8 @@ impl PowerJobClient {
             Err(UpstreamError::Unreachable(_)) => "unreachable",
             Err(_) => "bad_answer",
         };
-        metrics::counter!(crate::telemetry::UPSTREAM_REQUESTS, "endpoint" => endpoint, "outcome" => outcome).increment(1);
+        metrics::counter!(crate::telemetry::UPSTREAM_REQUESTS, "endpoint" => endpoint, "outcome" => outcome)
+            .increment(1);
         metrics::histogram!(crate::telemetry::UPSTREAM_DURATION, "endpoint" => endpoint)
             .record(start.elapsed().as_secs_f64());
         match &result {
@@ -586,7 +588,6 @@ impl PowerJobClient {
 fn header_is_true(headers: &HeaderMap) -> bool {
     headers.get(AUTH_PASSED).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
-
 
 fn join(base: &Url, path: &str) -> String {
     format!("{}{}", base.as_str().trim_end_matches('/'), path)
