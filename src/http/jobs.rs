@@ -183,7 +183,17 @@ fn conflict_message(op: InstanceOp, id: i64, status: Option<Status>, message: &s
     if message.contains("do not support retry") {
         return format!("instance {id} belongs to a workflow; PowerJob does not retry workflow instances");
     }
-    let Some(status) = status else { return strip_class(message) };
+    let allows = |s: Status| match op {
+        InstanceOp::Stop => matches!(s, Status::WaitingDispatch | Status::WaitingWorkerReceive | Status::Running),
+        InstanceOp::Cancel => s == Status::WaitingDispatch,
+        InstanceOp::Retry => s.is_final(),
+    };
+    let status = match status {
+        // Unread, or changed since the refusal into a state that allows `op`: PowerJob's word.
+        None => return strip_class(message),
+        Some(s) if allows(s) => return format!("{} (instance {id} is now {})", strip_class(message), s.name()),
+        Some(s) => s,
+    };
     let allowed = match op {
         InstanceOp::Stop => "only a waiting or running instance can be stopped",
         InstanceOp::Cancel => "only an instance still waiting for dispatch (WAITING_DISPATCH) can be canceled",
@@ -200,6 +210,26 @@ fn strip_class(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conflicts_name_the_state_or_fall_back_to_powerjobs_reason() {
+        let refused = "PowerJobException: instance already up and running";
+        assert_eq!(
+            conflict_message(InstanceOp::Cancel, 7, Some(Status::Succeed), refused),
+            "instance 7 is SUCCEED; only an instance still waiting for dispatch (WAITING_DISPATCH) can be canceled"
+        );
+        assert_eq!(conflict_message(InstanceOp::Cancel, 7, None, refused), "instance already up and running");
+        // Changed since: a state that would allow the operation is not blamed.
+        assert_eq!(
+            conflict_message(InstanceOp::Cancel, 7, Some(Status::WaitingDispatch), refused),
+            "instance already up and running (instance 7 is now WAITING_DISPATCH)"
+        );
+        let workflow = "PowerJobException: Workflow's instance do not support retry!";
+        assert_eq!(
+            conflict_message(InstanceOp::Retry, 7, Some(Status::Failed), workflow),
+            "instance 7 belongs to a workflow; PowerJob does not retry workflow instances"
+        );
+    }
 
     #[test]
     fn object_params_merge_over_defaults_and_strings_pass_through() {
