@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Property-based API fuzzing: schemathesis (PyPI) against the running demo, driven by
-# the service's own /openapi.json. Fails on any 5xx and on any answer that does not
-# match the documented schema. Installs schemathesis into a virtualenv when missing.
+# Property-based API fuzzing: schemathesis (PyPI) driven by the service's own
+# /openapi.json, twice: against the running demo (no API tokens: open reads), and against
+# a second powertail in front of the demo's simulator with `[[auth.tokens]]` configured,
+# every request sending `Authorization: Bearer <token>`. Fails on any 5xx and on any
+# answer that does not match the documented schema. Installs schemathesis into a
+# virtualenv when missing.
 # Usage: scripts/api-fuzz.sh [path to the powertail binary]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,17 +14,70 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q "schemathesis>=4,<5"
 fi
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$BIN" demo --listen "127.0.0.1:$PORT" > /tmp/powertail-fuzz-demo.log 2>&1 &
-PID=$!
-trap 'kill $PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break
-  sleep 0.1
-done
-"$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/openapi.json" \
-  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-  --max-examples "${FUZZ_EXAMPLES:-60}" \
-  --request-timeout 40 \
-  --exclude-path /llm/logs/{instanceId}/stream \
-  --no-color
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_healthy() {
+  for _ in $(seq 1 100); do
+    curl -sf "$1/healthz" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "powertail at $1 did not start" >&2
+  return 1
+}
+fuzz() {
+  local base=$1
+  shift
+  "$VENV/bin/schemathesis" run "$base/openapi.json" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+    --max-examples "${FUZZ_EXAMPLES:-60}" \
+    --request-timeout 40 \
+    --exclude-path /llm/logs/{instanceId}/stream \
+    --no-color \
+    "$@"
+}
+
+DEMO="http://127.0.0.1:$(free_port)"
+"$BIN" demo --listen "${DEMO#http://}" > /tmp/powertail-fuzz-demo.log 2>&1 &
+PIDS+=($!)
+wait_healthy "$DEMO"
+
+# The same API with tokens, in front of the demo's simulator.
+SIM=$(grep -o 'simulated PowerJob server at http://[0-9.:]*' /tmp/powertail-fuzz-demo.log | head -1 | sed 's/.* at //')
+[ -n "$SIM" ] || { echo "no simulator address in /tmp/powertail-fuzz-demo.log" >&2; exit 1; }
+TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
+AUTHED="http://127.0.0.1:$(free_port)"
+cat > "$WORK/config.toml" <<TOML
+[server]
+listen = "${AUTHED#http://}"
+[powerjob]
+addresses = ["$SIM"]
+app_name = "llm-test-platform"
+app_password = "secret"
+request_timeout_ms = 5000
+log_cache_ms = 2000
+worker_flush_ms = 1000
+clock_skew_ms = 500
+[logs]
+refresh_interval_ms = 500
+first_read_delay_ms = 1500
+[jobs.vllm-start]
+job_id = 12
+[[auth.tokens]]
+name = "fuzz"
+token = "$TOKEN"
+scopes = ["logs:read", "jobs:run", "jobs:control"]
+TOML
+"$BIN" --config "$WORK/config.toml" > /tmp/powertail-fuzz-authed.log 2>&1 &
+PIDS+=($!)
+wait_healthy "$AUTHED"
+
+echo "== schemathesis: demo, no API tokens"
+fuzz "$DEMO"
+echo "== schemathesis: API tokens configured, requests with a bearer token"
+fuzz "$AUTHED" -H "Authorization: Bearer $TOKEN"

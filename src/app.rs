@@ -11,7 +11,6 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use crate::config::{Config, JobConfig, Scope};
-use crate::http::ApiError;
 use crate::service::LogService;
 
 /// Shared state of every handler: one `Arc`, so the per-request clone is one atomic
@@ -87,7 +86,7 @@ impl Auth {
     ///
     /// # Errors
     /// 401 without a valid token, 403 when it lacks the scope (or no tokens and not loopback).
-    pub fn check(&self, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
+    pub fn check(&self, headers: &HeaderMap, scope: Scope) -> Result<Caller, AppError> {
         self.check_value(headers.get(axum::http::header::AUTHORIZATION), scope)
     }
 
@@ -99,12 +98,12 @@ impl Auth {
         &self,
         authorization: Option<&axum::http::HeaderValue>,
         scope: Scope,
-    ) -> Result<Caller, ApiError> {
+    ) -> Result<Caller, AppError> {
         if self.tokens.is_empty() {
             if scope == Scope::LogsRead || self.loopback {
                 return Ok(Caller(Cow::Borrowed("anonymous")));
             }
-            return Err(ApiError::Forbidden(
+            return Err(AppError::Forbidden(
                 "running or controlling jobs on a non-loopback listener needs [[auth.tokens]] in the configuration"
                     .into(),
             ));
@@ -113,18 +112,18 @@ impl Auth {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
-            .ok_or(ApiError::Unauthorized)?;
+            .ok_or(AppError::Unauthorized)?;
         let mut found: Option<&(String, SecretString, Vec<Scope>)> = None;
         for t in &self.tokens {
             if bool::from(t.1.expose_secret().as_bytes().ct_eq(presented.as_bytes())) {
                 found = Some(t);
             }
         }
-        let (name, _, scopes) = found.ok_or(ApiError::Unauthorized)?;
+        let (name, _, scopes) = found.ok_or(AppError::Unauthorized)?;
         if scopes.contains(&scope) {
             Ok(Caller(Cow::Owned(name.clone())))
         } else {
-            Err(ApiError::Forbidden(format!("token `{name}` lacks the scope `{}`", scope.name())))
+            Err(AppError::Forbidden(format!("token `{name}` lacks the scope `{}`", scope.name())))
         }
     }
 }
@@ -151,7 +150,7 @@ impl Jobs {
     ///
     /// # Errors
     /// 404 for an unknown name, 400 for a malformed id, 403 when not allowed.
-    pub fn resolve(&self, key: &str) -> Result<ResolvedJob, ApiError> {
+    pub fn resolve(&self, key: &str) -> Result<ResolvedJob, AppError> {
         let job = if let Some(cfg) = self.named.get(key) {
             ResolvedJob { job_id: cfg.job_id, name: Some(key.to_owned()), params: cfg.params.clone() }
         } else if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) {
@@ -159,16 +158,16 @@ impl Jobs {
                 .parse::<i64>()
                 .ok()
                 .filter(|id| *id > 0)
-                .ok_or_else(|| ApiError::BadRequest(format!("job id `{key}` is out of range")))?;
+                .ok_or_else(|| AppError::BadRequest(format!("job id `{key}` is out of range")))?;
             ResolvedJob { job_id, name: self.name_of(job_id), params: serde_json::Map::new() }
         } else {
-            return Err(ApiError::JobNotFound(key.to_owned()));
+            return Err(AppError::UnknownJobName(key.to_owned()));
         };
         if !self.allowed.is_empty() {
             let id = job.job_id.to_string();
             let ok = self.allowed.iter().any(|a| *a == id || job.name.as_deref() == Some(a.as_str()));
             if !ok {
-                return Err(ApiError::Forbidden(format!("job `{key}` is not in auth.allowed_jobs")));
+                return Err(AppError::Forbidden(format!("job `{key}` is not in auth.allowed_jobs")));
             }
         }
         Ok(job)
@@ -189,14 +188,47 @@ impl AppState {
     ///
     /// # Errors
     /// 503 with `Retry-After` when `server.max_waiting_clients` are waiting already.
-    pub fn wait_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        self.waiters.clone().try_acquire_owned().map_err(|_| ApiError::Overloaded {
+    pub fn wait_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
+        self.waiters.clone().try_acquire_owned().map_err(|_| AppError::Overloaded {
             message:
                 "too many clients are waiting for lines (server.max_waiting_clients); poll without waitMs or retry"
                     .into(),
             retry_after_secs: 2,
         })
     }
+}
+
+/// What the app's policies refuse; `http` maps each to its status and JSON error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppError {
+    /// Malformed or out-of-range input.
+    #[error("{0}")]
+    BadRequest(String),
+    /// API tokens are configured and none or a wrong one was sent.
+    #[error("a valid API token is required (Authorization: Bearer <token>)")]
+    Unauthorized,
+    /// The token lacks the right, or the job is not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A job key that is neither a configured name nor a numeric id.
+    #[error("no job named `{0}` is configured (use a numeric PowerJob job id or a [jobs.<name>] entry)")]
+    UnknownJobName(String),
+    /// A limit of this server was hit; try again after `retry_after_secs`.
+    #[error("{message}")]
+    Overloaded {
+        /// What limit.
+        message: String,
+        /// Seconds to wait.
+        retry_after_secs: u64,
+    },
+    /// The caller ran too many jobs in the last minute.
+    #[error("{message}")]
+    RateLimited {
+        /// What limit.
+        message: String,
+        /// Seconds to wait.
+        retry_after_secs: u64,
+    },
 }
 
 /// Fixed one-minute windows of job runs per caller.
@@ -214,7 +246,7 @@ impl RunLimiter {
     ///
     /// # Errors
     /// 429 with the seconds until the caller's window ends.
-    pub fn check(&self, caller: &Caller) -> Result<(), ApiError> {
+    pub fn check(&self, caller: &Caller) -> Result<(), AppError> {
         const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
         let now = std::time::Instant::now();
         let mut windows = self.windows.lock().expect("run limiter poisoned");
@@ -225,7 +257,7 @@ impl RunLimiter {
             // Rounded up: a client that waits exactly this long is not refused again.
             let wait = left.as_secs() + u64::from(left.subsec_nanos() > 0);
             let wait = wait.max(1);
-            return Err(ApiError::RateLimited {
+            return Err(AppError::RateLimited {
                 message: format!(
                     "`{}` ran {} jobs in the last minute (auth.runs_per_minute)",
                     caller.0, self.per_minute

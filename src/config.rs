@@ -126,6 +126,8 @@ pub struct ServerConfig {
     pub max_concurrent_requests: usize,
     /// Long-polls and event streams waiting at once; more are refused the same way.
     pub max_waiting_clients: usize,
+    /// `/readyz` is ready without a probe when PowerJob answered this recently.
+    pub ready_window_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -135,6 +137,7 @@ impl Default for ServerConfig {
             cors_allowed_origins: Vec::new(),
             max_concurrent_requests: 2_048,
             max_waiting_clients: 1_024,
+            ready_window_ms: 30_000,
         }
     }
 }

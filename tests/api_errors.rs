@@ -78,6 +78,29 @@ async fn bad_queries_are_400_with_the_json_error_shape() {
 }
 
 #[tokio::test]
+async fn unknown_query_parameters_name_what_is_accepted() {
+    let (status, _, body) = call_json("GET", "/llm/logs/12/raw?fromLine=3&_=1").await;
+    let message = "unknown query parameter `fromLine`; this endpoint accepts only `_` (a cache-buster)";
+    assert_eq!(
+        (status, body),
+        (StatusCode::BAD_REQUEST, serde_json::json!({"error": {"code": "bad_request", "message": message}}))
+    );
+    let (status, _, body) = call_json("GET", "/llm/logs?instanceId=1&fromline=3").await;
+    let message =
+        "unknown query parameter `fromline`; this endpoint accepts `instanceId`, `fromLine`, `limit`, `waitMs`, `_`";
+    assert_eq!(
+        (status, body),
+        (StatusCode::BAD_REQUEST, serde_json::json!({"error": {"code": "bad_request", "message": message}}))
+    );
+    let (status, _, body) = call_json("GET", "/llm/logs/12/stream?limit=3").await;
+    let message = "unknown query parameter `limit`; this endpoint accepts `fromLine`, `_`";
+    assert_eq!(
+        (status, body),
+        (StatusCode::BAD_REQUEST, serde_json::json!({"error": {"code": "bad_request", "message": message}}))
+    );
+}
+
+#[tokio::test]
 async fn unknown_paths_and_methods_answer_json() {
     let (status, _, body) = call_json("GET", "/nope").await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
@@ -94,8 +117,10 @@ async fn unreachable_powerjob_with_nothing_cached_is_503_with_retry_after() {
     assert_eq!(code(&body), "upstream_unavailable");
     assert!(retry_after.is_some());
     assert!(!body.to_string().contains("pw\""), "no secret in errors: {body}");
-    let (status, _, body) = call_json("GET", "/readyz").await;
+    let (status, retry_after, body) = call_json("GET", "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!((body["status"].as_str(), code(&body)), (Some("not_ready"), "upstream_unavailable"), "as /llm/logs");
+    assert!(retry_after.is_some());
     let (status, _, _) = call_json("GET", "/healthz").await;
     assert_eq!(status, StatusCode::OK);
 }
@@ -123,4 +148,23 @@ async fn the_openapi_document_describes_exactly_the_routes() {
         assert!(!(status == StatusCode::NOT_FOUND && body["error"]["code"] == "not_found"), "{method} {path}: {body}");
         assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
     }
+    // What every handler can answer, and nothing it cannot.
+    for (method, path) in powertail::http::ROUTES {
+        let op = &spec["paths"][path][method];
+        let codes: Vec<&str> = op["responses"].as_object().unwrap().keys().map(String::as_str).collect();
+        // The front door sheds any request (503) and refuses oversized headers (431).
+        assert!(codes.contains(&"503") && codes.contains(&"431"), "{method} {path}: {codes:?}");
+        assert!(!codes.contains(&"415"), "{method} {path}: a non-JSON body is a 400");
+        let runs = *path == "/llm/jobs/{jobId}/run";
+        assert_eq!(codes.contains(&"429"), runs, "{method} {path}: only runs are rate-limited");
+        if path.starts_with("/llm/") {
+            // Token-checked: optional bearer (without configured tokens no token is needed).
+            assert_eq!(op["security"], serde_json::json!([{"bearer": []}, {}]), "{method} {path}");
+            assert!(codes.contains(&"401") && codes.contains(&"403"), "{method} {path}: {codes:?}");
+        } else {
+            assert!(op.get("security").is_none(), "{method} {path}");
+        }
+    }
+    let stream = &spec["paths"]["/llm/logs/{instanceId}/stream"]["get"]["parameters"];
+    assert!(stream.as_array().unwrap().iter().any(|p| p["name"] == "Last-Event-ID" && p["in"] == "header"));
 }

@@ -311,10 +311,9 @@ async fn long_poll_answers_when_lines_arrive_and_raw_serves_text() {
     assert_eq!(text, follow.lines.iter().map(|l| format!("{l}\n")).collect::<String>());
 }
 
-#[tokio::test]
-async fn a_big_finished_log_is_downloaded_whole_not_paged() {
-    let app = TestApp::spawn(fast_sim()).await;
-    let id = app.sim.with_core(|c, now| {
+/// A finished instance of 20 000 lines (200 pages), finished 30 s ago.
+fn big_finished_log(app: &TestApp) -> i64 {
+    app.sim.with_core(|c, now| {
         let id = c.create_instance(12, None, now - 60_000);
         c.dispatch(id, now - 60_000);
         c.set_running(id, now - 60_000);
@@ -329,12 +328,43 @@ async fn a_big_finished_log_is_downloaded_whole_not_paged() {
         c.deliver(id, records, now - 40_000);
         c.finish(id, 5, "ok", now - 30_000);
         id
-    });
+    })
+}
+
+#[tokio::test]
+async fn a_big_finished_log_is_downloaded_whole_not_paged() {
+    // 5.x: `downloadLogUrl` needs the console login, `downloadLog` none.
+    let console = "console_username = \"ADMIN\"\nconsole_password = \"powerjob_admin\"";
+    for (version, extra) in [(Version::V4, ""), (Version::V5, console)] {
+        let app = TestApp::spawn_with(sim_with(script(1, 1), |c| c.version = version), extra).await;
+        let id = big_finished_log(&app);
+        app.sim.reset_counters();
+        let follow = app.follow(id, DEADLINE).await;
+        assert_eq!(follow.lines, app.sim.with_core(|c, _| c.final_lines(id)), "{version:?}");
+        // The server that answered is the one `downloadLogUrl` names: the file is its own.
+        assert_eq!(app.sim.requests("/instance/downloadLogUrl"), 1, "{version:?}");
+        assert_eq!(app.sim.requests("/instance/downloadLog"), 1, "{version:?}");
+        let pages = app.sim.requests("/instance/log");
+        assert!(pages <= 4, "{version:?}: {pages} page reads for 200 pages");
+    }
+}
+
+#[tokio::test]
+async fn a_log_held_by_another_server_is_paged_not_downloaded() {
+    // `downloadLog` is not forwarded (protocol §4.7, §4.8): asked of a server that does
+    // not hold the log, it would serve (and create) a placeholder. This server says the
+    // log lives on 10.0.0.99:7700, which is not the configured address.
+    let app = TestApp::spawn(fast_sim()).await;
+    app.sim.set_local_address("10.0.0.99:7700");
+    let id = big_finished_log(&app);
     app.sim.reset_counters();
     let follow = app.follow(id, DEADLINE).await;
     assert_eq!(follow.lines, app.sim.with_core(|c, _| c.final_lines(id)));
-    assert_eq!(app.sim.requests("/instance/downloadLog"), 1);
-    assert!(app.sim.requests("/instance/log") <= 4, "{} page reads for 200 pages", app.sim.requests("/instance/log"));
+    assert_eq!(follow.lines.len(), 20_000);
+    assert_eq!(app.sim.requests("/instance/downloadLogUrl"), 1);
+    assert_eq!(app.sim.requests("/instance/downloadLog"), 0, "never downloaded from a server without the log");
+    let pages = app.sim.requests("/instance/log");
+    assert!(pages >= 200, "read page by page: {pages} page reads for 200 pages");
 }
 
 #[tokio::test]

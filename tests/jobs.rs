@@ -135,6 +135,79 @@ async fn stop_and_retry_an_instance() {
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("instance_not_found")), "{body}");
 }
 
+async fn app_v5_with(extra: &str) -> TestApp {
+    app(Version::V5, |_| {}, extra).await
+}
+
+/// `POST path` must answer 409 `conflict` with exactly `message`.
+async fn assert_conflict(app: &TestApp, path: &str, message: &str) {
+    let (status, body) = post(app, path, None, None).await;
+    assert_eq!((status, &body), (409, &json!({"error": {"code": "conflict", "message": message}})), "{path}");
+}
+
+#[tokio::test]
+async fn operations_in_the_wrong_state_name_the_instances_real_state() {
+    for version in [Version::V4, Version::V5] {
+        let app = app(version, |_| {}, "").await;
+        let (finished, running) = app.sim.with_core(|c, now| {
+            let finished = c.create_instance(12, None, now);
+            c.dispatch(finished, now);
+            c.set_running(finished, now);
+            c.finish(finished, 5, "ok", now);
+            let running = c.create_instance(13, None, now);
+            c.dispatch(running, now);
+            c.set_running(running, now);
+            (finished, running)
+        });
+        // PowerJob says "instance already up and running" for a finished instance.
+        let cancel = "only an instance still waiting for dispatch (WAITING_DISPATCH) can be canceled";
+        assert_conflict(
+            &app,
+            &format!("/llm/instances/{finished}/cancel"),
+            &format!("instance {finished} is SUCCEED; {cancel}"),
+        )
+        .await;
+        assert_conflict(
+            &app,
+            &format!("/llm/instances/{running}/cancel"),
+            &format!("instance {running} is RUNNING; {cancel}"),
+        )
+        .await;
+        let stop = "only a waiting or running instance can be stopped";
+        assert_conflict(
+            &app,
+            &format!("/llm/instances/{finished}/stop"),
+            &format!("instance {finished} is SUCCEED; {stop}"),
+        )
+        .await;
+        let retry = "only a finished instance (FAILED, SUCCEED, CANCELED or STOPPED) can be retried";
+        assert_conflict(
+            &app,
+            &format!("/llm/instances/{running}/retry"),
+            &format!("instance {running} is RUNNING; {retry}"),
+        )
+        .await;
+        // A delayed run can be canceled, once.
+        let (status, body) = post(&app, "/llm/jobs/13/run", None, Some(json!({"delayMs": 60_000}))).await;
+        assert_eq!(status, 201, "{body}");
+        let delayed = body["instanceId"].as_str().unwrap().to_owned();
+        let (status, body) = post(&app, &format!("/llm/instances/{delayed}/cancel"), None, None).await;
+        assert_eq!((status, &body), (200, &json!({"instanceId": delayed, "canceled": true})));
+        assert_conflict(
+            &app,
+            &format!("/llm/instances/{delayed}/cancel"),
+            &format!("instance {delayed} is CANCELED; {cancel}"),
+        )
+        .await;
+        assert_conflict(
+            &app,
+            &format!("/llm/instances/{delayed}/stop"),
+            &format!("instance {delayed} is CANCELED; {stop}"),
+        )
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn app_tokens_expiring_during_a_run_are_renewed() {
     let app = app(
@@ -173,17 +246,30 @@ async fn wrong_app_password_is_a_clear_502_without_the_password() {
 async fn unknown_jobs_and_the_allow_list() {
     let app = app(Version::V4, |_| {}, "[auth]\nallowed_jobs = [\"vllm-start\"]").await;
     let (status, body) = post(&app, "/llm/jobs/no-such-job/run", None, None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("job_not_found")), "{body}");
+    assert_eq!(
+        (status, &body),
+        (
+            404,
+            &json!({"error": {"code": "job_not_found", "message": "no job named `no-such-job` is configured \
+                (use a numeric PowerJob job id or a [jobs.<name>] entry)"}})
+        )
+    );
     let (status, body) = post(&app, "/llm/jobs/slow/run", None, None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
     let (status, body) = post(&app, "/llm/jobs/13/run", None, None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "ids are checked too: {body}");
     let (status, _) = post(&app, "/llm/jobs/12/run", None, None).await;
     assert_eq!(status, 201, "job 12 is vllm-start");
-    // A numeric job PowerJob does not know.
-    let app = app_without_allow_list().await;
+    // A numeric job PowerJob does not know, and a configured name of one.
+    let app = app_v5_with(&["[jobs.ghost]", "job_id = 77"].join("\n")).await;
     let (status, body) = post(&app, "/llm/jobs/999/run", None, None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("job_not_found")), "{body}");
+    assert_eq!(
+        (status, &body),
+        (404, &json!({"error": {"code": "job_not_found", "message": "PowerJob has no job 999"}}))
+    );
+    let (status, body) = post(&app, "/llm/jobs/ghost/run", None, None).await;
+    let message = "PowerJob has no job 77 (configured as `ghost`)";
+    assert_eq!((status, &body), (404, &json!({"error": {"code": "job_not_found", "message": message}})));
     let (status, body) = post(&app, "/llm/jobs/vllm-start/run", None, Some(json!({"instanceParams": [1]}))).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
     let (status, body) = post(&app, "/llm/jobs/vllm-start/run", None, Some(json!({"instanceParam": {}}))).await;
@@ -206,10 +292,6 @@ async fn unknown_jobs_and_the_allow_list() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
-}
-
-async fn app_without_allow_list() -> TestApp {
-    app(Version::V4, |_| {}, "").await
 }
 
 #[tokio::test]

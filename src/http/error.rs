@@ -5,6 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::app::AppError;
 use crate::upstream::UpstreamError;
 
 /// Seconds a client should wait before retrying when PowerJob is unreachable.
@@ -24,7 +25,15 @@ pub enum ApiError {
     Forbidden(String),
     /// No job of that name is configured.
     #[error("no job named `{0}` is configured (use a numeric PowerJob job id or a [jobs.<name>] entry)")]
-    JobNotFound(String),
+    UnknownJobName(String),
+    /// PowerJob does not know the job (given by id, or by a configured name).
+    #[error("PowerJob has no job {job_id}{}", name.as_ref().map(|n| format!(" (configured as `{n}`)")).unwrap_or_default())]
+    UnknownJob {
+        /// The PowerJob job id.
+        job_id: i64,
+        /// The configured name it was reached by, if any.
+        name: Option<String>,
+    },
     /// The instance is not in a state that allows the operation.
     #[error("{0}")]
     Conflict(String),
@@ -61,6 +70,19 @@ pub enum ApiError {
     Upstream(#[from] UpstreamError),
 }
 
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::BadRequest(m) => ApiError::BadRequest(m),
+            AppError::Unauthorized => ApiError::Unauthorized,
+            AppError::Forbidden(m) => ApiError::Forbidden(m),
+            AppError::UnknownJobName(n) => ApiError::UnknownJobName(n),
+            AppError::Overloaded { message, retry_after_secs } => ApiError::Overloaded { message, retry_after_secs },
+            AppError::RateLimited { message, retry_after_secs } => ApiError::RateLimited { message, retry_after_secs },
+        }
+    }
+}
+
 impl From<crate::service::ServiceError> for ApiError {
     fn from(e: crate::service::ServiceError) -> Self {
         match e {
@@ -79,7 +101,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::JobNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::UnknownJobName(_) | ApiError::UnknownJob { .. } | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -103,7 +125,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
-            ApiError::JobNotFound(_) => "job_not_found",
+            ApiError::UnknownJobName(_) | ApiError::UnknownJob { .. } => "job_not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::HeadersTooLarge => "headers_too_large",

@@ -91,7 +91,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AuthorizationHeader 
 }
 
 /// The values of a strict query string: each of `names` at most once (a repeated one
-/// is a 400), any other name a 400 that lists the expected ones (a misspelt
+/// is a 400), any other name a 400 that lists the accepted ones (a misspelt
 /// `fromline` must not silently restart at line 0); `_`, the usual cache-buster, may
 /// appear any number of times. Values are borrowed unless percent-encoded.
 ///
@@ -107,8 +107,11 @@ pub fn strict_query<'q, const N: usize>(
             continue;
         }
         let Some(slot) = names.iter().position(|n| *n == key) else {
-            let expected = if N == 0 { "none".to_owned() } else { names.join(", ") };
-            return Err(ApiError::BadRequest(format!("unknown query parameter `{key}` (expected {expected})")));
+            let accepted = names.iter().map(|n| format!("`{n}`")).chain(["`_`".to_owned()]).collect::<Vec<_>>();
+            let accepted = if N == 0 { "only `_` (a cache-buster)".to_owned() } else { accepted.join(", ") };
+            return Err(ApiError::BadRequest(format!(
+                "unknown query parameter `{key}`; this endpoint accepts {accepted}"
+            )));
         };
         if values[slot].replace(value).is_some() {
             return Err(ApiError::BadRequest(format!("query parameter `{key}` is repeated")));
@@ -142,8 +145,14 @@ mod tests {
         assert_eq!((a.as_deref(), b.as_deref()), (Some("1"), Some("2")));
         assert_eq!(strict_query(None, ["a"]).unwrap(), [None]);
         assert!(message(strict_query(Some("a=1&a=2"), ["a"])).contains("`a` is repeated"));
-        assert!(message(strict_query(Some("A=1"), ["a", "b"])).contains("`A` (expected a, b)"));
-        assert!(message(strict_query(Some("x=1"), [])).contains("`x` (expected none)"));
+        assert_eq!(
+            message(strict_query(Some("A=1"), ["a", "b"])),
+            "unknown query parameter `A`; this endpoint accepts `a`, `b`, `_`"
+        );
+        assert_eq!(
+            message(strict_query(Some("fromLine=3"), [])),
+            "unknown query parameter `fromLine`; this endpoint accepts only `_` (a cache-buster)"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use super::logs::parse_instance_id;
-use crate::app::AppState;
+use crate::app::{AppState, ResolvedJob};
 use crate::config::Scope;
 use crate::logs::Status;
 use crate::upstream::{InstanceOp, UpstreamError};
@@ -72,7 +72,8 @@ pub async fn run_job(
     // Counted only once the request is valid and allowed: a typo is a 400, not a run.
     state.runs.check(&caller)?;
     let client = state.logs.client();
-    let instance_id = client.run_job(resolved.job_id, params.as_deref(), req.delay_ms).await.map_err(job_error)?;
+    let instance_id =
+        client.run_job(resolved.job_id, params.as_deref(), req.delay_ms).await.map_err(|e| job_error(e, &resolved))?;
     tracing::info!(
         target: "audit", caller = %caller.0, job.id = resolved.job_id, job.name = resolved.name.as_deref().unwrap_or(""),
         instance.id = instance_id, "job run"
@@ -133,17 +134,22 @@ async fn instance_op(
 ) -> Result<Json<Value>, ApiError> {
     let caller = state.auth.check(&headers, Scope::JobsControl)?;
     let id = parse_instance_id(&id)?;
-    state.logs.client().instance_op(op, id).await.map_err(|e| match e {
-        UpstreamError::Refused { message, .. }
+    let client = state.logs.client();
+    match client.instance_op(op, id).await {
+        Ok(()) => {}
+        Err(UpstreamError::Refused { message, .. })
             if message.contains("can't find instance") || message.contains("invalid instanceId") =>
         {
-            ApiError::Upstream(UpstreamError::InstanceNotFound(id))
+            return Err(ApiError::Upstream(UpstreamError::InstanceNotFound(id)));
         }
-        UpstreamError::Refused { message, .. } if is_state_conflict(&message) => {
-            ApiError::Conflict(strip_class(&message))
+        Err(UpstreamError::Refused { message, .. }) if is_state_conflict(&message) => {
+            // PowerJob's reasons are misleading ("instance already up and running" for a
+            // finished instance): say what state the instance is really in.
+            let status = client.instance_info(id).await.ok().map(|info| Status::from_code(info.status));
+            return Err(ApiError::Conflict(conflict_message(op, id, status, &message)));
         }
-        other => other.into(),
-    })?;
+        Err(other) => return Err(other.into()),
+    }
     if op == InstanceOp::Retry {
         // The log runs again: the next read checks PowerJob at once, complete or not.
         state.logs.retried(id);
@@ -152,10 +158,10 @@ async fn instance_op(
     Ok(Json(json!({ "instanceId": id.to_string(), done: true })))
 }
 
-fn job_error(e: UpstreamError) -> ApiError {
+fn job_error(e: UpstreamError, job: &ResolvedJob) -> ApiError {
     match e {
         UpstreamError::Refused { message, .. } if message.contains("can't find job by jobId") => {
-            ApiError::JobNotFound(message.rsplit(' ').next().unwrap_or_default().to_owned())
+            ApiError::UnknownJob { job_id: job.job_id, name: job.name.clone() }
         }
         UpstreamError::Refused { message, .. } if message.contains("not belong to the app") => {
             ApiError::Forbidden(format!("the job belongs to another PowerJob app: {}", strip_class(&message)))
@@ -175,6 +181,31 @@ fn is_state_conflict(message: &str) -> bool {
     .any(|m| message.contains(m))
 }
 
+/// The 409 message of `op` refused on instance `id`, whose status is `status` (when it
+/// could be read); PowerJob's own `message` otherwise.
+fn conflict_message(op: InstanceOp, id: i64, status: Option<Status>, message: &str) -> String {
+    if message.contains("do not support retry") {
+        return format!("instance {id} belongs to a workflow; PowerJob does not retry workflow instances");
+    }
+    let allows = |s: Status| match op {
+        InstanceOp::Stop => matches!(s, Status::WaitingDispatch | Status::WaitingWorkerReceive | Status::Running),
+        InstanceOp::Cancel => s == Status::WaitingDispatch,
+        InstanceOp::Retry => s.is_final(),
+    };
+    let status = match status {
+        // Unread, or changed since the refusal into a state that allows `op`: PowerJob's word.
+        None => return strip_class(message),
+        Some(s) if allows(s) => return format!("{} (instance {id} is now {})", strip_class(message), s.name()),
+        Some(s) => s,
+    };
+    let allowed = match op {
+        InstanceOp::Stop => "only a waiting or running instance can be stopped",
+        InstanceOp::Cancel => "only an instance still waiting for dispatch (WAITING_DISPATCH) can be canceled",
+        InstanceOp::Retry => "only a finished instance (FAILED, SUCCEED, CANCELED or STOPPED) can be retried",
+    };
+    format!("instance {id} is {}; {allowed}", status.name())
+}
+
 /// `IllegalArgumentException: can't stop…` → `can't stop…`.
 fn strip_class(message: &str) -> String {
     message.split_once(": ").map_or(message, |(_, m)| m).to_owned()
@@ -183,6 +214,26 @@ fn strip_class(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conflicts_name_the_state_or_fall_back_to_powerjobs_reason() {
+        let refused = "PowerJobException: instance already up and running";
+        assert_eq!(
+            conflict_message(InstanceOp::Cancel, 7, Some(Status::Succeed), refused),
+            "instance 7 is SUCCEED; only an instance still waiting for dispatch (WAITING_DISPATCH) can be canceled"
+        );
+        assert_eq!(conflict_message(InstanceOp::Cancel, 7, None, refused), "instance already up and running");
+        // Changed since: a state that would allow the operation is not blamed.
+        assert_eq!(
+            conflict_message(InstanceOp::Cancel, 7, Some(Status::WaitingDispatch), refused),
+            "instance already up and running (instance 7 is now WAITING_DISPATCH)"
+        );
+        let workflow = "PowerJobException: Workflow's instance do not support retry!";
+        assert_eq!(
+            conflict_message(InstanceOp::Retry, 7, Some(Status::Failed), workflow),
+            "instance 7 belongs to a workflow; PowerJob does not retry workflow instances"
+        );
+    }
 
     #[test]
     fn object_params_merge_over_defaults_and_strings_pass_through() {

@@ -1,53 +1,43 @@
-//! Operations endpoints: `/healthz`, `/readyz`.
+//! Operations endpoints: `/healthz`, `/readyz`, `/metrics`.
 
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::error::ApiError;
+use crate::app::AppState;
 use crate::service::LogService;
-use crate::upstream::now_ms;
-
-/// PowerJob counts as ready if it answered this recently.
-const READY_WINDOW_MS: i64 = 30_000;
-/// The readiness probe gives up after this long.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `GET /healthz`: the process serves.
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: PowerJob answered recently (or answers a probe now).
-pub async fn readyz(State(logs): State<LogService>) -> (StatusCode, Json<Value>) {
-    let client = logs.client();
-    if now_ms() - client.last_ok_ms() <= READY_WINDOW_MS {
-        return (StatusCode::OK, Json(json!({ "status": "ready" })));
-    }
-    match tokio::time::timeout(PROBE_TIMEOUT, client.probe()).await {
-        Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
-        Ok(Err(e)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({ "status": "not_ready", "error": { "code": "upstream_unavailable", "message": e.to_string() } }),
-            ),
-        ),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({ "status": "not_ready", "error": { "code": "upstream_timeout", "message": "PowerJob did not answer the readiness probe in time" } }),
-            ),
-        ),
+/// `GET /readyz`: PowerJob answered recently (`server.ready_window_ms`), or answers a
+/// probe now. The probe is shared by concurrent callers and reused for a few seconds
+/// (see [`crate::upstream::PowerJobClient::ready`]): this route needs no token, so it
+/// must not let anyone drive requests to PowerJob.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let window = Duration::from_millis(state.limits.ready_window_ms);
+    match state.logs.client().ready(window).await {
+        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+        Err(e) => {
+            // The same code as any other route answering this failure; the status is 503.
+            let e = ApiError::Upstream(e);
+            let body = json!({ "status": "not_ready", "error": { "code": e.code(), "message": e.to_string() } });
+            let mut resp = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            resp
+        }
     }
 }
 
 /// `GET /metrics`: Prometheus text exposition.
-pub async fn metrics(State(logs): State<LogService>) -> impl axum::response::IntoResponse {
+pub async fn metrics(State(logs): State<LogService>) -> impl IntoResponse {
     logs.record_gauges();
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        crate::telemetry::prometheus().render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::telemetry::prometheus().render())
 }

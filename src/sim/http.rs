@@ -124,6 +124,8 @@ struct Shared {
     counters: HashMap<String, u64>,
     app_tokens: HashMap<String, AppToken>,
     console_tokens: HashMap<String, ConsoleToken>,
+    /// This server's own `host:port` as `downloadLogUrl` names it (§4.8).
+    local_address: Option<String>,
 }
 
 /// The simulated server: cheap to clone, every clone shares the same state.
@@ -192,6 +194,9 @@ impl Simulator {
     pub async fn serve(self, addr: SocketAddr) -> std::io::Result<SimHandle> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        // Like the JVM property `powerjob.network.local.address`, or else the address
+        // the server detects for itself (here: the one it listens on).
+        self.shared().local_address.get_or_insert_with(|| addr.to_string());
         let router = self.router();
         let task = tokio::spawn(async move {
             // Only returns on an accept error that axum cannot recover from.
@@ -243,6 +248,13 @@ impl Simulator {
     /// Sets every request counter to zero.
     pub fn reset_counters(&self) {
         self.shared().counters.clear();
+    }
+
+    /// Sets the `host:port` this server names as its own in `downloadLogUrl` (§4.8), as
+    /// `powerjob.network.local.address` does: e.g. another server of the cluster's, to
+    /// play a server that does not hold the logs it is asked for.
+    pub fn set_local_address(&self, host_port: &str) {
+        self.shared().local_address = Some(host_port.to_owned());
     }
 
     /// Invalidates every issued app and console token (as if the signing secret changed).
@@ -951,7 +963,9 @@ async fn instance_log(State(sim): State<Simulator>, req: Request) -> Response {
     }
 }
 
-/// `GET /instance/downloadLogUrl`: the designated server's own address.
+/// `GET /instance/downloadLogUrl`: the designated server's own address (§4.7, §4.8):
+/// its local address, never the `Host` the client used (that only stands in when the
+/// router is used without [`Simulator::serve`]).
 async fn download_log_url(State(sim): State<Simulator>, req: Request) -> Response {
     let (headers, p) = Params::read(req).await;
     if let Err(failure) = sim.check_console(&headers, Simulator::now()) {
@@ -964,7 +978,9 @@ async fn download_log_url(State(sim): State<Simulator>, req: Request) -> Respons
         Ok(id) => id,
         Err(m) => return sim.fail(&m, None),
     };
-    let host = headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:7700");
+    let local = sim.shared().local_address.clone();
+    let host = local.or_else(|| headers.get(HOST).and_then(|h| h.to_str().ok()).map(str::to_owned));
+    let host = host.unwrap_or_else(|| "127.0.0.1:7700".to_owned());
     ok(json!(format!("http://{host}/instance/downloadLog?instanceId={}", long_or_null(id))))
 }
 

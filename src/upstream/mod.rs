@@ -38,6 +38,10 @@ const AUTH_PASSED: &str = "X-POWERJOB-AUTH-PASSED";
 const CONSOLE_RELOGIN_CODES: [&str; 2] = ["-100", "-401"];
 /// Connecting never needs long; the request timeout covers slow answers.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The readiness probe gives up after this long.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A readiness probe's result is reused this long (by every caller).
+const PROBE_REUSE: Duration = Duration::from_secs(5);
 
 /// The instance operations of the OpenAPI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +99,10 @@ struct Inner {
     session: RwLock<Session>,
     /// Serialises (re-)authentication so a burst of expired calls logs in once.
     login: tokio::sync::Mutex<()>,
+    /// When a server last answered in PowerJob's protocol (epoch ms).
     last_ok_ms: AtomicI64,
+    /// The last readiness probe (when, and its result); the lock makes probes single-flight.
+    probe: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), UpstreamError>)>>,
 }
 
 struct Raw {
@@ -135,13 +142,38 @@ impl PowerJobClient {
                 session: RwLock::new(Session::default()),
                 login: tokio::sync::Mutex::new(()),
                 last_ok_ms: AtomicI64::new(0),
+                probe: tokio::sync::Mutex::new(None),
             }),
         })
     }
 
-    /// When a PowerJob server last answered (epoch ms; 0 = never).
+    /// When a PowerJob server last answered in its protocol (epoch ms; 0 = never).
     pub fn last_ok_ms(&self) -> i64 {
         self.inner.last_ok_ms.load(Ordering::Relaxed)
+    }
+
+    /// Readiness: `Ok` when a server answered in PowerJob's protocol within `recent`;
+    /// otherwise the result of a [`PowerJobClient::probe`]. Probes are single-flight and
+    /// their result is reused for [`PROBE_REUSE`], so any number of concurrent callers
+    /// cause at most one upstream authentication per [`PROBE_REUSE`].
+    ///
+    /// # Errors
+    /// The probe's failure ([`UpstreamError::Timeout`] past [`PROBE_TIMEOUT`]).
+    pub async fn ready(&self, recent: Duration) -> Result<(), UpstreamError> {
+        let recent_ms = i64::try_from(recent.as_millis()).unwrap_or(i64::MAX);
+        if now_ms().saturating_sub(self.last_ok_ms()) <= recent_ms {
+            return Ok(());
+        }
+        let mut last = self.inner.probe.lock().await;
+        if let Some((at, result)) = last.as_ref().filter(|(at, _)| at.elapsed() < PROBE_REUSE) {
+            tracing::trace!(age = ?at.elapsed(), "readiness probe reused");
+            return result.clone();
+        }
+        let result = tokio::time::timeout(PROBE_TIMEOUT, self.probe())
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout(PROBE_TIMEOUT)));
+        *last = Some((std::time::Instant::now(), result.clone()));
+        result
     }
 
     /// Authenticates the app again (a cheap liveness and credentials check).
@@ -210,15 +242,22 @@ impl PowerJobClient {
     }
 
     /// `/instance/downloadLog`: the whole log file (padded with garbage to 4 KiB blocks,
-    /// protocol §4.8), or `None` when the server answers a failure envelope instead.
+    /// protocol §4.8), or `None` when it cannot be downloaded safely (the caller pages).
+    ///
+    /// `downloadLog` is not forwarded (§4.7, §4.8): a server that does not hold the log
+    /// serves (and creates) a placeholder file of its own. So the forwarded
+    /// `downloadLogUrl` is asked first; it names the server that holds the log, and the
+    /// file is downloaded only when that is the configured address that answered, from
+    /// that address alone (no failover to another server).
     ///
     /// # Errors
     /// Transport failures.
     #[tracing::instrument(skip(self), fields(instance.id = id))]
     pub async fn download_log(&self, id: i64) -> Result<Option<Vec<u8>>, UpstreamError> {
+        let Some(i) = self.download_address(id).await? else { return Ok(None) };
         let query = [("instanceId", id.to_string())];
         let raw = self
-            .send("/instance/downloadLog", |base| {
+            .send_at(i, "/instance/downloadLog", |base| {
                 self.inner.http.get(join(base, "/instance/downloadLog")).query(&query)
             })
             .await?;
@@ -227,7 +266,35 @@ impl PowerJobClient {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/octet-stream"));
-        Ok((raw.status == StatusCode::OK && is_file).then(|| raw.body.to_vec()))
+        let ok = raw.status == StatusCode::OK && is_file;
+        if ok {
+            self.inner.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+        }
+        Ok(ok.then(|| raw.body.to_vec()))
+    }
+
+    /// The index of the configured address to download `id`'s log from: the address that
+    /// answered `downloadLogUrl`, when the URL it answered has that address's host and
+    /// port. `None` when the log lives on another server (or the URL cannot be had).
+    async fn download_address(&self, id: i64) -> Result<Option<usize>, UpstreamError> {
+        let (i, url) = match self.console_get::<String>("/instance/downloadLogUrl", id, &[]).await {
+            Ok((i, Some(url))) => (i, url),
+            Ok((_, None)) => return Ok(None),
+            Err(e @ (UpstreamError::Unreachable(_) | UpstreamError::Timeout(_))) => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "no download URL; reading pages");
+                return Ok(None);
+            }
+        };
+        let ours = &self.inner.addresses[i];
+        let same = Url::parse(&url).is_ok_and(|theirs| {
+            theirs.host_str().is_some_and(|h| Some(h) == ours.host_str())
+                && theirs.port_or_known_default() == ours.port_or_known_default()
+        });
+        if !same {
+            tracing::debug!(server = %ours, %url, "the log lives on another server; reading pages");
+        }
+        Ok(same.then_some(i))
     }
 
     /// One `/instance/log` page.
@@ -236,6 +303,27 @@ impl PowerJobClient {
     /// Any [`UpstreamError`]; a 5.x login problem is [`UpstreamError::Auth`].
     #[tracing::instrument(skip(self), fields(instance.id = id))]
     pub async fn log_page(&self, id: i64, index: u64) -> Result<RawPage, UpstreamError> {
+        let (_, page) = self.console_get::<StringPage>("/instance/log", id, &[("index", index.to_string())]).await?;
+        let page = page.ok_or_else(|| UpstreamError::Protocol("/instance/log answered no page".into()))?;
+        Ok(RawPage {
+            index: u64::try_from(page.index).unwrap_or(0),
+            total_pages: u64::try_from(page.total_pages).unwrap_or(0),
+            data: page.data.unwrap_or_default(),
+        })
+    }
+
+    /// A console `GET` of an instance (`appId` and `instanceId` added to `query`), with
+    /// the 5.x console login (logged in when missing, again and replayed once when
+    /// refused). Returns the index of the address that answered and the `data`.
+    ///
+    /// # Errors
+    /// Any [`UpstreamError`]; a 5.x login problem is [`UpstreamError::Auth`].
+    async fn console_get<T: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        id: i64,
+        query: &[(&str, String)],
+    ) -> Result<(usize, Option<T>), UpstreamError> {
         let mut session = self.ready_session().await?;
         if session.version == Some(Version::V5)
             && session.console_jwt.is_none()
@@ -247,25 +335,21 @@ impl PowerJobClient {
         let mut replayed = false;
         loop {
             let app_id = session.app_id.unwrap_or_default();
-            let query = [("appId", app_id.to_string()), ("instanceId", id.to_string()), ("index", index.to_string())];
+            let mut fields: Vec<(&str, String)> = vec![("appId", app_id.to_string()), ("instanceId", id.to_string())];
+            fields.extend_from_slice(query);
             let jwt = session.console_jwt.clone();
-            let raw = self
-                .send("/instance/log", |base| {
-                    let mut req = self.inner.http.get(join(base, "/instance/log")).query(&query);
+            let (i, raw) = self
+                .send_indexed(path, |base| {
+                    let mut req = self.inner.http.get(join(base, path)).query(&fields);
                     if let Some(jwt) = &jwt {
                         req = req.header("PowerJwt", jwt).header("AppId", app_id);
                     }
                     req
                 })
                 .await?;
-            let env: Envelope<StringPage> = parse(&raw, "/instance/log")?;
+            let env: Envelope<T> = self.parse(&raw, path)?;
             if env.success {
-                let page = env.data.ok_or_else(|| UpstreamError::Protocol("/instance/log answered no page".into()))?;
-                return Ok(RawPage {
-                    index: u64::try_from(page.index).unwrap_or(0),
-                    total_pages: u64::try_from(page.total_pages).unwrap_or(0),
-                    data: page.data.unwrap_or_default(),
-                });
+                return Ok((i, env.data));
             }
             let code = env.code.as_deref();
             let relogin = code.is_some_and(|c| CONSOLE_RELOGIN_CODES.contains(&c));
@@ -278,7 +362,7 @@ impl PowerJobClient {
             let message = env.message.unwrap_or_default();
             return Err(if relogin {
                 UpstreamError::Auth(format!(
-                    "PowerJob 5.x needs a console login for /instance/log (set powerjob.console_username \
+                    "PowerJob 5.x needs a console login for {path} (set powerjob.console_username \
                      and powerjob.console_password): {message}"
                 ))
             } else if message.contains("Permission denied") {
@@ -324,12 +408,26 @@ impl PowerJobClient {
                 session = self.session();
                 continue;
             }
-            let env: Envelope<T> = parse(&raw, &path)?;
+            let env: Envelope<T> = self.parse(&raw, &path)?;
             if env.success {
                 return Ok(env.data);
             }
             return Err(UpstreamError::Refused { message: env.message.unwrap_or_default(), code: env.code });
         }
+    }
+
+    /// The envelope of an answer; an answer in PowerJob's protocol (even a refusal)
+    /// counts as PowerJob answering, for readiness.
+    fn parse<T: DeserializeOwned>(&self, raw: &Raw, what: &str) -> Result<Envelope<T>, UpstreamError> {
+        if raw.status != StatusCode::OK {
+            return Err(UpstreamError::Protocol(format!("{what} answered HTTP {}", raw.status)));
+        }
+        let env = serde_json::from_slice(&raw.body).map_err(|e| {
+            let head: String = String::from_utf8_lossy(&raw.body[..raw.body.len().min(60)]).chars().collect();
+            UpstreamError::Protocol(format!("{what} answered a body that is not PowerJob JSON ({e}): {head:?}"))
+        })?;
+        self.inner.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+        Ok(env)
     }
 
     fn session(&self) -> Session {
@@ -366,13 +464,13 @@ impl PowerJobClient {
             let raw = self
                 .send("/openApi/assert", |base| self.inner.http.post(join(base, "/openApi/assert")).form(&form))
                 .await?;
-            let env: Envelope<i64> = parse(&raw, "/openApi/assert")?;
+            let env: Envelope<i64> = self.parse(&raw, "/openApi/assert")?;
             match (env.success, env.data) {
                 (true, Some(id)) => (id, Version::V4, None),
                 _ => return Err(UpstreamError::Auth(env.message.unwrap_or_else(|| "assert failed".into()))),
             }
         } else {
-            let env: Envelope<AppAuth> = parse(&raw, "/openApi/authApp")?;
+            let env: Envelope<AppAuth> = self.parse(&raw, "/openApi/authApp")?;
             match (env.success, env.data) {
                 (true, Some(auth)) => (auth.app_id, Version::V5, Some(auth.token)),
                 _ => return Err(UpstreamError::Auth(env.message.unwrap_or_else(|| "authApp failed".into()))),
@@ -404,7 +502,7 @@ impl PowerJobClient {
                 self.inner.http.post(join(base, "/auth/thirdPartyLoginDirect")).json(&body)
             })
             .await?;
-        let env: Envelope<ConsoleUser> = parse(&raw, "/auth/thirdPartyLoginDirect")?;
+        let env: Envelope<ConsoleUser> = self.parse(&raw, "/auth/thirdPartyLoginDirect")?;
         match (env.success, env.data) {
             (true, Some(user)) => {
                 self.inner.session.write().expect("session lock poisoned").console_jwt = Some(user.jwt_token);
@@ -421,38 +519,55 @@ impl PowerJobClient {
 
     /// Sends a request to the first address that answers, starting with the last good one.
     async fn send(&self, endpoint: &'static str, build: impl Fn(&Url) -> RequestBuilder) -> Result<Raw, UpstreamError> {
+        self.send_indexed(endpoint, build).await.map(|(_, raw)| raw)
+    }
+
+    /// As [`PowerJobClient::send`], also returning the index of the address that answered.
+    async fn send_indexed(
+        &self,
+        endpoint: &'static str,
+        build: impl Fn(&Url) -> RequestBuilder,
+    ) -> Result<(usize, Raw), UpstreamError> {
         let n = self.inner.addresses.len();
         let first = self.inner.preferred.load(Ordering::Relaxed) % n.max(1);
         let mut last_error = UpstreamError::Unreachable("no PowerJob address configured".into());
         for k in 0..n {
             let i = (first + k) % n;
-            let base = &self.inner.addresses[i];
-            let start = std::time::Instant::now();
-            let result = self.send_once(build(base)).await;
-            let outcome = match &result {
-                Ok(raw) if raw.status.is_success() => "ok",
-                Ok(_) => "http_error",
-                Err(UpstreamError::Timeout(_)) => "timeout",
-                Err(UpstreamError::Unreachable(_)) => "unreachable",
-                Err(_) => "bad_answer",
-            };
-            metrics::counter!(crate::telemetry::UPSTREAM_REQUESTS, "endpoint" => endpoint, "outcome" => outcome)
-                .increment(1);
-            metrics::histogram!(crate::telemetry::UPSTREAM_DURATION, "endpoint" => endpoint)
-                .record(start.elapsed().as_secs_f64());
-            match result {
-                Ok(raw) => {
-                    self.inner.preferred.store(i, Ordering::Relaxed);
-                    self.inner.last_ok_ms.store(now_ms(), Ordering::Relaxed);
-                    return Ok(raw);
-                }
-                Err(e) => {
-                    tracing::warn!(server = %base, error = %e, "PowerJob server failed");
-                    last_error = e;
-                }
+            match self.send_at(i, endpoint, &build).await {
+                Ok(raw) => return Ok((i, raw)),
+                Err(e) => last_error = e,
             }
         }
         Err(last_error)
+    }
+
+    /// Sends a request to address `i` only (counted, timed; preferred from now on if it
+    /// answers).
+    async fn send_at(
+        &self,
+        i: usize,
+        endpoint: &'static str,
+        build: impl Fn(&Url) -> RequestBuilder,
+    ) -> Result<Raw, UpstreamError> {
+        let base = &self.inner.addresses[i];
+        let start = std::time::Instant::now();
+        let result = self.send_once(build(base)).await;
+        let outcome = match &result {
+            Ok(raw) if raw.status.is_success() => "ok",
+            Ok(_) => "http_error",
+            Err(UpstreamError::Timeout(_)) => "timeout",
+            Err(UpstreamError::Unreachable(_)) => "unreachable",
+            Err(_) => "bad_answer",
+        };
+        metrics::counter!(crate::telemetry::UPSTREAM_REQUESTS, "endpoint" => endpoint, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!(crate::telemetry::UPSTREAM_DURATION, "endpoint" => endpoint)
+            .record(start.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => self.inner.preferred.store(i, Ordering::Relaxed),
+            Err(e) => tracing::warn!(server = %base, error = %e, "PowerJob server failed"),
+        }
+        result
     }
 
     async fn send_once(&self, req: RequestBuilder) -> Result<Raw, UpstreamError> {
@@ -472,16 +587,6 @@ impl PowerJobClient {
 
 fn header_is_true(headers: &HeaderMap) -> bool {
     headers.get(AUTH_PASSED).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("true"))
-}
-
-fn parse<T: DeserializeOwned>(raw: &Raw, what: &str) -> Result<Envelope<T>, UpstreamError> {
-    if raw.status != StatusCode::OK {
-        return Err(UpstreamError::Protocol(format!("{what} answered HTTP {}", raw.status)));
-    }
-    serde_json::from_slice(&raw.body).map_err(|e| {
-        let head: String = String::from_utf8_lossy(&raw.body[..raw.body.len().min(60)]).chars().collect();
-        UpstreamError::Protocol(format!("{what} answered a body that is not PowerJob JSON ({e}): {head:?}"))
-    })
 }
 
 fn join(base: &Url, path: &str) -> String {
