@@ -3,7 +3,7 @@
 //! A script is pure data. [`super::SimCore::run_job`] turns it into scheduled events:
 //! dispatch at once, RUNNING at `running_at_ms`, each line as a worker record shipped in
 //! that worker's next flush batch (so lines arrive up to `worker_flush_ms` late, and the
-//! last ones after the final status, protocol §5 and §6 pitfall 8), the final status at
+//! last ones after the final status, `docs/powerjob-protocol.md` §5 and §6 pitfall 8), the final status at
 //! `end_ms`.
 //!
 //! A script's text may read the run's params the way a start script reads its

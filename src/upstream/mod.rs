@@ -221,7 +221,7 @@ impl PowerJobClient {
     }
 
     /// `/instance/downloadLog`: the whole log file (padded with garbage to 4 KiB blocks,
-    /// protocol §4.8), or `None` when the server answers a failure envelope instead.
+    /// `docs/powerjob-protocol.md` §4.8), or `None` when the server answers a failure envelope instead.
     ///
     /// # Errors
     /// Transport failures.
