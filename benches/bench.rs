@@ -53,7 +53,7 @@ fn machine() -> String {
                 .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024 / 1024)
         })
         .unwrap_or(0);
-    format!("{cpus} CPUs ({model}), {mem} GiB RAM, release build")
+    format!("{cpus} CPUs ({model}), {mem} GiB RAM, profiling build (release + line tables)")
 }
 
 /// Adapter configuration for a simulator, with `[logs]` overrides.
@@ -331,9 +331,9 @@ async fn wrk(url: &str, conns: u32) -> (f64, String, String) {
 
 async fn memory() {
     println!("## Memory: 1 000 complete instances of 10 000 lines\n");
-    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/powertail");
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/profiling/powertail");
     if !bin.exists() {
-        println!("target/release/powertail is missing (scripts/bench.sh builds it); skipped.\n");
+        println!("target/profiling/powertail is missing (scripts/bench.sh builds it); skipped.\n");
         return;
     }
     let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
@@ -398,7 +398,7 @@ async fn memory() {
     let _ = child.kill();
     let _ = child.wait();
     let mib = |b: u64| b as f64 / 1_048_576.0;
-    println!("The release binary as a separate process, `cache_max_bytes` = 256 MiB; each instance read once (first read: whole-file download).\n");
+    println!("The binary (profiling build: release code plus line tables) as a separate process, `cache_max_bytes` = 256 MiB; each instance read once (first read: whole-file download).\n");
     println!("| measure | value |");
     println!("|---|---:|");
     println!("| lines read (1 000 × 10 000, ~90 bytes each) | {} |", held.load(Ordering::Relaxed));

@@ -128,6 +128,11 @@ pub struct ServerConfig {
     pub max_waiting_clients: usize,
     /// `/readyz` is ready without a probe when PowerJob answered this recently.
     pub ready_window_ms: u64,
+    /// How powertail's own log lines (on stderr) are written.
+    pub log_format: LogFormat,
+    /// Which of powertail's own log lines are written: an `EnvFilter` directive such as
+    /// `info` or `warn,powertail=debug`. `RUST_LOG`, when set, wins.
+    pub log_level: String,
 }
 
 impl Default for ServerConfig {
@@ -138,8 +143,21 @@ impl Default for ServerConfig {
             max_concurrent_requests: 2_048,
             max_waiting_clients: 1_024,
             ready_window_ms: 30_000,
+            log_format: LogFormat::Text,
+            log_level: "info".to_owned(),
         }
     }
+}
+
+/// `server.log_format`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (colours only on a terminal).
+    Text,
+    /// One JSON object per line with `timestamp`, `level`, `target`, `message` and the
+    /// event's fields at the top level, for log shippers.
+    Json,
 }
 
 /// `[powerjob]`
@@ -374,6 +392,15 @@ impl Config {
         if srv.max_concurrent_requests == 0 || srv.max_waiting_clients == 0 {
             return invalid("server.max_concurrent_requests/max_waiting_clients", "must be at least 1");
         }
+        if tracing_subscriber::EnvFilter::try_new(&srv.log_level).is_err() {
+            return Err(ConfigError::Invalid {
+                key: "server.log_level",
+                problem: format!(
+                    "`{}` is not a level or filter such as `info` or `warn,powertail=debug`",
+                    srv.log_level
+                ),
+            });
+        }
         if let Some(o) = srv.cors_allowed_origins.iter().find(|o| Url::parse(o).is_err() || o.ends_with('/')) {
             return Err(ConfigError::Invalid {
                 key: "server.cors_allowed_origins",
@@ -541,6 +568,30 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("app_password") && !e.contains("hunter2"), "{e}");
+        });
+    }
+
+    #[test]
+    fn log_format_and_level_are_read_and_checked() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::from_toml(MIN).unwrap();
+            assert_eq!((c.server.log_format, c.server.log_level.as_str()), (LogFormat::Text, "info"));
+            let json = Config::from_toml(&format!(
+                "[server]\nlog_format = \"json\"\nlog_level = \"warn,powertail=debug\"\n{MIN}"
+            ));
+            let json = json.unwrap();
+            assert_eq!(
+                (json.server.log_format, json.server.log_level.as_str()),
+                (LogFormat::Json, "warn,powertail=debug")
+            );
+            let e = Config::from_toml(&format!("[server]\nlog_format = \"xml\"\n{MIN}")).unwrap_err().to_string();
+            assert!(e.contains("log_format"), "{e}");
+            let e =
+                Config::from_toml(&format!("[server]\nlog_level = \"powertail=loud\"\n{MIN}")).unwrap_err().to_string();
+            assert!(e.contains("server.log_level"), "{e}");
+            jail.set_env("POWERTAIL_SERVER__LOG_FORMAT", "json");
+            assert_eq!(Config::from_toml(MIN).unwrap().server.log_format, LogFormat::Json);
+            Ok(())
         });
     }
 

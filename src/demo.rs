@@ -17,26 +17,60 @@ const STARTUP_LOG: &str = include_str!("../fixtures/llm/vllm-startup.log");
 const OOM_LOG: &str = include_str!("../fixtures/llm/vllm-oom.log");
 const PORT_IN_USE_LOG: &str = include_str!("../fixtures/llm/vllm-port-in-use.log");
 
+/// The start script's params the vLLM fixtures were recorded with: (value in the
+/// text, param name), longest value first.
+const RECORDED_PARAMS: [(&str, &str); 3] =
+    [("/data/models/qwen-7b", "modelPath"), ("qwen-7b", "modelName"), ("8000", "port")];
+
+/// A vLLM fixture as a script that reads its run's params: every recorded value
+/// becomes `${param:-value}`, so that a run with `{"port": 8001}` logs port 8001, as the
+/// real start script would (`JobScript::for_run`). A number is replaced only as a
+/// whole number (not the `8000` inside `18000`).
+fn reading_params(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    let mut i = 0;
+    'scan: while i < text.len() {
+        let rest = &text[i..];
+        for (value, param) in RECORDED_PARAMS {
+            let numeric = value.bytes().all(|b| b.is_ascii_digit());
+            let digit_before = text[..i].bytes().next_back().is_some_and(|b| b.is_ascii_digit());
+            let digit_after = || rest[value.len()..].bytes().next().is_some_and(|b| b.is_ascii_digit());
+            if rest.starts_with(value) && !(numeric && (digit_before || digit_after())) {
+                out.push_str(&format!("${{{param}:-{value}}}"));
+                i += value.len();
+                continue 'scan;
+            }
+        }
+        let c = rest.chars().next().expect("i < len, on a char boundary");
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
+}
+
 /// The demo's jobs: (name, PowerJob job id, description, script).
 fn jobs() -> Vec<(&'static str, i64, &'static str, JobScript)> {
+    let vllm = |log: &str, ms, status, result: &str| {
+        JobScript::from_text(&reading_params(log), ms, status, &reading_params(result))
+    };
     vec![
         (
             "vllm-start",
             12,
             "vLLM start-up of qwen-7b that succeeds (ready after ~25 s)",
-            JobScript::from_text(STARTUP_LOG, 30_000, 5, "qwen-7b started successfully, pid=12345"),
+            vllm(STARTUP_LOG, 30_000, 5, "qwen-7b started successfully, pid=12345"),
         ),
         (
             "vllm-oom",
             13,
             "vLLM start-up that fails: CUDA out of memory while sizing the KV cache",
-            JobScript::from_text(OOM_LOG, 20_000, 4, "exit code 1"),
+            vllm(OOM_LOG, 20_000, 4, "exit code 1"),
         ),
         (
             "vllm-port-in-use",
             14,
             "vLLM start-up that fails: port 8000 already in use",
-            JobScript::from_text(PORT_IN_USE_LOG, 8_000, 4, "exit code 1"),
+            vllm(PORT_IN_USE_LOG, 8_000, 4, "exit code 1"),
         ),
         ("noisy-batch", 15, "A long, noisy job: 30 000 lines in 40 s", noisy(30_000, 40_000)),
         ("multi-worker", 16, "A map job on 3 workers whose late batches land mid-log", multi_worker()),
@@ -170,4 +204,33 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()> + Send +
     crate::run(listener, state, shutdown).await?;
     drop(demo);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fixtures_read_model_and_port_from_the_run_params() {
+        assert_eq!(
+            reading_params("start qwen-7b: modelPath=/data/models/qwen-7b port=8000 18000 80001 :8000/health"),
+            "start ${modelName:-qwen-7b}: modelPath=${modelPath:-/data/models/qwen-7b} port=${port:-8000} 18000 80001 \
+             :${port:-8000}/health"
+        );
+        let script = JobScript::from_text(&reading_params(STARTUP_LOG), 30_000, 5, "ok");
+        // Without params a run logs the fixture exactly as recorded.
+        let recorded: Vec<&str> = STARTUP_LOG.lines().collect();
+        let played = script.for_run("", None);
+        assert_eq!(played.lines.iter().map(|l| l.content.as_str()).collect::<Vec<_>>(), recorded);
+        // With params it logs them, and nothing of the recorded ones.
+        let played = script.for_run("", Some(r#"{"modelName": "llama-3-8b", "port": 8001}"#));
+        let text: Vec<&str> = played.lines.iter().map(|l| l.content.as_str()).collect();
+        assert!(
+            text[0].contains("start llama-3-8b: modelName=llama-3-8b modelPath=/data/models/qwen-7b port=8001"),
+            "{}",
+            text[0]
+        );
+        assert!(text.iter().any(|l| l.contains("http://127.0.0.1:8001/health")));
+        assert!(!text.iter().any(|l| l.contains("port 8000") || l.contains(":8000")), "{text:#?}");
+    }
 }

@@ -12,7 +12,7 @@
 //! * [`service`]: [`service::LogService`], on-demand single-flight refreshes, the two-tier store;
 //! * [`app`]: [`app::AppState`], API tokens and named jobs;
 //! * [`http`]: the axum router behind [`http::Front`], thin handlers, [`http::ApiError`];
-//! * [`telemetry`]: Prometheus metrics, per-route request counts and latencies;
+//! * [`telemetry`]: Prometheus metrics, per-route request counts and latencies, log output (a leaf);
 //! * [`sim`]: a protocol-faithful PowerJob simulator for tests and the demo;
 //! * [`demo`]: `powertail demo`, the simulator with sample LLM jobs behind the real service.
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use powertail::config::LogFormat;
 
 /// Follow PowerJob online logs over a stable REST cursor.
 #[derive(Debug, Parser)]
@@ -52,20 +52,26 @@ fn large_allocations_from_the_kernel() {}
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     large_allocations_from_the_kernel();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            // Configuration first: it says how to log. Its errors go to stderr as is.
             let config = powertail::config::Config::load(&cli.config)?;
-            let listener = tokio::net::TcpListener::bind(config.server.listen)
+            let server = &config.server;
+            powertail::telemetry::init_logging(server.log_format == LogFormat::Json, &server.log_level)?;
+            let listener = tokio::net::TcpListener::bind(server.listen)
                 .await
-                .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+                .with_context(|| format!("cannot listen on {}", server.listen))?;
             let state = powertail::build(&config, listener.local_addr()?)?;
-            tracing::info!(listen = %config.server.listen, "powertail serving");
+            tracing::info!(listen = %server.listen, "powertail serving");
+            // Say once, in the background, whether PowerJob can be reached; never wait for it.
+            let client = state.logs.client().clone();
+            tokio::spawn(async move { client.check_servers().await });
             powertail::run(listener, state, shutdown_signal()).await?;
         }
-        Command::Demo { listen } => powertail::demo::run(listen, shutdown_signal()).await?,
+        Command::Demo { listen } => {
+            powertail::telemetry::init_logging(false, "info")?;
+            powertail::demo::run(listen, shutdown_signal()).await?;
+        }
     }
     Ok(())
 }

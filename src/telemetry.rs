@@ -1,5 +1,8 @@
-//! Metrics (Prometheus text at `/metrics`) and the per-route request metrics that
-//! [`crate::http::Front`] records.
+//! Metrics (Prometheus text at `/metrics`), the per-route request metrics that the
+//! HTTP front door records, and the process's own log output ([`init_logging`]).
+//!
+//! A leaf module: it imports nothing of powertail; the HTTP layer hands it its route
+//! table.
 //!
 //! The recorder is process-wide (the `metrics` facade has one global recorder), so it
 //! is installed once and every router in the process renders the same registry.
@@ -34,6 +37,40 @@ pub const SSE_CLIENTS: &str = "powertail_sse_clients";
 /// Long-poll requests waiting now.
 pub const LONG_POLL_WAITING: &str = "powertail_long_poll_waiting";
 
+/// Sets up powertail's own log output on stderr: `RUST_LOG` when set (and valid), else
+/// `level` (`server.log_level`) as the filter; one JSON object per line when `json`
+/// (`timestamp`, `level`, `target`, `message` and the event's fields at the top level,
+/// the enclosing spans under `span`/`spans`), else text. Colours (ANSI escapes) only
+/// when stderr is a terminal, so files, pipes and journald get plain text.
+///
+/// # Errors
+/// When a global subscriber is already installed.
+pub fn init_logging(json: bool, level: &str) -> Result<(), tracing_subscriber::util::TryInitError> {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::EnvFilter;
+
+    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let (filter, bad_env) = match from_env.as_deref().map(EnvFilter::try_new) {
+        Some(Ok(filter)) => (filter, None),
+        Some(Err(e)) => (EnvFilter::new(level), Some(e)),
+        None => (EnvFilter::new(level), None),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if json {
+        builder.json().flatten_event(true).finish().try_init()?;
+    } else {
+        builder.finish().try_init()?;
+    }
+    if let Some(e) = bad_env {
+        tracing::warn!(error = %e, "RUST_LOG is not a valid filter; using server.log_level `{level}`");
+    }
+    Ok(())
+}
+
 /// How often buffered histogram samples are folded into their buckets.
 const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -59,54 +96,78 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// A request's route for the metrics: its template in [`crate::http::ROUTES`] (never
-/// the raw path, which would carry instance ids into label values), or `unmatched`.
+/// A route of the router: (method in lower case, path template with `{name}` segments).
+pub type Route = (&'static str, &'static str);
+
+/// Request metrics by route, for the routes the router serves (the HTTP layer passes
+/// its route table in: telemetry knows nothing of the router).
+///
+/// Metric handles are resolved once per route (a labelled `counter!` looks its key up
+/// in the registry on every call; a handle is one atomic add). Only series that can
+/// happen are created up front: the latency histogram of every route and the `200`
+/// counter of each `GET` route; everything else appears when it first happens.
+pub struct RouteMetrics {
+    routes: &'static [Route],
+    /// One per route, then one for `unmatched`.
+    handles: Vec<RouteHandles>,
+}
+
+struct RouteHandles {
+    duration: metrics::Histogram,
+    /// `GET 200`, for `GET` routes.
+    get_ok: Option<metrics::Counter>,
+}
+
+/// A request's route for the metrics: its template in the route table (never the raw
+/// path, which would carry instance ids into label values), or `unmatched`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteId {
-    /// Index into `ROUTES`; `None` for no route.
+    /// Index into the route table; `None` for no route.
     index: Option<usize>,
     method: &'static str,
 }
 
-/// Metric handles resolved once per route (a labelled `counter!` looks its key up
-/// in the registry on every call; a handle is one atomic add).
-struct RouteHandles {
-    duration: metrics::Histogram,
-    get_ok: metrics::Counter,
-}
+impl RouteMetrics {
+    /// Metrics for the routes of `routes`.
+    pub fn new(routes: &'static [Route]) -> Self {
+        let handles = routes
+            .iter()
+            .map(|&(method, template)| RouteHandles {
+                duration: metrics::histogram!(HTTP_DURATION, "route" => template),
+                get_ok: method.eq_ignore_ascii_case("get").then(
+                    || metrics::counter!(HTTP_REQUESTS, "route" => template, "method" => "GET", "status" => "200"),
+                ),
+            })
+            .chain([RouteHandles {
+                duration: metrics::histogram!(HTTP_DURATION, "route" => "unmatched"),
+                get_ok: None,
+            }])
+            .collect();
+        RouteMetrics { routes, handles }
+    }
 
-impl RouteId {
     /// The route `path` matches (as the router would: `{name}` segments match any
-    /// non-empty segment).
-    pub fn of(method: &axum::http::Method, path: &str) -> Self {
-        let index = crate::http::ROUTES.iter().position(|(_, template)| matches_template(template, path));
+    /// non-empty segment). A path served under several methods counts under one route.
+    pub fn route(&self, method: &axum::http::Method, path: &str) -> RouteId {
+        let index = self.routes.iter().position(|(_, template)| matches_template(template, path));
         RouteId { index, method: method_label(method) }
     }
 
     /// The route's label value.
-    pub fn label(self) -> &'static str {
-        self.index.map_or("unmatched", |i| crate::http::ROUTES[i].1)
+    pub fn label(&self, route: RouteId) -> &'static str {
+        route.index.map_or("unmatched", |i| self.routes[i].1)
     }
 
     /// Counts the request and records its latency.
-    pub fn record(self, status: axum::http::StatusCode, latency: std::time::Duration) {
-        static HANDLES: OnceLock<Vec<RouteHandles>> = OnceLock::new();
-        let handles = HANDLES.get_or_init(|| {
-            let labels = crate::http::ROUTES.iter().map(|(_, t)| *t).chain(["unmatched"]);
-            labels
-                .map(|route| RouteHandles {
-                    duration: metrics::histogram!(HTTP_DURATION, "route" => route),
-                    get_ok: metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => "GET", "status" => "200"),
-                })
-                .collect()
-        });
-        let h = &handles[self.index.unwrap_or(crate::http::ROUTES.len())];
+    pub fn record(&self, route: RouteId, status: axum::http::StatusCode, latency: std::time::Duration) {
+        let h = &self.handles[route.index.unwrap_or(self.routes.len())];
         h.duration.record(latency.as_secs_f64());
-        if status == axum::http::StatusCode::OK && self.method == "GET" {
-            h.get_ok.increment(1);
-        } else {
-            let (route, method, status) = (self.label(), self.method, status_label(status));
-            metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status).increment(1);
+        match &h.get_ok {
+            Some(ok) if status == axum::http::StatusCode::OK && route.method == "GET" => ok.increment(1),
+            _ => {
+                let (label, method, status) = (self.label(route), route.method, status_label(status));
+                metrics::counter!(HTTP_REQUESTS, "route" => label, "method" => method, "status" => status).increment(1);
+            }
         }
     }
 }
@@ -155,9 +216,18 @@ mod tests {
     use super::*;
     use axum::http::Method;
 
+    const ROUTES: &[Route] = &[
+        ("get", "/"),
+        ("get", "/llm/logs"),
+        ("get", "/llm/logs/{instanceId}/raw"),
+        ("get", "/llm/logs/{instanceId}/stream"),
+        ("post", "/llm/jobs/{jobId}/run"),
+    ];
+
     #[test]
     fn requests_are_labelled_by_route_template() {
-        let label = |m: &Method, p: &str| RouteId::of(m, p).label();
+        let table = RouteMetrics::new(ROUTES);
+        let label = |m: &Method, p: &str| table.label(table.route(m, p));
         assert_eq!(label(&Method::GET, "/llm/logs"), "/llm/logs");
         assert_eq!(label(&Method::GET, "/llm/logs/677182124851200064/raw"), "/llm/logs/{instanceId}/raw");
         assert_eq!(label(&Method::GET, "/llm/logs/5/stream"), "/llm/logs/{instanceId}/stream");

@@ -45,3 +45,42 @@ async fn requests_are_counted_by_route_template_method_and_status() {
     // Instance ids never become label values.
     assert!(!after.contains("677182124851200064"), "{after}");
 }
+
+#[tokio::test]
+async fn only_series_that_can_happen_are_exported_before_they_happen() {
+    let app = TestApp::spawn(fast_sim()).await;
+    assert_eq!(app.get("/healthz").await.0, 200);
+    let (_, body) = app.get("/metrics").await;
+    let metrics = body.as_str().expect("Prometheus text");
+    // A GET route's 200 series exists before its first request.
+    assert!(
+        metrics.contains(r#"powertail_http_requests_total{route="/llm/logs",method="GET",status="200"}"#),
+        "{metrics}"
+    );
+    // No GET series for POST-only routes, and no 200 for requests that match no route.
+    for impossible in [
+        r#"route="/llm/jobs/{jobId}/run",method="GET""#,
+        r#"route="/llm/instances/{instanceId}/stop",method="GET""#,
+        r#"route="unmatched",method="GET",status="200""#,
+    ] {
+        assert!(!metrics.contains(impossible), "{impossible} in {metrics}");
+    }
+}
+
+#[tokio::test]
+async fn the_version_probe_is_not_an_upstream_error() {
+    // The simulator is PowerJob 4.3.x: `/openApi/authApp` answers 404, which is how the
+    // client tells 4.x from 5.x.
+    let app = TestApp::spawn(fast_sim()).await;
+    let authapp = |outcome: &str| {
+        format!(r#"powertail_upstream_requests_total{{endpoint="/openApi/authApp",outcome="{outcome}"}}"#)
+    };
+    let scrape = || async { app.get("/metrics").await.1.as_str().expect("Prometheus text").to_owned() };
+    let before = scrape().await;
+    assert_eq!(app.get("/readyz").await.0, 200, "the readiness probe authenticates");
+    let after = scrape().await;
+    assert!(sample(&after, &authapp("probe")) > sample(&before, &authapp("probe")), "{after}");
+    assert_eq!(sample(&after, &authapp("http_error")), 0.0, "{after}");
+    let assert_ok = r#"powertail_upstream_requests_total{endpoint="/openApi/assert",outcome="ok"}"#;
+    assert!(sample(&after, assert_ok) > sample(&before, assert_ok), "{after}");
+}

@@ -38,8 +38,9 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Largest request body accepted (run requests are small JSON objects).
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Every route of [`router`] (method, path template), for the OpenAPI check.
-pub const ROUTES: &[(&str, &str)] = &[
+/// Every route of [`routes`] (method, path template): for the request metrics
+/// ([`telemetry::RouteMetrics`]) and the OpenAPI check.
+pub const ROUTES: &[telemetry::Route] = &[
     ("get", "/"),
     ("get", "/openapi.json"),
     ("get", "/llm/logs"),
@@ -124,10 +125,18 @@ pub struct Front {
 }
 
 impl Front {
-    /// `inner` behind the front door, answering at most `max_concurrent` requests at once.
+    /// `inner` behind the front door, answering at most `max_concurrent` requests at
+    /// once; requests are counted by the templates of [`ROUTES`].
     pub fn new(inner: Router, max_concurrent: usize) -> Self {
         Front { inner, in_flight: Arc::new(InFlight { now: AtomicUsize::new(0), max: max_concurrent }) }
     }
+}
+
+/// The request metrics of [`ROUTES`], resolved once for the process (the metrics
+/// registry is process-wide too), so that a request clones nothing for them.
+fn route_metrics() -> &'static telemetry::RouteMetrics {
+    static METRICS: std::sync::OnceLock<telemetry::RouteMetrics> = std::sync::OnceLock::new();
+    METRICS.get_or_init(|| telemetry::RouteMetrics::new(ROUTES))
 }
 
 /// Requests being answered now, and the most allowed.
@@ -168,7 +177,8 @@ impl tower::Service<Request> for Front {
     fn call(&mut self, req: Request) -> Self::Future {
         // The path only: a query may carry a token (the viewer's `/?token=…`).
         let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path());
-        let route = telemetry::RouteId::of(req.method(), req.uri().path());
+        let metrics = route_metrics();
+        let route = metrics.route(req.method(), req.uri().path());
         let start = std::time::Instant::now();
         let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
         let streams = req.uri().path().ends_with("/stream");
@@ -212,7 +222,7 @@ impl tower::Service<Request> for Front {
             async move {
                 let resp = answer.await;
                 let latency = start.elapsed();
-                route.record(resp.status(), latency);
+                metrics.record(route, resp.status(), latency);
                 // Debug only: upstream failures are logged where they happen (once per
                 // refresh, not once per waiting client), panics above, and a shed or
                 // refused request must not turn into a log storm.

@@ -794,6 +794,8 @@ impl SimCore {
         let Some(inst) = self.instances.get(&id) else { return };
         let run = inst.run;
         let Some(script) = self.job(inst.job_id).and_then(|j| j.script.clone()) else { return };
+        // The run reads its params as a start script would (`${port:-8000}`).
+        let script = script.for_run(&inst.job_params, inst.instance_params.as_deref());
         self.schedule(start.saturating_add(script.running_at_ms), Event::Running { id, run });
         let flush = self.cfg.worker_flush_ms.max(1);
         let mut lines: Vec<_> = script.lines.iter().filter(|l| l.worker < script.workers.len()).collect();

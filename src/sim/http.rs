@@ -2,7 +2,7 @@
 //! the wall clock, the 5.x OpenAPI token and console JWT checks, request counters and
 //! fault injection.
 //!
-//! Every body is written here with `serde_json::json!`, exactly as `powerjob-protocol.md`
+//! Every body is written here with `serde_json::json!`, exactly as `docs/powerjob-protocol.md`
 //! §0–§4 and the fixtures show it: `{success, data, message}` envelopes with HTTP 200 for
 //! failures too, `code` on 5.x errors only, raw messages where the server writes them
 //! raw, Spring's 404 JSON for unmapped paths, form parameters (query string or

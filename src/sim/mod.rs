@@ -10,7 +10,7 @@
 //!   lines);
 //! * [`http`]: the axum server with the wall clock, 5.x auth, counters and fault injection.
 //!
-//! The reference is `powerjob-protocol.md`; section numbers in comments point into it.
+//! The reference is `docs/powerjob-protocol.md`; section numbers in comments point into it.
 
 pub mod core;
 pub mod file;

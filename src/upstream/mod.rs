@@ -36,6 +36,8 @@ use crate::logs::RawPage;
 const AUTH_PASSED: &str = "X-POWERJOB-AUTH-PASSED";
 /// 5.x console error codes that mean "log in again".
 const CONSOLE_RELOGIN_CODES: [&str; 2] = ["-100", "-401"];
+/// 5.1.x app authentication; its 404 tells a 4.x server (version detection).
+const AUTH_APP: &str = "/openApi/authApp";
 /// Connecting never needs long; the request timeout covers slow answers.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The readiness probe gives up after this long.
@@ -71,6 +73,15 @@ pub enum Version {
     V4,
     /// 5.x: app token for the OpenAPI, console JWT for `/instance/*`.
     V5,
+}
+
+/// Which servers a request may go to.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// Every configured server in turn, from the last one that answered.
+    Failover,
+    /// Only the server at this index (the start-up check).
+    Only(usize),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -242,7 +253,7 @@ impl PowerJobClient {
     }
 
     /// `/instance/downloadLog`: the whole log file (padded with garbage to 4 KiB blocks,
-    /// protocol §4.8), or `None` when it cannot be downloaded safely (the caller pages).
+    /// `docs/powerjob-protocol.md` §4.8), or `None` when it cannot be downloaded safely (the caller pages).
     ///
     /// `downloadLog` is not forwarded (§4.7, §4.8): a server that does not hold the log
     /// serves (and creates) a placeholder file of its own. So the forwarded
@@ -450,38 +461,68 @@ impl PowerJobClient {
         if !force && current.app_id.is_some() && current.app_token.as_deref() != stale {
             return Ok(());
         }
-        let password = self.inner.app_password.expose_secret();
-        let md5 = format!("{:x}", Md5::digest(password.as_bytes()));
-        let body = serde_json::json!({
-            "appName": self.inner.app_name, "encryptedPassword": md5, "encryptType": "md5",
-        });
-        let raw = self
-            .send("/openApi/authApp", |base| self.inner.http.post(join(base, "/openApi/authApp")).json(&body))
-            .await?;
-        let (app_id, version, token) = if raw.status == StatusCode::NOT_FOUND {
-            // 4.x has no authApp: the app name and password only map to an appId.
-            let form = [("appName", self.inner.app_name.as_str()), ("password", password)];
-            let raw = self
-                .send("/openApi/assert", |base| self.inner.http.post(join(base, "/openApi/assert")).form(&form))
-                .await?;
-            let env: Envelope<i64> = self.parse(&raw, "/openApi/assert")?;
-            match (env.success, env.data) {
-                (true, Some(id)) => (id, Version::V4, None),
-                _ => return Err(UpstreamError::Auth(env.message.unwrap_or_else(|| "assert failed".into()))),
-            }
-        } else {
-            let env: Envelope<AppAuth> = self.parse(&raw, "/openApi/authApp")?;
-            match (env.success, env.data) {
-                (true, Some(auth)) => (auth.app_id, Version::V5, Some(auth.token)),
-                _ => return Err(UpstreamError::Auth(env.message.unwrap_or_else(|| "authApp failed".into()))),
-            }
-        };
+        let (app_id, version, token) = self.authenticate(Target::Failover).await?;
         let mut s = self.inner.session.write().expect("session lock poisoned");
         s.app_id = Some(app_id);
         s.version = Some(version);
         s.app_token = token;
         tracing::info!(app.id = app_id, version = ?version, "authenticated with PowerJob");
         Ok(())
+    }
+
+    /// Authenticates the app, detecting the server generation on the way: the app id,
+    /// the version, and the 5.x token.
+    async fn authenticate(&self, target: Target) -> Result<(i64, Version, Option<String>), UpstreamError> {
+        let password = self.inner.app_password.expose_secret();
+        let md5 = format!("{:x}", Md5::digest(password.as_bytes()));
+        let body = serde_json::json!({
+            "appName": self.inner.app_name, "encryptedPassword": md5, "encryptType": "md5",
+        });
+        let raw = self.send_to(target, AUTH_APP, |base| self.inner.http.post(join(base, AUTH_APP)).json(&body)).await?;
+        if raw.status == StatusCode::NOT_FOUND {
+            // 4.x has no authApp: the app name and password only map to an appId.
+            let form = [("appName", self.inner.app_name.as_str()), ("password", password)];
+            let raw = self
+                .send_to(target, "/openApi/assert", |base| {
+                    self.inner.http.post(join(base, "/openApi/assert")).form(&form)
+                })
+                .await?;
+            let env: Envelope<i64> = self.parse(&raw, "/openApi/assert")?;
+            match (env.success, env.data) {
+                (true, Some(id)) => Ok((id, Version::V4, None)),
+                _ => Err(UpstreamError::Auth(env.message.unwrap_or_else(|| "assert failed".into()))),
+            }
+        } else {
+            let env: Envelope<AppAuth> = self.parse(&raw, AUTH_APP)?;
+            match (env.success, env.data) {
+                (true, Some(auth)) => Ok((auth.app_id, Version::V5, Some(auth.token))),
+                _ => Err(UpstreamError::Auth(env.message.unwrap_or_else(|| "authApp failed".into()))),
+            }
+        }
+    }
+
+    /// Checks every configured server once and says what it found, one log line per
+    /// server: `info` when it speaks PowerJob's protocol and accepts the app, `warn`
+    /// naming the address when it cannot be reached, answers something else, or
+    /// refuses the credentials. Meant to run in the background at start-up: it neither
+    /// retries nor fails anything (requests try the servers again when they need them).
+    pub async fn check_servers(&self) {
+        for (i, server) in self.inner.addresses.iter().enumerate() {
+            match self.authenticate(Target::Only(i)).await {
+                Ok((app_id, version, _)) => {
+                    tracing::info!(%server, ?version, app.id = app_id, "PowerJob at {server} answers ({version:?})");
+                }
+                Err(error @ (UpstreamError::Unreachable(_) | UpstreamError::Timeout(_))) => {
+                    tracing::warn!(%server, %error, "PowerJob at {server} cannot be reached at start-up; serving anyway");
+                }
+                Err(error @ UpstreamError::Auth(_)) => {
+                    tracing::warn!(%server, %error, "PowerJob at {server} refused app `{}`", self.inner.app_name);
+                }
+                Err(error) => {
+                    tracing::warn!(%server, %error, "{server} does not answer as a PowerJob server (4.3.x or 5.1.x)");
+                }
+            }
+        }
     }
 
     /// Logs the console user in (5.x) unless another task already replaced `stale`.
@@ -519,7 +560,80 @@ impl PowerJobClient {
 
     /// Sends a request to the first address that answers, starting with the last good one.
     async fn send(&self, endpoint: &'static str, build: impl Fn(&Url) -> RequestBuilder) -> Result<Raw, UpstreamError> {
-        self.send_indexed(endpoint, build).await.map(|(_, raw)| raw)
+        self.send_to(Target::Failover, endpoint, build).await
+    }
+
+    /// Sends a request to `target`. Each attempt is counted in
+    /// `powertail_upstream_requests_total` by endpoint and outcome; a 404 from
+    /// `/openApi/authApp` is the 4.x answer to the version probe, counted as `probe`
+    /// rather than `http_error`.
+    async fn send_to(
+        &self,
+        target: Target,
+        endpoint: &'static str,
+        build: impl Fn(&Url) -> RequestBuilder,
+    ) -> Result<Raw, UpstreamError> {
+        self.send_indexed_to(target, endpoint, build).await.map(|(_, raw)| raw)
+    }
+
+    /// As [`PowerJobClient::send_to`], also returning the index of the address that
+    /// answered. (An answer is not yet PowerJob's: `parse` records when one was.)
+    async fn send_indexed_to(
+        &self,
+        target: Target,
+        endpoint: &'static str,
+        build: impl Fn(&Url) -> RequestBuilder,
+    ) -> Result<(usize, Raw), UpstreamError> {
+        let n = self.inner.addresses.len();
+        let (first, tries) = match target {
+            Target::Failover => (self.inner.preferred.load(Ordering::Relaxed) % n.max(1), n),
+            Target::Only(i) => (i, 1),
+        };
+        let mut last_error = UpstreamError::Unreachable("no PowerJob address configured".into());
+        for k in 0..tries {
+            let i = (first + k) % n;
+            let base = &self.inner.addresses[i];
+            let start = std::time::Instant::now();
+            let result = self.send_once(build(base)).await;
+            let outcome = match &result {
+                Ok(raw) if raw.status.is_success() => "ok",
+                Ok(raw) if endpoint == AUTH_APP && raw.status == StatusCode::NOT_FOUND => "probe",
+                Ok(_) => "http_error",
+                Err(UpstreamError::Timeout(_)) => "timeout",
+                Err(UpstreamError::Unreachable(_)) => "unreachable",
+                Err(_) => "bad_answer",
+            };
+            metrics::counter!(crate::telemetry::UPSTREAM_REQUESTS, "endpoint" => endpoint, "outcome" => outcome)
+                .increment(1);
+            metrics::histogram!(crate::telemetry::UPSTREAM_DURATION, "endpoint" => endpoint)
+                .record(start.elapsed().as_secs_f64());
+            match result {
+                Ok(raw) => {
+                    if matches!(target, Target::Failover) {
+                        self.inner.preferred.store(i, Ordering::Relaxed);
+                    }
+                    return Ok((i, raw));
+                }
+                Err(e) => {
+                    // A single-server check reports its own failure (once, with context).
+                    if matches!(target, Target::Failover) {
+                        tracing::warn!(server = %base, error = %e, "PowerJob server failed");
+                    }
+                    last_error = e;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Sends a request to address `i` only (counted and timed).
+    async fn send_at(
+        &self,
+        i: usize,
+        endpoint: &'static str,
+        build: impl Fn(&Url) -> RequestBuilder,
+    ) -> Result<Raw, UpstreamError> {
+        self.send_to(Target::Only(i), endpoint, build).await
     }
 
     /// As [`PowerJobClient::send`], also returning the index of the address that answered.
@@ -528,46 +642,7 @@ impl PowerJobClient {
         endpoint: &'static str,
         build: impl Fn(&Url) -> RequestBuilder,
     ) -> Result<(usize, Raw), UpstreamError> {
-        let n = self.inner.addresses.len();
-        let first = self.inner.preferred.load(Ordering::Relaxed) % n.max(1);
-        let mut last_error = UpstreamError::Unreachable("no PowerJob address configured".into());
-        for k in 0..n {
-            let i = (first + k) % n;
-            match self.send_at(i, endpoint, &build).await {
-                Ok(raw) => return Ok((i, raw)),
-                Err(e) => last_error = e,
-            }
-        }
-        Err(last_error)
-    }
-
-    /// Sends a request to address `i` only (counted, timed; preferred from now on if it
-    /// answers).
-    async fn send_at(
-        &self,
-        i: usize,
-        endpoint: &'static str,
-        build: impl Fn(&Url) -> RequestBuilder,
-    ) -> Result<Raw, UpstreamError> {
-        let base = &self.inner.addresses[i];
-        let start = std::time::Instant::now();
-        let result = self.send_once(build(base)).await;
-        let outcome = match &result {
-            Ok(raw) if raw.status.is_success() => "ok",
-            Ok(_) => "http_error",
-            Err(UpstreamError::Timeout(_)) => "timeout",
-            Err(UpstreamError::Unreachable(_)) => "unreachable",
-            Err(_) => "bad_answer",
-        };
-        metrics::counter!(crate::telemetry::UPSTREAM_REQUESTS, "endpoint" => endpoint, "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!(crate::telemetry::UPSTREAM_DURATION, "endpoint" => endpoint)
-            .record(start.elapsed().as_secs_f64());
-        match &result {
-            Ok(_) => self.inner.preferred.store(i, Ordering::Relaxed),
-            Err(e) => tracing::warn!(server = %base, error = %e, "PowerJob server failed"),
-        }
-        result
+        self.send_indexed_to(Target::Failover, endpoint, build).await
     }
 
     async fn send_once(&self, req: RequestBuilder) -> Result<Raw, UpstreamError> {

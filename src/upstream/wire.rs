@@ -1,4 +1,4 @@
-//! PowerJob's JSON as this client reads it (protocol §1, §2.10, §4.1). Unknown fields
+//! PowerJob's JSON as this client reads it (`docs/powerjob-protocol.md` §1, §2.10, §4.1). Unknown fields
 //! are ignored; `code` may be present, absent or null.
 
 use serde::Deserialize;
