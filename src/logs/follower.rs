@@ -474,6 +474,7 @@ impl Follower {
     /// Marks the log complete when the instance is final, this read started after the
     /// last possible late batch, and the log has not grown for a late window (or the
     /// server's sync has passed that window ago: the bound for a log that never stops).
+    /// A retried run completes only after its sync (see below).
     fn settle(&mut self, read_at: i64, timing: &Timing) {
         let d = &self.data;
         if !d.status.is_final() || d.complete {
@@ -491,7 +492,12 @@ impl Follower {
         };
         let quiet = d.last_growth_at.is_none_or(|t| read_at >= t + window);
         let past_sync = read_at >= deadline.saturating_add(timing.sync_delay_ms);
-        if read_at >= deadline && (quiet || past_sync) {
+        // A retried run can be split by the previous run's sync (due a fixed time after
+        // that run finished, whatever runs since): the rows it deletes are served again
+        // only from the stable file, after this run's own sync. So a retried run is read
+        // once more after it.
+        let retried = d.attempts.len() > 1;
+        if read_at >= deadline && (quiet || past_sync) && (!retried || past_sync) {
             self.finish();
         }
     }

@@ -90,6 +90,13 @@ impl TestApp {
         body
     }
 
+    /// One long-poll `/llm/logs` read that must succeed.
+    pub async fn logs_wait(&self, id: i64, from: u64, wait_ms: u32) -> Value {
+        let (status, body) = self.get(&format!("/llm/logs?instanceId={id}&fromLine={from}&waitMs={wait_ms}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
     /// Follows the log like a browser (poll, send back `nextLine`) until `complete`,
     /// checking the cursor contract on every answer. Returns every line served.
     pub async fn follow(&self, id: i64, deadline: Duration) -> Follow {
