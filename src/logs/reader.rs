@@ -106,10 +106,21 @@ pub async fn refresh_log<S: PageSource>(
         return Ok(ReadOutcome { appended: 0, pages_read });
     }
     let stable_until = follower.read().expect("follower lock poisoned").stable_until(timing);
+    let big = probe.total_pages >= WHOLE_FILE_MIN_PAGES;
     let mut unproven = Vec::new();
     let result =
         read_changed(src, follower, seen, probe, pages, stable_until, read_at, timing, &mut pages_read, &mut unproven)
             .await;
+    if let (true, Err(ReadError::Snapshot(SnapshotError::Inconsistent(_)))) = (big, &result) {
+        // A big log whose bursts of pages keep straddling rebuilds (each page request
+        // re-reads the whole file on the server, so a burst can outlast half the cache
+        // time): the download is one request, cut from one file, where the server allows it.
+        let head = read_page(src, 0, &mut pages_read).await?;
+        if let Some(snapshot) = read_whole_file(src, head, max_pages, &mut pages_read).await? {
+            let applied = lock().apply_with(&snapshot, read_at, timing, false, &unproven);
+            return Ok(ReadOutcome { appended: applied.map_or(0, |a| a.appended), pages_read });
+        }
+    }
     if let Err(ReadError::Snapshot(SnapshotError::Inconsistent(_))) = &result {
         // Bursts never proven to come from one file are not applied, but every page is
         // real: keep the records they hold whole that were never served, so that nothing
@@ -305,5 +316,121 @@ async fn read_page<S: PageSource>(src: &S, index: u64, pages_read: &mut usize) -
             PageText::Transient(_) => attempt += 1,
             _ => return Ok(page),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+
+    use super::*;
+    use crate::logs::{Plan, Status};
+
+    /// A log that grows by 50 lines at every rebuild, rebuilt (lazily, at a read) once
+    /// the file is `cache` ms old; every request takes `step` ms.
+    struct Growing {
+        lines: RefCell<Vec<String>>,
+        now: Cell<i64>,
+        built_at: Cell<i64>,
+        step: i64,
+        cache: i64,
+        download: bool,
+        downloads: Cell<usize>,
+    }
+
+    impl Growing {
+        fn new(lines: usize, step: i64, cache: i64, download: bool) -> Self {
+            let g = Growing {
+                lines: RefCell::new(Vec::new()),
+                now: Cell::new(0),
+                built_at: Cell::new(0),
+                step,
+                cache,
+                download,
+                downloads: Cell::new(0),
+            };
+            g.grow(lines);
+            g
+        }
+
+        fn grow(&self, n: usize) {
+            let mut lines = self.lines.borrow_mut();
+            let start = lines.len();
+            lines.extend((start..start + n).map(|i| {
+                format!("2024-06-01 16:{:02}:{:02}.{:03} [w:1] INFO line {i}", i / 60_000, i / 1000 % 60, i % 1000)
+            }));
+        }
+
+        fn tick(&self) {
+            self.now.set(self.now.get() + self.step);
+            if self.now.get() - self.built_at.get() >= self.cache {
+                self.grow(50);
+                self.built_at.set(self.now.get());
+            }
+        }
+    }
+
+    impl PageSource for Growing {
+        type Error = std::convert::Infallible;
+
+        async fn page(&self, index: u64) -> Result<RawPage, Self::Error> {
+            self.tick();
+            let lines = self.lines.borrow();
+            let total = lines.len().div_ceil(100) as u64;
+            let from = (index as usize * 100).min(lines.len());
+            let data = lines[from..(from + 100).min(lines.len())].iter().map(|l| format!("{l}\n")).collect();
+            Ok(RawPage { index, total_pages: total, data })
+        }
+
+        fn now_ms(&self) -> i64 {
+            self.now.get()
+        }
+
+        async fn whole_file(&self) -> Result<Option<Vec<u8>>, Self::Error> {
+            self.tick();
+            if !self.download {
+                return Ok(None);
+            }
+            self.downloads.set(self.downloads.get() + 1);
+            let mut bytes: Vec<u8> = self.lines.borrow().iter().flat_map(|l| format!("{l}\n").into_bytes()).collect();
+            bytes.resize(bytes.len().div_ceil(4096) * 4096, 0); // the server's padding
+            Ok(Some(bytes))
+        }
+    }
+
+    fn refresh(src: &Growing, follower: &RwLock<Follower>) -> Result<ReadOutcome, ReadError<std::convert::Infallible>> {
+        let timing = Timing { log_cache_ms: src.cache, ..Timing::default() };
+        let facts = crate::logs::InstanceFacts {
+            status: Status::Running,
+            actual_trigger_time: Some(-1_000_000),
+            running_times: 1,
+            ..Default::default()
+        };
+        let Plan::Read(pages) = follower.read().unwrap().plan(&facts, src.now_ms(), &timing) else { panic!("a read") };
+        futures::executor::block_on(refresh_log(src, follower, pages, src.now_ms(), &timing, false))
+    }
+
+    #[test]
+    fn a_big_log_whose_bursts_straddle_rebuilds_converges_through_the_download() {
+        // 15 pages at 150 ms a request, rebuilt every second: no burst is from one file.
+        let src = Growing::new(1_500, 150, 1_000, false);
+        let follower = RwLock::new(Follower::default());
+        assert!(matches!(refresh(&src, &follower), Err(ReadError::Snapshot(SnapshotError::Inconsistent(_)))));
+        {
+            // The pages read were kept (whole records only), each once, all real.
+            let f = follower.read().unwrap();
+            let held: std::collections::HashSet<&str> = f.lines().iter().collect();
+            assert!(!held.is_empty() && held.len() == f.line_count());
+            assert!(held.iter().all(|l| src.lines.borrow().iter().any(|x| x == l)));
+        }
+        let src = Growing::new(1_500, 150, 1_000, true);
+        let follower = RwLock::new(Follower::default());
+        let outcome = refresh(&src, &follower).unwrap();
+        assert_eq!(src.downloads.get(), 1);
+        let f = follower.read().unwrap();
+        let held: Vec<&str> = f.lines().iter().collect();
+        let file = src.lines.borrow();
+        assert!(outcome.appended >= 1_500 && held.len() == outcome.appended);
+        assert_eq!(held, file[..held.len()].iter().map(String::as_str).collect::<Vec<_>>(), "a prefix of the file");
     }
 }
