@@ -1,6 +1,6 @@
 //! powertail benchmarks: `cargo bench --bench bench [-- <scenario>...]` (or
 //! `scripts/bench.sh`, which installs `wrk` first). Scenarios: `amplification`,
-//! `catchup`, `hotpath`, `memory`, `freshness` (all by default). Every figure is
+//! `catchup`, `hotpath`, `memory`, `freshness`, `followcost` (all by default). Every figure is
 //! measured side by side with its baseline in the same run, on loopback only, with
 //! bounded loops. Results go to stdout as Markdown (BENCHMARKS.md holds a copy).
 
@@ -15,7 +15,7 @@ use serde_json::Value;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let all = ["amplification", "catchup", "hotpath", "memory", "freshness"];
+    let all = ["amplification", "catchup", "hotpath", "memory", "freshness", "followcost"];
     let chosen: Vec<&str> = if args.is_empty() {
         all.to_vec()
     } else {
@@ -31,6 +31,7 @@ fn main() {
                 "hotpath" => hotpath().await,
                 "memory" => memory().await,
                 "freshness" => freshness().await,
+                "followcost" => followcost().await,
                 _ => unreachable!(),
             }
         });
@@ -200,6 +201,104 @@ async fn naive_poll(http: &reqwest::Client, sim: &str, id: i64, from: u64) -> u6
     lines.max(from)
 }
 
+// ---- 1b. the cost to PowerJob of following one growing log, real timing ---------------
+
+async fn followcost() {
+    println!("## The cost to PowerJob of following a growing log (real timing)\n");
+    println!("PowerJob's defaults: server cache 10 s, worker flush 5 s; powertail refresh 1 s. One instance");
+    println!("logging 200 lines/s, followed for 40 s by 1 and by 100 browser-like viewers (a poll every 1 s).");
+    println!("On the real server every page request re-reads the whole file, so `/instance/log` requests are");
+    println!("the cost. Baseline, from the same run: the minimum, one request per interval plus the pages that");
+    println!("changed (1 + lines added / 100 per interval); and a reader that re-reads every page each interval.\n");
+    println!("| viewers | powertail: `/instance/log` / interval | minimum | re-read everything | ratio to minimum | status calls / interval |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for viewers in [1usize, 100] {
+        let r = followcost_run(viewers).await;
+        println!(
+            "| {viewers} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} |",
+            r.pages,
+            r.minimum,
+            r.everything,
+            r.pages / r.minimum,
+            r.status
+        );
+    }
+    println!();
+}
+
+struct FollowCost {
+    pages: f64,
+    minimum: f64,
+    everything: f64,
+    status: f64,
+}
+
+async fn followcost_run(viewers: usize) -> FollowCost {
+    let mut text = String::new();
+    for k in 0..24_000 {
+        text.push_str(&format!("[INFO] step {k}: tokens/s=1234.5 kv_cache=41.2% prompt_throughput=88.1\n"));
+    }
+    let script = JobScript::from_text(&text, 120_000, 5, "ok"); // 200 lines/s for 2 minutes
+    let sim = Simulator::spawn(SimConfig {
+        log_cache_ms: 10_000,
+        worker_flush_ms: 5_000,
+        jobs: vec![SimJob { id: 12, name: "j".into(), job_params: String::new(), script: Some(Arc::new(script)) }],
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut cfg = config(&sim, 10_000, 5_000, 1_000, "");
+    cfg.powerjob.clock_skew_ms = 1_000;
+    cfg.logs.first_read_delay_ms = 8_000;
+    let base = serve(&cfg).await;
+    let id = sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build().unwrap();
+    // Warm up: past the first read delay and the first full read.
+    let until = Instant::now() + Duration::from_secs(15);
+    let mut held = 0;
+    while Instant::now() < until {
+        let v: Value = get_json(&http, format!("{base}/llm/logs?instanceId={id}&fromLine=0&limit=1")).await;
+        held = v["totalLines"].as_u64().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+    }
+    sim.reset_counters();
+    let lines_before = sim.with_core(|c, now| {
+        c.tick(now);
+        c.final_lines(id).len()
+    });
+    let run_for = Duration::from_secs(40);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..viewers {
+        let (http, base) = (http.clone(), base.clone());
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis((k as u64 * 37) % 1_000)).await;
+            let mut from = held;
+            while start.elapsed() < run_for {
+                let v: Value = get_json(&http, format!("{base}/llm/logs?instanceId={id}&fromLine={from}")).await;
+                from = v["nextLine"].as_u64().unwrap_or(from);
+                tokio::time::sleep(Duration::from_millis(1_000)).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let intervals = start.elapsed().as_secs_f64();
+    let (lines_after, pages_now) = sim.with_core(|c, now| {
+        c.tick(now);
+        let n = c.final_lines(id).len();
+        (n, n.div_ceil(100))
+    });
+    let added = lines_after.saturating_sub(lines_before) as f64;
+    FollowCost {
+        pages: sim.requests("/instance/log") as f64 / intervals,
+        minimum: 1.0 + added / 100.0 / intervals,
+        everything: (pages_now + lines_before.div_ceil(100)) as f64 / 2.0,
+        status: sim.requests("/openApi/fetchInstanceInfo") as f64 / intervals,
+    }
+}
+
 // ---- 2. catch-up of a finished 200 000-line log ------------------------------------
 
 async fn catchup() {
@@ -339,37 +438,8 @@ async fn memory() {
     let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
     let ids: Vec<i64> = (0..1_000).map(|k| finished_instance(&sim, 10_000, &format!("i{k}"))).collect();
     let bound: u64 = 256 << 20;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[powerjob]\naddresses = [\"{}\"]\napp_name = \"llm-test-platform\"\napp_password = \"secret\"\n[logs]\nfirst_read_delay_ms = 0\ncache_max_bytes = {bound}\n",
-            sim.url()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(&bin).arg("--config").arg(&cfg).env("RUST_LOG", "warn").spawn().unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut child, base, _dir) = spawn_binary(&bin, &sim, &format!("cache_max_bytes = {bound}")).await;
     let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let rss = |pid: u32| -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            })
-            .unwrap_or(0)
-            * 1024
-    };
     let idle = rss(child.id());
     let held = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -414,6 +484,90 @@ async fn memory() {
         mib(bound) + 64.0,
         if mib(peak) <= mib(bound) + 64.0 { "met" } else { "NOT met" }
     );
+    memory_growing(&bin).await;
+}
+
+/// 40 growing (running) instances of 10 000 lines, read once each by a fresh process:
+/// what a growing log costs per line besides its text.
+async fn memory_growing(bin: &std::path::Path) {
+    println!("### Growing logs: 40 running instances of 10 000 lines\n");
+    let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
+    let ids: Vec<i64> = (0..40)
+        .map(|k| {
+            sim.with_core(|c, now| {
+                let id = c.create_instance(12, None, now - 600_000);
+                c.dispatch(id, now - 600_000);
+                c.set_running(id, now - 600_000);
+                let records = (0..10_000)
+                    .map(|n| Record {
+                        log_time: now - 500_000 + n,
+                        level: Level::Info,
+                        content: format!("g{k} step {n}: tokens/s=1234.5 kv_cache=41.2% prompt_throughput=88.1 gen=17.3"),
+                        worker: "10.0.0.21:27777".into(),
+                    })
+                    .collect();
+                c.deliver(id, records, now - 400_000);
+                c.tick(now);
+                id
+            })
+        })
+        .collect();
+    let text: u64 = ids.iter().map(|&id| sim.with_core(|c, _| c.final_lines(id).iter().map(|l| l.len() as u64).sum::<u64>())).sum();
+    let (mut child, base, _dir) = spawn_binary(bin, &sim, "").await;
+    let http = reqwest::Client::new();
+    let idle = rss(child.id());
+    let mut lines = 0;
+    for &id in &ids {
+        let v: Value = get_json(&http, format!("{base}/llm/logs?instanceId={id}&fromLine=9999&limit=1")).await;
+        lines += v["totalLines"].as_u64().unwrap_or(0);
+    }
+    let grown = rss(child.id()).saturating_sub(idle);
+    let _ = child.kill();
+    let _ = child.wait();
+    let per_line = (grown as f64 - text as f64) / lines.max(1) as f64;
+    println!("| measure | value |");
+    println!("|---|---:|");
+    println!("| lines held (40 growing logs) | {lines} |");
+    println!("| text (baseline: the bytes of the lines) | {:.1} MiB, {:.0} B a line |", text as f64 / 1_048_576.0, text as f64 / lines.max(1) as f64);
+    println!("| RSS growth while reading them | {:.1} MiB |", grown as f64 / 1_048_576.0);
+    println!("| RSS growth − text, per line | {per_line:.0} B |");
+    println!("| goal: ≤ text + 64 B a line | {} |\n", if per_line <= 64.0 { "met" } else { "NOT met" });
+}
+
+/// The built binary as its own process on a free loopback port, configured for `sim`
+/// with extra `[logs]` keys; returns it, its base URL and the config's directory.
+async fn spawn_binary(bin: &std::path::Path, sim: &SimHandle, extra_logs: &str) -> (std::process::Child, String, tempfile::TempDir) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[powerjob]\naddresses = [\"{}\"]\napp_name = \"llm-test-platform\"\napp_password = \"secret\"\n[logs]\nfirst_read_delay_ms = 0\n{extra_logs}\n",
+            sim.url()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin).arg("--config").arg(&cfg).env("RUST_LOG", "warn").spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, base, dir)
+}
+
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
 }
 
 // ---- 5. freshness ----------------------------------------------------------------------

@@ -157,6 +157,7 @@ pub async fn setup(listen: SocketAddr, scale: f64) -> anyhow::Result<Demo> {
         log_cache_ms = {cache}
         worker_flush_ms = {flush}
         clock_skew_ms = {skew}
+        sync_delay_ms = {sync}
         [logs]
         refresh_interval_ms = {refresh}
         first_read_delay_ms = {first}
@@ -165,6 +166,7 @@ pub async fn setup(listen: SocketAddr, scale: f64) -> anyhow::Result<Demo> {
         cache = ms(2_000.0),
         flush = ms(1_000.0),
         skew = ms(500.0),
+        sync = ms(20_000.0),
         refresh = ms(500.0).max(10),
         first = ms(1_500.0),
     );

@@ -157,6 +157,26 @@ async fn the_viewer_follows_a_vllm_startup_in_chromium() {
     assert_eq!(marks, "FAILED at line 44");
     assert_eq!(js(&c, "return document.getElementById('st').textContent").await, "FAILED");
 
+    // Retried under the same instanceId: the second run follows the first, marked.
+    let first_run = js(&c, "return window.powertail.lines().length").await.as_u64().unwrap();
+    let retried = http.post(format!("{base}/llm/instances/{oom}/retry")).send().await.unwrap();
+    assert_eq!(retried.status(), 200);
+    c.goto(&format!("{base}/?instanceId={oom}")).await.unwrap();
+    wait_js(&c, "return window.powertail.attempts().length === 1", Duration::from_secs(60)).await;
+    assert_eq!(js(&c, "return window.powertail.attempts()").await, json!([[first_run, 2]]));
+    wait_js(&c, &format!("return window.powertail.lines().length > {first_run}"), Duration::from_secs(60)).await;
+    js(
+        &c,
+        &format!("const vp = document.getElementById('viewport'); vp.scrollTop = vp.scrollHeight * {first_run} / window.powertail.lines().length - 100; return true"),
+    )
+    .await;
+    wait_js(&c, "return document.querySelector('#rows .line.attempt') !== null", Duration::from_secs(5)).await;
+    let sep = c.find(Locator::Css("#rows .line.attempt")).await.unwrap();
+    assert_eq!(sep.attr("data-line").await.unwrap(), Some(first_run.to_string()));
+    assert!(sep.text().await.unwrap().contains("run 2"));
+    let state_text = c.find(Locator::Id("state")).await.unwrap().text().await.unwrap();
+    assert!(state_text.contains("run 2"), "{state_text}");
+
     // A 100 000-line log stays responsive: virtualised rendering, chunked appends.
     let big = demo.sim.with_core(|core, now| {
         let id = core.create_instance(15, None, now - 600_000);
