@@ -647,10 +647,18 @@ impl Follower {
         // untouched model prefix (a copy that left the upstream file still counts: the
         // same record can come back, e.g. the old stable file after a retry's sync).
         let mut budget: std::collections::HashMap<_, u32> = std::collections::HashMap::new();
-        let mut new_model = Vec::new();
+        let units = segment(window);
+        if self.data.lines.is_empty() {
+            // A first read: everything in it is new; allocate it all at once, exactly.
+            self.data.lines.reserve_exact(window.len(), window.iter().map(|l| l.len()).sum());
+            self.data.units.reserve_exact(units.len());
+            self.data.model.reserve_exact(units.len());
+            self.index.reserve(units.len());
+        }
+        let mut new_model = Vec::with_capacity(units.len());
         let mut matched = 0;
         let mut appended = 0;
-        for range in segment(window) {
+        for range in units {
             let text = &window[range];
             let found = self.index.find(&self.served(), text);
             let reuse = found.and_then(|r| {

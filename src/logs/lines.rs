@@ -94,6 +94,16 @@ impl Lines {
         self.locs.push(Loc { chunk: chunk as u32, end });
     }
 
+    /// Makes room for `lines` more lines of `bytes` bytes in all, exactly: for a first
+    /// read of a whole log, which would otherwise leave up to half of every buffer unused.
+    pub fn reserve_exact(&mut self, lines: usize, bytes: usize) {
+        self.locs.reserve_exact(lines);
+        let room = self.chunks.last().map_or(0, |c| c.capacity() - c.len());
+        if bytes > room {
+            self.chunks.push(String::with_capacity(bytes));
+        }
+    }
+
     /// Frees the room kept for appends (a complete log never grows again): the text moves
     /// into one buffer of its exact size. One large allocation rather than many chunks:
     /// when the log is evicted it goes back to the system whole instead of leaving holes

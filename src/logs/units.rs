@@ -167,6 +167,11 @@ impl UnitIndex {
         }
     }
 
+    /// Makes room for `n` more distinct texts.
+    pub fn reserve(&mut self, n: usize) {
+        self.keys.reserve(n);
+    }
+
     /// Bytes the tables take, approximately.
     pub fn allocated_bytes(&self) -> u64 {
         // hashbrown: the bucket plus one control byte per slot.

@@ -309,6 +309,10 @@ impl LogService {
             } else if !gate.in_flight {
                 static COALESCED: OnceLock<metrics::Counter> = OnceLock::new();
                 telemetry::cached_counter(&COALESCED, telemetry::REFRESHES_COALESCED).increment(1);
+                if gate.last_error.is_none() {
+                    // The common case: fresh, nothing in flight, nothing failed.
+                    return Ok(false);
+                }
             }
             (gate.in_flight, gate.facts.is_some() || entry.line_count() > 0)
         };
