@@ -615,13 +615,19 @@ mod tests {
             assert_eq!(rules.len(), 2);
             assert_eq!(&*rules.first_match("OSError: No space left on device").unwrap().cause, "disk_full");
             assert!(c.jobs["vllm"].rules().is_ok());
-            let e = Config::from_toml(&job("[[jobs.vllm.startup_rules]]\nkind = \"ready\"\npattern = \"(unclosed\"\n")).unwrap_err().to_string();
+            let e = Config::from_toml(&job("[[jobs.vllm.startup_rules]]\nkind = \"ready\"\npattern = \"(unclosed\"\n"))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("`jobs.vllm.startup_rules[0].pattern` does not compile"), "{e}");
             let e = Config::from_toml(&job("[[jobs.vllm.startup_rules]]\nkind = \"ready\"\npattern = \"x\"\n[[jobs.vllm.startup_rules]]\nkind = \"progress\"\npattern = \"(?P<done>\\\\d+) of\"\n")).unwrap_err().to_string();
             assert!(e.contains("`jobs.vllm.startup_rules[1].pattern` needs the named capture groups"), "{e}");
-            let e = Config::from_toml(&job("[[jobs.vllm.startup_rules]]\nkind = \"failed\"\npattern = \"x\"\n")).unwrap_err().to_string();
+            let e = Config::from_toml(&job("[[jobs.vllm.startup_rules]]\nkind = \"failed\"\npattern = \"x\"\n"))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("`jobs.vllm.startup_rules[0].cause` is required"), "{e}");
-            let e = Config::from_toml(&job("[[jobs.vllm.startup_rules]]\nkind = \"done\"\npattern = \"x\"\n")).unwrap_err().to_string();
+            let e = Config::from_toml(&job("[[jobs.vllm.startup_rules]]\nkind = \"done\"\npattern = \"x\"\n"))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("startup_rules") && e.contains("kind"), "{e}");
         });
     }

@@ -51,7 +51,9 @@ impl App {
         let mut answers: Vec<Value> = Vec::new();
         loop {
             let q = match answers.last() {
-                Some(a) => format!("?waitMs=2000&attempt={}&fromEvent={}", a["attempt"], a["events"].as_array().unwrap().len()),
+                Some(a) => {
+                    format!("?waitMs=2000&attempt={}&fromEvent={}", a["attempt"], a["events"].as_array().unwrap().len())
+                }
                 None => String::new(),
             };
             let a = self.get(&format!("{url}{q}")).await;

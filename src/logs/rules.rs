@@ -143,8 +143,11 @@ impl RuleSet {
         if builtin {
             compiled.extend(RuleSet::builtin().rules.iter().cloned());
         }
-        let set = RegexSet::new(compiled.iter().map(|r| r.regex.as_str()))
-            .map_err(|e| RuleError { index: 0, field: "pattern", problem: format!("the rules do not compile: {e}") })?;
+        let set = RegexSet::new(compiled.iter().map(|r| r.regex.as_str())).map_err(|e| RuleError {
+            index: 0,
+            field: "pattern",
+            problem: format!("the rules do not compile: {e}"),
+        })?;
         Ok(RuleSet { rules: compiled, set })
     }
 
@@ -189,13 +192,38 @@ pub fn builtin_specs() -> Vec<RuleSpec> {
     vec![
         // uvicorn's lifespan; `Uvicorn running on` only for vLLM ≤ 0.6.
         rule(Ready, r"Application startup complete\.|^(?:INFO:\s+)?Uvicorn running on ", None, None),
-        rule(Failed, r"CUDA out of memory|OutOfMemoryError|No available memory for the cache blocks|larger than the available KV cache memory|is less than desired GPU memory utilization", Some("cuda_oom"), None),
+        rule(
+            Failed,
+            r"CUDA out of memory|OutOfMemoryError|No available memory for the cache blocks|larger than the available KV cache memory|is less than desired GPU memory utilization",
+            Some("cuda_oom"),
+            None,
+        ),
         rule(Failed, r"Address already in use", Some("port_in_use"), None),
-        rule(Failed, r"Can't load the configuration of|Invalid repository ID or local directory|Repo id must be in the form|is not a local folder and is not a valid model identifier", Some("model_not_found"), None),
-        rule(Failed, r"EngineCore failed to start|Engine core initialization failed|Engine process failed to start", Some("engine_failed"), Some(10)),
+        rule(
+            Failed,
+            r"Can't load the configuration of|Invalid repository ID or local directory|Repo id must be in the form|is not a local folder and is not a valid model identifier",
+            Some("model_not_found"),
+            None,
+        ),
+        rule(
+            Failed,
+            r"EngineCore failed to start|Engine core initialization failed|Engine process failed to start",
+            Some("engine_failed"),
+            Some(10),
+        ),
         rule(Failed, r"Application startup failed", Some("startup_failed"), Some(10)),
-        rule(Progress, r"(?P<label>Loading (?:safetensors|pt) checkpoint shards):\s+\d+% Completed \| (?P<done>\d+)/(?P<total>\d+)", None, None),
-        rule(Progress, r"(?P<label>Capturing CUDA graphs?(?: shapes)?(?: \([^)]*\))?):\s+\d+%\|[^|]*\|\s*(?P<done>\d+)/(?P<total>\d+)", None, None),
+        rule(
+            Progress,
+            r"(?P<label>Loading (?:safetensors|pt) checkpoint shards):\s+\d+% Completed \| (?P<done>\d+)/(?P<total>\d+)",
+            None,
+            None,
+        ),
+        rule(
+            Progress,
+            r"(?P<label>Capturing CUDA graphs?(?: shapes)?(?: \([^)]*\))?):\s+\d+%\|[^|]*\|\s*(?P<done>\d+)/(?P<total>\d+)",
+            None,
+            None,
+        ),
         rule(Loading, r"Starting to load model |Initializing an? (?:V1 )?LLM engine", None, None),
     ]
 }
@@ -286,15 +314,17 @@ mod tests {
 
     #[test]
     fn rules_are_checked_and_name_the_field() {
-        let spec = |kind, pattern: &str| RuleSpec { kind, pattern: pattern.into(), cause: None, label: None, priority: None };
+        let spec =
+            |kind, pattern: &str| RuleSpec { kind, pattern: pattern.into(), cause: None, label: None, priority: None };
         let e = RuleSet::compile(&[spec(RuleKind::Ready, "(")], true).unwrap_err();
         assert_eq!((e.index, e.field), (0, "pattern"));
         let e = RuleSet::compile(&[spec(RuleKind::Ready, "x"), spec(RuleKind::Progress, r"(?P<done>\d+)")], true)
             .unwrap_err();
         assert_eq!((e.index, e.field), (1, "pattern"));
         assert_eq!(RuleSet::compile(&[spec(RuleKind::Failed, "x")], true).unwrap_err().field, "cause");
-        let set = RuleSet::compile(&[RuleSpec { cause: Some("mine".into()), ..spec(RuleKind::Failed, "OSError") }], true)
-            .unwrap();
+        let set =
+            RuleSet::compile(&[RuleSpec { cause: Some("mine".into()), ..spec(RuleKind::Failed, "OSError") }], true)
+                .unwrap();
         assert_eq!(&*set.first_match("OSError: [Errno 98] Address already in use").unwrap().cause, "mine");
         assert_eq!(set.len(), RuleSet::builtin().len() + 1);
         assert!(RuleSet::compile(&[], false).unwrap().is_empty());

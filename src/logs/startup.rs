@@ -185,7 +185,8 @@ impl StartupTracker {
             _ if self.failure.is_some() => {}
             RuleKind::Progress => {
                 let Some((label, done, total)) = rule.progress(&text) else { return };
-                let same = self.progress.as_ref().is_some_and(|p| p.label == label && (p.done, p.total) == (done, total));
+                let same =
+                    self.progress.as_ref().is_some_and(|p| p.label == label && (p.done, p.total) == (done, total));
                 if !same {
                     if self.events.len() < MAX_EVENTS {
                         let label = label.clone();
