@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use powertail::config::Config;
-use powertail::logs::rules::{RuleKind, RuleSpec};
+use powertail::logs::rules::{RuleKind, RuleSet, RuleSpec};
+use powertail::logs::startup::StartupTracker;
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(40);
@@ -106,6 +107,23 @@ async fn a_vllm_start_goes_from_loading_to_ready_and_stays_ready() {
     // The script then exits with success: still ready.
     let after = app.until(&url, |a| a["status"] == "SUCCEED").await;
     assert_eq!(after.last().unwrap()["phase"], "ready");
+    // The events followed live are those of the whole log read at once.
+    let lines = app.get(&format!("/llm/logs?instanceId={id}&limit=10000")).await;
+    let mut tracker = StartupTracker::default();
+    for (i, l) in lines["lines"].as_array().unwrap().iter().enumerate() {
+        tracker.feed(RuleSet::builtin(), i as u64, l.as_str().unwrap());
+    }
+    assert_eq!(&serde_json::to_value(tracker.events()).unwrap(), &last["events"]);
+}
+
+#[tokio::test]
+async fn a_job_that_is_no_model_server_exits() {
+    let app = spawn(|_| {}).await;
+    let (_, url) = app.run("multi-worker").await;
+    let last = app.until(&url, |a| a["complete"] == true).await.pop().unwrap();
+    assert_eq!((last["phase"].as_str(), last["status"].as_str()), (Some("exited"), Some("SUCCEED")));
+    assert_eq!(last["events"], json!([{"kind": "exited", "status": "SUCCEED"}]));
+    assert_eq!((&last["ready"], &last["failure"], &last["progress"]), (&Value::Null, &Value::Null, &Value::Null));
 }
 
 #[tokio::test]

@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Entry, LogService, ServiceError};
+use super::{Entry, GaugeGuard, LogService, ServiceError};
 use crate::config::Config;
 use crate::logs::rules::RuleSet;
 use crate::logs::startup::{StartupSnapshot, StartupTracker};
 use crate::logs::Status;
+use crate::telemetry;
 
 /// Lines fed under one hold of the locks (a writer waits at most that long).
 const FEED_CHUNK: usize = 4_096;
@@ -141,6 +142,7 @@ impl LogService {
             }
             let next_refresh = self.gate(&entry).next_due(self.inner.refresh_interval).unwrap_or(now);
             let until = deadline.min(next_refresh.max(now + Duration::from_millis(5)));
+            let _waiting = GaugeGuard::new(telemetry::LONG_POLL_WAITING);
             tokio::select! {
                 _ = changed.changed() => {}
                 () = tokio::time::sleep_until(until) => {}
