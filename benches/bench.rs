@@ -262,10 +262,7 @@ async fn followcost_run(viewers: usize) -> FollowCost {
         tokio::time::sleep(Duration::from_millis(1_000)).await;
     }
     sim.reset_counters();
-    let lines_before = sim.with_core(|c, now| {
-        c.tick(now);
-        c.final_lines(id).len()
-    });
+    let lines_before = held;
     let run_for = Duration::from_secs(40);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -285,17 +282,17 @@ async fn followcost_run(viewers: usize) -> FollowCost {
         t.await.unwrap();
     }
     let intervals = start.elapsed().as_secs_f64();
-    let (lines_after, pages_now) = sim.with_core(|c, now| {
-        c.tick(now);
-        let n = c.final_lines(id).len();
-        (n, n.div_ceil(100))
-    });
+    let pages = sim.requests("/instance/log") as f64 / intervals;
+    let status = sim.requests("/openApi/fetchInstanceInfo") as f64 / intervals;
+    // The lines the server's file gained in the window, as the follower read them.
+    let v: Value = get_json(&http, format!("{base}/llm/logs?instanceId={id}&fromLine=0&limit=1")).await;
+    let lines_after = v["totalLines"].as_u64().unwrap_or(0);
     let added = lines_after.saturating_sub(lines_before) as f64;
     FollowCost {
-        pages: sim.requests("/instance/log") as f64 / intervals,
+        pages,
         minimum: 1.0 + added / 100.0 / intervals,
-        everything: (pages_now + lines_before.div_ceil(100)) as f64 / 2.0,
-        status: sim.requests("/openApi/fetchInstanceInfo") as f64 / intervals,
+        everything: (lines_after + lines_before).div_ceil(200) as f64,
+        status,
     }
 }
 
@@ -502,7 +499,9 @@ async fn memory_growing(bin: &std::path::Path) {
                     .map(|n| Record {
                         log_time: now - 500_000 + n,
                         level: Level::Info,
-                        content: format!("g{k} step {n}: tokens/s=1234.5 kv_cache=41.2% prompt_throughput=88.1 gen=17.3"),
+                        content: format!(
+                            "g{k} step {n}: tokens/s=1234.5 kv_cache=41.2% prompt_throughput=88.1 gen=17.3"
+                        ),
                         worker: "10.0.0.21:27777".into(),
                     })
                     .collect();
@@ -512,7 +511,8 @@ async fn memory_growing(bin: &std::path::Path) {
             })
         })
         .collect();
-    let text: u64 = ids.iter().map(|&id| sim.with_core(|c, _| c.final_lines(id).iter().map(|l| l.len() as u64).sum::<u64>())).sum();
+    let text: u64 =
+        ids.iter().map(|&id| sim.with_core(|c, _| c.final_lines(id).iter().map(|l| l.len() as u64).sum::<u64>())).sum();
     let (mut child, base, _dir) = spawn_binary(bin, &sim, "").await;
     let http = reqwest::Client::new();
     let idle = rss(child.id());
@@ -528,7 +528,11 @@ async fn memory_growing(bin: &std::path::Path) {
     println!("| measure | value |");
     println!("|---|---:|");
     println!("| lines held (40 growing logs) | {lines} |");
-    println!("| text (baseline: the bytes of the lines) | {:.1} MiB, {:.0} B a line |", text as f64 / 1_048_576.0, text as f64 / lines.max(1) as f64);
+    println!(
+        "| text (baseline: the bytes of the lines) | {:.1} MiB, {:.0} B a line |",
+        text as f64 / 1_048_576.0,
+        text as f64 / lines.max(1) as f64
+    );
     println!("| RSS growth while reading them | {:.1} MiB |", grown as f64 / 1_048_576.0);
     println!("| RSS growth − text, per line | {per_line:.0} B |");
     println!("| goal: ≤ text + 64 B a line | {} |\n", if per_line <= 64.0 { "met" } else { "NOT met" });
@@ -536,7 +540,11 @@ async fn memory_growing(bin: &std::path::Path) {
 
 /// The built binary as its own process on a free loopback port, configured for `sim`
 /// with extra `[logs]` keys; returns it, its base URL and the config's directory.
-async fn spawn_binary(bin: &std::path::Path, sim: &SimHandle, extra_logs: &str) -> (std::process::Child, String, tempfile::TempDir) {
+async fn spawn_binary(
+    bin: &std::path::Path,
+    sim: &SimHandle,
+    extra_logs: &str,
+) -> (std::process::Child, String, tempfile::TempDir) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");

@@ -186,6 +186,11 @@ impl From<FollowerData> for Follower {
             f.data.model = Vec::new();
             return f;
         }
+        if f.data.units.is_empty() && !f.data.lines.is_empty() {
+            // A complete log keeps no unit boundaries: cut its lines at their timestamps.
+            let lines: Vec<&str> = f.data.lines.all().iter().collect();
+            f.data.units = segment(&lines).into_iter().map(|r| r.start as u32).collect();
+        }
         let served = Served { lines: &f.data.lines, units: &f.data.units };
         for u in 0..f.data.units.len() as u32 {
             let text: Vec<&str> = served.unit_lines(u).collect();
@@ -510,7 +515,8 @@ impl Follower {
         self.data.last_page = None;
         self.index = UnitIndex::default();
         self.data.lines.shrink();
-        self.data.units.shrink_to_fit();
+        // Derived again (from the timestamps) if the instance runs again.
+        self.data.units = Vec::new();
     }
 
     /// A new run: the log grows again after what the earlier runs logged.

@@ -36,26 +36,52 @@ pub fn segment<S: AsRef<str>>(lines: &[S]) -> Vec<Range<usize>> {
     units
 }
 
-/// A fixed-key hasher: the index is rebuilt in every process, so the key need not be
-/// random, and the text is the job's own log, not chosen against the table.
-#[derive(Clone, Copy, Default)]
-struct FixedState;
-
-impl BuildHasher for FixedState {
-    type Hasher = std::hash::DefaultHasher;
-    fn build_hasher(&self) -> Self::Hasher {
-        std::hash::DefaultHasher::new()
-    }
-}
-
-/// The hash of a unit's text (its lines and their boundaries).
+/// The hash of a unit's text (its lines and their boundaries), with fixed keys: the
+/// index is rebuilt in every process, so they need not be random, and the text is the
+/// job's own log, not chosen against the table.
 pub fn unit_hash<'a>(lines: impl Iterator<Item = &'a str>) -> u64 {
-    let mut h = FixedState.build_hasher();
+    let mut h = std::hash::DefaultHasher::new();
     for l in lines {
         h.write(l.as_bytes());
         h.write_u8(0xff); // never in UTF-8: a line boundary
     }
     h.finish()
+}
+
+/// The table's key: 32 bits of the unit hash (a key is confirmed by text, and distinct
+/// texts that share one go to the `collided` table), used as its own hash.
+fn short(hash: u64) -> u32 {
+    (hash >> 32) as u32 ^ hash as u32
+}
+
+/// Hashes a key that already is a hash: as it is.
+#[derive(Clone, Copy, Default)]
+struct AsIs;
+
+/// See [`AsIs`].
+#[derive(Default)]
+struct AsIsHasher(u64);
+
+impl Hasher for AsIsHasher {
+    fn finish(&self) -> u64 {
+        // Spread the 32 bits over 64 (hashbrown takes its control bits from the top).
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0 << 8 | u64::from(b);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n);
+    }
+}
+
+impl BuildHasher for AsIs {
+    type Hasher = AsIsHasher;
+    fn build_hasher(&self) -> AsIsHasher {
+        AsIsHasher(0)
+    }
 }
 
 /// What is known of one distinct unit text.
@@ -72,15 +98,15 @@ pub struct Key {
 /// Distinct unit texts, looked up by hash and confirmed by text.
 #[derive(Debug, Clone, Default)]
 pub struct UnitIndex {
-    keys: HashMap<u64, Key, FixedState>,
-    /// Further distinct texts whose hash equals one in `keys` (practically never used).
-    collided: HashMap<u64, Vec<Key>, FixedState>,
+    keys: HashMap<u32, Key, AsIs>,
+    /// Further distinct texts whose key equals one in `keys` (rare).
+    collided: HashMap<u32, Vec<Key>, AsIs>,
 }
 
 /// Where a key lives, to update it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeyRef {
-    hash: u64,
+    hash: u32,
     /// `None`: in `keys`; `Some(i)`: `collided[hash][i]`.
     slot: Option<u32>,
 }
@@ -88,7 +114,7 @@ pub struct KeyRef {
 impl UnitIndex {
     /// The key of the unit whose lines are `text`, if such a unit was served.
     pub fn find<'a, S: AsRef<str> + 'a>(&self, served: &Served<'_>, text: &'a [S]) -> Option<KeyRef> {
-        let hash = unit_hash(text.iter().map(AsRef::as_ref));
+        let hash = short(unit_hash(text.iter().map(AsRef::as_ref)));
         let same = |k: &Key| served.unit_eq(k.rep, text);
         match self.keys.get(&hash) {
             None => None,
@@ -107,7 +133,7 @@ impl UnitIndex {
             self.get_mut(r).served += 1;
             return r;
         }
-        let hash = unit_hash(text.iter().map(AsRef::as_ref));
+        let hash = short(unit_hash(text.iter().map(AsRef::as_ref)));
         let key = Key { rep: unit, served: 1, in_model: 0 };
         if let std::collections::hash_map::Entry::Vacant(e) = self.keys.entry(hash) {
             e.insert(key);
@@ -144,7 +170,7 @@ impl UnitIndex {
     /// Bytes the tables take, approximately.
     pub fn allocated_bytes(&self) -> u64 {
         // hashbrown: the bucket plus one control byte per slot.
-        let slot = std::mem::size_of::<(u64, Key)>() + 1;
+        let slot = std::mem::size_of::<(u32, Key)>() + 1;
         (self.keys.capacity() * slot + self.collided.capacity() * 64) as u64
     }
 }
@@ -215,18 +241,26 @@ mod tests {
     }
 
     #[test]
-    fn distinct_texts_with_one_hash_stay_distinct() {
-        let lines: Lines = ["a", "b"].into_iter().collect();
-        let units = [0u32, 1];
+    fn distinct_texts_with_one_key_stay_distinct() {
+        // Two texts whose 32-bit keys collide (found by a birthday search).
+        let mut seen = std::collections::HashMap::new();
+        let (a, b) = (0..1_000_000)
+            .find_map(|i| {
+                let text = format!("line {i}");
+                let key = short(unit_hash([text.as_str()].into_iter()));
+                seen.insert(key, text.clone()).map(|other| (other, text))
+            })
+            .expect("a collision among a million keys");
+        let lines: Lines = [a.as_str(), b.as_str(), a.as_str()].into_iter().collect();
+        let units = [0u32, 1, 2];
         let served = Served { lines: &lines, units: &units };
         let mut index = UnitIndex::default();
-        let ra = index.add_served(&served, 0, &["a"]);
-        // Force a collision: file "b" under "a"'s hash.
-        let hash = ra.hash;
-        index.collided.entry(hash).or_default().push(Key { rep: 1, served: 1, in_model: 0 });
-        let rb = KeyRef { hash, slot: Some(0) };
-        assert_eq!(index.get(rb).rep, 1);
-        assert_eq!(index.find(&served, &["a"]), Some(ra));
-        assert_eq!(index.find(&served, &["c"]), None);
+        let ra = index.add_served(&served, 0, &[a.as_str()]);
+        let rb = index.add_served(&served, 1, &[b.as_str()]);
+        assert_ne!(ra, rb);
+        assert_eq!(index.add_served(&served, 2, &[a.as_str()]), ra);
+        assert_eq!((index.get(ra).served, index.get(rb).served), (2, 1));
+        assert_eq!(index.find(&served, &[b.as_str()]), Some(rb));
+        assert_eq!(index.find(&served, &["neither"]), None);
     }
 }

@@ -307,7 +307,6 @@ impl LogService {
     async fn refresh_if_due(&self, entry: &Arc<Entry>) -> Result<bool, UpstreamError> {
         let complete = entry.is_complete();
         let interval = if complete { self.inner.recheck_complete } else { self.inner.refresh_interval };
-        let mut done = entry.refreshed.subscribe();
         let (in_flight, held) = {
             let mut gate = self.gate(entry);
             let now = Instant::now();
@@ -324,8 +323,13 @@ impl LogService {
             (gate.in_flight, gate.facts.is_some() || entry.line_count() > 0)
         };
         if in_flight {
-            let wait = if held { self.inner.read_wait } else { self.inner.first_read_wait };
-            let _ = tokio::time::timeout(wait, done.changed()).await;
+            // Subscribed, then checked again: the refresh clears `in_flight` before it
+            // signals, so its end cannot slip between the check and the wait.
+            let mut done = entry.refreshed.subscribe();
+            if self.gate(entry).in_flight {
+                let wait = if held { self.inner.read_wait } else { self.inner.first_read_wait };
+                let _ = tokio::time::timeout(wait, done.changed()).await;
+            }
         }
         let gate = self.gate(entry);
         let lines = entry.line_count() > 0;
