@@ -313,6 +313,39 @@ mod tests {
     }
 
     #[test]
+    fn builtins_know_the_failures_and_versions_without_a_fixture() {
+        let decide = |text: &str| {
+            RuleSet::builtin().first_match(text).map(|r| match r.kind {
+                RuleKind::Failed => r.cause.to_string(),
+                other => format!("{other:?}"),
+            })
+        };
+        let cases = [
+            ("OSError: Can't load the configuration of '/data/models/nope'. If you were", "model_not_found"),
+            ("huggingface_hub.errors.HFValidationError: Repo id must be in the form 'repo_name'", "model_not_found"),
+            ("ValueError: Invalid repository ID or local directory specified: '/data/m'.", "model_not_found"),
+            ("ValueError: Free memory on device (7.85/79.15 GiB) on startup is less than desired GPU memory utilization (0.9, 71.24 GiB).", "cuda_oom"),
+            ("ValueError: No available memory for the cache blocks. Try increasing", "cuda_oom"),
+            ("RuntimeError: Engine process failed to start. See stack trace for the root cause.", "engine_failed"),
+            ("ERROR:    Application startup failed. Exiting.", "startup_failed"),
+            ("INFO:     Uvicorn running on socket ('0.0.0.0', 8000) (Press CTRL+C to quit)", "Ready"),
+            ("INFO 11-12 01:02:03 llm_engine.py:237] Initializing an LLM engine (v0.6.3.post1) with config:", "Loading"),
+            ("Capturing CUDA graph shapes:  40%|████      | 27/67 [00:01<00:02, 16.30it/s]", "Progress"),
+            ("Loading pt checkpoint shards:  50% Completed | 1/2 [00:01<00:01,  1.45it/s]", "Progress"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(decide(text).as_deref(), Some(want), "{text}");
+        }
+        let graphs = RuleSet::builtin().first_match(cases[9].0).unwrap().progress(cases[9].0);
+        assert_eq!(graphs, Some(("Capturing CUDA graph shapes".into(), 27, 67)));
+        // Serving-time errors that are no start failure, and the script's own lines.
+        for text in ["ERROR:    Exception in ASGI application", "[2025-11-12 01:02:13] [ERROR] qwen-7b failed to start"]
+        {
+            assert_eq!(decide(text), None, "{text}");
+        }
+    }
+
+    #[test]
     fn rules_are_checked_and_name_the_field() {
         let spec =
             |kind, pattern: &str| RuleSpec { kind, pattern: pattern.into(), cause: None, label: None, priority: None };
