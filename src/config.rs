@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
 
+use crate::logs::rules::{RuleSet, RuleSpec};
 use crate::logs::Timing;
 
 /// Prefix of the environment variables that override single keys.
@@ -50,6 +51,26 @@ pub struct JobConfig {
     /// Default instance params; a JSON object in a run request is merged over them.
     #[serde(default)]
     pub params: serde_json::Map<String, serde_json::Value>,
+    /// Whether the built-in start-up rules (vLLM's OpenAI server) follow the job's own.
+    #[serde(default = "yes")]
+    pub builtin_rules: bool,
+    /// The job's own start-up rules (`[[jobs.<name>.startup_rules]]`), tried first.
+    #[serde(default)]
+    pub startup_rules: Vec<RuleSpec>,
+}
+
+impl JobConfig {
+    /// The job's start-up rules, compiled.
+    ///
+    /// # Errors
+    /// The first rule that does not compile or lacks what its kind needs.
+    pub fn rules(&self) -> Result<RuleSet, crate::logs::rules::RuleError> {
+        RuleSet::compile(&self.startup_rules, self.builtin_rules)
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `[auth]`
@@ -300,6 +321,14 @@ pub enum ConfigError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A value of a key whose name is built (`jobs.<name>.startup_rules[0].pattern`).
+    #[error("invalid configuration: `{key}` {problem}")]
+    InvalidKey {
+        /// The full key.
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 impl Config {
@@ -454,6 +483,12 @@ impl Config {
             if job.job_id <= 0 {
                 return invalid("jobs.<name>.job_id", format!("job `{name}`: job_id must be positive"));
             }
+            if let Err(e) = job.rules() {
+                return Err(ConfigError::InvalidKey {
+                    key: format!("jobs.{name}.startup_rules[{}].{}", e.index, e.field),
+                    problem: e.problem,
+                });
+            }
         }
         for allowed in &self.auth.allowed_jobs {
             if !self.jobs.contains_key(allowed) && allowed.parse::<i64>().is_err() {
@@ -568,6 +603,32 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("app_password") && !e.contains("hunter2"), "{e}");
+        });
+    }
+
+    #[test]
+    fn startup_rules_are_read_and_bad_ones_name_their_key() {
+        jailed(|| {
+            let job = |rules: &str| format!("{MIN}\n[jobs.vllm]\njob_id = 12\n{rules}");
+            let c = Config::from_toml(&job("builtin_rules = false\n[[jobs.vllm.startup_rules]]\nkind = \"ready\"\npattern = \"READY\"\n[[jobs.vllm.startup_rules]]\nkind = \"failed\"\ncause = \"disk_full\"\npattern = \"No space left\"\npriority = 80\n")).unwrap();
+            let rules = c.jobs["vllm"].rules().unwrap();
+            assert_eq!(rules.len(), 2);
+            assert_eq!(&*rules.first_match("OSError: No space left on device").unwrap().cause, "disk_full");
+            assert!(c.jobs["vllm"].rules().is_ok());
+            let e = Config::from_toml(&job("[[jobs.vllm.startup_rules]]\nkind = \"ready\"\npattern = \"(unclosed\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`jobs.vllm.startup_rules[0].pattern` does not compile"), "{e}");
+            let e = Config::from_toml(&job("[[jobs.vllm.startup_rules]]\nkind = \"ready\"\npattern = \"x\"\n[[jobs.vllm.startup_rules]]\nkind = \"progress\"\npattern = \"(?P<done>\\\\d+) of\"\n")).unwrap_err().to_string();
+            assert!(e.contains("`jobs.vllm.startup_rules[1].pattern` needs the named capture groups"), "{e}");
+            let e = Config::from_toml(&job("[[jobs.vllm.startup_rules]]\nkind = \"failed\"\npattern = \"x\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`jobs.vllm.startup_rules[0].cause` is required"), "{e}");
+            let e = Config::from_toml(&job("[[jobs.vllm.startup_rules]]\nkind = \"done\"\npattern = \"x\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("startup_rules") && e.contains("kind"), "{e}");
         });
     }
 

@@ -198,6 +198,7 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()> + Send +
          curl -s '{base}/llm/logs?instanceId=<instanceId>&fromLine=0'\n    \
          curl -s '{base}/llm/logs?instanceId=<instanceId>&fromLine=<nextLine>&waitMs=10000'\n    \
          curl -s {base}/llm/instances/<instanceId>\n    \
+         curl -s '{base}/llm/instances/<instanceId>/startup?waitMs=20000'   # the run's startupUrl: phase, progress, cause\n    \
          curl -s {base}/metrics\n\n  \
          jobs: {jobs}\n\nCtrl-C stops.\n",
         sim_url = demo.sim.url(),

@@ -103,6 +103,7 @@ async fn run_a_named_job_with_params_and_follow_it_on_both_versions() {
         assert_eq!(body["jobId"], "12");
         let id: i64 = body["instanceId"].as_str().unwrap().parse().unwrap();
         assert_eq!(body["logsUrl"], format!("/llm/logs?instanceId={id}"));
+        assert_eq!(body["startupUrl"], format!("/llm/instances/{id}/startup"));
         // The params PowerJob received: the request's object merged over the defaults.
         let info = app.sim.with_core(|c, now| c.instance_info(id, now)).unwrap();
         let params: Value = serde_json::from_str(info["instanceParams"].as_str().unwrap()).unwrap();

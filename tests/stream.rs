@@ -43,8 +43,8 @@ async fn events(
                     data.push_str(v.trim_start());
                 }
             }
-            if data.is_empty() {
-                continue; // a heartbeat comment
+            if data.is_empty() || name == "startup" {
+                continue; // a heartbeat comment, or the start-up state (tests/startup.rs)
             }
             let done = name == "end";
             out.push((name, id, serde_json::from_str(&data).unwrap_or(Value::String(data))));

@@ -55,7 +55,7 @@ pub fn merge_params(defaults: &Map<String, Value>, requested: Option<Value>) -> 
     }
 }
 
-/// `POST /llm/jobs/{jobId}/run` → 201 `{jobId, instanceId, logsUrl}`.
+/// `POST /llm/jobs/{jobId}/run` → 201 `{jobId, jobName, instanceId, logsUrl, startupUrl}`.
 pub async fn run_job(
     State(state): State<AppState>,
     ApiPath(job): ApiPath<String>,
@@ -78,6 +78,10 @@ pub async fn run_job(
         target: "audit", caller = %caller.0, job.id = resolved.job_id, job.name = resolved.name.as_deref().unwrap_or(""),
         instance.id = instance_id, "job run"
     );
+    if let Some(name) = &resolved.name {
+        // Its start-up state is computed with this job's rules.
+        state.logs.started_as(instance_id, name);
+    }
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -85,6 +89,7 @@ pub async fn run_job(
             "jobName": resolved.name,
             "instanceId": instance_id.to_string(),
             "logsUrl": format!("/llm/logs?instanceId={instance_id}"),
+            "startupUrl": format!("/llm/instances/{instance_id}/startup"),
         })),
     ))
 }

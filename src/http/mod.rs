@@ -5,6 +5,7 @@ pub mod extract;
 pub mod jobs;
 pub mod logs;
 pub mod ops;
+pub mod startup;
 pub mod stream;
 pub mod viewer;
 
@@ -49,6 +50,7 @@ pub const ROUTES: &[telemetry::Route] = &[
     ("get", "/llm/jobs"),
     ("post", "/llm/jobs/{jobId}/run"),
     ("get", "/llm/instances/{instanceId}"),
+    ("get", "/llm/instances/{instanceId}/startup"),
     ("post", "/llm/instances/{instanceId}/stop"),
     ("post", "/llm/instances/{instanceId}/cancel"),
     ("post", "/llm/instances/{instanceId}/retry"),
@@ -79,6 +81,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/llm/jobs", get(viewer::list_jobs))
         .route("/llm/jobs/{job_id}/run", post(jobs::run_job).layer(limited()))
         .route("/llm/instances/{instance_id}", get(jobs::get_instance))
+        .route("/llm/instances/{instance_id}/startup", get(startup::get_startup))
         .route("/llm/instances/{instance_id}/stop", post(jobs::stop).layer(limited()))
         .route("/llm/instances/{instance_id}/cancel", post(jobs::cancel).layer(limited()))
         .route("/llm/instances/{instance_id}/retry", post(jobs::retry).layer(limited()))

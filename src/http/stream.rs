@@ -4,6 +4,8 @@
 //! `EventSource` resumes with `Last-Event-ID`), an `end` event once the log is complete,
 //! `error` events while PowerJob fails (the stream goes on), a `shutdown` event when the
 //! server stops, and comment heartbeats that keep proxies from closing an idle stream.
+//! A `startup` event (the body of `GET /llm/instances/{id}/startup`) follows the `lines`
+//! event (or precedes the `end` event) whenever the start-up state changed.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::extract::{digits, strict_query, ApiPath};
 use super::logs::parse_instance_id;
+use super::startup::startup_json;
 use crate::app::AppState;
 use crate::config::Scope;
 use crate::service::{LogPage, LogService};
@@ -58,6 +61,8 @@ pub async fn stream_logs(
         from,
         first: Some(first),
         done: false,
+        startup_key: (1, 0, false),
+        pending: None,
         _open: GaugeGuard::new(),
         _permit: permit,
     };
@@ -74,12 +79,19 @@ struct Streamer {
     from: u64,
     first: Option<LogPage>,
     done: bool,
+    /// The start-up state last sent: (attempt, events, complete).
+    startup_key: (u32, usize, bool),
+    /// A `startup` event to send next.
+    pending: Option<Event>,
     _open: GaugeGuard,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Streamer {
     async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+        if let Some(event) = self.pending.take() {
+            return Some((Ok(event), self));
+        }
         if self.done {
             return None;
         }
@@ -111,7 +123,13 @@ impl Streamer {
                     // The end event follows on the next poll of the stream.
                     self.first = Some(LogPage { lines: Vec::new(), from_line: next, ..page });
                 }
+                self.pending = self.startup_event();
                 return Some((Ok(event.unwrap_or_default()), self));
+            }
+            if let Some(event) = self.startup_event() {
+                // The page is looked at again (its `end`) on the next poll.
+                self.first = Some(page);
+                return Some((Ok(event), self));
             }
             if page.complete {
                 self.done = true;
@@ -128,6 +146,18 @@ impl Streamer {
                 return Some((Ok(event), self));
             }
         }
+    }
+}
+
+impl Streamer {
+    /// A `startup` event when the start-up state changed since the last one sent.
+    fn startup_event(&mut self) -> Option<Event> {
+        let startup = self.logs.startup_held(self.id)?;
+        if startup.key() == self.startup_key {
+            return None;
+        }
+        self.startup_key = startup.key();
+        Some(Event::default().event("startup").json_data(startup_json(&startup)).unwrap_or_default())
     }
 }
 

@@ -6,13 +6,17 @@
 //! * [`follower`]: the append-only view of one instance and its completeness;
 //! * [`units`]: records as the unit of matching;
 //! * [`lines`]: compact storage of the served lines;
-//! * [`status`]: instance status and the facts the follower needs.
+//! * [`status`]: instance status and the facts the follower needs;
+//! * [`rules`]: start-up rules (regexes over a job's own text) and the built-ins for vLLM;
+//! * [`startup`]: the start-up state of one attempt, computed from its lines.
 
 pub mod follower;
 pub mod line;
 pub mod lines;
 pub mod reader;
+pub mod rules;
 pub mod snapshot;
+pub mod startup;
 pub mod status;
 pub mod units;
 

@@ -12,8 +12,10 @@
 //! something is held, then answers from what is held (`stale` once the refresh is
 //! overdue), so a PowerJob that hangs stalls only that one refresh, never the readers.
 //!
-//! Entries live in a [`store::Store`] of two tiers (growing, complete).
+//! Entries live in a [`store::Store`] of two tiers (growing, complete). Each also holds
+//! its start-up state, computed lazily from its lines ([`startup`]).
 
+mod startup;
 mod store;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -32,6 +34,7 @@ use crate::logs::{
 };
 use crate::telemetry;
 use crate::upstream::{now_ms, PowerJobClient, UpstreamError};
+pub use startup::Startup;
 use store::Store;
 
 /// Back-off after consecutive failed refreshes: the interval doubled at most this often…
@@ -124,6 +127,8 @@ struct Inner {
     /// How long a read with nothing held waits for the first refresh.
     first_read_wait: Duration,
     store: Store,
+    /// Start-up rules per job and per instance run through powertail.
+    startup_rules: startup::StartupRules,
     /// Cancelled when the server shuts down: long-polls and streams answer at once.
     shutdown: CancellationToken,
 }
@@ -140,6 +145,8 @@ struct Entry {
     refreshed: watch::Sender<u64>,
     /// The follower's weight as of its last refresh (read without its lock).
     weight: AtomicU64,
+    /// Start-up trackers, advanced lazily (lock order: follower, then this).
+    startup: Mutex<startup::StartupState>,
 }
 
 #[derive(Default)]
@@ -151,6 +158,8 @@ struct Gate {
     last_ok: Option<Instant>,
     failures: u32,
     facts: Option<InstanceFacts>,
+    /// The instance's job as PowerJob reports it (for its start-up rules).
+    job_id: Option<i64>,
     last_error: Option<UpstreamError>,
 }
 
@@ -181,6 +190,7 @@ impl LogService {
                 read_wait,
                 first_read_wait: config.request_timeout() + read_wait,
                 store: Store::new(config),
+                startup_rules: startup::StartupRules::new(config),
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -397,7 +407,11 @@ impl LogService {
             f.observe(&facts, now, timing);
             (f.plan(&facts, now, timing), before)
         };
-        self.gate(entry).facts = Some(facts);
+        {
+            let mut gate = self.gate(entry);
+            gate.facts = Some(facts);
+            gate.job_id = info.job_id.or(gate.job_id);
+        }
         let changed = {
             let f = entry.follower.read().expect("follower lock poisoned");
             before != (f.status(), f.attempt(), f.is_complete())
@@ -450,6 +464,7 @@ impl Entry {
             changed: watch::Sender::new(0),
             refreshed: watch::Sender::new(0),
             weight: AtomicU64::new(0),
+            startup: startup::new_state(),
         }
     }
 

@@ -1,0 +1,202 @@
+//! The start-up state of followed instances (`GET /llm/instances/{id}/startup`).
+//!
+//! Each [`super::Entry`] holds a [`StartupState`]: one [`StartupTracker`] per attempt,
+//! and how many served lines were fed. It is advanced lazily, when asked, from the last
+//! line fed to the current line count; the lines from `attempts[k].fromLine` on belong
+//! to attempt k. It reads PowerJob no more than the log does: an answer refreshes the
+//! log exactly as a log read does.
+//!
+//! The rules of an instance: those of the configured job it was run as through
+//! powertail ([`LogService::started_as`]); else those of the configured job whose
+//! `job_id` PowerJob reports for it; else the built-ins.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Entry, GaugeGuard, LogService, ServiceError};
+use crate::config::Config;
+use crate::logs::rules::RuleSet;
+use crate::logs::startup::{StartupSnapshot, StartupTracker};
+use crate::logs::Status;
+use crate::telemetry;
+
+/// Lines fed under one hold of the locks (a writer waits at most that long).
+const FEED_CHUNK: usize = 4_096;
+/// Instances remembered with the job they were run as.
+const STARTED_CAPACITY: u64 = 100_000;
+
+/// An instance's start-up state as answered.
+#[derive(Debug, Clone)]
+pub struct Startup {
+    /// The instance.
+    pub instance_id: i64,
+    /// The current (last) attempt's state.
+    pub snapshot: StartupSnapshot,
+    /// The instance's status.
+    pub status: Status,
+    /// PowerJob could not be read just now (as in a log read).
+    pub stale: bool,
+}
+
+impl Startup {
+    /// What a waiter compares: (attempt, events, complete).
+    pub fn key(&self) -> (u32, usize, bool) {
+        (self.snapshot.attempt, self.snapshot.events.len(), self.snapshot.complete)
+    }
+}
+
+/// The rules per job, and the job each instance run through powertail was run as.
+pub(super) struct StartupRules {
+    by_name: HashMap<String, Arc<RuleSet>>,
+    by_job_id: HashMap<i64, Arc<RuleSet>>,
+    started: moka::sync::Cache<i64, Arc<RuleSet>>,
+}
+
+impl StartupRules {
+    pub(super) fn new(config: &Config) -> Self {
+        let mut by_name = HashMap::new();
+        let mut by_job_id = HashMap::new();
+        for (name, job) in &config.jobs {
+            let rules = match job.rules() {
+                Ok(_) if job.startup_rules.is_empty() && job.builtin_rules => RuleSet::builtin().clone(),
+                Ok(r) => Arc::new(r),
+                Err(e) => {
+                    // Validated with the configuration: not reached.
+                    tracing::error!(job = name, error = %e, "start-up rules unusable; using the built-ins");
+                    RuleSet::builtin().clone()
+                }
+            };
+            by_job_id.entry(job.job_id).or_insert_with(|| rules.clone());
+            by_name.insert(name.clone(), rules);
+        }
+        StartupRules {
+            by_name,
+            by_job_id,
+            started: moka::sync::Cache::builder()
+                .max_capacity(STARTED_CAPACITY)
+                .time_to_idle(Duration::from_secs(7 * 86_400))
+                .build(),
+        }
+    }
+
+    fn for_instance(&self, id: i64, job_id: Option<i64>) -> Arc<RuleSet> {
+        self.started
+            .get(&id)
+            .or_else(|| job_id.and_then(|j| self.by_job_id.get(&j).cloned()))
+            .unwrap_or_else(|| RuleSet::builtin().clone())
+    }
+}
+
+/// The trackers of one entry.
+#[derive(Default)]
+pub(super) struct StartupState {
+    rules: Option<Arc<RuleSet>>,
+    /// One per attempt, in the follower's order.
+    trackers: Vec<StartupTracker>,
+    /// Served lines fed so far.
+    fed: usize,
+}
+
+impl LogService {
+    /// Remembers that instance `id` was run as the configured job `job` (its start-up
+    /// rules apply).
+    pub fn started_as(&self, id: i64, job: &str) {
+        if let Some(rules) = self.inner.startup_rules.by_name.get(job) {
+            self.inner.startup_rules.started.insert(id, rules.clone());
+        }
+    }
+
+    /// The start-up state of instance `id`'s current attempt, refreshing the log when
+    /// due (as a log read). With `wait > 0`, holds the request until the state differs
+    /// from `known` (attempt, number of events; default: the state now), the state is
+    /// complete, or `wait` passes.
+    ///
+    /// # Errors
+    /// As [`LogService::read`].
+    pub async fn startup(
+        &self,
+        id: i64,
+        wait: Duration,
+        known: (Option<u32>, Option<usize>),
+    ) -> Result<Startup, ServiceError> {
+        let entry = self.entry(id)?;
+        let stale = self.refresh_if_due(&entry).await?;
+        let first = self.startup_of(&entry, stale);
+        let known = (known.0.unwrap_or(first.snapshot.attempt), known.1.unwrap_or(first.snapshot.events.len()));
+        let moved = |s: &Startup| s.snapshot.complete || (s.snapshot.attempt, s.snapshot.events.len()) != known;
+        if wait.is_zero() || moved(&first) {
+            return Ok(first);
+        }
+        let deadline = Instant::now() + wait;
+        let mut changed = entry.changed.subscribe();
+        loop {
+            changed.mark_unchanged();
+            let stale = self.refresh_if_due(&entry).await?;
+            let now_state = self.startup_of(&entry, stale);
+            let now = Instant::now();
+            if moved(&now_state) || now >= deadline {
+                return Ok(now_state);
+            }
+            let next_refresh = self.gate(&entry).next_due(self.inner.refresh_interval).unwrap_or(now);
+            let until = deadline.min(next_refresh.max(now + Duration::from_millis(5)));
+            let _waiting = GaugeGuard::new(telemetry::LONG_POLL_WAITING);
+            tokio::select! {
+                _ = changed.changed() => {}
+                () = tokio::time::sleep_until(until) => {}
+                () = self.inner.shutdown.cancelled() => return Ok(self.startup_of(&entry, false)),
+            }
+        }
+    }
+
+    /// The start-up state from what is held, without reading PowerJob (for the event
+    /// stream, right after a log read); `None` when the instance is not held.
+    pub fn startup_held(&self, id: i64) -> Option<Startup> {
+        let entry = self.inner.store.get(id)?;
+        Some(self.startup_of(&entry, false))
+    }
+
+    fn startup_of(&self, entry: &Entry, stale: bool) -> Startup {
+        let job_id = self.gate(entry).job_id;
+        let rules = self.inner.startup_rules.for_instance(entry.id, job_id);
+        loop {
+            let follower = entry.follower.read().expect("follower lock poisoned");
+            let mut state = entry.startup.lock().expect("startup lock poisoned");
+            if !state.rules.as_ref().is_some_and(|r| Arc::ptr_eq(r, &rules)) {
+                *state = StartupState { rules: Some(rules.clone()), ..StartupState::default() };
+            }
+            let attempts = follower.attempts();
+            let wanted = attempts.len().max(1).max(state.trackers.len());
+            state.trackers.resize_with(wanted, StartupTracker::default);
+            let count = follower.line_count();
+            let end = count.min(state.fed + FEED_CHUNK);
+            let from = state.fed;
+            let StartupState { trackers, .. } = &mut *state;
+            for (i, line) in follower.lines_in(from..end).iter().enumerate() {
+                let index = (from + i) as u64;
+                let k = attempts.iter().rposition(|a| a.from_line <= index).unwrap_or(0);
+                trackers[k].feed(&rules, index, line);
+            }
+            state.fed = end;
+            if end < count {
+                continue;
+            }
+            let status = follower.status();
+            let last = state.trackers.len() - 1;
+            state.trackers[last].observe_status(status, follower.is_complete());
+            return Startup {
+                instance_id: entry.id,
+                snapshot: state.trackers[last].snapshot(follower.attempt()),
+                status,
+                stale,
+            };
+        }
+    }
+}
+
+/// For [`super::Entry`]: a fresh state.
+pub(super) fn new_state() -> Mutex<StartupState> {
+    Mutex::new(StartupState::default())
+}
