@@ -53,10 +53,13 @@ fn large_allocations_from_the_kernel() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn large_allocations_from_the_kernel() {}
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> anyhow::Result<()> {
+    // Before the runtime's threads exist: they pick their heaps at their first allocation.
     large_allocations_from_the_kernel();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(Cli::parse()))
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             // Configuration first: it says how to log. Its errors go to stderr as is.

@@ -330,12 +330,13 @@ both_wires!(the_line_cap_cuts_the_log, line_cap_v4, line_cap_v5);
 
 #[tokio::test]
 async fn growing_logs_are_bounded_in_bytes() {
-    let app = spawn(sim(Version::V4, script("job", 12_000, 6_000, 0, 5), |_| {}), |c| {
+    let tag = "x".repeat(200); // 5 000 lines of ~280 bytes: over a MiB while it still runs
+    let app = spawn(sim(Version::V4, script(&tag, 12_000, 20_000, 0, 5), |_| {}), |c| {
         c.logs.max_following_bytes = 1 << 20;
     })
     .await;
     let id = run(&app);
-    until("over a MiB held", DEADLINE, || async { app.logs(id, 0).await["totalLines"].as_u64().unwrap() > 8_000 })
+    until("over a MiB held", DEADLINE, || async { app.logs(id, 0).await["totalLines"].as_u64().unwrap() >= 5_000 })
         .await;
     app.logs(id, 0).await; // one more refresh: its weight is counted
     let other = run(&app);
