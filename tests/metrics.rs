@@ -5,6 +5,9 @@ mod common;
 
 use common::{fast_sim, TestApp};
 
+/// The metrics recorder is one per process: tests that count requests take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The value of the sample named exactly `series` (name and labels), 0 when absent.
 fn sample(metrics: &str, series: &str) -> f64 {
     metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
@@ -12,6 +15,7 @@ fn sample(metrics: &str, series: &str) -> f64 {
 
 #[tokio::test]
 async fn requests_are_counted_by_route_template_method_and_status() {
+    let _turn = SERIAL.lock().await;
     let app = TestApp::spawn(fast_sim()).await;
     let scrape = || async {
         let (status, body) = app.get("/metrics").await;
@@ -48,6 +52,7 @@ async fn requests_are_counted_by_route_template_method_and_status() {
 
 #[tokio::test]
 async fn only_series_that_can_happen_are_exported_before_they_happen() {
+    let _turn = SERIAL.lock().await;
     let app = TestApp::spawn(fast_sim()).await;
     assert_eq!(app.get("/healthz").await.0, 200);
     let (_, body) = app.get("/metrics").await;
@@ -69,6 +74,7 @@ async fn only_series_that_can_happen_are_exported_before_they_happen() {
 
 #[tokio::test]
 async fn the_version_probe_is_not_an_upstream_error() {
+    let _turn = SERIAL.lock().await;
     // The simulator is PowerJob 4.3.x: `/openApi/authApp` answers 404, which is how the
     // client tells 4.x from 5.x.
     let app = TestApp::spawn(fast_sim()).await;
