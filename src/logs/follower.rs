@@ -270,7 +270,10 @@ impl Follower {
             self.data.attempts.push(Attempt { attempt: running_times.max(1), from_line: 0 });
         }
         let current = self.attempt();
-        let back_from_final = self.data.final_seen_at.is_some() && !facts.status.is_final();
+        // (A status PowerJob does not define is no sign of a new run.)
+        let runs_again =
+            matches!(facts.status, Status::WaitingDispatch | Status::WaitingWorkerReceive | Status::Running);
+        let back_from_final = self.data.final_seen_at.is_some() && runs_again;
         if running_times > current || back_from_final {
             // Retried under the same instanceId (§2.8, §6.11): a new run, whose lines are
             // appended after the old ones.
@@ -1054,6 +1057,16 @@ mod tests {
         assert!(!f.is_complete(), "runningTimes went up: a second run happened");
         assert_eq!(f.attempt(), 2);
         assert_eq!(refresh(&mut f, &[rec(200, "two")], 300_001), 1);
+    }
+
+    #[test]
+    fn a_status_powerjob_does_not_define_is_not_a_retry() {
+        let mut f = Follower::default();
+        f.observe(&finished(Status::Succeed, 0, 1), 0, &T);
+        f.observe(&InstanceFacts { status: Status::Unknown, ..running() }, 1, &T);
+        assert_eq!(f.attempts().len(), 1);
+        f.observe(&InstanceFacts { status: Status::WaitingDispatch, ..running() }, 2, &T);
+        assert_eq!(f.attempts().len(), 2);
     }
 
     #[test]
