@@ -186,14 +186,22 @@ impl LogService {
         }
         let service = self.clone();
         tokio::spawn(async move {
-            let _watching = Watching(&service.inner.notifier, id);
-            tracing::debug!(instance.id = id, job = %target.job, "webhook watcher started");
-            service.watch_instance(id, &target).await;
+            let ended = {
+                let _watching = Watching(&service.inner.notifier, id);
+                tracing::debug!(instance.id = id, job = %target.job, "webhook watcher started");
+                service.watch_instance(id, &target).await
+            };
             tracing::debug!(instance.id = id, job = %target.job, "webhook watcher ended");
+            // A retry seen by a refresh between the last look and the end: watch it.
+            if ended && service.inner.store.get(id).is_some_and(|e| !e.is_complete()) {
+                service.watch(id, target);
+            }
         });
     }
 
-    async fn watch_instance(&self, id: i64, target: &Arc<Target>) {
+    /// Watches until the state and the log are complete (`true`), or until shutdown,
+    /// [`MAX_WATCH`], or an instance PowerJob does not know (`false`).
+    async fn watch_instance(&self, id: i64, target: &Arc<Target>) -> bool {
         let shutdown = self.inner.shutdown.clone();
         let end = Instant::now() + MAX_WATCH;
         let mut known: (Option<u32>, Option<usize>) = (None, None);
@@ -203,11 +211,11 @@ impl LogService {
         loop {
             let now = Instant::now();
             if shutdown.is_cancelled() {
-                return;
+                return false;
             }
             if now >= end {
                 tracing::warn!(instance.id = id, job = %target.job, "webhook watcher gave up after {MAX_WATCH:?}");
-                return;
+                return false;
             }
             let settle = failed_since.map(|(_, at)| (at + FAILED_SETTLE).saturating_duration_since(now));
             let wait = settle.map_or(POLL_WAIT, |s| s.clamp(Duration::from_millis(10), POLL_WAIT));
@@ -218,7 +226,7 @@ impl LogService {
                 }
                 Err(super::ServiceError::Upstream(UpstreamError::InstanceNotFound(_))) => {
                     tracing::warn!(instance.id = id, job = %target.job, "webhook watcher: PowerJob does not know the instance");
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     errors += 1;
@@ -226,7 +234,7 @@ impl LogService {
                     let pause = FIRST_BACKOFF.saturating_mul(1 << errors.min(5)).min(Duration::from_secs(30));
                     tokio::select! {
                         () = tokio::time::sleep(pause) => continue,
-                        () = shutdown.cancelled() => return,
+                        () = shutdown.cancelled() => return false,
                     }
                 }
             };
@@ -242,14 +250,14 @@ impl LogService {
             self.offer(id, target, snap, settled, s.status);
             let log_complete = self.inner.store.get(id).is_some_and(|e| e.is_complete());
             if snap.complete && log_complete {
-                return;
+                return true;
             }
             if snap.complete {
                 // Ready and running on: look again now and then, for a retry.
                 known = (None, None);
                 tokio::select! {
                     () = tokio::time::sleep(RECHECK) => {}
-                    () = shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => return false,
                 }
             } else {
                 known = (Some(snap.attempt), Some(snap.events.len()));
