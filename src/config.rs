@@ -461,10 +461,11 @@ impl Config {
         for (name, job) in &mut self.jobs {
             let Some(notify) = &mut job.notify else { continue };
             if let Some(var) = &notify.secret_env {
-                let value = std::env::var(var).ok().filter(|v| !v.is_empty()).ok_or_else(|| ConfigError::InvalidKey {
-                    key: format!("jobs.{name}.notify.secret_env"),
-                    problem: format!("names the environment variable `{var}`, which is not set"),
-                })?;
+                let value =
+                    std::env::var(var).ok().filter(|v| !v.is_empty()).ok_or_else(|| ConfigError::InvalidKey {
+                        key: format!("jobs.{name}.notify.secret_env"),
+                        problem: format!("names the environment variable `{var}`, which is not set"),
+                    })?;
                 notify.secret = Some(SecretString::from(value));
             }
         }
@@ -779,7 +780,10 @@ mod tests {
             let job = |notify: &str| format!("{MIN}\n[jobs.vllm]\njob_id = 12\n[jobs.vllm.notify]\n{notify}");
             let c = Config::from_toml(&job("url = \"http://127.0.0.1:9/hook\"")).unwrap();
             let n = c.jobs["vllm"].notify.as_ref().unwrap();
-            assert_eq!((n.events.as_slice(), n.deadline_ms), ([NotifyEvent::Ready, NotifyEvent::Failed].as_slice(), 60_000));
+            assert_eq!(
+                (n.events.as_slice(), n.deadline_ms),
+                ([NotifyEvent::Ready, NotifyEvent::Failed].as_slice(), 60_000)
+            );
             assert!(n.secret.is_none());
             let signed = job("url = \"https://platform/hook\"\nevents = [\"exited\"]\nsecret_env = \"HOOK_KEY\"");
             let e = Config::from_toml(&signed).unwrap_err().to_string();

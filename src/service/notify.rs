@@ -268,7 +268,8 @@ impl LogService {
     /// Hands the events of `snap` that are due to delivery, each once; `over`: its
     /// failure is final (the attempt ended, was superseded, or the failure settled).
     fn offer(&self, id: i64, target: &Arc<Target>, snap: &StartupSnapshot, over: bool, status: Status) {
-        let mut due: Vec<(NotifyEvent, Option<&str>, Option<u64>, Option<&str>)> = Vec::new();
+        // (event, cause, line, text)
+        let mut due: Vec<Due<'_>> = Vec::new();
         if let Some(r) = &snap.ready {
             due.push((NotifyEvent::Ready, None, Some(r.line), Some(&r.text)));
         }
@@ -314,6 +315,9 @@ impl LogService {
         }
     }
 }
+
+/// An event due: (event, cause, line, text).
+type Due<'a> = (NotifyEvent, Option<&'a str>, Option<u64>, Option<&'a str>);
 
 /// One event to one receiver, retried until delivered or its deadline.
 struct Delivery {
