@@ -235,3 +235,25 @@ async fn a_failure_is_retried_until_the_receiver_recovers_and_a_retry_has_its_ow
         );
     }
 }
+
+#[tokio::test]
+async fn a_run_from_the_console_is_delivered_once_something_reads_it() {
+    let receiver = Receiver::spawn(0).await;
+    let mut demo = powertail::demo::setup("127.0.0.1:0".parse().unwrap(), 0.1).await.unwrap();
+    demo.config.jobs.get_mut("vllm-port-in-use").unwrap().notify =
+        Some(NotifyConfig::to(receiver.url.parse().unwrap()));
+    // Run behind powertail's back (PowerJob's console or schedule).
+    let id = demo.sim.with_core(|c, now| c.run_job(14, None, 0, now)).unwrap().to_string();
+    let app = serve(demo).await;
+    // Not watched before anything reads it (powertail does not scan PowerJob).
+    let n: i64 = id.parse().unwrap();
+    assert!(!app.logs.is_watched(n));
+    // One read, and the instance's job id picks the webhook.
+    app.get(&format!("/llm/logs?instanceId={id}")).await;
+    let hits = receiver.until(|h| !h.is_empty()).await;
+    assert_eq!(hits[0].header("x-powertail-delivery"), Some(format!("{id}:1:failed").as_str()));
+    let body = hits[0].json();
+    assert_eq!((body["job"].as_str(), body["cause"].as_str()), (Some("vllm-port-in-use"), Some("port_in_use")));
+    app.until_done(&id).await;
+    assert_eq!(receiver.hits().len(), 1, "{:#?}", receiver.hits());
+}
