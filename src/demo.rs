@@ -217,7 +217,9 @@ pub async fn run(
          curl -s {base}/llm/instances/<instanceId>\n    \
          curl -s '{base}/llm/instances/<instanceId>/startup?waitMs=20000'   # the run's startupUrl: phase, progress, cause\n    \
          curl -s {base}/metrics\n\n  \
-         jobs: {jobs}\n\nCtrl-C stops.\n",
+         jobs: {jobs}\n\n  \
+         webhooks: powertail demo --config FILE, with [jobs.vllm-start.notify] url = \"http://127.0.0.1:<port>/…\"\n\n\
+         Ctrl-C stops.\n",
         sim_url = demo.sim.url(),
         jobs = demo.jobs.iter().map(|(n, ..)| *n).collect::<Vec<_>>().join(", "),
     );
