@@ -1,6 +1,8 @@
 //! Webhooks of start-up events (issue 13 part 3), end to end: the demo's vLLM jobs
 //! through the simulator, a receiver on loopback that records every request.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +10,8 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use powertail::config::NotifyConfig;
+use powertail::config::{JobConfig, NotifyConfig};
+use powertail::sim::{JobScript, SimConfig, SimJob, Simulator};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -255,5 +258,57 @@ async fn a_run_from_the_console_is_delivered_once_something_reads_it() {
     let body = hits[0].json();
     assert_eq!((body["job"].as_str(), body["cause"].as_str()), (Some("vllm-port-in-use"), Some("port_in_use")));
     app.until_done(&id).await;
+    assert_eq!(receiver.hits().len(), 1, "{:#?}", receiver.hits());
+}
+
+#[tokio::test]
+async fn a_failure_while_the_job_runs_on_is_delivered_once_it_settled() {
+    let receiver = Receiver::spawn(0).await;
+    // A failure line at 0.4 s, then the job lives on until 13 s.
+    let mut text = String::from("[INFO] launching the server\nERROR: EngineCore failed to start.\n");
+    for k in 0..63 {
+        text.push_str(&format!("[INFO] still here {k}\n"));
+    }
+    let script = JobScript::from_text(&text, 13_000, 5, "done");
+    let job = SimJob { id: 40, name: "hangs".into(), job_params: String::new(), script: Some(Arc::new(script)) };
+    let sim = Simulator::spawn(SimConfig { jobs: vec![job], ..common::fast_sim() }).await.unwrap();
+    let mut config = common::app_config(&[sim.url()], "");
+    config.jobs.insert(
+        "hangs".into(),
+        JobConfig {
+            job_id: 40,
+            description: String::new(),
+            params: serde_json::Map::new(),
+            builtin_rules: true,
+            startup_rules: Vec::new(),
+            notify: Some(NotifyConfig::to(receiver.url.parse().unwrap())),
+        },
+    );
+    let app = common::TestApp::spawn_app(sim, &config).await;
+    let resp = app.http.post(format!("{}/llm/jobs/hangs/run", app.base)).send().await.unwrap();
+    assert_eq!(resp.status(), 201);
+    let id = resp.json::<Value>().await.unwrap()["instanceId"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    let hits = receiver.until(|h| !h.is_empty()).await;
+    let body = hits[0].json();
+    assert_eq!((body["event"].as_str(), body["cause"].as_str()), (Some("failed"), Some("engine_failed")), "{body}");
+    assert_eq!(body["status"], "RUNNING", "delivered while the job runs on: {body}");
+    let after = hits[0].at - started;
+    assert!(after >= powertail::service::FAILED_SETTLE, "not before the failure settled: {after:?}");
+    // The job's end changes nothing: delivered once.
+    let n: i64 = id.parse().unwrap();
+    let end = Instant::now() + DEADLINE;
+    let mut from = 0;
+    loop {
+        let page = app.logs_wait(n, from, 1000).await;
+        from = page["nextLine"].as_u64().unwrap();
+        if page["complete"] == true && !app.logs.is_watched(n) {
+            break;
+        }
+        assert!(Instant::now() < end, "not complete in {DEADLINE:?}: {page}");
+        if page["complete"] == true {
+            tokio::time::sleep(Duration::from_millis(20)).await; // the watcher's end
+        }
+    }
     assert_eq!(receiver.hits().len(), 1, "{:#?}", receiver.hits());
 }
