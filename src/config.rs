@@ -57,6 +57,65 @@ pub struct JobConfig {
     /// The job's own start-up rules (`[[jobs.<name>.startup_rules]]`), tried first.
     #[serde(default)]
     pub startup_rules: Vec<RuleSpec>,
+    /// The webhook of its start-up events (`[jobs.<name>.notify]`).
+    #[serde(default)]
+    pub notify: Option<NotifyConfig>,
+}
+
+/// `[jobs.<name>.notify]`: a webhook POSTed once per start-up event and attempt.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Where to POST (http or https).
+    pub url: Url,
+    /// The events delivered (default `ready` and `failed`).
+    #[serde(default = "defaults::notify_events")]
+    pub events: Vec<NotifyEvent>,
+    /// Environment variable holding the HMAC-SHA256 key that signs each body.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// The key read from `secret_env` (never in the file).
+    #[serde(skip)]
+    pub secret: Option<SecretString>,
+    /// How long one delivery is retried before it is given up.
+    #[serde(default = "defaults::notify_deadline_ms")]
+    pub deadline_ms: u64,
+}
+
+impl NotifyConfig {
+    /// A webhook to `url` with the defaults (events `ready` and `failed`, no secret).
+    pub fn to(url: Url) -> Self {
+        NotifyConfig {
+            url,
+            events: defaults::notify_events(),
+            secret_env: None,
+            secret: None,
+            deadline_ms: defaults::notify_deadline_ms(),
+        }
+    }
+}
+
+/// A start-up event a webhook can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    /// The model server is ready.
+    Ready,
+    /// The start failed (with its most specific cause).
+    Failed,
+    /// The job ended without ready or failure.
+    Exited,
+}
+
+impl NotifyEvent {
+    /// The event as written in the configuration and the body.
+    pub fn name(self) -> &'static str {
+        match self {
+            NotifyEvent::Ready => "ready",
+            NotifyEvent::Failed => "failed",
+            NotifyEvent::Exited => "exited",
+        }
+    }
 }
 
 impl JobConfig {
@@ -280,6 +339,12 @@ mod defaults {
     pub fn runs_per_minute() -> u32 {
         30
     }
+    pub fn notify_events() -> Vec<super::NotifyEvent> {
+        vec![super::NotifyEvent::Ready, super::NotifyEvent::Failed]
+    }
+    pub fn notify_deadline_ms() -> u64 {
+        60_000
+    }
 }
 
 fn empty_string() -> String {
@@ -354,17 +419,56 @@ impl Config {
         Self::from_figment(Figment::from(Toml::string(text)))
     }
 
+    /// The demo's configuration: `user` (the `--config` file, if given), then the
+    /// environment overrides, then `own` (the keys the demo sets itself) over both.
+    /// Tables merge key by key, so the user's `[jobs.<name>.notify]` survives under
+    /// the demo's `[jobs.<name>]`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key at fault.
+    pub fn load_under(user: Option<&Path>, own: &str) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = user {
+            if !path.exists() {
+                return Err(ConfigError::Invalid {
+                    key: "--config",
+                    problem: format!("file {} does not exist", path.display()),
+                });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        Self::finish(figment.merge(Self::env()).merge(Toml::string(own)))
+    }
+
+    /// Only `<SECTION>__<KEY>` names: other POWERTAIL_* variables are not configuration.
+    fn env() -> Env {
+        Env::prefixed(ENV_PREFIX).filter(|k| k.as_str().contains("__")).split("__")
+    }
+
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        // Only `<SECTION>__<KEY>` names: other POWERTAIL_* variables are not configuration.
-        let env = Env::prefixed(ENV_PREFIX).filter(|k| k.as_str().contains("__")).split("__");
-        let mut config: Config = figment.merge(env).extract().map_err(Box::new)?;
+        Self::finish(figment.merge(Self::env()))
+    }
+
+    fn finish(figment: Figment) -> Result<Config, ConfigError> {
+        let mut config: Config = figment.extract().map_err(Box::new)?;
         config.resolve_tokens()?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Reads `token_env` variables into the tokens.
+    /// Reads `token_env` variables into the tokens, and `secret_env` into the webhooks.
     fn resolve_tokens(&mut self) -> Result<(), ConfigError> {
+        for (name, job) in &mut self.jobs {
+            let Some(notify) = &mut job.notify else { continue };
+            if let Some(var) = &notify.secret_env {
+                let value =
+                    std::env::var(var).ok().filter(|v| !v.is_empty()).ok_or_else(|| ConfigError::InvalidKey {
+                        key: format!("jobs.{name}.notify.secret_env"),
+                        problem: format!("names the environment variable `{var}`, which is not set"),
+                    })?;
+                notify.secret = Some(SecretString::from(value));
+            }
+        }
         for t in &mut self.auth.tokens {
             if let Some(var) = &t.token_env {
                 let value = std::env::var(var).map_err(|_| ConfigError::Invalid {
@@ -482,6 +586,20 @@ impl Config {
             }
             if job.job_id <= 0 {
                 return invalid("jobs.<name>.job_id", format!("job `{name}`: job_id must be positive"));
+            }
+            if let Some(n) = &job.notify {
+                let bad = |field: &str, problem: &str| {
+                    Err(ConfigError::InvalidKey { key: format!("jobs.{name}.notify.{field}"), problem: problem.into() })
+                };
+                if !matches!(n.url.scheme(), "http" | "https") || n.url.host_str().is_none() {
+                    return bad("url", "must be an http or https URL");
+                }
+                if n.events.is_empty() {
+                    return bad("events", "must name at least one of \"ready\", \"failed\", \"exited\"");
+                }
+                if !(1_000..=86_400_000).contains(&n.deadline_ms) {
+                    return bad("deadline_ms", "must be between 1000 and 86400000");
+                }
             }
             if let Err(e) = job.rules() {
                 return Err(ConfigError::InvalidKey {
@@ -652,6 +770,57 @@ mod tests {
             assert!(e.contains("server.log_level"), "{e}");
             jail.set_env("POWERTAIL_SERVER__LOG_FORMAT", "json");
             assert_eq!(Config::from_toml(MIN).unwrap().server.log_format, LogFormat::Json);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_webhook_is_read_with_its_defaults_and_its_secret_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            let job = |notify: &str| format!("{MIN}\n[jobs.vllm]\njob_id = 12\n[jobs.vllm.notify]\n{notify}");
+            let c = Config::from_toml(&job("url = \"http://127.0.0.1:9/hook\"")).unwrap();
+            let n = c.jobs["vllm"].notify.as_ref().unwrap();
+            assert_eq!(
+                (n.events.as_slice(), n.deadline_ms),
+                ([NotifyEvent::Ready, NotifyEvent::Failed].as_slice(), 60_000)
+            );
+            assert!(n.secret.is_none());
+            let signed = job("url = \"https://platform/hook\"\nevents = [\"exited\"]\nsecret_env = \"HOOK_KEY\"");
+            let e = Config::from_toml(&signed).unwrap_err().to_string();
+            assert!(e.contains("`jobs.vllm.notify.secret_env`") && e.contains("HOOK_KEY"), "{e}");
+            jail.set_env("HOOK_KEY", "k3y-value");
+            let c = Config::from_toml(&signed).unwrap();
+            let n = c.jobs["vllm"].notify.as_ref().unwrap();
+            assert_eq!(n.secret.as_ref().unwrap().expose_secret(), "k3y-value");
+            assert_eq!(n.events, [NotifyEvent::Exited]);
+            assert!(!format!("{c:?}").contains("k3y-value"));
+            let e = Config::from_toml(&job("url = \"ftp://x/\"")).unwrap_err().to_string();
+            assert!(e.contains("`jobs.vllm.notify.url`"), "{e}");
+            let e = Config::from_toml(&job("url = \"http://x/\"\nevents = []")).unwrap_err().to_string();
+            assert!(e.contains("`jobs.vllm.notify.events`"), "{e}");
+            let e = Config::from_toml(&job("url = \"http://x/\"\nevents = [\"loading\"]")).unwrap_err().to_string();
+            assert!(e.contains("events") || e.contains("loading"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_demo_sets_its_own_keys_over_the_users_file_and_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "user.toml",
+                &format!("{MIN}\n[logs]\nread_wait_ms = 900\n[jobs.vllm]\njob_id = 99\n[jobs.vllm.notify]\nurl = \"http://127.0.0.1:9/hook\"\n"),
+            )?;
+            jail.set_env("POWERTAIL_LOGS__REFRESH_INTERVAL_MS", "250");
+            jail.set_env("POWERTAIL_LOGS__IDLE_EVICT_MS", "5000");
+            let own = MIN.replace("7700", "7800") + "[logs]\nrefresh_interval_ms = 40\n[jobs.vllm]\njob_id = 12\n";
+            let c = Config::load_under(Some(Path::new("user.toml")), &own).unwrap();
+            assert_eq!(c.powerjob.addresses[0].port(), Some(7800));
+            assert_eq!((c.logs.refresh_interval_ms, c.logs.read_wait_ms, c.logs.idle_evict_ms), (40, 900, 5000));
+            assert_eq!(c.jobs["vllm"].job_id, 12);
+            assert_eq!(c.jobs["vllm"].notify.as_ref().unwrap().url.as_str(), "http://127.0.0.1:9/hook");
+            let e = Config::load_under(Some(Path::new("missing.toml")), &own).unwrap_err().to_string();
+            assert!(e.contains("--config"), "{e}");
             Ok(())
         });
     }

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -127,6 +128,17 @@ pub struct Demo {
 /// # Errors
 /// When the simulator cannot bind a port.
 pub async fn setup(listen: SocketAddr, scale: f64) -> anyhow::Result<Demo> {
+    setup_with(listen, scale, None).await
+}
+
+/// As [`setup`], with the user's configuration file under the demo's own keys: the
+/// file (`powertail demo --config FILE`), then the `POWERTAIL_*` overrides, then what
+/// the demo sets itself (server address, PowerJob, timing, its jobs' ids and params).
+/// Everything else of the user's applies, e.g. `[jobs.vllm-start.notify]`.
+///
+/// # Errors
+/// When the simulator cannot bind a port, or the configuration is invalid.
+pub async fn setup_with(listen: SocketAddr, scale: f64, user_config: Option<&Path>) -> anyhow::Result<Demo> {
     let ms = |v: f64| (v * scale).round().max(1.0) as u64;
     let demo_jobs = jobs();
     let sim_cfg = SimConfig {
@@ -176,16 +188,21 @@ pub async fn setup(listen: SocketAddr, scale: f64) -> anyhow::Result<Demo> {
     toml.push_str(
         "[jobs.vllm-start.params]\nmodelName = \"qwen-7b\"\nmodelPath = \"/data/models/qwen-7b\"\nport = 8000\n",
     );
-    let config = Config::from_toml(&toml)?;
+    let config = Config::load_under(user_config, &toml)?;
     Ok(Demo { sim, config, jobs: demo_jobs.iter().map(|(n, i, d, _)| (*n, *i, *d)).collect() })
 }
 
-/// Runs the demo until `shutdown` resolves.
+/// Runs the demo until `shutdown` resolves, with `user_config` under its own keys (see
+/// [`setup_with`]).
 ///
 /// # Errors
-/// When a listener cannot be bound.
-pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let demo = setup(listen, 1.0).await?;
+/// When a listener cannot be bound, or the configuration is invalid.
+pub async fn run(
+    listen: SocketAddr,
+    user_config: Option<&Path>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let demo = setup_with(listen, 1.0, user_config).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let state = crate::build(&demo.config, addr)?;
@@ -200,7 +217,9 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()> + Send +
          curl -s {base}/llm/instances/<instanceId>\n    \
          curl -s '{base}/llm/instances/<instanceId>/startup?waitMs=20000'   # the run's startupUrl: phase, progress, cause\n    \
          curl -s {base}/metrics\n\n  \
-         jobs: {jobs}\n\nCtrl-C stops.\n",
+         jobs: {jobs}\n\n  \
+         webhooks: powertail demo --config FILE, with [jobs.vllm-start.notify] url = \"http://127.0.0.1:<port>/…\"\n\n\
+         Ctrl-C stops.\n",
         sim_url = demo.sim.url(),
         jobs = demo.jobs.iter().map(|(n, ..)| *n).collect::<Vec<_>>().join(", "),
     );

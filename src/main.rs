@@ -12,9 +12,10 @@ use powertail::config::LogFormat;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Configuration file.
-    #[arg(long, short, global = true, default_value = "config.toml")]
-    config: PathBuf,
+    /// Configuration file (`serve`: default config.toml; `demo`: optional, applied
+    /// under the demo's own keys, e.g. for `[jobs.vllm-start.notify]`).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -63,7 +64,8 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             // Configuration first: it says how to log. Its errors go to stderr as is.
-            let config = powertail::config::Config::load(&cli.config)?;
+            let path = cli.config.unwrap_or_else(|| PathBuf::from("config.toml"));
+            let config = powertail::config::Config::load(&path)?;
             let server = &config.server;
             powertail::telemetry::init_logging(server.log_format == LogFormat::Json, &server.log_level)?;
             let listener = tokio::net::TcpListener::bind(server.listen)
@@ -78,7 +80,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo { listen } => {
             powertail::telemetry::init_logging(false, "info")?;
-            powertail::demo::run(listen, shutdown_signal()).await?;
+            powertail::demo::run(listen, cli.config.as_deref(), shutdown_signal()).await?;
         }
     }
     Ok(())

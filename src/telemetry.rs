@@ -36,6 +36,9 @@ pub const CACHE_BYTES: &str = "powertail_cache_bytes";
 pub const SSE_CLIENTS: &str = "powertail_sse_clients";
 /// Long-poll requests waiting now.
 pub const LONG_POLL_WAITING: &str = "powertail_long_poll_waiting";
+/// Webhook delivery tries, by `event` and `outcome` (`delivered`, `retried`, `rejected`,
+/// `gave_up`, `abandoned`).
+pub const WEBHOOK_DELIVERIES: &str = "powertail_webhook_deliveries_total";
 
 /// Sets up powertail's own log output on stderr: `RUST_LOG` when set (and valid), else
 /// `level` (`server.log_level`) as the filter; one JSON object per line when `json`

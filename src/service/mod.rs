@@ -15,6 +15,7 @@
 //! Entries live in a [`store::Store`] of two tiers (growing, complete). Each also holds
 //! its start-up state, computed lazily from its lines ([`startup`]).
 
+mod notify;
 mod startup;
 mod store;
 
@@ -34,6 +35,7 @@ use crate::logs::{
 };
 use crate::telemetry;
 use crate::upstream::{now_ms, PowerJobClient, UpstreamError};
+pub use notify::{signature, FAILED_SETTLE};
 pub use startup::Startup;
 use store::Store;
 
@@ -131,6 +133,8 @@ struct Inner {
     startup_rules: startup::StartupRules,
     /// Cancelled when the server shuts down: long-polls and streams answer at once.
     shutdown: CancellationToken,
+    /// Webhooks of start-up events, and their watchers.
+    notifier: notify::Notifier,
 }
 
 struct Entry {
@@ -191,6 +195,7 @@ impl LogService {
                 first_read_wait: config.request_timeout() + read_wait,
                 store: Store::new(config),
                 startup_rules: startup::StartupRules::new(config),
+                notifier: notify::Notifier::new(config),
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -277,9 +282,14 @@ impl LogService {
     /// Tells the service that the instance was just retried through powertail: its next
     /// read checks PowerJob at once, complete or not.
     pub fn retried(&self, id: i64) {
+        let mut job_id = None;
         if let Some(entry) = self.inner.store.get(id) {
-            self.gate(&entry).force = true;
+            let mut gate = self.gate(&entry);
+            gate.force = true;
+            job_id = gate.job_id;
         }
+        // The new attempt's events (the webhook's watcher may have ended).
+        self.notify_seen(id, job_id);
     }
 
     fn entry(&self, id: i64) -> Result<Arc<Entry>, ServiceError> {
@@ -407,11 +417,14 @@ impl LogService {
             f.observe(&facts, now, timing);
             (f.plan(&facts, now, timing), before)
         };
-        {
+        let job_id = {
             let mut gate = self.gate(entry);
             gate.facts = Some(facts);
             gate.job_id = info.job_id.or(gate.job_id);
-        }
+            gate.job_id
+        };
+        // A run of a job with a webhook (also one from the console): watched.
+        self.notify_seen(entry.id, job_id);
         let changed = {
             let f = entry.follower.read().expect("follower lock poisoned");
             before != (f.status(), f.attempt(), f.is_complete())

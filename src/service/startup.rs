@@ -107,6 +107,23 @@ impl LogService {
         if let Some(rules) = self.inner.startup_rules.by_name.get(job) {
             self.inner.startup_rules.started.insert(id, rules.clone());
         }
+        // Its webhook, if it has one, is driven from now on.
+        self.notify_started(id, job);
+    }
+
+    /// The states of the attempts before the current one, as fed so far (for the
+    /// webhook: a retry supersedes them).
+    pub(super) fn earlier_attempts(&self, id: i64) -> Vec<StartupSnapshot> {
+        let Some(entry) = self.inner.store.get(id) else { return Vec::new() };
+        let follower = entry.follower.read().expect("follower lock poisoned");
+        let state = entry.startup.lock().expect("startup lock poisoned");
+        let attempts = follower.attempts();
+        let earlier = state.trackers.len().saturating_sub(1);
+        state.trackers[..earlier]
+            .iter()
+            .enumerate()
+            .map(|(k, t)| t.snapshot(attempts.get(k).map_or(k as u32 + 1, |a| a.attempt)))
+            .collect()
     }
 
     /// The start-up state of instance `id`'s current attempt, refreshing the log when

@@ -158,6 +158,11 @@ impl PowerJobClient {
         })
     }
 
+    /// The HTTP client (rustls, the configured timeouts and CA), shared with the webhooks.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
     /// When a PowerJob server last answered in its protocol (epoch ms; 0 = never).
     pub fn last_ok_ms(&self) -> i64 {
         self.inner.last_ok_ms.load(Ordering::Relaxed)
