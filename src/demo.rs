@@ -180,12 +180,17 @@ pub async fn setup(listen: SocketAddr, scale: f64) -> anyhow::Result<Demo> {
     Ok(Demo { sim, config, jobs: demo_jobs.iter().map(|(n, i, d, _)| (*n, *i, *d)).collect() })
 }
 
-/// Runs the demo until `shutdown` resolves.
+/// Runs the demo, its times `scale` times the demo's (`setup`), until `shutdown`
+/// resolves.
 ///
 /// # Errors
 /// When a listener cannot be bound.
-pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let demo = setup(listen, 1.0).await?;
+pub async fn run(
+    listen: SocketAddr,
+    scale: f64,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let demo = setup(listen, scale).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let state = crate::build(&demo.config, addr)?;
