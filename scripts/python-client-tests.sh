@@ -13,7 +13,7 @@ VENV=${PYTHON_CLIENT_VENV:-/tmp/powertail-python-client}
 [ -x "$VENV/bin/pip" ] || python3 -m venv --clear "$VENV"
 "$VENV/bin/pip" install -q --disable-pip-version-check -e 'clients/python[test]'
 cd clients/python
-echo "== mypy --strict (clients/python/src)"
+echo "== mypy --strict (clients/python: the package and its tests)"
 "$VENV/bin/python" -m mypy
 echo "== pytest (clients/python) against $BIN demo"
 POWERTAIL_BIN=$BIN "$VENV/bin/python" -m pytest -p no:cacheprovider

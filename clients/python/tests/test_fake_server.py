@@ -123,7 +123,7 @@ def serve() -> Iterator[Callable[[List[Reply]], FakeServer]]:
         s.close()
 
 
-def test_follow_sleeps_retry_after_on_503_and_429_and_keeps_polling_when_stale(serve) -> None:  # type: ignore[no-untyped-def]
+def test_follow_sleeps_retry_after_on_503_and_429_and_keeps_polling_when_stale(serve: Callable[[List[Reply]], FakeServer]) -> None:
     fake = serve(
         [
             page(0, ["a", "b"], False),
@@ -143,7 +143,7 @@ def test_follow_sleeps_retry_after_on_503_and_429_and_keeps_polling_when_stale(s
     assert fake.times[3] - fake.times[2] >= 0.95
 
 
-def test_retries_give_up_after_max_retries_with_the_typed_error(serve) -> None:  # type: ignore[no-untyped-def]
+def test_retries_give_up_after_max_retries_with_the_typed_error(serve: Callable[[List[Reply]], FakeServer]) -> None:
     fake = serve([error(503, "upstream_unavailable", "0")] * 3)
     with Client(fake.url, max_retries=2) as client:
         with pytest.raises(UpstreamUnavailableError) as caught:
@@ -154,7 +154,7 @@ def test_retries_give_up_after_max_retries_with_the_typed_error(serve) -> None: 
     assert len(fake.requests) == 3
 
 
-def test_run_job_is_never_retried(serve) -> None:  # type: ignore[no-untyped-def]
+def test_run_job_is_never_retried(serve: Callable[[List[Reply]], FakeServer]) -> None:
     fake = serve([error(429, "rate_limited", "7")])
     with Client(fake.url, token="s3cret") as client:
         with pytest.raises(RateLimitedError) as caught:
@@ -166,7 +166,7 @@ def test_run_job_is_never_retried(serve) -> None:  # type: ignore[no-untyped-def
     assert headers["authorization"] == "Bearer s3cret"
 
 
-def test_an_answer_that_is_not_powertails_gets_the_family_of_its_status(serve) -> None:  # type: ignore[no-untyped-def]
+def test_an_answer_that_is_not_powertails_gets_the_family_of_its_status(serve: Callable[[List[Reply]], FakeServer]) -> None:
     def html(h: BaseHTTPRequestHandler) -> None:
         h.send_response(502)
         h.send_header("Content-Type", "text/html")
@@ -186,7 +186,7 @@ def test_an_answer_that_is_not_powertails_gets_the_family_of_its_status(serve) -
         assert over.value.retry_after is None
 
 
-def test_stream_resumes_with_last_event_id_after_a_dropped_connection(serve) -> None:  # type: ignore[no-untyped-def]
+def test_stream_resumes_with_last_event_id_after_a_dropped_connection(serve: Callable[[List[Reply]], FakeServer]) -> None:
     fake = serve(
         [
             sse(': hello\n\nevent: lines\nid: 2\ndata: {"fromLine":0,"nextLine":2,"lines":["a","b"]}\n\nevent: lin'),
@@ -204,7 +204,7 @@ def test_stream_resumes_with_last_event_id_after_a_dropped_connection(serve) -> 
     assert all(p.startswith("/llm/logs/9/stream") for p, _ in fake.requests)
 
 
-def test_stream_starts_at_from_line(serve) -> None:  # type: ignore[no-untyped-def]
+def test_stream_starts_at_from_line(serve: Callable[[List[Reply]], FakeServer]) -> None:
     fake = serve([sse('event: end\nid: 7\ndata: {"nextLine":7}\n\n')])
     with Client(fake.url) as client:
         events = list(client.stream_events("9", from_line=7))
