@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import pytest
 
 from powertail_client import (
+    AuthError,
     Client,
+    ForbiddenError,
     InstanceNotFoundError,
     JobNotFoundError,
     NotFoundError,
     PowertailError,
     RequestError,
+    UnauthorizedError,
 )
 
 
@@ -118,3 +123,22 @@ def test_startup_long_polls(client: Client) -> None:
     state = client.startup(run["instanceId"])
     changed = client.startup(run["instanceId"], 10, attempt=state["attempt"], from_event=len(state["events"]))
     assert len(changed["events"]) > len(state["events"]) or changed["complete"]
+
+
+def test_tokens_are_sent_and_auth_errors_are_typed(authed: Tuple[str, str, str]) -> None:
+    url, reader, runner = authed
+    with Client(url) as anonymous:
+        with pytest.raises(UnauthorizedError) as caught:
+            anonymous.read("1")
+        assert (caught.value.status, caught.value.code) == (401, "unauthorized")
+        assert isinstance(caught.value, AuthError)
+    with Client(url, token=reader) as client:
+        with pytest.raises(ForbiddenError) as forbidden:
+            client.run_job("vllm-start")
+        assert (forbidden.value.status, forbidden.value.code) == (403, "forbidden")
+    with Client(url, token=runner) as client:
+        run = client.run_job("vllm-start", {"port": 8002})
+    with Client(url, token=reader) as client:
+        lines = list(client.stream(run["instanceId"]))
+        assert any("--port 8002" in line for line in lines)
+        assert list(client.follow(run["instanceId"])) == lines

@@ -78,6 +78,21 @@ def sse(text: str) -> Reply:
     return reply
 
 
+def sse_cut(text: str) -> Reply:
+    """An event stream whose connection breaks after `text` (fewer bytes than announced)."""
+
+    def reply(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Content-Length", str(len(text.encode()) + 1000))
+        h.end_headers()
+        h.wfile.write(text.encode())
+        h.wfile.flush()
+        h.close_connection = True
+
+    return reply
+
+
 class FakeServer:
     def __init__(self, replies: List[Reply]) -> None:
         self.replies = list(replies)
@@ -103,7 +118,7 @@ class FakeServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -224,3 +239,18 @@ def test_the_event_stream_parser() -> None:
     assert events[0].retry == 2500 and events[1].retry is None and d.retry == 2500
     # An event the stream did not finish is not dispatched.
     assert list(SSEDecoder().iter_events(["event: end", "data: {}"])) == []
+
+
+def test_stream_resumes_after_a_broken_connection(serve: Callable[[List[Reply]], FakeServer]) -> None:
+    fake = serve(
+        [
+            sse_cut('event: lines\nid: 1\ndata: {"fromLine":0,"nextLine":1,"lines":["a"]}\n\nretry: 10\n\ndata: {"li'),
+            sse('event: lines\nid: 2\ndata: {"fromLine":1,"nextLine":2,"lines":["b"]}\n\nevent: end\ndata: {}\n\n'),
+        ]
+    )
+    slept: List[float] = []
+    with Client(fake.url) as client:
+        client._sleep = slept.append
+        assert list(client.stream(9)) == ["a", "b"]
+    assert [h.get("last-event-id") for _, h in fake.requests] == [None, "1"]
+    assert slept == [0.5]  # the back-off (above the stream's `retry: 10` ms)
