@@ -9,6 +9,7 @@ import pytest
 from powertail_client import (
     AuthError,
     Client,
+    ConflictError,
     ForbiddenError,
     InstanceNotFoundError,
     JobNotFoundError,
@@ -142,3 +143,15 @@ def test_tokens_are_sent_and_auth_errors_are_typed(authed: Tuple[str, str, str])
         lines = list(client.stream(run["instanceId"]))
         assert any("--port 8002" in line for line in lines)
         assert list(client.follow(run["instanceId"])) == lines
+
+
+def test_jobs_instance_and_stop(client: Client) -> None:
+    names = [job["name"] for job in client.jobs()["jobs"]]
+    assert {"vllm-start", "vllm-oom", "vllm-port-in-use"} <= set(names)
+    run = client.run_job("vllm-port-in-use")
+    list(client.follow(run["instanceId"]))
+    info = client.instance(run["instanceId"])
+    assert info["instanceId"] == run["instanceId"] and info["status"] == "FAILED"
+    with pytest.raises(ConflictError) as caught:
+        client.stop(run["instanceId"])
+    assert caught.value.status == 409 and "FAILED" in caught.value.message
