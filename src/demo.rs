@@ -192,17 +192,18 @@ pub async fn setup_with(listen: SocketAddr, scale: f64, user_config: Option<&Pat
     Ok(Demo { sim, config, jobs: demo_jobs.iter().map(|(n, i, d, _)| (*n, *i, *d)).collect() })
 }
 
-/// Runs the demo until `shutdown` resolves, with `user_config` under its own keys (see
-/// [`setup_with`]).
+/// Runs the demo, its times `scale` times the demo's, until `shutdown` resolves, with
+/// `user_config` under its own keys (see [`setup_with`]).
 ///
 /// # Errors
 /// When a listener cannot be bound, or the configuration is invalid.
 pub async fn run(
     listen: SocketAddr,
+    scale: f64,
     user_config: Option<&Path>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let demo = setup_with(listen, 1.0, user_config).await?;
+    let demo = setup_with(listen, scale, user_config).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let state = crate::build(&demo.config, addr)?;

@@ -29,6 +29,10 @@ enum Command {
         /// Address of the API and viewer.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Every simulated time (flushes, caches, the jobs' scripts) times this factor:
+        /// 0.1 runs a vLLM start-up in a few seconds (the client libraries' tests).
+        #[arg(long, hide = true, env = "POWERTAIL_DEMO_SCALE", default_value_t = 1.0, value_parser = parse_scale)]
+        scale: f64,
     },
 }
 
@@ -78,12 +82,20 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             tokio::spawn(async move { client.check_servers().await });
             powertail::run(listener, state, shutdown_signal()).await?;
         }
-        Command::Demo { listen } => {
+        Command::Demo { listen, scale } => {
             powertail::telemetry::init_logging(false, "info")?;
-            powertail::demo::run(listen, cli.config.as_deref(), shutdown_signal()).await?;
+            powertail::demo::run(listen, scale, cli.config.as_deref(), shutdown_signal()).await?;
         }
     }
     Ok(())
+}
+
+/// `--scale`: a finite factor in 0.01..=100.
+fn parse_scale(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.01..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a number between 0.01 and 100")),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -1,0 +1,79 @@
+"""Python client for powertail: follow PowerJob job-instance logs, run jobs, and watch a
+model server's start-up.
+
+    from powertail_client import Client
+
+    with Client("http://127.0.0.1:8080") as pt:
+        run = pt.run_job("vllm-start", {"port": 8001})
+        for line in pt.follow(run["instanceId"]):
+            print(line)
+"""
+
+from ._client import MAX_WAIT_S, Client
+from ._sse import ServerSentEvent, SSEDecoder
+from ._types import Attempt, Failure, InstanceId, LineRef, LogPage, Progress, RunAnswer, StartupState
+from .errors import (
+    AuthError,
+    BadRequestError,
+    ConflictError,
+    ForbiddenError,
+    HeadersTooLargeError,
+    InstanceNotFoundError,
+    InternalError,
+    JobNotFoundError,
+    MethodNotAllowedError,
+    NotFoundError,
+    OverloadedError,
+    PayloadTooLargeError,
+    PowertailConnectionError,
+    PowertailError,
+    RateLimitedError,
+    RequestError,
+    RetryableError,
+    ServerError,
+    UnauthorizedError,
+    UpstreamBadAnswerError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MAX_WAIT_S",
+    "Attempt",
+    "AuthError",
+    "BadRequestError",
+    "Client",
+    "ConflictError",
+    "Failure",
+    "ForbiddenError",
+    "HeadersTooLargeError",
+    "InstanceId",
+    "InstanceNotFoundError",
+    "InternalError",
+    "JobNotFoundError",
+    "LineRef",
+    "LogPage",
+    "MethodNotAllowedError",
+    "NotFoundError",
+    "OverloadedError",
+    "PayloadTooLargeError",
+    "PowertailConnectionError",
+    "PowertailError",
+    "Progress",
+    "RateLimitedError",
+    "RequestError",
+    "RetryableError",
+    "RunAnswer",
+    "SSEDecoder",
+    "ServerError",
+    "ServerSentEvent",
+    "StartupState",
+    "UnauthorizedError",
+    "UpstreamBadAnswerError",
+    "UpstreamError",
+    "UpstreamTimeoutError",
+    "UpstreamUnavailableError",
+]

@@ -1,0 +1,359 @@
+"""The synchronous client."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Union, cast
+from urllib.parse import quote
+
+import httpx
+
+from ._sse import ServerSentEvent, SSEDecoder
+from ._types import InstanceId, LogPage, RunAnswer, StartupState
+from .errors import PowertailConnectionError, PowertailError, RetryableError, ServerError, error_for
+
+#: The longest long-poll the API accepts (`waitMs` 0..=30000).
+MAX_WAIT_S = 30.0
+
+
+def _instance_id(value: InstanceId) -> str:
+    """Instance ids exceed 2**53: the API carries them as strings of digits."""
+    text = str(value)
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()):
+        raise ValueError(f"an instance id is a string of decimal digits, not {value!r}")
+    return text
+
+
+def _wait_ms(seconds: float) -> int:
+    return int(min(max(seconds, 0.0), MAX_WAIT_S) * 1000)
+
+
+def _retry_after(response: httpx.Response) -> Optional[float]:
+    """`Retry-After` in seconds: delta-seconds or an HTTP date."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _error_of(response: httpx.Response) -> PowertailError:
+    """The typed error of a non-2xx answer (`{"error": {"code", "message"}}`)."""
+    retry_after = _retry_after(response)
+    try:
+        body = response.json()
+        error = body["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        # Not powertail's shape: a proxy's page, say.
+        text = response.text.strip()[:200] or response.reason_phrase
+        err = error_for("http_error", text, response.status_code, retry_after)
+        if response.status_code >= 500 and not isinstance(err, RetryableError):
+            return ServerError("http_error", text, response.status_code, retry_after)
+        return err
+    return error_for(code, message, response.status_code, retry_after)
+
+
+class _Cursor:
+    """Where a follower stands in one instance's log. The one place its state changes
+    (`advance`), so that a follower can be restarted from a fresh cursor when the server
+    says its cursor no longer holds (a coming `epoch_mismatch`)."""
+
+    def __init__(self, instance_id: str, next_line: int) -> None:
+        self.instance_id = instance_id
+        self.next_line = next_line
+        self.attempt: Optional[int] = None
+
+    def params(self, wait_ms: int, limit: Optional[int]) -> Dict[str, Union[str, int]]:
+        params: Dict[str, Union[str, int]] = {"instanceId": self.instance_id, "fromLine": self.next_line}
+        if wait_ms:
+            params["waitMs"] = wait_ms
+        if limit is not None:
+            params["limit"] = limit
+        return params
+
+    def advance(self, page: LogPage) -> None:
+        self.next_line = page["nextLine"]
+        self.attempt = page.get("attempt")
+
+
+class Client:
+    """A client of one powertail server.
+
+    ``base_url`` is the server's root (``http://127.0.0.1:8080``); ``token`` an API
+    token, sent as ``Authorization: Bearer``. The idempotent calls (reads, long-polls,
+    the event stream) retry 429 and 503 answers after their ``Retry-After`` (or a short
+    back-off without one) and failed connections, up to ``max_retries`` times in a row,
+    then raise the error. ``run_job`` and the instance controls never retry: their
+    error says when to.
+
+    Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: Optional[str] = None,
+        *,
+        timeout: float = 10.0,
+        max_retries: int = 10,
+        min_poll_interval: float = 1.0,
+        transport: Optional[httpx.BaseTransport] = None,
+    ) -> None:
+        headers = {"User-Agent": "powertail-client-python/0.1", "Accept": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        self.max_retries = max_retries
+        self.min_poll_interval = min_poll_interval
+        self._timeout = timeout
+        self._sleep: Callable[[float], None] = time.sleep
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- requests -------------------------------------------------------------------
+
+    def _backoff(self, failures: int) -> float:
+        return float(min(0.5 * 2 ** (failures - 1), 5.0))
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Optional[Mapping[str, Union[str, int]]] = None,
+        body: Any = None,
+        wait_s: float = 0.0,
+        retry: bool = True,
+    ) -> httpx.Response:
+        """One call, retried (when `retry`) on 429/503 and failed connections."""
+        timeout = httpx.Timeout(self._timeout, read=self._timeout + wait_s + 30.0)
+        failures = 0
+        while True:
+            try:
+                response = self._http.request(
+                    method, path, params=params, json=body, timeout=timeout
+                )
+            except httpx.TransportError as exc:
+                if retry and failures < self.max_retries:
+                    failures += 1
+                    self._sleep(self._backoff(failures))
+                    continue
+                raise PowertailConnectionError("connection_error", str(exc) or type(exc).__name__) from exc
+            if response.is_success:
+                return response
+            error = _error_of(response)
+            if retry and isinstance(error, RetryableError) and failures < self.max_retries:
+                failures += 1
+                self._sleep(error.retry_after if error.retry_after is not None else self._backoff(failures))
+                continue
+            raise error
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ServerError("http_error", "the answer is not JSON", response.status_code) from exc
+
+    # --- logs -----------------------------------------------------------------------
+
+    def read(
+        self, instance_id: InstanceId, from_line: int = 0, *, limit: Optional[int] = None, wait: float = 0.0
+    ) -> LogPage:
+        """One `GET /llm/logs` answer; `wait` (seconds, at most 30) long-polls."""
+        cursor = _Cursor(_instance_id(instance_id), from_line)
+        return self._read_page(cursor, wait, limit)
+
+    def _read_page(self, cursor: _Cursor, wait: float, limit: Optional[int]) -> LogPage:
+        wait_ms = _wait_ms(wait)
+        page = self._json("GET", "/llm/logs", params=cursor.params(wait_ms, limit), wait_s=wait_ms / 1000)
+        return cast(LogPage, page)
+
+    def follow_pages(
+        self, instance_id: InstanceId, from_line: int = 0, *, wait: float = 20.0, limit: Optional[int] = None
+    ) -> Iterator[LogPage]:
+        """Every `GET /llm/logs` answer of a follower, from `from_line` until the one that
+        says `complete`: long-polls of `wait` seconds, each from the previous
+        `nextLine`. A `stale` answer (PowerJob slow or unreachable, the cache served)
+        just leads to the next poll; answers without lines come at most every
+        `min_poll_interval` seconds."""
+        cursor = _Cursor(_instance_id(instance_id), from_line)
+        while True:
+            started = time.monotonic()
+            page = self._read_page(cursor, wait, limit)
+            cursor.advance(page)
+            yield page
+            if page["complete"]:
+                return
+            if not page["lines"]:
+                pause = self.min_poll_interval - (time.monotonic() - started)
+                if pause > 0:
+                    self._sleep(pause)
+
+    def follow(
+        self, instance_id: InstanceId, from_line: int = 0, *, wait: float = 20.0, limit: Optional[int] = None
+    ) -> Iterator[str]:
+        """The log's lines from `from_line` on, as they come, ending when the log is
+        `complete` (no line can follow). Raises a :class:`PowertailError` subclass for
+        an error answer (after the retries of 429/503, see :class:`Client`)."""
+        for page in self.follow_pages(instance_id, from_line, wait=wait, limit=limit):
+            yield from page["lines"]
+
+    def raw(self, instance_id: InstanceId) -> str:
+        """`GET /llm/logs/{id}/raw`: the whole log held now, one line per `\\n`."""
+        return self._request("GET", f"/llm/logs/{_instance_id(instance_id)}/raw").text
+
+    # --- event stream ---------------------------------------------------------------
+
+    def stream_events(self, instance_id: InstanceId, from_line: int = 0) -> Iterator[ServerSentEvent]:
+        """The Server-Sent Events of `GET /llm/logs/{id}/stream` (`lines`, `startup`,
+        `error`, `shutdown`, `end`), ending after `end`. A dropped connection or a
+        `shutdown` event reconnects with `Last-Event-ID` (the `nextLine` of the last
+        `lines` event), so no line is lost or repeated; 429/503 before the stream starts
+        are retried like the other reads."""
+        path = f"/llm/logs/{_instance_id(instance_id)}/stream"
+        timeout = httpx.Timeout(self._timeout, read=45.0)  # a heartbeat comes every 15 s
+        last_id: Optional[str] = None
+        reconnect_ms: Optional[int] = None
+        failures = 0
+        while True:
+            headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+            params: Dict[str, Union[str, int]] = {}
+            if last_id is not None:
+                headers["Last-Event-ID"] = last_id
+            elif from_line:
+                params["fromLine"] = from_line
+            error: PowertailError
+            try:
+                with self._http.stream("GET", path, params=params, headers=headers, timeout=timeout) as response:
+                    if not response.is_success:
+                        response.read()
+                        error = _error_of(response)
+                        if not isinstance(error, RetryableError) or failures >= self.max_retries:
+                            raise error
+                        failures += 1
+                        self._sleep(error.retry_after if error.retry_after is not None else self._backoff(failures))
+                        continue
+                    decoder = SSEDecoder(last_id)
+                    for event in decoder.iter_events(response.iter_lines()):
+                        last_id = decoder.last_event_id
+                        if decoder.retry is not None:
+                            reconnect_ms = decoder.retry
+                        failures = 0
+                        yield event
+                        if event.event == "end":
+                            return
+                        if event.event == "shutdown":
+                            break
+                    last_id = decoder.last_event_id
+                error = PowertailConnectionError("connection_error", "the event stream ended before its `end` event")
+            except httpx.TransportError as exc:
+                error = PowertailConnectionError("connection_error", str(exc) or type(exc).__name__)
+            if failures >= self.max_retries:
+                raise error
+            failures += 1
+            delay = self._backoff(failures)
+            if reconnect_ms is not None:
+                delay = max(delay, reconnect_ms / 1000)
+            self._sleep(delay)
+
+    def stream(self, instance_id: InstanceId, from_line: int = 0) -> Iterator[str]:
+        """The log's lines over Server-Sent Events, ending on the `end` event: the same
+        lines :meth:`follow` yields, pushed instead of polled."""
+        for event in self.stream_events(instance_id, from_line):
+            if event.event == "lines":
+                lines: List[str] = json.loads(event.data)["lines"]
+                yield from lines
+
+    # --- jobs and instances ---------------------------------------------------------
+
+    def run_job(
+        self, name: str, params: Union[Mapping[str, Any], str, None] = None, *, delay_ms: Optional[int] = None
+    ) -> RunAnswer:
+        """`POST /llm/jobs/{name}/run`: run a configured job (or a numeric PowerJob job
+        id). A mapping in `params` is merged over the job's default params; a string is
+        sent as is. Never retried (a retry could run the job twice)."""
+        body: Dict[str, Any] = {}
+        if params is not None:
+            body["instanceParams"] = params if isinstance(params, str) else dict(params)
+        if delay_ms is not None:
+            body["delayMs"] = delay_ms
+        return cast(RunAnswer, self._json("POST", f"/llm/jobs/{quote(name, safe='')}/run", body=body, retry=False))
+
+    def jobs(self) -> Dict[str, Any]:
+        """`GET /llm/jobs`: `{"jobs": [{"name", "jobId", "description"}], "canRun"}`."""
+        return cast(Dict[str, Any], self._json("GET", "/llm/jobs"))
+
+    def instance(self, instance_id: InstanceId) -> Dict[str, Any]:
+        """`GET /llm/instances/{id}`: PowerJob's view of the instance."""
+        return cast(Dict[str, Any], self._json("GET", f"/llm/instances/{_instance_id(instance_id)}"))
+
+    def stop(self, instance_id: InstanceId) -> Dict[str, Any]:
+        """`POST /llm/instances/{id}/stop` (409 :class:`ConflictError` when finished)."""
+        return cast(
+            Dict[str, Any], self._json("POST", f"/llm/instances/{_instance_id(instance_id)}/stop", retry=False)
+        )
+
+    def startup(
+        self,
+        instance_id: InstanceId,
+        wait: float = 0.0,
+        *,
+        attempt: Optional[int] = None,
+        from_event: Optional[int] = None,
+    ) -> StartupState:
+        """`GET /llm/instances/{id}/startup`: the model server's start-up state. With
+        `wait` (seconds, at most 30) it long-polls until the state changes from
+        (`attempt`, `from_event`), by default the state when the request arrives, or is
+        `complete`."""
+        params: Dict[str, Union[str, int]] = {}
+        wait_ms = _wait_ms(wait)
+        if wait_ms:
+            params["waitMs"] = wait_ms
+        if attempt is not None:
+            params["attempt"] = attempt
+        if from_event is not None:
+            params["fromEvent"] = from_event
+        path = f"/llm/instances/{_instance_id(instance_id)}/startup"
+        return cast(StartupState, self._json("GET", path, params=params, wait_s=wait_ms / 1000))
+
+    def wait_startup(self, instance_id: InstanceId, timeout: Optional[float] = None) -> StartupState:
+        """Long-polls the start-up state until it is `complete` (`ready`, or the job
+        ended and its log is complete: `failed` with its final cause, or `exited`) and
+        returns it; after `timeout` seconds returns the state as it is (check
+        `complete`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        state: Optional[StartupState] = None
+        while True:
+            wait = 20.0 if deadline is None else min(20.0, max(0.0, deadline - time.monotonic()))
+            started = time.monotonic()
+            if state is None:
+                state = self.startup(instance_id, wait)
+            else:
+                state = self.startup(instance_id, wait, attempt=state["attempt"], from_event=len(state["events"]))
+            if state["complete"] or (deadline is not None and time.monotonic() >= deadline):
+                return state
+            pause = self.min_poll_interval - (time.monotonic() - started)
+            if pause > 0:
+                self._sleep(pause)
