@@ -92,6 +92,13 @@ async fn wait_js(c: &Client, script: &str, timeout: Duration) {
     }
 }
 
+/// With `POWERTAIL_UPDATE_SCREENSHOT`, a screenshot of this state in the temp dir (to look at).
+async fn shot(c: &Client, name: &str) {
+    if std::env::var_os("POWERTAIL_UPDATE_SCREENSHOT").is_some() {
+        std::fs::write(std::env::temp_dir().join(name), c.screenshot().await.unwrap()).unwrap();
+    }
+}
+
 /// A script that is true when the row of `line` is rendered inside the viewport.
 fn in_view(line: u64) -> String {
     format!(
@@ -221,6 +228,7 @@ async fn the_viewer_follows_a_vllm_startup_in_chromium() {
     js(&c, "document.getElementById('viewport').scrollTop = 0; return true").await;
     verdict.click().await.unwrap();
     wait_js(&c, &in_view(cause), Duration::from_secs(5)).await;
+    shot(&c, "viewer-oom.png").await;
     let row = c.find(Locator::Css(&format!("#rows .line[data-line=\"{cause}\"]"))).await.unwrap();
     assert!(row.attr("class").await.unwrap().unwrap().contains("failed"));
     assert!(row.text().await.unwrap().contains("OutOfMemoryError"));
@@ -236,6 +244,8 @@ async fn the_viewer_follows_a_vllm_startup_in_chromium() {
         Duration::from_secs(5),
     )
     .await;
+    wait_js(&c, &in_view(cause), Duration::from_secs(5)).await; // the outlined line stays in view
+    shot(&c, "viewer-wrap.png").await;
     c.find(Locator::Id("wrap")).await.unwrap().click().await.unwrap();
 
     // Retried under the same instanceId: the second run follows the first, marked.
