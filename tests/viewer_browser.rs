@@ -268,6 +268,11 @@ async fn the_viewer_follows_a_vllm_startup_in_chromium() {
     let state_text = c.find(Locator::Id("state")).await.unwrap().text().await.unwrap();
     assert!(state_text.contains("run 2"), "{state_text}");
 
+    // An unknown instance: the module's 4xx stops following, and the page says why.
+    c.goto(&format!("{base}/?instanceId=1")).await.unwrap();
+    wait_js(&c, "return document.getElementById('error').textContent.startsWith('instance_not_found')", Duration::from_secs(20))
+        .await;
+
     // A 100 000-line log stays responsive: virtualised rendering, chunked appends.
     let big = demo.sim.with_core(|core, now| {
         let id = core.create_instance(15, None, now - 600_000);
@@ -346,9 +351,9 @@ es.onopen = () => raw.opens++;
 es.addEventListener("lines", (e) => {{ const b = JSON.parse(e.data); if (b.fromLine === raw.lines.length) raw.lines.push(...b.lines); else raw.gap = b.fromLine; }});
 es.addEventListener("end", () => raw.ends++);
 es.onerror = () => {{ raw.errors++; raw.state = es.readyState; }};
-const mod = window.mod = {{ lines: 0, statuses: 0, end: null }};
+const mod = window.mod = {{ lines: 0, statuses: 0, end: null, startups: [] }};
 const {{ stream }} = await import("{base}/powertail.js");
-stream("{base}", "{id}", {{ onLines: (l) => mod.lines += l.length, onStatus: () => mod.statuses++ }})
+stream("{base}", "{id}", {{ onLines: (l) => mod.lines += l.length, onStatus: () => mod.statuses++, onStartup: (s) => mod.startups.push(s.phase) }})
   .then((end) => mod.end = end, (e) => mod.error = String(e));
 </script>"#
     );
@@ -398,5 +403,7 @@ stream("{base}", "{id}", {{ onLines: (l) => mod.lines += l.length, onStatus: () 
     wait_js(&c, "return window.mod.end !== null || window.mod.error !== undefined", Duration::from_secs(30)).await;
     let m: Value = js(&c, "return window.mod").await;
     assert_eq!((m["lines"].as_u64(), m["end"]["totalLines"].as_u64()), (Some(1_000), Some(1_000)), "{m}");
+    // No model server: one `startup` event, when it ended.
+    assert_eq!(m["startups"], json!(["exited"]), "{m}");
     c.close().await.unwrap();
 }
