@@ -106,7 +106,8 @@ async fn a_stream_follows_to_the_end_and_resumes_with_last_event_id() {
     assert_eq!(past.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["end"]);
     // An EventSource reconnecting after `end` (its Last-Event-ID is the last id): 204,
     // which makes it stop; an earlier id still resumes.
-    let reconnect = |last: &str| app.http.get(format!("{}/llm/logs/{id}/stream", app.base)).header("Last-Event-ID", last);
+    let reconnect =
+        |last: &str| app.http.get(format!("{}/llm/logs/{id}/stream", app.base)).header("Last-Event-ID", last);
     let resp = reconnect("300").send().await.unwrap();
     assert_eq!(resp.status(), 204);
     assert_eq!(resp.text().await.unwrap(), "");

@@ -144,10 +144,13 @@ async fn the_viewer_follows_a_vllm_startup_in_chromium() {
     assert_eq!(shown, demo.sim.with_core(|core, _| core.final_lines(id)));
     assert_eq!(shown.len(), 113);
     // The start-up strip: the server's state, progress seen before ready.
-    wait_js(&c, "const s = window.powertail.startup(); return s !== null && s.phase === 'ready'", Duration::from_secs(20))
-        .await;
-    let server: Value =
-        reqwest::get(format!("{base}/llm/instances/{id}/startup")).await.unwrap().json().await.unwrap();
+    wait_js(
+        &c,
+        "const s = window.powertail.startup(); return s !== null && s.phase === 'ready'",
+        Duration::from_secs(20),
+    )
+    .await;
+    let server: Value = reqwest::get(format!("{base}/llm/instances/{id}/startup")).await.unwrap().json().await.unwrap();
     assert_eq!(server["ready"]["line"], 103);
     let verdict = c.find(Locator::Id("verdict")).await.unwrap();
     assert_eq!(verdict.text().await.unwrap(), "READY at line 104");
@@ -157,13 +160,18 @@ async fn the_viewer_follows_a_vllm_startup_in_chromium() {
     let ready = phases.iter().position(|p| p.starts_with("ready")).unwrap();
     assert!(loading < ready, "{phases:?}");
     let progress = &server["progress"];
-    assert_eq!(c.find(Locator::Id("progLabel")).await.unwrap().text().await.unwrap(), progress["label"].as_str().unwrap());
+    assert_eq!(
+        c.find(Locator::Id("progLabel")).await.unwrap().text().await.unwrap(),
+        progress["label"].as_str().unwrap()
+    );
     assert_eq!(
         c.find(Locator::Id("progCount")).await.unwrap().text().await.unwrap(),
         format!("{}/{}", progress["done"], progress["total"])
     );
     // tqdm bars are folded: each bar once, at its last state; the lines stay exact.
-    for (bar, last) in [("Loading safetensors checkpoint shards", "4/4"), ("Capturing CUDA graphs (decode, FULL)", "35/35")] {
+    for (bar, last) in
+        [("Loading safetensors checkpoint shards", "4/4"), ("Capturing CUDA graphs (decode, FULL)", "35/35")]
+    {
         let texts: Vec<String> = serde_json::from_value(
             js(&c, &format!("return window.powertail.shown().map(i => window.powertail.lines()[i]).filter(l => l.includes({bar:?}))"))
                 .await,
@@ -186,11 +194,15 @@ async fn the_viewer_follows_a_vllm_startup_in_chromium() {
     assert!(!text.as_str().unwrap().contains('\u{1b}'), "ANSI escapes are rendered, not shown");
     // A click on the badge scrolls to the ready line.
     js(&c, "document.getElementById('viewport').scrollTop = 0; return true").await;
-    wait_js(&c, "return document.querySelector('#rows .line[data-line=\"103\"]') === null", Duration::from_secs(5)).await;
+    wait_js(&c, "return document.querySelector('#rows .line[data-line=\"103\"]') === null", Duration::from_secs(5))
+        .await;
     verdict.click().await.unwrap();
     wait_js(&c, &in_view(103), Duration::from_secs(5)).await;
     let row = c.find(Locator::Css("#rows .line[data-line=\"103\"]")).await.unwrap();
-    assert_eq!(row.attr("class").await.unwrap().as_deref().map(|c| c.contains("ready") && c.contains("target")), Some(true));
+    assert_eq!(
+        row.attr("class").await.unwrap().as_deref().map(|c| c.contains("ready") && c.contains("target")),
+        Some(true)
+    );
     let png = c.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"));
     if std::env::var_os("POWERTAIL_UPDATE_SCREENSHOT").is_some() {
@@ -270,8 +282,12 @@ async fn the_viewer_follows_a_vllm_startup_in_chromium() {
 
     // An unknown instance: the module's 4xx stops following, and the page says why.
     c.goto(&format!("{base}/?instanceId=1")).await.unwrap();
-    wait_js(&c, "return document.getElementById('error').textContent.startsWith('instance_not_found')", Duration::from_secs(20))
-        .await;
+    wait_js(
+        &c,
+        "return document.getElementById('error').textContent.startsWith('instance_not_found')",
+        Duration::from_secs(20),
+    )
+    .await;
 
     // A 100 000-line log stays responsive: virtualised rendering, chunked appends.
     let big = demo.sim.with_core(|core, now| {
@@ -389,7 +405,8 @@ stream("{base}", "{id}", {{ onLines: (l) => mod.lines += l.length, onStatus: () 
     assert_eq!(raw["lines"], json!(expected), "every line once, in order");
     assert_eq!(raw["ends"], 1);
     assert_eq!(raw["opens"], 1, "the reconnect never opened a stream");
-    let stream_204 = r#"powertail_http_requests_total{route="/llm/logs/{instanceId}/stream",method="GET",status="204"} 1"#;
+    let stream_204 =
+        r#"powertail_http_requests_total{route="/llm/logs/{instanceId}/stream",method="GET",status="204"} 1"#;
     let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(stream_204), "{metrics}");
     // Nothing more: no second `end`, no further request, over a few reconnect periods.
