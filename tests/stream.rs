@@ -103,7 +103,7 @@ async fn a_stream_follows_to_the_end_and_resumes_with_last_event_id() {
     assert_eq!(again[0].2["lines"].as_array().unwrap().len(), 5);
     // Without `Last-Event-ID`, even past the end: an `end` event.
     let past = events(&app, &format!("/llm/logs/{id}/stream?fromLine=300"), None, None).await;
-    assert_eq!(past.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["end"]);
+    assert_eq!(past.iter().map(|e| (e.0.as_str(), e.1.as_deref())).collect::<Vec<_>>(), [("end", Some("300"))]);
     // An EventSource reconnecting after `end` (its Last-Event-ID is the last id): 204,
     // which makes it stop; an earlier id still resumes.
     let reconnect =

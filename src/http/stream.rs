@@ -144,7 +144,10 @@ impl Streamer {
             }
             if page.complete {
                 self.done = true;
-                let event = Event::default().event("end").json_data(json!({
+                // With an id too (the next line), so that a page that keeps its
+                // EventSource open reconnects with `Last-Event-ID` (and gets 204) even
+                // after a log without lines.
+                let event = Event::default().event("end").id(page.next_line().to_string()).json_data(json!({
                     "nextLine": page.next_line(), "totalLines": page.total_lines, "status": page.status.name(),
                     "upstreamLost": page.upstream_lost, "truncated": page.truncated,
                     "attempt": page.attempt, "attempts": page.attempts,
