@@ -180,6 +180,11 @@ async fn the_viewer_follows_a_vllm_startup_in_chromium() {
         assert_eq!(texts.len(), 1, "{texts:?}");
         assert!(texts[0].contains(last), "{texts:?}");
     }
+    if std::env::var_os("POWERTAIL_UPDATE_SCREENSHOT").is_some() {
+        js(&c, "document.getElementById('viewport').scrollTop = 15 * 18; return true").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        shot(&c, "viewer-fold.png").await;
+    }
     let state_text = c.find(Locator::Id("state")).await.unwrap().text().await.unwrap();
     assert!(state_text.contains("complete"), "{state_text}");
     // The rendered rows are consecutive shown lines, and no raw escape byte is shown.
