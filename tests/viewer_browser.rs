@@ -429,3 +429,91 @@ stream("{base}", "{id}", {{ onLines: (l) => mod.lines += l.length, onStatus: () 
     assert_eq!(m["startups"], json!(["exited"]), "{m}");
     c.close().await.unwrap();
 }
+
+/// The module's `follow()` in Chromium against a scripted server: a 503 waits its
+/// `Retry-After`, a stale answer is not a reason to spin, `nextLine` is sent back,
+/// `attempts` reach `onStatus`, the token goes in `Authorization`, the promise resolves
+/// on `complete`, and a 4xx rejects with its code after one request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver"]
+async fn the_module_follows_a_scripted_server_in_chromium() {
+    use axum::extract::{RawQuery, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use std::sync::{Arc, Mutex};
+
+    type Calls = Arc<Mutex<Vec<(String, Option<String>, Instant)>>>;
+    async fn logs(State(calls): State<Calls>, headers: HeaderMap, RawQuery(q): RawQuery) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let q = q.unwrap_or_default();
+        let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned());
+        let n = {
+            let mut calls = calls.lock().unwrap();
+            calls.push((q.clone(), auth, Instant::now()));
+            calls.iter().filter(|c| c.0.contains("instanceId=7")).count()
+        };
+        let page = |body: Value| axum::Json(body).into_response();
+        if q.contains("instanceId=404") {
+            let body = json!({"error": {"code": "instance_not_found", "message": "no instance 404"}});
+            return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+        }
+        match n {
+            1 => {
+                let body = json!({"error": {"code": "upstream_unavailable", "message": "PowerJob is down"}});
+                (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")], axum::Json(body)).into_response()
+            }
+            2 => page(json!({"instanceId": "7", "fromLine": 0, "nextLine": 2, "lines": ["a", "b"], "totalLines": 2,
+                "status": "RUNNING", "complete": false, "stale": false, "attempt": 1, "attempts": [{"attempt": 1, "fromLine": 0}]})),
+            3 => page(json!({"instanceId": "7", "fromLine": 2, "nextLine": 2, "lines": [], "totalLines": 2,
+                "status": "RUNNING", "complete": false, "stale": true, "attempt": 1, "attempts": [{"attempt": 1, "fromLine": 0}]})),
+            _ => page(json!({"instanceId": "7", "fromLine": 2, "nextLine": 3, "lines": ["c"], "totalLines": 3,
+                "status": "SUCCEED", "complete": true, "stale": false, "attempt": 2,
+                "attempts": [{"attempt": 1, "fromLine": 0}, {"attempt": 2, "fromLine": 2}]})),
+        }
+    }
+    let calls: Calls = Arc::default();
+    let page = r#"<!doctype html><meta charset="utf-8"><title>platform</title><script type="module">
+import { follow } from "/powertail.js";
+const out = window.out = { lines: [], statuses: [], errors: [], done: null, failed: null };
+follow("", "7", { token: "t0k", waitMs: 100,
+  onLines: (l, from) => out.lines.push([from, ...l]),
+  onStatus: (s) => out.statuses.push([s.status, s.complete, s.stale, s.attempt, s.attempts.length]),
+  onError: (e) => out.errors.push(e.code) }).then((b) => out.done = b.nextLine);
+follow("", "404", {}).catch((e) => out.failed = [e.name, e.status, e.code]);
+</script>"#;
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(move || async move { axum::response::Html(page) }))
+        .route(
+            "/powertail.js",
+            axum::routing::get(|| async {
+                ([("content-type", "text/javascript")], include_str!("../assets/powertail.js"))
+            }),
+        )
+        .route("/llm/logs", axum::routing::get(logs))
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let driver = start_driver().await;
+    let c = browser(&driver).await;
+    c.goto(&format!("{base}/")).await.unwrap();
+    wait_js(&c, "return window.out.done !== null && window.out.failed !== null", Duration::from_secs(20)).await;
+    let out = js(&c, "return window.out").await;
+    assert_eq!(out["lines"], json!([[0, "a", "b"], [2, "c"]]));
+    assert_eq!(
+        out["statuses"],
+        json!([["RUNNING", false, false, 1, 1], ["RUNNING", false, true, 1, 1], ["SUCCEED", true, false, 2, 2]])
+    );
+    assert_eq!(out["errors"], json!(["upstream_unavailable"]));
+    assert_eq!(out["done"], 3);
+    assert_eq!(out["failed"], json!(["PowertailError", 404, "instance_not_found"]));
+    let calls = calls.lock().unwrap().clone();
+    let ours: Vec<_> = calls.iter().filter(|c| c.0.contains("instanceId=7")).collect();
+    let froms: Vec<&str> = ours.iter().map(|c| c.0.split('&').find(|p| p.starts_with("fromLine=")).unwrap()).collect();
+    assert_eq!(froms, ["fromLine=0", "fromLine=0", "fromLine=2", "fromLine=2"]);
+    assert!(ours.iter().all(|c| c.1.as_deref() == Some("Bearer t0k") && c.0.contains("waitMs=100")));
+    assert!(ours[1].2 - ours[0].2 >= Duration::from_millis(950), "503 waits Retry-After");
+    assert!(ours[3].2 - ours[2].2 >= Duration::from_millis(1_400), "a stale empty answer waits");
+    assert_eq!(calls.iter().filter(|c| c.0.contains("instanceId=404")).count(), 1, "a 4xx is not retried");
+    c.close().await.unwrap();
+}
