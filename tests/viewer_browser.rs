@@ -2,8 +2,9 @@
 //! the page, watch the lines arrive, reach completion; every line shown once and in
 //! order, the start-up strip (progress, then ready; a failure's cause; a click on its
 //! badge scrolls to the line), folded tqdm bars, wrapping, filtering, retries, and a
-//! 100 000-line log that stays responsive. And a real `EventSource` on another origin
-//! (CORS) follows a stream exactly and stops on the 204 that answers its reconnect.
+//! 100 000-line log that stays responsive. A real `EventSource` on another origin
+//! (CORS) follows a stream exactly and stops on the 204 that answers its reconnect. And
+//! the browser module's `follow()` against a scripted server (503, stale, 4xx).
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`apt-get install chromium
 //! chromium-driver`; `.ci/run` installs them). The test is `#[ignore]`d so that a plain
