@@ -1,5 +1,6 @@
 //! Server-Sent Events: a stream follows a run to its `end` event with exactly the
-//! server's lines, and a reconnect with `Last-Event-ID` resumes where it stopped.
+//! server's lines, and a reconnect with `Last-Event-ID` resumes where it stopped (and
+//! gets 204 No Content once the log is complete and nothing follows its id).
 
 mod common;
 
@@ -100,6 +101,19 @@ async fn a_stream_follows_to_the_end_and_resumes_with_last_event_id() {
     let again = events(&app, &format!("/llm/logs/{id}/stream?fromLine=295"), None, None).await;
     assert_eq!(again.len(), 2);
     assert_eq!(again[0].2["lines"].as_array().unwrap().len(), 5);
+    // Without `Last-Event-ID`, even past the end: an `end` event.
+    let past = events(&app, &format!("/llm/logs/{id}/stream?fromLine=300"), None, None).await;
+    assert_eq!(past.iter().map(|e| (e.0.as_str(), e.1.as_deref())).collect::<Vec<_>>(), [("end", Some("300"))]);
+    // An EventSource reconnecting after `end` (its Last-Event-ID is the last id): 204,
+    // which makes it stop; an earlier id still resumes.
+    let reconnect =
+        |last: &str| app.http.get(format!("{}/llm/logs/{id}/stream", app.base)).header("Last-Event-ID", last);
+    let resp = reconnect("300").send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(resp.text().await.unwrap(), "");
+    assert_eq!(reconnect("301").send().await.unwrap().status(), 204);
+    let resumed = events(&app, &format!("/llm/logs/{id}/stream"), Some("299"), None).await;
+    assert_eq!(resumed.len(), 2);
     // Bad input and unknown instances are plain HTTP errors.
     let (status, _) = app.get(&format!("/llm/logs/{id}/stream?fromLine=-1")).await;
     assert_eq!(status, 400);

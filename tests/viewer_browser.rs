@@ -1,6 +1,10 @@
 //! The viewer in a real headless Chromium (WebDriver via chromedriver): run a job from
 //! the page, watch the lines arrive, reach completion; every line shown once and in
-//! order, the READY mark, filtering, and a 100 000-line log that stays responsive.
+//! order, the start-up strip (progress, then ready; a failure's cause; a click on its
+//! badge scrolls to the line), folded tqdm bars, wrapping, filtering, retries, and a
+//! 100 000-line log that stays responsive. A real `EventSource` on another origin
+//! (CORS) follows a stream exactly and stops on the 204 that answers its reconnect. And
+//! the browser module's `follow()` against a scripted server (503, stale, 4xx).
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`apt-get install chromium
 //! chromium-driver`; `.ci/run` installs them). The test is `#[ignore]`d so that a plain
@@ -89,6 +93,22 @@ async fn wait_js(c: &Client, script: &str, timeout: Duration) {
     }
 }
 
+/// With `POWERTAIL_UPDATE_SCREENSHOT`, a screenshot of this state in the temp dir (to look at).
+async fn shot(c: &Client, name: &str) {
+    if std::env::var_os("POWERTAIL_UPDATE_SCREENSHOT").is_some() {
+        std::fs::write(std::env::temp_dir().join(name), c.screenshot().await.unwrap()).unwrap();
+    }
+}
+
+/// A script that is true when the row of `line` is rendered inside the viewport.
+fn in_view(line: u64) -> String {
+    format!(
+        "const r = document.querySelector('#rows .line[data-line=\"{line}\"]'); if (!r) return false; \
+         const a = r.getBoundingClientRect(), v = document.getElementById('viewport').getBoundingClientRect(); \
+         return a.top >= v.top && a.bottom <= v.bottom && r.classList.contains('target')"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn the_viewer_follows_a_vllm_startup_in_chromium() {
@@ -102,8 +122,15 @@ async fn the_viewer_follows_a_vllm_startup_in_chromium() {
     let base = format!("http://{addr}");
     let c = browser(&driver).await;
 
-    // Run the job from the page.
+    // An empty page says what to do.
     c.goto(&format!("{base}/")).await.unwrap();
+    let empty = c.find(Locator::Id("empty")).await.unwrap();
+    assert!(empty.is_displayed().await.unwrap());
+    assert!(empty.text().await.unwrap().contains("instance id"), "{}", empty.text().await.unwrap());
+    // A line holding carriage returns shows as a terminal shows it: the last segment.
+    assert_eq!(js(&c, r#"return window.powertail.display("a 10%\rb 20%\r")"#).await, "b 20%");
+
+    // Run the job from the page.
     wait_js(&c, "return !document.getElementById('run').hidden", Duration::from_secs(10)).await;
     c.find(Locator::Id("job")).await.unwrap().select_by_value("vllm-start").await.unwrap();
     c.find(Locator::Css("#run button")).await.unwrap().click().await.unwrap();
@@ -117,18 +144,71 @@ async fn the_viewer_follows_a_vllm_startup_in_chromium() {
     let shown: Vec<String> = serde_json::from_value(js(&c, "return window.powertail.lines()").await).unwrap();
     assert_eq!(shown, demo.sim.with_core(|core, _| core.final_lines(id)));
     assert_eq!(shown.len(), 113);
-    let marks = c.find(Locator::Id("marks")).await.unwrap().text().await.unwrap();
-    assert_eq!(marks, "READY at line 104");
+    // The start-up strip: the server's state, progress seen before ready.
+    wait_js(
+        &c,
+        "const s = window.powertail.startup(); return s !== null && s.phase === 'ready'",
+        Duration::from_secs(20),
+    )
+    .await;
+    let server: Value = reqwest::get(format!("{base}/llm/instances/{id}/startup")).await.unwrap().json().await.unwrap();
+    assert_eq!(server["ready"]["line"], 103);
+    let verdict = c.find(Locator::Id("verdict")).await.unwrap();
+    assert_eq!(verdict.text().await.unwrap(), "READY at line 104");
+    assert_eq!(verdict.attr("data-line").await.unwrap().as_deref(), Some("103"));
+    let phases: Vec<String> = serde_json::from_value(js(&c, "return window.powertail.phases()").await).unwrap();
+    let loading = phases.iter().position(|p| p.starts_with("loading ") && p.contains("/")).expect("progress seen");
+    let ready = phases.iter().position(|p| p.starts_with("ready")).unwrap();
+    assert!(loading < ready, "{phases:?}");
+    let progress = &server["progress"];
+    assert_eq!(
+        c.find(Locator::Id("progLabel")).await.unwrap().text().await.unwrap(),
+        progress["label"].as_str().unwrap()
+    );
+    assert_eq!(
+        c.find(Locator::Id("progCount")).await.unwrap().text().await.unwrap(),
+        format!("{}/{}", progress["done"], progress["total"])
+    );
+    // tqdm bars are folded: each bar once, at its last state; the lines stay exact.
+    for (bar, last) in
+        [("Loading safetensors checkpoint shards", "4/4"), ("Capturing CUDA graphs (decode, FULL)", "35/35")]
+    {
+        let texts: Vec<String> = serde_json::from_value(
+            js(&c, &format!("return window.powertail.shown().map(i => window.powertail.lines()[i]).filter(l => l.includes({bar:?}))"))
+                .await,
+        )
+        .unwrap();
+        assert_eq!(texts.len(), 1, "{texts:?}");
+        assert!(texts[0].contains(last), "{texts:?}");
+    }
+    if std::env::var_os("POWERTAIL_UPDATE_SCREENSHOT").is_some() {
+        js(&c, "document.getElementById('viewport').scrollTop = 15 * 18; return true").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        shot(&c, "viewer-fold.png").await;
+    }
     let state_text = c.find(Locator::Id("state")).await.unwrap().text().await.unwrap();
     assert!(state_text.contains("complete"), "{state_text}");
-    // The rendered rows are consecutive line numbers, and no raw escape byte is shown.
+    // The rendered rows are consecutive shown lines, and no raw escape byte is shown.
     let rows: Vec<i64> = serde_json::from_value(
         js(&c, "return [...document.querySelectorAll('#rows .line')].map(e => +e.dataset.line)").await,
     )
     .unwrap();
-    assert!(!rows.is_empty() && rows.windows(2).all(|w| w[1] == w[0] + 1), "{rows:?}");
+    let order: Vec<i64> = serde_json::from_value(js(&c, "return window.powertail.shown()").await).unwrap();
+    let at = order.iter().position(|i| Some(i) == rows.first()).unwrap();
+    assert!(!rows.is_empty() && order[at..at + rows.len()] == rows[..], "{rows:?}");
     let text = js(&c, "return document.getElementById('rows').textContent").await;
     assert!(!text.as_str().unwrap().contains('\u{1b}'), "ANSI escapes are rendered, not shown");
+    // A click on the badge scrolls to the ready line.
+    js(&c, "document.getElementById('viewport').scrollTop = 0; return true").await;
+    wait_js(&c, "return document.querySelector('#rows .line[data-line=\"103\"]') === null", Duration::from_secs(5))
+        .await;
+    verdict.click().await.unwrap();
+    wait_js(&c, &in_view(103), Duration::from_secs(5)).await;
+    let row = c.find(Locator::Css("#rows .line[data-line=\"103\"]")).await.unwrap();
+    assert_eq!(
+        row.attr("class").await.unwrap().as_deref().map(|c| c.contains("ready") && c.contains("target")),
+        Some(true)
+    );
     let png = c.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"));
     if std::env::var_os("POWERTAIL_UPDATE_SCREENSHOT").is_some() {
@@ -147,15 +227,44 @@ async fn the_viewer_follows_a_vllm_startup_in_chromium() {
     let row = c.find(Locator::Css("#rows .line")).await.unwrap().text().await.unwrap();
     assert!(row.contains("Application startup complete."), "{row}");
 
-    // A failed start is marked where it failed (the first FAILED match of the fixture).
+    // A failed start: the server's root cause, highlighted where it is; the job selector
+    // follows the instance's job.
     let http = reqwest::Client::new();
     let run: Value = http.post(format!("{base}/llm/jobs/vllm-oom/run")).send().await.unwrap().json().await.unwrap();
     let oom = run["instanceId"].as_str().unwrap().to_owned();
     c.goto(&format!("{base}/?instanceId={oom}")).await.unwrap();
     wait_js(&c, "return window.powertail.complete()", Duration::from_secs(60)).await;
-    let marks = c.find(Locator::Id("marks")).await.unwrap().text().await.unwrap();
-    assert_eq!(marks, "FAILED at line 44");
+    wait_js(&c, "const s = window.powertail.startup(); return s !== null && s.complete", Duration::from_secs(30)).await;
     assert_eq!(js(&c, "return document.getElementById('st').textContent").await, "FAILED");
+    assert_eq!(js(&c, "return document.getElementById('job').value").await, "vllm-oom");
+    let verdict = c.find(Locator::Id("verdict")).await.unwrap();
+    assert_eq!(verdict.attr("data-cause").await.unwrap().as_deref(), Some("cuda_oom"));
+    let cause: u64 = verdict.attr("data-line").await.unwrap().unwrap().parse().unwrap();
+    assert_eq!(verdict.text().await.unwrap(), format!("FAILED: cuda_oom at line {}", cause + 1));
+    let cause_line = js(&c, &format!("return window.powertail.lines()[{cause}]")).await;
+    assert!(cause_line.as_str().unwrap().contains("OutOfMemoryError"), "{cause_line}");
+    js(&c, "document.getElementById('viewport').scrollTop = 0; return true").await;
+    verdict.click().await.unwrap();
+    wait_js(&c, &in_view(cause), Duration::from_secs(5)).await;
+    shot(&c, "viewer-oom.png").await;
+    let row = c.find(Locator::Css(&format!("#rows .line[data-line=\"{cause}\"]"))).await.unwrap();
+    assert!(row.attr("class").await.unwrap().unwrap().contains("failed"));
+    assert!(row.text().await.unwrap().contains("OutOfMemoryError"));
+    // Wrapping: long lines take more rows, and nothing scrolls sideways.
+    js(&c, "document.getElementById('viewport').scrollLeft = 0; return true").await;
+    let wide = js(&c, "const v = document.getElementById('viewport'); return v.scrollWidth > v.clientWidth").await;
+    assert_eq!(wide, true, "the OOM log has lines wider than the window");
+    c.find(Locator::Id("wrap")).await.unwrap().click().await.unwrap();
+    wait_js(
+        &c,
+        "const v = document.getElementById('viewport'); return v.scrollWidth <= v.clientWidth && \
+         [...document.querySelectorAll('#rows .line')].some(e => e.offsetHeight > 18 && e.querySelector('.t').scrollHeight <= e.offsetHeight)",
+        Duration::from_secs(5),
+    )
+    .await;
+    wait_js(&c, &in_view(cause), Duration::from_secs(5)).await; // the outlined line stays in view
+    shot(&c, "viewer-wrap.png").await;
+    c.find(Locator::Id("wrap")).await.unwrap().click().await.unwrap();
 
     // Retried under the same instanceId: the second run follows the first, marked.
     let first_run = js(&c, "return window.powertail.lines().length").await.as_u64().unwrap();
@@ -176,6 +285,15 @@ async fn the_viewer_follows_a_vllm_startup_in_chromium() {
     assert!(sep.text().await.unwrap().contains("run 2"));
     let state_text = c.find(Locator::Id("state")).await.unwrap().text().await.unwrap();
     assert!(state_text.contains("run 2"), "{state_text}");
+
+    // An unknown instance: the module's 4xx stops following, and the page says why.
+    c.goto(&format!("{base}/?instanceId=1")).await.unwrap();
+    wait_js(
+        &c,
+        "return document.getElementById('error').textContent.startsWith('instance_not_found')",
+        Duration::from_secs(20),
+    )
+    .await;
 
     // A 100 000-line log stays responsive: virtualised rendering, chunked appends.
     let big = demo.sim.with_core(|core, now| {
@@ -206,5 +324,197 @@ async fn the_viewer_follows_a_vllm_startup_in_chromium() {
     // Scrolling up stops following and offers to follow again.
     js(&c, "document.getElementById('viewport').scrollTop = 0; return true").await;
     wait_js(&c, "return document.getElementById('follow').style.display === 'block'", Duration::from_secs(5)).await;
+    c.close().await.unwrap();
+}
+
+/// A real `EventSource` in Chromium, on a page of another origin (CORS configured),
+/// that does not close on `end`: every line once, one `end`, and its reconnect after the
+/// end is answered 204, which stops it for good. The same page follows the stream with
+/// the module's `stream()` (imported cross-origin), which closes on `end`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver"]
+async fn a_cross_origin_event_source_follows_the_stream_and_stops_on_204() {
+    let driver = start_driver().await;
+    let demo = powertail::demo::setup("127.0.0.1:0".parse().unwrap(), 0.2).await.unwrap();
+    // The page's server: another port on loopback, so another origin.
+    let page_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", page_listener.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = demo.config.clone();
+    config.server.cors_allowed_origins = vec![origin.clone()];
+    let state = powertail::build(&config, addr).unwrap();
+    tokio::spawn(powertail::run(listener, state, std::future::pending()));
+    let base = format!("http://{addr}");
+
+    // A finished instance with 1 000 lines.
+    let id = demo.sim.with_core(|core, now| {
+        let id = core.create_instance(15, None, now - 600_000);
+        core.dispatch(id, now - 600_000);
+        core.set_running(id, now - 600_000);
+        let records: Vec<Record> = (0..1_000)
+            .map(|k| Record {
+                log_time: now - 500_000 + k,
+                level: Level::Info,
+                content: format!("step {k} of 1000"),
+                worker: "10.0.0.21:27777".into(),
+            })
+            .collect();
+        core.deliver(id, records, now - 400_000);
+        core.finish(id, 5, "ok", now - 300_000);
+        id
+    });
+    let page = format!(
+        r#"<!doctype html><meta charset="utf-8"><title>platform</title><script type="module">
+const url = "{base}/llm/logs/{id}/stream";
+const raw = window.raw = {{ lines: [], ends: 0, opens: 0, errors: 0, state: -1 }};
+const es = new EventSource(url);
+es.onopen = () => raw.opens++;
+es.addEventListener("lines", (e) => {{ const b = JSON.parse(e.data); if (b.fromLine === raw.lines.length) raw.lines.push(...b.lines); else raw.gap = b.fromLine; }});
+es.addEventListener("end", () => raw.ends++);
+es.onerror = () => {{ raw.errors++; raw.state = es.readyState; }};
+const mod = window.mod = {{ lines: 0, statuses: 0, end: null, startups: [] }};
+const {{ stream }} = await import("{base}/powertail.js");
+stream("{base}", "{id}", {{ onLines: (l) => mod.lines += l.length, onStatus: () => mod.statuses++, onStartup: (s) => mod.startups.push(s.phase) }})
+  .then((end) => mod.end = end, (e) => mod.error = String(e));
+</script>"#
+    );
+    let app = axum::Router::new().route("/", axum::routing::get(move || async move { axum::response::Html(page) }));
+    tokio::spawn(async move { axum::serve(page_listener, app).await.unwrap() });
+
+    // The log must be complete first (the late-line window), as a platform would see it.
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body: Value = http
+            .get(format!("{base}/llm/logs?instanceId={id}&fromLine=1000"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["complete"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the log did not complete: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let c = browser(&driver).await;
+    c.goto(&format!("{origin}/")).await.unwrap();
+    // The reconnect after `end` gets 204: the EventSource gives up (CLOSED).
+    wait_js(&c, "return window.raw.state === 2", Duration::from_secs(30)).await;
+    let raw: Value = js(&c, "return window.raw").await;
+    let expected = demo.sim.with_core(|core, _| core.final_lines(id));
+    assert_eq!(expected.len(), 1_000);
+    assert_eq!(raw["lines"], json!(expected), "every line once, in order");
+    assert_eq!(raw["ends"], 1);
+    assert_eq!(raw["opens"], 1, "the reconnect never opened a stream");
+    let stream_204 =
+        r#"powertail_http_requests_total{route="/llm/logs/{instanceId}/stream",method="GET",status="204"} 1"#;
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(stream_204), "{metrics}");
+    // Nothing more: no second `end`, no further request, over a few reconnect periods.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let raw: Value = js(&c, "return window.raw").await;
+    assert_eq!((raw["ends"].as_u64(), raw["state"].as_i64()), (Some(1), Some(2)));
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(stream_204), "one reconnect only");
+
+    // The module's stream(): every line, closed on `end` (no reconnect).
+    wait_js(&c, "return window.mod.end !== null || window.mod.error !== undefined", Duration::from_secs(30)).await;
+    let m: Value = js(&c, "return window.mod").await;
+    assert_eq!((m["lines"].as_u64(), m["end"]["totalLines"].as_u64()), (Some(1_000), Some(1_000)), "{m}");
+    // No model server: one `startup` event, when it ended.
+    assert_eq!(m["startups"], json!(["exited"]), "{m}");
+    c.close().await.unwrap();
+}
+
+/// The module's `follow()` in Chromium against a scripted server: a 503 waits its
+/// `Retry-After`, a stale answer is not a reason to spin, `nextLine` is sent back,
+/// `attempts` reach `onStatus`, the token goes in `Authorization`, the promise resolves
+/// on `complete`, and a 4xx rejects with its code after one request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver"]
+async fn the_module_follows_a_scripted_server_in_chromium() {
+    use axum::extract::{RawQuery, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use std::sync::{Arc, Mutex};
+
+    type Calls = Arc<Mutex<Vec<(String, Option<String>, Instant)>>>;
+    async fn logs(State(calls): State<Calls>, headers: HeaderMap, RawQuery(q): RawQuery) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let q = q.unwrap_or_default();
+        let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned());
+        let n = {
+            let mut calls = calls.lock().unwrap();
+            calls.push((q.clone(), auth, Instant::now()));
+            calls.iter().filter(|c| c.0.contains("instanceId=7")).count()
+        };
+        let page = |body: Value| axum::Json(body).into_response();
+        if q.contains("instanceId=404") {
+            let body = json!({"error": {"code": "instance_not_found", "message": "no instance 404"}});
+            return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+        }
+        match n {
+            1 => {
+                let body = json!({"error": {"code": "upstream_unavailable", "message": "PowerJob is down"}});
+                (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")], axum::Json(body)).into_response()
+            }
+            2 => page(json!({"instanceId": "7", "fromLine": 0, "nextLine": 2, "lines": ["a", "b"], "totalLines": 2,
+                "status": "RUNNING", "complete": false, "stale": false, "attempt": 1, "attempts": [{"attempt": 1, "fromLine": 0}]})),
+            3 => page(json!({"instanceId": "7", "fromLine": 2, "nextLine": 2, "lines": [], "totalLines": 2,
+                "status": "RUNNING", "complete": false, "stale": true, "attempt": 1, "attempts": [{"attempt": 1, "fromLine": 0}]})),
+            _ => page(json!({"instanceId": "7", "fromLine": 2, "nextLine": 3, "lines": ["c"], "totalLines": 3,
+                "status": "SUCCEED", "complete": true, "stale": false, "attempt": 2,
+                "attempts": [{"attempt": 1, "fromLine": 0}, {"attempt": 2, "fromLine": 2}]})),
+        }
+    }
+    let calls: Calls = Arc::default();
+    let page = r#"<!doctype html><meta charset="utf-8"><title>platform</title><script type="module">
+import { follow } from "/powertail.js";
+const out = window.out = { lines: [], statuses: [], errors: [], done: null, failed: null };
+follow("", "7", { token: "t0k", waitMs: 100,
+  onLines: (l, from) => out.lines.push([from, ...l]),
+  onStatus: (s) => out.statuses.push([s.status, s.complete, s.stale, s.attempt, s.attempts.length]),
+  onError: (e) => out.errors.push(e.code) }).then((b) => out.done = b.nextLine);
+follow("", "404", {}).catch((e) => out.failed = [e.name, e.status, e.code]);
+</script>"#;
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(move || async move { axum::response::Html(page) }))
+        .route(
+            "/powertail.js",
+            axum::routing::get(|| async {
+                ([("content-type", "text/javascript")], include_str!("../assets/powertail.js"))
+            }),
+        )
+        .route("/llm/logs", axum::routing::get(logs))
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let driver = start_driver().await;
+    let c = browser(&driver).await;
+    c.goto(&format!("{base}/")).await.unwrap();
+    wait_js(&c, "return window.out.done !== null && window.out.failed !== null", Duration::from_secs(20)).await;
+    let out = js(&c, "return window.out").await;
+    assert_eq!(out["lines"], json!([[0, "a", "b"], [2, "c"]]));
+    assert_eq!(
+        out["statuses"],
+        json!([["RUNNING", false, false, 1, 1], ["RUNNING", false, true, 1, 1], ["SUCCEED", true, false, 2, 2]])
+    );
+    assert_eq!(out["errors"], json!(["upstream_unavailable"]));
+    assert_eq!(out["done"], 3);
+    assert_eq!(out["failed"], json!(["PowertailError", 404, "instance_not_found"]));
+    let calls = calls.lock().unwrap().clone();
+    let ours: Vec<_> = calls.iter().filter(|c| c.0.contains("instanceId=7")).collect();
+    let froms: Vec<&str> = ours.iter().map(|c| c.0.split('&').find(|p| p.starts_with("fromLine=")).unwrap()).collect();
+    assert_eq!(froms, ["fromLine=0", "fromLine=0", "fromLine=2", "fromLine=2"]);
+    assert!(ours.iter().all(|c| c.1.as_deref() == Some("Bearer t0k") && c.0.contains("waitMs=100")));
+    assert!(ours[1].2 - ours[0].2 >= Duration::from_millis(950), "503 waits Retry-After");
+    assert!(ours[3].2 - ours[2].2 >= Duration::from_millis(1_400), "a stale empty answer waits");
+    assert_eq!(calls.iter().filter(|c| c.0.contains("instanceId=404")).count(), 1, "a 4xx is not retried");
     c.close().await.unwrap();
 }

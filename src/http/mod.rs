@@ -44,6 +44,7 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const ROUTES: &[telemetry::Route] = &[
     ("get", "/"),
     ("get", "/openapi.json"),
+    ("get", "/powertail.js"),
     ("get", "/llm/logs"),
     ("get", "/llm/logs/{instanceId}/raw"),
     ("get", "/llm/logs/{instanceId}/stream"),
@@ -78,6 +79,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/llm/logs/{instance_id}/raw", get(logs::get_raw))
         .route("/", get(viewer::index))
         .route("/openapi.json", get(viewer::openapi))
+        .route("/powertail.js", get(viewer::module))
         .route("/llm/jobs", get(viewer::list_jobs))
         .route("/llm/jobs/{job_id}/run", post(jobs::run_job).layer(limited()))
         .route("/llm/instances/{instance_id}", get(jobs::get_instance))

@@ -6,14 +6,18 @@
 //! server stops, and comment heartbeats that keep proxies from closing an idle stream.
 //! A `startup` event (the body of `GET /llm/instances/{id}/startup`) follows the `lines`
 //! event (or precedes the `end` event) whenever the start-up state changed.
+//!
+//! A reconnect (`Last-Event-ID`) that finds the log complete and nothing past its id
+//! gets 204 No Content: the SSE spec's way to tell an `EventSource` to stop, so a page
+//! that does not close on `end` does not reconnect for ever.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
@@ -40,11 +44,12 @@ pub async fn stream_logs(
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     state.auth.check(&headers, Scope::LogsRead)?;
     let id = parse_instance_id(&id)?;
     let [from_line] = strict_query(raw.as_deref(), ["fromLine"])?;
     let mut from = from_line.map(|v| parse_line(&v, "fromLine")).transpose()?;
+    let reconnect = headers.get("last-event-id").is_some();
     if let Some(v) = headers.get("last-event-id") {
         let v = v.to_str().map_err(|_| ApiError::BadRequest("`Last-Event-ID` is not text".into()))?;
         from = Some(parse_line(v, "Last-Event-ID")?);
@@ -55,6 +60,10 @@ pub async fn stream_logs(
     // The first read answers HTTP errors (unknown instance, PowerJob down) before the
     // stream starts.
     let first = state.logs.read(id, from, BATCH_LINES, Duration::ZERO).await?;
+    if reconnect && first.complete && from >= first.total_lines {
+        // An `EventSource` reconnecting after `end`: 204 makes it stop for good.
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     let stream = Streamer {
         logs: state.logs.clone(),
         id,
@@ -66,7 +75,9 @@ pub async fn stream_logs(
         _open: GaugeGuard::new(),
         _permit: permit,
     };
-    Ok(Sse::new(futures::stream::unfold(stream, Streamer::next)).keep_alive(KeepAlive::new().interval(HEARTBEAT)))
+    Ok(Sse::new(futures::stream::unfold(stream, Streamer::next))
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT))
+        .into_response())
 }
 
 fn parse_line(v: &str, name: &str) -> Result<u64, ApiError> {
@@ -133,7 +144,10 @@ impl Streamer {
             }
             if page.complete {
                 self.done = true;
-                let event = Event::default().event("end").json_data(json!({
+                // With an id too (the next line), so that a page that keeps its
+                // EventSource open reconnects with `Last-Event-ID` (and gets 204) even
+                // after a log without lines.
+                let event = Event::default().event("end").id(page.next_line().to_string()).json_data(json!({
                     "nextLine": page.next_line(), "totalLines": page.total_lines, "status": page.status.name(),
                     "upstreamLost": page.upstream_lost, "truncated": page.truncated,
                     "attempt": page.attempt, "attempts": page.attempts,

@@ -1,4 +1,5 @@
-//! `GET /`: the log viewer page (embedded in the binary), and `GET /llm/jobs`.
+//! `GET /`: the log viewer page and `GET /powertail.js` (embedded in the binary), and
+//! `GET /llm/jobs`.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
@@ -13,12 +14,27 @@ use crate::config::Scope;
 /// The viewer: one self-contained HTML file, no CDN, no build step.
 const VIEWER_HTML: &str = include_str!("../../assets/viewer.html");
 
+/// The browser module (`follow`, `stream`, `followStartup`), also used by the viewer.
+const POWERTAIL_JS: &str = include_str!("../../assets/powertail.js");
+
 /// The API description (OpenAPI 3.1), checked against the router by tests.
 pub const OPENAPI_JSON: &str = include_str!("../../assets/openapi.json");
 
 /// `GET /openapi.json`
 pub async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
+}
+
+/// `GET /powertail.js`: an ES module for platform frontends (no build step).
+pub async fn module() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        POWERTAIL_JS,
+    )
 }
 
 /// `GET /`
@@ -32,7 +48,7 @@ pub async fn index() -> impl IntoResponse {
             (header::REFERRER_POLICY, "no-referrer"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; \
+                "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; \
                  img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
             ),
         ],

@@ -1,0 +1,176 @@
+// powertail.js: follow a PowerJob instance's log through powertail from a browser.
+// An ES module, no build step, no dependency; served by powertail at /powertail.js.
+//
+//   import { follow, stream, followStartup } from "http://powertail:8080/powertail.js";
+//   const ctl = new AbortController();
+//   await follow("http://powertail:8080", "677182124851200064", {
+//     onLines: (lines, fromLine) => append(lines),
+//     onStatus: (s) => show(s.status, s.complete, s.attempts),
+//     signal: ctl.signal, token: "…",
+//   });   // resolves with the last answer once the log is complete
+//
+// See docs/API.md, "Browser module".
+
+/** An answer that ends following: a 4xx (bad id, unknown instance, token refused). */
+export class PowertailError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.name = "PowertailError";
+    this.status = status;
+    this.code = code;
+  }
+}
+
+const base = (url) => String(url || "").replace(/\/+$/, "");
+const enc = encodeURIComponent;
+
+function abortError() {
+  return new DOMException("following was aborted", "AbortError");
+}
+
+/** Resolves after `ms`, or rejects at once when `signal` aborts. */
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal && signal.aborted) return reject(abortError());
+    const t = setTimeout(() => { if (signal) signal.removeEventListener("abort", stop); resolve(); }, ms);
+    const stop = () => { clearTimeout(t); reject(abortError()); };
+    if (signal) signal.addEventListener("abort", stop, { once: true });
+  });
+}
+
+function headersFor(token) {
+  return token ? { Authorization: "Bearer " + token } : {};
+}
+
+/** The status part of a log answer (or of a stream's `lines`/`end` event). */
+function statusOf(body) {
+  return {
+    status: body.status, complete: !!body.complete, stale: !!body.stale,
+    nextLine: body.nextLine, totalLines: body.totalLines,
+    attempt: body.attempt, attempts: body.attempts || [],
+    upstreamLost: !!body.upstreamLost, truncated: !!body.truncated,
+  };
+}
+
+/**
+ * One GET with powertail's error handling: resolves with the JSON body of a 2xx;
+ * rejects with a PowertailError on a 4xx; on 503 waits `Retry-After` (or `retryMs`) and
+ * on other errors (5xx, network) `retryMs`, reporting them to `onError`, then tries again.
+ */
+async function getJson(url, { token, signal, onError, retryMs = 1500 }) {
+  for (;;) {
+    let resp, body;
+    try {
+      resp = await fetch(url, { headers: headersFor(token), cache: "no-store", signal });
+      body = await resp.json().catch(() => null);
+    } catch (e) {
+      if (signal && signal.aborted) throw abortError();
+      if (onError) onError(e);
+      await sleep(retryMs, signal);
+      continue;
+    }
+    if (resp.ok) return body;
+    const code = body && body.error ? body.error.code : "http_" + resp.status;
+    const message = body && body.error ? body.error.message : "HTTP " + resp.status;
+    const err = new PowertailError(resp.status, code, message);
+    if (resp.status >= 400 && resp.status < 500) throw err;
+    if (onError) onError(err);
+    const retryAfter = Number(resp.headers.get("Retry-After"));
+    await sleep(resp.status === 503 && retryAfter > 0 ? retryAfter * 1000 : retryMs, signal);
+  }
+}
+
+/**
+ * Follows a log by long-poll (`GET /llm/logs`) until it is complete.
+ *
+ * - `onLines(lines, fromLine, answer)`: each new batch, in order, every line once;
+ * - `onStatus({status, complete, stale, nextLine, totalLines, attempt, attempts,
+ *   upstreamLost, truncated})`: after every answer;
+ * - `onError(error)`: a passing failure (5xx, network); following goes on;
+ * - `signal`: an AbortSignal that stops following (the promise rejects with AbortError);
+ * - `token`: an API token, sent as `Authorization: Bearer`;
+ * - `fromLine` (default 0), `waitMs` (long-poll, default 15000), `limit` (default 5000).
+ *
+ * Resolves with the last answer once `complete`; rejects with a PowertailError on a 4xx.
+ */
+export async function follow(baseUrl, instanceId, opts = {}) {
+  const { onLines, onStatus, onError, signal, token } = opts;
+  const waitMs = opts.waitMs ?? 15000, limit = opts.limit ?? 5000;
+  let next = opts.fromLine ?? 0;
+  for (;;) {
+    const url = `${base(baseUrl)}/llm/logs?instanceId=${enc(instanceId)}&fromLine=${next}&limit=${limit}&waitMs=${waitMs}`;
+    const body = await getJson(url, { token, signal, onError });
+    if (signal && signal.aborted) throw abortError();
+    if (body.fromLine === next && body.lines.length) {
+      if (onLines) onLines(body.lines, body.fromLine, body);
+    }
+    next = Math.max(next, body.nextLine);
+    if (onStatus) onStatus(statusOf(body));
+    if (body.complete) return body;
+    // Stale: PowerJob unreachable, the cache answered at once; do not spin.
+    if (body.lines.length === 0) await sleep(body.stale ? 1500 : 200, signal);
+  }
+}
+
+/**
+ * Follows the start-up state (`GET /llm/instances/{id}/startup`, long-poll) until it
+ * is `complete`: `onStartup(state)` on every change. Options as for `follow`.
+ * Resolves with the last state.
+ */
+export async function followStartup(baseUrl, instanceId, opts = {}) {
+  const { onStartup, onError, signal, token } = opts;
+  const waitMs = opts.waitMs ?? 15000;
+  let query = "";
+  for (;;) {
+    const url = `${base(baseUrl)}/llm/instances/${enc(instanceId)}/startup?waitMs=${waitMs}${query}`;
+    const body = await getJson(url, { token, signal, onError });
+    if (signal && signal.aborted) throw abortError();
+    if (onStartup) onStartup(body);
+    if (body.complete) return body;
+    const fresh = `&attempt=${body.attempt}&fromEvent=${body.events.length}`;
+    if (fresh === query && body.stale) await sleep(1500, signal);
+    query = fresh;
+  }
+}
+
+/**
+ * Follows a log over Server-Sent Events (`GET /llm/logs/{id}/stream`) with the
+ * browser's EventSource, which resumes by itself after a dropped connection. Closes on
+ * `end`. Callbacks as for `follow`, plus `onStartup(state)` for `startup` events.
+ * EventSource cannot send an Authorization header: use it where reads need no token.
+ * Resolves with the `end` event's data; rejects with AbortError when `signal` aborts,
+ * or with an Error when the stream is refused (a 4xx before it starts).
+ */
+export function stream(baseUrl, instanceId, opts = {}) {
+  const { onLines, onStatus, onStartup, onError, signal } = opts;
+  const from = opts.fromLine ? `?fromLine=${opts.fromLine}` : "";
+  return new Promise((resolve, reject) => {
+    if (signal && signal.aborted) return reject(abortError());
+    const es = new EventSource(`${base(baseUrl)}/llm/logs/${enc(instanceId)}/stream${from}`);
+    const done = (settle, value) => {
+      es.close();
+      if (signal) signal.removeEventListener("abort", abort);
+      settle(value);
+    };
+    const abort = () => done(reject, abortError());
+    if (signal) signal.addEventListener("abort", abort, { once: true });
+    es.addEventListener("lines", (ev) => {
+      const body = JSON.parse(ev.data);
+      if (onLines) onLines(body.lines, body.fromLine, body);
+      if (onStatus) onStatus(statusOf({ ...body, complete: false }));
+    });
+    es.addEventListener("startup", (ev) => { if (onStartup) onStartup(JSON.parse(ev.data)); });
+    es.addEventListener("end", (ev) => {
+      const body = JSON.parse(ev.data);
+      if (onStatus) onStatus(statusOf({ ...body, complete: true }));
+      done(resolve, body);
+    });
+    es.addEventListener("error", (ev) => {
+      // A server-sent `error` event (PowerJob failing; the stream goes on) has data;
+      // a connection error has none: EventSource retries unless it gave up (CLOSED).
+      if (ev.data) { if (onError) onError(JSON.parse(ev.data)); return; }
+      if (es.readyState === EventSource.CLOSED) done(reject, new Error("the stream was refused"));
+      else if (onError) onError(new Error("stream connection lost; reconnecting"));
+    });
+  });
+}
