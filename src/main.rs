@@ -43,15 +43,10 @@ enum Command {
 /// the memory benchmark (BENCHMARKS.md).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn large_allocations_from_the_kernel() {
-    let cores = std::thread::available_parallelism().map_or(2, |n| i32::try_from(n.get()).unwrap_or(64));
     // SAFETY: `mallopt` only sets an allocator parameter; it takes the allocator's own
     // lock and has no other precondition.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-        // One heap a core instead of eight: the runtime's threads otherwise each fill a
-        // heap of their own with the holes a growing log's buffers leave behind
-        // (BENCHMARKS.md, growing logs).
-        libc::mallopt(libc::M_ARENA_MAX, cores);
     }
 }
 
