@@ -3,7 +3,8 @@
 //! order, the start-up strip (progress, then ready; a failure's cause; a click on its
 //! badge scrolls to the line), folded tqdm bars, wrapping, filtering, retries, and a
 //! 100 000-line log that stays responsive. A real `EventSource` on another origin
-//! (CORS) follows a stream exactly and stops on the 204 that answers its reconnect. And
+//! (CORS) follows a stream exactly and stops on the 204 that answers its reconnect;
+//! the module's `stream()` opened with a stale epoch starts over under the current one. And
 //! the browser module's `follow()` against a scripted server (503, stale, 4xx, a 410
 //! `epoch_mismatch` that starts it over, and the viewer starting over on it).
 //!
@@ -376,6 +377,7 @@ es.addEventListener("end", () => raw.ends++);
 es.onerror = () => {{ raw.errors++; raw.state = es.readyState; }};
 const mod = window.mod = {{ lines: 0, statuses: 0, end: null, startups: [] }};
 const {{ stream }} = await import("{base}/powertail.js");
+window.streamFn = stream;
 stream("{base}", "{id}", {{ onLines: (l) => mod.lines += l.length, onStatus: () => mod.statuses++, onStartup: (s) => mod.startups.push(s.phase) }})
   .then((end) => mod.end = end, (e) => mod.error = String(e));
 </script>"#
@@ -429,6 +431,26 @@ stream("{base}", "{id}", {{ onLines: (l) => mod.lines += l.length, onStatus: () 
     assert_eq!((m["lines"].as_u64(), m["end"]["totalLines"].as_u64()), (Some(1_000), Some(1_000)), "{m}");
     // No model server: one `startup` event, when it ended.
     assert_eq!(m["startups"], json!(["exited"]), "{m}");
+
+    // A stale epoch (a page opened before powertail restarted): the stream is refused
+    // with 410, stream() learns the current epoch, calls onRestart and starts over.
+    let current: Value =
+        http.get(format!("{base}/llm/logs?instanceId={id}&limit=1")).send().await.unwrap().json().await.unwrap();
+    let current = current["epoch"].as_str().unwrap().to_owned();
+    js(
+        &c,
+        &format!(
+            r#"const stale = window.stale = {{ restarts: [], lines: 0, end: null }};
+window.streamFn("{base}", "{id}", {{ epoch: "0000000000000000-1", fromLine: 500,
+  onRestart: (e) => {{ stale.restarts.push(e); stale.lines = 0; }}, onLines: (l, from) => stale.lines += l.length }})
+  .then((end) => stale.end = end.epoch, (e) => stale.error = String(e));
+return 0;"#
+        ),
+    )
+    .await;
+    wait_js(&c, "return window.stale.end !== null || window.stale.error !== undefined", Duration::from_secs(30)).await;
+    let stale: Value = js(&c, "return window.stale").await;
+    assert_eq!(stale, json!({"restarts": [current], "lines": 1_000, "end": current}));
     c.close().await.unwrap();
 }
 
@@ -470,7 +492,8 @@ async fn the_module_follows_a_scripted_server_in_chromium() {
                 .into_response()
             };
             return if q.contains("epoch=E1") {
-                let body = json!({"error": {"code": "epoch_mismatch", "message": "the log was rebuilt"}, "epoch": "E2"});
+                let body =
+                    json!({"error": {"code": "epoch_mismatch", "message": "the log was rebuilt"}, "epoch": "E2"});
                 (StatusCode::GONE, axum::Json(body)).into_response()
             } else if q.contains("epoch=E2") {
                 assert!(q.contains("fromLine=0&"), "a restart reads from line 0: {q}");
@@ -558,7 +581,12 @@ follow("", "9", { waitMs: 100 }).catch((e) => re.rejected = [e.name, e.status, e
         calls
             .iter()
             .filter(|c| c.0.contains(&format!("instanceId={id}&")))
-            .map(|c| c.0.split('&').filter(|p| p.starts_with("fromLine=") || p.starts_with("epoch=")).collect::<Vec<_>>().join("&"))
+            .map(|c| {
+                c.0.split('&')
+                    .filter(|p| p.starts_with("fromLine=") || p.starts_with("epoch="))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            })
             .collect()
     };
     let eight = sent("8");
