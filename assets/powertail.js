@@ -11,15 +11,21 @@
 //
 // See docs/API.md, "Browser module".
 
-/** An answer that ends following: a 4xx (bad id, unknown instance, token refused). */
+/**
+ * An answer that ends following: a 4xx (bad id, unknown instance, token refused). A 410
+ * `epoch_mismatch` (the log was rebuilt; see `follow`) carries the current `epoch`.
+ */
 export class PowertailError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, epoch) {
     super(message);
     this.name = "PowertailError";
     this.status = status;
     this.code = code;
+    if (epoch !== undefined) this.epoch = epoch;
   }
 }
+
+const isEpochMismatch = (e) => e instanceof PowertailError && e.code === "epoch_mismatch" && !!e.epoch;
 
 const base = (url) => String(url || "").replace(/\/+$/, "");
 const enc = encodeURIComponent;
@@ -46,7 +52,7 @@ function headersFor(token) {
 function statusOf(body) {
   return {
     status: body.status, complete: !!body.complete, stale: !!body.stale,
-    nextLine: body.nextLine, totalLines: body.totalLines,
+    nextLine: body.nextLine, totalLines: body.totalLines, epoch: body.epoch,
     attempt: body.attempt, attempts: body.attempts || [],
     upstreamLost: !!body.upstreamLost, truncated: !!body.truncated,
   };
@@ -72,7 +78,7 @@ async function getJson(url, { token, signal, onError, retryMs = 1500 }) {
     if (resp.ok) return body;
     const code = body && body.error ? body.error.code : "http_" + resp.status;
     const message = body && body.error ? body.error.message : "HTTP " + resp.status;
-    const err = new PowertailError(resp.status, code, message);
+    const err = new PowertailError(resp.status, code, message, body && body.epoch);
     if (resp.status >= 400 && resp.status < 500) throw err;
     if (onError) onError(err);
     const retryAfter = Number(resp.headers.get("Retry-After"));
@@ -89,18 +95,35 @@ async function getJson(url, { token, signal, onError, retryMs = 1500 }) {
  * - `onError(error)`: a passing failure (5xx, network); following goes on;
  * - `signal`: an AbortSignal that stops following (the promise rejects with AbortError);
  * - `token`: an API token, sent as `Authorization: Bearer`;
- * - `fromLine` (default 0), `waitMs` (long-poll, default 15000), `limit` (default 5000).
+ * - `fromLine` (default 0), `waitMs` (long-poll, default 15000), `limit` (default 5000);
+ * - `epoch`: the epoch `fromLine` belongs to (default: none; learnt from the first
+ *   answer, and sent with every later request);
+ * - `onRestart(epoch)`: the log was rebuilt from scratch (410 `epoch_mismatch`: a
+ *   restart of powertail, an evicted log): drop every line shown; following starts over
+ *   from line 0 under the new `epoch`. Without `onRestart` the promise rejects with that
+ *   PowertailError (`code` "epoch_mismatch", `epoch`) instead: never lines of another
+ *   sequence appended to the old ones.
  *
  * Resolves with the last answer once `complete`; rejects with a PowertailError on a 4xx.
  */
 export async function follow(baseUrl, instanceId, opts = {}) {
-  const { onLines, onStatus, onError, signal, token } = opts;
+  const { onLines, onStatus, onError, onRestart, signal, token } = opts;
   const waitMs = opts.waitMs ?? 15000, limit = opts.limit ?? 5000;
-  let next = opts.fromLine ?? 0;
+  let next = opts.fromLine ?? 0, epoch = opts.epoch || null;
   for (;;) {
-    const url = `${base(baseUrl)}/llm/logs?instanceId=${enc(instanceId)}&fromLine=${next}&limit=${limit}&waitMs=${waitMs}`;
-    const body = await getJson(url, { token, signal, onError });
+    const url = `${base(baseUrl)}/llm/logs?instanceId=${enc(instanceId)}&fromLine=${next}&limit=${limit}&waitMs=${waitMs}`
+      + (epoch ? `&epoch=${enc(epoch)}` : "");
+    let body;
+    try {
+      body = await getJson(url, { token, signal, onError });
+    } catch (e) {
+      if (!isEpochMismatch(e) || !onRestart) throw e;
+      epoch = e.epoch; next = 0;
+      onRestart(epoch);
+      continue;
+    }
     if (signal && signal.aborted) throw abortError();
+    if (body.epoch) epoch = body.epoch;
     if (body.fromLine === next && body.lines.length) {
       if (onLines) onLines(body.lines, body.fromLine, body);
     }
@@ -136,17 +159,22 @@ export async function followStartup(baseUrl, instanceId, opts = {}) {
 /**
  * Follows a log over Server-Sent Events (`GET /llm/logs/{id}/stream`) with the
  * browser's EventSource, which resumes by itself after a dropped connection. Closes on
- * `end`. Callbacks as for `follow`, plus `onStartup(state)` for `startup` events.
+ * `end`. Callbacks as for `follow`, plus `onStartup(state)` for `startup` events;
+ * `fromLine`, `epoch` and `onRestart(epoch)` as for `follow` (the epoch goes in the URL,
+ * so that the EventSource's own reconnects send it; a stream opened without one is
+ * reopened with the epoch it learnt at its first lost connection).
  * EventSource cannot send an Authorization header: use it where reads need no token.
  * Resolves with the `end` event's data; rejects with AbortError when `signal` aborts,
- * or with an Error when the stream is refused (a 4xx before it starts).
+ * with a PowertailError `epoch_mismatch` when the log was rebuilt and there is no
+ * `onRestart`, or with an Error when the stream is refused (a 4xx before it starts).
  */
 export function stream(baseUrl, instanceId, opts = {}) {
-  const { onLines, onStatus, onStartup, onError, signal } = opts;
-  const from = opts.fromLine ? `?fromLine=${opts.fromLine}` : "";
+  const { onLines, onStatus, onStartup, onError, onRestart, signal } = opts;
+  const root = base(baseUrl);
+  let next = opts.fromLine ?? 0, epoch = opts.epoch || null;
   return new Promise((resolve, reject) => {
     if (signal && signal.aborted) return reject(abortError());
-    const es = new EventSource(`${base(baseUrl)}/llm/logs/${enc(instanceId)}/stream${from}`);
+    let es = null, urlEpoch = null;
     const done = (settle, value) => {
       es.close();
       if (signal) signal.removeEventListener("abort", abort);
@@ -154,23 +182,59 @@ export function stream(baseUrl, instanceId, opts = {}) {
     };
     const abort = () => done(reject, abortError());
     if (signal) signal.addEventListener("abort", abort, { once: true });
-    es.addEventListener("lines", (ev) => {
-      const body = JSON.parse(ev.data);
-      if (onLines) onLines(body.lines, body.fromLine, body);
-      if (onStatus) onStatus(statusOf({ ...body, complete: false }));
-    });
-    es.addEventListener("startup", (ev) => { if (onStartup) onStartup(JSON.parse(ev.data)); });
-    es.addEventListener("end", (ev) => {
-      const body = JSON.parse(ev.data);
-      if (onStatus) onStatus(statusOf({ ...body, complete: true }));
-      done(resolve, body);
-    });
-    es.addEventListener("error", (ev) => {
-      // A server-sent `error` event (PowerJob failing; the stream goes on) has data;
-      // a connection error has none: EventSource retries unless it gave up (CLOSED).
-      if (ev.data) { if (onError) onError(JSON.parse(ev.data)); return; }
-      if (es.readyState === EventSource.CLOSED) done(reject, new Error("the stream was refused"));
-      else if (onError) onError(new Error("stream connection lost; reconnecting"));
-    });
+    // The sequence was rebuilt: start over from line 0 under `current`, or reject.
+    const rebuilt = (current, message) => {
+      if (!onRestart) return done(reject, new PowertailError(410, "epoch_mismatch", message, current));
+      es.close();
+      epoch = current; next = 0;
+      onRestart(current);
+      open();
+    };
+    // Why a stream opened with an epoch was refused: a 410 names the current epoch.
+    const refused = async () => {
+      if (epoch) {
+        try {
+          const resp = await fetch(`${root}/llm/logs?instanceId=${enc(instanceId)}&limit=1&epoch=${enc(epoch)}`,
+            { cache: "no-store", signal });
+          const body = await resp.json().catch(() => null);
+          if (resp.status === 410 && body && body.epoch) return rebuilt(body.epoch, body.error.message);
+        } catch (e) { /* reported below */ }
+      }
+      done(reject, new Error("the stream was refused"));
+    };
+    const open = () => {
+      const query = [next ? `fromLine=${next}` : "", epoch ? `epoch=${enc(epoch)}` : ""].filter(Boolean).join("&");
+      urlEpoch = epoch;
+      const source = es = new EventSource(`${root}/llm/logs/${enc(instanceId)}/stream${query ? "?" + query : ""}`);
+      const mine = (f) => (ev) => { if (source === es) f(ev); };
+      source.addEventListener("lines", mine((ev) => {
+        const body = JSON.parse(ev.data);
+        if (body.epoch) epoch = body.epoch;
+        next = body.nextLine;
+        if (onLines) onLines(body.lines, body.fromLine, body);
+        if (onStatus) onStatus(statusOf({ ...body, complete: false }));
+      }));
+      source.addEventListener("startup", mine((ev) => { if (onStartup) onStartup(JSON.parse(ev.data)); }));
+      source.addEventListener("end", mine((ev) => {
+        const body = JSON.parse(ev.data);
+        if (onStatus) onStatus(statusOf({ ...body, complete: true }));
+        done(resolve, body);
+      }));
+      source.addEventListener("error", mine((ev) => {
+        // A server-sent `error` event (PowerJob failing; the stream goes on) has data;
+        // a connection error has none: EventSource retries unless it gave up (CLOSED).
+        if (ev.data) {
+          const err = JSON.parse(ev.data);
+          if (err.code === "epoch_mismatch" && err.epoch) return rebuilt(err.epoch, err.message);
+          if (onError) onError(err);
+          return;
+        }
+        if (source.readyState === EventSource.CLOSED) { refused(); return; }
+        if (onError) onError(new Error("stream connection lost; reconnecting"));
+        // Opened without the epoch it now knows: reconnect with it in the URL.
+        if (epoch && epoch !== urlEpoch) { source.close(); open(); }
+      }));
+    };
+    open();
   });
 }

@@ -87,13 +87,13 @@ async fn unknown_query_parameters_name_what_is_accepted() {
     );
     let (status, _, body) = call_json("GET", "/llm/logs?instanceId=1&fromline=3").await;
     let message =
-        "unknown query parameter `fromline`; this endpoint accepts `instanceId`, `fromLine`, `limit`, `waitMs`, `_`";
+        "unknown query parameter `fromline`; this endpoint accepts `instanceId`, `fromLine`, `limit`, `waitMs`, `epoch`, `_`";
     assert_eq!(
         (status, body),
         (StatusCode::BAD_REQUEST, serde_json::json!({"error": {"code": "bad_request", "message": message}}))
     );
     let (status, _, body) = call_json("GET", "/llm/logs/12/stream?limit=3").await;
-    let message = "unknown query parameter `limit`; this endpoint accepts `fromLine`, `_`";
+    let message = "unknown query parameter `limit`; this endpoint accepts `fromLine`, `epoch`, `_`";
     assert_eq!(
         (status, body),
         (StatusCode::BAD_REQUEST, serde_json::json!({"error": {"code": "bad_request", "message": message}}))

@@ -3,8 +3,10 @@
 //! order, the start-up strip (progress, then ready; a failure's cause; a click on its
 //! badge scrolls to the line), folded tqdm bars, wrapping, filtering, retries, and a
 //! 100 000-line log that stays responsive. A real `EventSource` on another origin
-//! (CORS) follows a stream exactly and stops on the 204 that answers its reconnect. And
-//! the browser module's `follow()` against a scripted server (503, stale, 4xx).
+//! (CORS) follows a stream exactly and stops on the 204 that answers its reconnect;
+//! the module's `stream()` opened with a stale epoch starts over under the current one. And
+//! the browser module's `follow()` against a scripted server (503, stale, 4xx, a 410
+//! `epoch_mismatch` that starts it over, and the viewer starting over on it).
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`apt-get install chromium
 //! chromium-driver`; `.ci/run` installs them). The test is `#[ignore]`d so that a plain
@@ -375,6 +377,7 @@ es.addEventListener("end", () => raw.ends++);
 es.onerror = () => {{ raw.errors++; raw.state = es.readyState; }};
 const mod = window.mod = {{ lines: 0, statuses: 0, end: null, startups: [] }};
 const {{ stream }} = await import("{base}/powertail.js");
+window.streamFn = stream;
 stream("{base}", "{id}", {{ onLines: (l) => mod.lines += l.length, onStatus: () => mod.statuses++, onStartup: (s) => mod.startups.push(s.phase) }})
   .then((end) => mod.end = end, (e) => mod.error = String(e));
 </script>"#
@@ -428,13 +431,35 @@ stream("{base}", "{id}", {{ onLines: (l) => mod.lines += l.length, onStatus: () 
     assert_eq!((m["lines"].as_u64(), m["end"]["totalLines"].as_u64()), (Some(1_000), Some(1_000)), "{m}");
     // No model server: one `startup` event, when it ended.
     assert_eq!(m["startups"], json!(["exited"]), "{m}");
+
+    // A stale epoch (a page opened before powertail restarted): the stream is refused
+    // with 410, stream() learns the current epoch, calls onRestart and starts over.
+    let current: Value =
+        http.get(format!("{base}/llm/logs?instanceId={id}&limit=1")).send().await.unwrap().json().await.unwrap();
+    let current = current["epoch"].as_str().unwrap().to_owned();
+    js(
+        &c,
+        &format!(
+            r#"const stale = window.stale = {{ restarts: [], lines: 0, end: null }};
+window.streamFn("{base}", "{id}", {{ epoch: "0000000000000000-1", fromLine: 500,
+  onRestart: (e) => {{ stale.restarts.push(e); stale.lines = 0; }}, onLines: (l, from) => stale.lines += l.length }})
+  .then((end) => stale.end = end.epoch, (e) => stale.error = String(e));
+return 0;"#
+        ),
+    )
+    .await;
+    wait_js(&c, "return window.stale.end !== null || window.stale.error !== undefined", Duration::from_secs(30)).await;
+    let stale: Value = js(&c, "return window.stale").await;
+    assert_eq!(stale, json!({"restarts": [current], "lines": 1_000, "end": current}));
     c.close().await.unwrap();
 }
 
 /// The module's `follow()` in Chromium against a scripted server: a 503 waits its
 /// `Retry-After`, a stale answer is not a reason to spin, `nextLine` is sent back,
 /// `attempts` reach `onStatus`, the token goes in `Authorization`, the promise resolves
-/// on `complete`, and a 4xx rejects with its code after one request.
+/// on `complete`, and a 4xx rejects with its code after one request. A 410
+/// `epoch_mismatch` calls `onRestart` and starts over from line 0 under the new epoch
+/// (or rejects without `onRestart`); the viewer then clears its lines and says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn the_module_follows_a_scripted_server_in_chromium() {
@@ -456,6 +481,26 @@ async fn the_module_follows_a_scripted_server_in_chromium() {
         if q.contains("instanceId=404") {
             let body = json!({"error": {"code": "instance_not_found", "message": "no instance 404"}});
             return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+        }
+        // Instances 8, 9, 10: served under E1 first, then rebuilt under E2.
+        if let Some(id) = ["8", "9", "10"].into_iter().find(|id| q.contains(&format!("instanceId={id}&"))) {
+            let page = |from: u64, lines: &[&str], epoch: &str, complete: bool| {
+                let next = from + lines.len() as u64;
+                axum::Json(json!({"instanceId": id, "epoch": epoch, "fromLine": from, "nextLine": next,
+                    "lines": lines, "totalLines": next, "status": if complete { "SUCCEED" } else { "RUNNING" },
+                    "complete": complete, "stale": false, "attempt": 1, "attempts": [{"attempt": 1, "fromLine": 0}]}))
+                .into_response()
+            };
+            return if q.contains("epoch=E1") {
+                let body =
+                    json!({"error": {"code": "epoch_mismatch", "message": "the log was rebuilt"}, "epoch": "E2"});
+                (StatusCode::GONE, axum::Json(body)).into_response()
+            } else if q.contains("epoch=E2") {
+                assert!(q.contains("fromLine=0&"), "a restart reads from line 0: {q}");
+                page(0, &["p", "q"], "E2", true)
+            } else {
+                page(0, &["x", "y"], "E1", false)
+            };
         }
         match n {
             1 => {
@@ -480,6 +525,10 @@ follow("", "7", { token: "t0k", waitMs: 100,
   onStatus: (s) => out.statuses.push([s.status, s.complete, s.stale, s.attempt, s.attempts.length]),
   onError: (e) => out.errors.push(e.code) }).then((b) => out.done = b.nextLine);
 follow("", "404", {}).catch((e) => out.failed = [e.name, e.status, e.code]);
+const re = window.re = { lines: [], restarts: [], done: null, rejected: null };
+follow("", "8", { waitMs: 100, onLines: (l, from, b) => re.lines.push([b.epoch, from, ...l]),
+  onRestart: (epoch) => re.restarts.push(epoch) }).then((b) => re.done = [b.epoch, b.nextLine]);
+follow("", "9", { waitMs: 100 }).catch((e) => re.rejected = [e.name, e.status, e.code, e.epoch]);
 </script>"#;
     let app = axum::Router::new()
         .route("/", axum::routing::get(move || async move { axum::response::Html(page) }))
@@ -489,6 +538,7 @@ follow("", "404", {}).catch((e) => out.failed = [e.name, e.status, e.code]);
                 ([("content-type", "text/javascript")], include_str!("../assets/powertail.js"))
             }),
         )
+        .route("/viewer", axum::routing::get(|| async { axum::response::Html(include_str!("../assets/viewer.html")) }))
         .route("/llm/logs", axum::routing::get(logs))
         .with_state(calls.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -508,6 +558,7 @@ follow("", "404", {}).catch((e) => out.failed = [e.name, e.status, e.code]);
     assert_eq!(out["errors"], json!(["upstream_unavailable"]));
     assert_eq!(out["done"], 3);
     assert_eq!(out["failed"], json!(["PowertailError", 404, "instance_not_found"]));
+    let shared = calls.clone();
     let calls = calls.lock().unwrap().clone();
     let ours: Vec<_> = calls.iter().filter(|c| c.0.contains("instanceId=7")).collect();
     let froms: Vec<&str> = ours.iter().map(|c| c.0.split('&').find(|p| p.starts_with("fromLine=")).unwrap()).collect();
@@ -516,5 +567,40 @@ follow("", "404", {}).catch((e) => out.failed = [e.name, e.status, e.code]);
     assert!(ours[1].2 - ours[0].2 >= Duration::from_millis(950), "503 waits Retry-After");
     assert!(ours[3].2 - ours[2].2 >= Duration::from_millis(1_400), "a stale empty answer waits");
     assert_eq!(calls.iter().filter(|c| c.0.contains("instanceId=404")).count(), 1, "a 4xx is not retried");
+
+    // A 410 epoch_mismatch: onRestart, then from line 0 under the new epoch; without
+    // onRestart, a rejection naming the new epoch, never lines of another sequence.
+    wait_js(&c, "return window.re.done !== null && window.re.rejected !== null", Duration::from_secs(20)).await;
+    let re = js(&c, "return window.re").await;
+    assert_eq!(re["lines"], json!([["E1", 0, "x", "y"], ["E2", 0, "p", "q"]]), "{re}");
+    assert_eq!(re["restarts"], json!(["E2"]));
+    assert_eq!(re["done"], json!(["E2", 2]));
+    assert_eq!(re["rejected"], json!(["PowertailError", 410, "epoch_mismatch", "E2"]));
+    let calls = shared.lock().unwrap().clone();
+    let sent = |id: &str| -> Vec<String> {
+        calls
+            .iter()
+            .filter(|c| c.0.contains(&format!("instanceId={id}&")))
+            .map(|c| {
+                c.0.split('&')
+                    .filter(|p| p.starts_with("fromLine=") || p.starts_with("epoch="))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            })
+            .collect()
+    };
+    let eight = sent("8");
+    assert_eq!(eight[..3], ["fromLine=0", "fromLine=2&epoch=E1", "fromLine=0&epoch=E2"], "{eight:?}");
+
+    // The viewer clears what it showed and starts over, saying so.
+    c.goto(&format!("{base}/viewer?instanceId=10")).await.unwrap();
+    wait_js(&c, "return window.powertail && window.powertail.complete()", Duration::from_secs(20)).await;
+    let v = js(
+        &c,
+        "return {lines: window.powertail.lines(), restarts: window.powertail.restarts(),
+                 note: document.getElementById('note').hidden ? null : document.getElementById('note').textContent}",
+    )
+    .await;
+    assert_eq!(v, json!({"lines": ["p", "q"], "restarts": 1, "note": "the log was rebuilt; starting over"}));
     c.close().await.unwrap();
 }

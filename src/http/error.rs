@@ -68,6 +68,10 @@ pub enum ApiError {
     /// A PowerJob failure (or an instance it does not know).
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The client's `epoch` names a sequence that is no longer served (410); holds the
+    /// current epoch, answered beside the error.
+    #[error("the log was rebuilt since this epoch: start over from line 0 with epoch `{0}`")]
+    EpochMismatch(std::sync::Arc<str>),
 }
 
 impl From<AppError> for ApiError {
@@ -90,6 +94,7 @@ impl From<crate::service::ServiceError> for ApiError {
             e @ (crate::service::ServiceError::TooManyInstances(_) | crate::service::ServiceError::TooManyBytes(_)) => {
                 ApiError::Overloaded { message: e.to_string(), retry_after_secs: 5 }
             }
+            crate::service::ServiceError::EpochMismatch(epoch) => ApiError::EpochMismatch(epoch),
         }
     }
 }
@@ -108,6 +113,7 @@ impl ApiError {
             ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::EpochMismatch(_) => StatusCode::GONE,
             ApiError::Upstream(e) => match e {
                 UpstreamError::InstanceNotFound(_) => StatusCode::NOT_FOUND,
                 UpstreamError::Unreachable(_) | UpstreamError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -133,6 +139,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::EpochMismatch(_) => "epoch_mismatch",
             ApiError::Upstream(e) => match e {
                 UpstreamError::InstanceNotFound(_) => "instance_not_found",
                 UpstreamError::Unreachable(_) | UpstreamError::NotReady(_) => "upstream_unavailable",
@@ -152,7 +159,10 @@ impl IntoResponse for ApiError {
             }
             _ => None,
         };
-        let body = serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        let mut body = serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        if let ApiError::EpochMismatch(epoch) = &self {
+            body["epoch"] = serde_json::Value::String(epoch.to_string());
+        }
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

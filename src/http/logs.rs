@@ -30,6 +30,8 @@ pub struct LogsQuery {
     pub limit: u32,
     /// Long-poll time.
     pub wait_ms: u32,
+    /// The epoch the client's cursor belongs to (410 when it is not the current one).
+    pub epoch: Option<String>,
 }
 
 impl LogsQuery {
@@ -38,8 +40,8 @@ impl LogsQuery {
     /// # Errors
     /// [`ApiError::BadRequest`] naming the parameter.
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
-        let values = strict_query(raw, ["instanceId", "fromLine", "limit", "waitMs"])?;
-        let [id, from, limit, wait] = values.each_ref().map(|v| v.as_deref());
+        let values = strict_query(raw, ["instanceId", "fromLine", "limit", "waitMs", "epoch"])?;
+        let [id, from, limit, wait, epoch] = values.each_ref().map(|v| v.as_deref());
         let instance_id = parse_instance_id(
             id.ok_or_else(|| ApiError::BadRequest("query parameter `instanceId` is required".into()))?,
         )?;
@@ -60,7 +62,8 @@ impl LogsQuery {
                 ApiError::BadRequest(format!("`waitMs` must be an integer from 0 to {MAX_WAIT_MS}, got {v:?}"))
             })?,
         };
-        Ok(LogsQuery { instance_id, from_line, limit, wait_ms })
+        let epoch = epoch.map(parse_epoch).transpose()?;
+        Ok(LogsQuery { instance_id, from_line, limit, wait_ms, epoch })
     }
 }
 
@@ -74,6 +77,23 @@ pub fn parse_instance_id(v: &str) -> Result<i64, ApiError> {
     })
 }
 
+/// The `epoch` query parameter: 1 to 100 printable ASCII characters (any such text is
+/// accepted; one that is not the current epoch gets 410).
+///
+/// # Errors
+/// [`ApiError::BadRequest`] otherwise.
+pub fn parse_epoch(v: &str) -> Result<String, ApiError> {
+    if v.is_empty() || v.len() > 100 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::BadRequest(format!(
+            "`epoch` must be the `epoch` of an earlier answer (1 to 100 printable ASCII characters), got {v:?}"
+        )));
+    }
+    Ok(v.to_owned())
+}
+
+/// The header that carries the epoch of `GET /llm/logs/{instanceId}/raw`.
+pub const EPOCH_HEADER: &str = "powertail-epoch";
+
 /// The 200 answer of `GET /llm/logs`, encoded straight from the borrowed page.
 ///
 /// Written by hand because it is the hot path: a line that needs no JSON escaping (no
@@ -86,8 +106,9 @@ pub fn encode_page(p: &BorrowedPage<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(text_len + 256);
     let _ = write!(
         out,
-        "{{\"instanceId\":\"{}\",\"fromLine\":{},\"nextLine\":{},\"lines\":[",
+        "{{\"instanceId\":\"{}\",\"epoch\":\"{}\",\"fromLine\":{},\"nextLine\":{},\"lines\":[",
         p.instance_id,
+        p.epoch,
         p.from_line,
         p.next_line()
     );
@@ -141,7 +162,8 @@ pub async fn get_logs(
     let wait = Duration::from_millis(u64::from(q.wait_ms));
     let _permit = if q.wait_ms > 0 { Some(state.wait_permit()?) } else { None };
     // Serialised while the lines are borrowed: no copy, no reference-count traffic.
-    let body = logs.read_with(q.instance_id, q.from_line, q.limit as usize, wait, encode_page).await?;
+    let epoch = q.epoch.as_deref();
+    let body = logs.read_with(q.instance_id, q.from_line, q.limit as usize, wait, epoch, encode_page).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 
@@ -156,17 +178,20 @@ pub async fn get_raw(
     let logs = &state.logs;
     let id = parse_instance_id(&id)?;
     strict_query(raw.as_deref(), [])?;
-    let body = logs
-        .read_all_with(id, |lines| {
+    let (epoch, body) = logs
+        .read_all_with(id, |epoch, lines| {
             let mut body = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
             for l in lines.iter() {
                 body.push_str(l);
                 body.push('\n');
             }
-            body
+            (epoch.to_owned(), body)
         })
         .await?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body))
+    // The epoch is ASCII hex, a dash and digits: always a valid header value.
+    let epoch = header::HeaderValue::from_str(&epoch).expect("an epoch is a valid header value");
+    let text = header::HeaderValue::from_static("text/plain; charset=utf-8");
+    Ok(([(header::CONTENT_TYPE, text), (header::HeaderName::from_static(EPOCH_HEADER), epoch)], body))
 }
 
 #[cfg(test)]
@@ -190,6 +215,7 @@ mod tests {
         for (upstream_lost, truncated) in [(false, false), (true, false), (false, true)] {
             let page = LogPage {
                 instance_id: 677_182_124_851_200_064,
+                epoch: "0123456789abcdef-7",
                 from_line: 7,
                 lines: lines.all(),
                 total_lines: 12,
@@ -203,7 +229,7 @@ mod tests {
             };
             let got: serde_json::Value = serde_json::from_slice(&encode_page(&page)).unwrap();
             let mut want = serde_json::json!({
-                "instanceId": "677182124851200064", "fromLine": 7, "nextLine": 12,
+                "instanceId": "677182124851200064", "epoch": "0123456789abcdef-7", "fromLine": 7, "nextLine": 12,
                 "lines": text,
                 "totalLines": 12, "status": "RUNNING", "complete": false, "stale": true,
                 "attempt": 2, "attempts": [{"attempt": 1, "fromLine": 0}, {"attempt": 2, "fromLine": 9}],
@@ -228,7 +254,12 @@ mod tests {
     #[test]
     fn parses_the_contract() {
         let q = LogsQuery::parse(Some("instanceId=677182124851200064&fromLine=3&limit=10&waitMs=500&_=1")).unwrap();
-        assert_eq!(q, LogsQuery { instance_id: 677_182_124_851_200_064, from_line: 3, limit: 10, wait_ms: 500 });
+        assert_eq!(
+            q,
+            LogsQuery { instance_id: 677_182_124_851_200_064, from_line: 3, limit: 10, wait_ms: 500, epoch: None }
+        );
+        let q = LogsQuery::parse(Some("instanceId=5&epoch=0123456789abcdef-12")).unwrap();
+        assert_eq!(q.epoch.as_deref(), Some("0123456789abcdef-12"));
         let q = LogsQuery::parse(Some("instanceId=5")).unwrap();
         assert_eq!((q.from_line, q.limit, q.wait_ms), (0, DEFAULT_LIMIT, 0));
     }
@@ -249,6 +280,9 @@ mod tests {
         assert!(bad("instanceId=1&fromline=5").contains("fromline"));
         assert!(bad("instanceId=1&fromLine=5&fromLine=6").contains("repeated"));
         assert!(bad("instanceId=1&instanceId=2").contains("repeated"));
+        assert!(bad("instanceId=1&epoch=").contains("epoch"));
+        assert!(bad("instanceId=1&epoch=a%20b").contains("epoch"));
+        assert!(bad("instanceId=1&epoch=a&epoch=b").contains("repeated"));
         assert!(LogsQuery::parse(Some("instanceId=1&_=1&_=2")).is_ok());
     }
 }

@@ -7,6 +7,12 @@
 //! A `startup` event (the body of `GET /llm/instances/{id}/startup`) follows the `lines`
 //! event (or precedes the `end` event) whenever the start-up state changed.
 //!
+//! Every `lines` and `end` event carries the `epoch` of the sequence. A request with
+//! `epoch` (in the URL: an `EventSource` reconnect cannot set headers) that names
+//! another sequence gets the JSON 410 `epoch_mismatch` before the stream starts; a stream
+//! whose sequence is rebuilt while it runs (the log evicted and read again) sends an
+//! `error` event `epoch_mismatch` with the new `epoch` and ends.
+//!
 //! A reconnect (`Last-Event-ID`) that finds the log complete and nothing past its id
 //! gets 204 No Content: the SSE spec's way to tell an `EventSource` to stop, so a page
 //! that does not close on `end` does not reconnect for ever.
@@ -22,11 +28,11 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::extract::{digits, strict_query, ApiPath};
-use super::logs::parse_instance_id;
+use super::logs::{parse_epoch, parse_instance_id};
 use super::startup::startup_json;
 use crate::app::AppState;
 use crate::config::Scope;
-use crate::service::{LogPage, LogService};
+use crate::service::{LogPage, LogService, ServiceError};
 use crate::telemetry;
 
 /// Lines in one event at most.
@@ -38,7 +44,7 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Pause after an upstream error before trying again.
 const ERROR_PAUSE: Duration = Duration::from_secs(2);
 
-/// `GET /llm/logs/{instanceId}/stream?fromLine=N` (or `Last-Event-ID: N`).
+/// `GET /llm/logs/{instanceId}/stream?fromLine=N&epoch=E` (or `Last-Event-ID: N`).
 pub async fn stream_logs(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -47,8 +53,9 @@ pub async fn stream_logs(
 ) -> Result<Response, ApiError> {
     state.auth.check(&headers, Scope::LogsRead)?;
     let id = parse_instance_id(&id)?;
-    let [from_line] = strict_query(raw.as_deref(), ["fromLine"])?;
+    let [from_line, epoch] = strict_query(raw.as_deref(), ["fromLine", "epoch"])?;
     let mut from = from_line.map(|v| parse_line(&v, "fromLine")).transpose()?;
+    let epoch = epoch.map(|v| parse_epoch(&v)).transpose()?;
     let reconnect = headers.get("last-event-id").is_some();
     if let Some(v) = headers.get("last-event-id") {
         let v = v.to_str().map_err(|_| ApiError::BadRequest("`Last-Event-ID` is not text".into()))?;
@@ -59,7 +66,7 @@ pub async fn stream_logs(
     let permit = state.wait_permit()?;
     // The first read answers HTTP errors (unknown instance, PowerJob down) before the
     // stream starts.
-    let first = state.logs.read(id, from, BATCH_LINES, Duration::ZERO).await?;
+    let first = state.logs.read(id, from, BATCH_LINES, Duration::ZERO, epoch.as_deref()).await?;
     if reconnect && first.complete && from >= first.total_lines {
         // An `EventSource` reconnecting after `end`: 204 makes it stop for good.
         return Ok(StatusCode::NO_CONTENT.into_response());
@@ -67,6 +74,7 @@ pub async fn stream_logs(
     let stream = Streamer {
         logs: state.logs.clone(),
         id,
+        epoch: first.epoch.clone(),
         from,
         first: Some(first),
         done: false,
@@ -87,6 +95,8 @@ fn parse_line(v: &str, name: &str) -> Result<u64, ApiError> {
 struct Streamer {
     logs: LogService,
     id: i64,
+    /// The sequence this stream serves (that of its first read).
+    epoch: std::sync::Arc<str>,
     from: u64,
     first: Option<LogPage>,
     done: bool,
@@ -109,10 +119,19 @@ impl Streamer {
         loop {
             let page = match self.first.take() {
                 Some(p) => Ok(p),
-                None => self.logs.read(self.id, self.from, BATCH_LINES, WAIT).await,
+                None => self.logs.read(self.id, self.from, BATCH_LINES, WAIT, Some(&self.epoch)).await,
             };
             let page = match page {
                 Ok(p) => p,
+                Err(ServiceError::EpochMismatch(epoch)) => {
+                    // Rebuilt under this stream: its ids no longer hold. The end.
+                    self.done = true;
+                    let err = ApiError::EpochMismatch(epoch.clone());
+                    let event = Event::default()
+                        .event("error")
+                        .json_data(json!({"code": err.code(), "message": err.to_string(), "epoch": epoch}));
+                    return Some((Ok(event.unwrap_or_default()), self));
+                }
                 Err(e) => {
                     let err = ApiError::from(e);
                     let event = Event::default()
@@ -125,7 +144,7 @@ impl Streamer {
             if !page.lines.is_empty() {
                 let next = page.next_line();
                 let event = Event::default().event("lines").id(next.to_string()).json_data(json!({
-                    "fromLine": page.from_line, "nextLine": next, "lines": page.lines,
+                    "epoch": page.epoch, "fromLine": page.from_line, "nextLine": next, "lines": page.lines,
                     "totalLines": page.total_lines, "status": page.status.name(), "stale": page.stale,
                     "attempt": page.attempt, "attempts": page.attempts,
                 }));
@@ -148,7 +167,7 @@ impl Streamer {
                 // EventSource open reconnects with `Last-Event-ID` (and gets 204) even
                 // after a log without lines.
                 let event = Event::default().event("end").id(page.next_line().to_string()).json_data(json!({
-                    "nextLine": page.next_line(), "totalLines": page.total_lines, "status": page.status.name(),
+                    "epoch": page.epoch, "nextLine": page.next_line(), "totalLines": page.total_lines, "status": page.status.name(),
                     "upstreamLost": page.upstream_lost, "truncated": page.truncated,
                     "attempt": page.attempt, "attempts": page.attempts,
                 }));

@@ -47,11 +47,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const ENTRY_OVERHEAD: u64 = 512;
 
 /// One answer to a cursor read; `L` is `Vec<Arc<str>>` (owned) or a [`LineSlice`]
-/// (rendered in place, without copying the lines), `A` the attempts likewise.
+/// (rendered in place, without copying the lines), `A` the attempts likewise, `E` the
+/// epoch (`Arc<str>` owned, `&str` borrowed).
 #[derive(Debug, Clone)]
-pub struct LogPage<L = Vec<Arc<str>>, A = Vec<Attempt>> {
+pub struct LogPage<L = Vec<Arc<str>>, A = Vec<Attempt>, E = Arc<str>> {
     /// The instance.
     pub instance_id: i64,
+    /// Names the served sequence of this instance: `<boot id>-<entry number>`, opaque to
+    /// clients (docs/API.md, "Epochs").
+    pub epoch: E,
     /// First line of `lines`.
     pub from_line: u64,
     /// Lines from `from_line` on (at most the limit asked for).
@@ -75,12 +79,13 @@ pub struct LogPage<L = Vec<Arc<str>>, A = Vec<Attempt>> {
 }
 
 /// A page whose lines and attempts are borrowed from the follower.
-pub type BorrowedPage<'a> = LogPage<LineSlice<'a>, &'a [Attempt]>;
+pub type BorrowedPage<'a> = LogPage<LineSlice<'a>, &'a [Attempt], &'a str>;
 
-impl<L, A> LogPage<L, A> {
-    fn map<L2, A2>(&self, lines: L2, attempts: A2) -> LogPage<L2, A2> {
+impl<L, A, E> LogPage<L, A, E> {
+    fn map<L2, A2, E2>(&self, lines: L2, attempts: A2, epoch: E2) -> LogPage<L2, A2, E2> {
         LogPage {
             instance_id: self.instance_id,
+            epoch,
             from_line: self.from_line,
             lines,
             total_lines: self.total_lines,
@@ -110,7 +115,7 @@ impl BorrowedPage<'_> {
 
     /// An owned copy.
     pub fn to_owned_page(&self) -> LogPage {
-        self.map(self.lines.to_vec(), self.attempts.to_vec())
+        self.map(self.lines.to_vec(), self.attempts.to_vec(), Arc::from(self.epoch))
     }
 }
 
@@ -139,6 +144,9 @@ struct Inner {
 
 struct Entry {
     id: i64,
+    /// Names the sequence this entry serves; a new entry (after a restart, an idle
+    /// eviction, or a complete log evicted from the cache and read again) has a new one.
+    epoch: Arc<str>,
     /// When a client last read it (epoch ms), for idle eviction.
     last_read: AtomicI64,
     follower: RwLock<Follower>,
@@ -215,11 +223,22 @@ impl LogService {
     /// With `wait > 0` and nothing new, holds the request until a line arrives, the log
     /// completes, or `wait` passes.
     ///
+    /// With `epoch`, the read is answered only if it names the sequence held now
+    /// ([`ServiceError::EpochMismatch`] otherwise, at once, before PowerJob is read).
+    ///
     /// # Errors
-    /// The upstream failure when nothing at all is known about the instance, and
-    /// [`UpstreamError::InstanceNotFound`] for an instance PowerJob does not know.
-    pub async fn read(&self, id: i64, from_line: u64, limit: usize, wait: Duration) -> Result<LogPage, ServiceError> {
-        self.read_with(id, from_line, limit, wait, |page| page.to_owned_page()).await
+    /// The upstream failure when nothing at all is known about the instance,
+    /// [`UpstreamError::InstanceNotFound`] for an instance PowerJob does not know, and
+    /// [`ServiceError::EpochMismatch`].
+    pub async fn read(
+        &self,
+        id: i64,
+        from_line: u64,
+        limit: usize,
+        wait: Duration,
+        epoch: Option<&str>,
+    ) -> Result<LogPage, ServiceError> {
+        self.read_with(id, from_line, limit, wait, epoch, |page| page.to_owned_page()).await
     }
 
     /// As [`LogService::read`], handing the answer to `render` while the lines are
@@ -233,9 +252,15 @@ impl LogService {
         from_line: u64,
         limit: usize,
         wait: Duration,
+        epoch: Option<&str>,
         render: impl Fn(&BorrowedPage<'_>) -> R,
     ) -> Result<R, ServiceError> {
         let entry = self.entry(id)?;
+        // Another sequence than the client's (also one this very request created: a new
+        // sequence cannot match): 410 before anything is read.
+        if epoch.is_some_and(|e| e != &*entry.epoch) {
+            return Err(ServiceError::EpochMismatch(entry.epoch.clone()));
+        }
         // The common case first, with no subscription: lines are there, or no wait.
         let stale = self.refresh_if_due(&entry).await?;
         let answer = entry.with_page(from_line, limit, stale, |page| {
@@ -268,15 +293,20 @@ impl LogService {
         }
     }
 
-    /// The whole log held (after a refresh when due), handed to `render` in place.
+    /// The whole log held (after a refresh when due) and its epoch, handed to `render`
+    /// in place.
     ///
     /// # Errors
     /// As [`LogService::read`].
-    pub async fn read_all_with<R>(&self, id: i64, render: impl FnOnce(LineSlice<'_>) -> R) -> Result<R, ServiceError> {
+    pub async fn read_all_with<R>(
+        &self,
+        id: i64,
+        render: impl FnOnce(&str, LineSlice<'_>) -> R,
+    ) -> Result<R, ServiceError> {
         let entry = self.entry(id)?;
         self.refresh_if_due(&entry).await?;
         let follower = entry.follower.read().expect("follower lock poisoned");
-        Ok(render(follower.lines()))
+        Ok(render(&entry.epoch, follower.lines()))
     }
 
     /// Tells the service that the instance was just retried through powertail: its next
@@ -468,9 +498,10 @@ impl LogService {
 }
 
 impl Entry {
-    fn new(id: i64, now: i64) -> Self {
+    fn new(id: i64, epoch: Arc<str>, now: i64) -> Self {
         Entry {
             id,
+            epoch,
             last_read: AtomicI64::new(now),
             follower: RwLock::new(Follower::default()),
             gate: Mutex::new(Gate::default()),
@@ -502,6 +533,7 @@ impl Entry {
         let reaches_end = from_line.saturating_add(lines.len() as u64) >= total;
         f(&LogPage {
             instance_id: self.id,
+            epoch: &self.epoch,
             from_line,
             lines,
             total_lines: total,
@@ -566,4 +598,8 @@ pub enum ServiceError {
     /// Growing logs hold `logs.max_following_bytes` already.
     #[error("growing logs hold {0} bytes already (logs.max_following_bytes); try again later")]
     TooManyBytes(u64),
+    /// The client's epoch names another sequence than the one served now (it holds the
+    /// current epoch).
+    #[error("the log was rebuilt since this epoch (now `{0}`): start over from line 0 with the new epoch")]
+    EpochMismatch(Arc<str>),
 }

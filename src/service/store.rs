@@ -7,9 +7,13 @@
 //! out-of-memory crash). Complete logs are immutable and live in a size-bounded cache
 //! (least recently used first); an evicted one is read again if asked. A complete log
 //! that runs again (a retry) moves back to the growing tier.
+//!
+//! Each entry is created with a new epoch (see [`Epochs`]): whenever the served order is
+//! rebuilt from scratch (a new process, an idle growing log dropped, a complete log
+//! evicted and read again), its clients' cursors no longer hold, and the epoch says so.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::{Entry, ServiceError};
@@ -17,7 +21,33 @@ use crate::config::Config;
 use crate::telemetry;
 use crate::upstream::now_ms;
 
+/// Names the sequences this store creates: a random boot id (64 bits, drawn when the
+/// store is built, so a restarted process, or a second router in one test process,
+/// never repeats one) and the number of entries created so far.
+///
+/// The epoch lives on the [`Entry`], not in the pure `Follower`: it names the store's
+/// copy of the sequence, not anything the follower computes. A shared store (Redis,
+/// coming) will create it with the sequence itself (set once, when the sequence key is
+/// created) and hand it to every replica, so that a restart of one keeps it.
+pub(super) struct Epochs {
+    boot: u64,
+    created: AtomicU64,
+}
+
+impl Epochs {
+    fn new() -> Self {
+        Epochs { boot: rand::random(), created: AtomicU64::new(0) }
+    }
+
+    /// A new epoch: `<boot id, 16 hex digits>-<n>`.
+    pub(super) fn next(&self) -> Arc<str> {
+        let n = self.created.fetch_add(1, Ordering::Relaxed) + 1;
+        Arc::from(format!("{:016x}-{n}", self.boot))
+    }
+}
+
 pub(super) struct Store {
+    epochs: Epochs,
     complete: moka::sync::Cache<i64, Arc<Entry>>,
     following: std::sync::Mutex<HashMap<i64, Arc<Entry>>>,
     idle_ms: i64,
@@ -37,6 +67,7 @@ impl Store {
             })
             .build();
         Store {
+            epochs: Epochs::new(),
             complete,
             following: std::sync::Mutex::new(HashMap::new()),
             idle_ms: i64::try_from(config.logs.idle_evict_ms).unwrap_or(i64::MAX),
@@ -73,7 +104,7 @@ impl Store {
         if bytes >= self.max_following_bytes {
             return Err(ServiceError::TooManyBytes(bytes));
         }
-        let entry = Arc::new(Entry::new(id, now));
+        let entry = Arc::new(Entry::new(id, self.epochs.next(), now));
         following.insert(id, entry.clone());
         Ok(entry)
     }

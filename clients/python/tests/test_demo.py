@@ -10,6 +10,7 @@ from powertail_client import (
     AuthError,
     Client,
     ConflictError,
+    EpochMismatchError,
     ForbiddenError,
     InstanceNotFoundError,
     JobNotFoundError,
@@ -48,6 +49,26 @@ def test_follow_pages_carry_the_cursor(client: Client) -> None:
         assert len(before["lines"]) <= 7
     assert pages[-1]["status"] == "FAILED"
     assert pages[-1]["attempts"] == [{"attempt": 1, "fromLine": 0}]
+
+
+def test_a_stale_epoch_raises_epoch_mismatch_with_the_current_one(client: Client) -> None:
+    run = client.run_job("vllm-port-in-use")
+    pages = list(client.follow_pages(run["instanceId"], wait=5))
+    epoch = pages[0]["epoch"]
+    assert epoch and all(p["epoch"] == epoch for p in pages)
+    assert client.read(run["instanceId"], 3, epoch=epoch)["fromLine"] == 3
+    # An epoch of another sequence (a restarted powertail, say): 410, never its lines.
+    with pytest.raises(EpochMismatchError) as caught:
+        client.read(run["instanceId"], 3, epoch="0000000000000000-1")
+    assert (caught.value.status, caught.value.code, caught.value.epoch) == (410, "epoch_mismatch", epoch)
+    with pytest.raises(EpochMismatchError):
+        list(client.follow(run["instanceId"], 3, epoch="0000000000000000-1"))
+    with pytest.raises(EpochMismatchError):
+        list(client.stream(run["instanceId"], 3, epoch="0000000000000000-1"))
+    # restart=True starts over from line 0 of the sequence served now.
+    lines = [line for p in pages for line in p["lines"]]
+    assert list(client.follow(run["instanceId"], 3, epoch="0000000000000000-1", restart=True)) == lines
+    assert list(client.stream(run["instanceId"], 3, epoch="0000000000000000-1", restart=True)) == lines
 
 
 def test_stream_yields_the_same_lines_as_follow(client: Client) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from powertail_client import (
     Client,
+    EpochMismatchError,
     OverloadedError,
     RateLimitedError,
     RetryableError,
@@ -45,11 +46,12 @@ def error(status: int, code: str, retry_after: Optional[str] = None) -> Reply:
     )
 
 
-def page(from_line: int, lines: List[str], complete: bool, stale: bool = False) -> Reply:
+def page(from_line: int, lines: List[str], complete: bool, stale: bool = False, epoch: str = "E1") -> Reply:
     return json_reply(
         200,
         {
             "instanceId": "677182124851200064",
+            "epoch": epoch,
             "fromLine": from_line,
             "nextLine": from_line + len(lines),
             "lines": lines,
@@ -254,3 +256,77 @@ def test_stream_resumes_after_a_broken_connection(serve: Callable[[List[Reply]],
         assert list(client.stream(9)) == ["a", "b"]
     assert [h.get("last-event-id") for _, h in fake.requests] == [None, "1"]
     assert slept == [0.5]  # the back-off (above the stream's `retry: 10` ms)
+
+
+def gone(epoch: str) -> Reply:
+    """410 `epoch_mismatch`: the log was rebuilt, `epoch` is the current one."""
+    return json_reply(410, {"error": {"code": "epoch_mismatch", "message": "the log was rebuilt"}, "epoch": epoch})
+
+
+def query_of(path: str) -> Dict[str, str]:
+    return dict(p.split("=", 1) for p in path.split("?", 1)[1].split("&")) if "?" in path else {}
+
+
+def test_follow_sends_the_epoch_and_raises_epoch_mismatch_when_the_log_was_rebuilt(
+    serve: Callable[[List[Reply]], FakeServer],
+) -> None:
+    fake = serve([page(0, ["a", "b"], False), gone("E2")])
+    got: List[str] = []
+    with Client(fake.url, min_poll_interval=0) as client:
+        with pytest.raises(EpochMismatchError) as caught:
+            for line in client.follow("5"):
+                got.append(line)
+    assert got == ["a", "b"]
+    err = caught.value
+    assert (err.status, err.code, err.epoch, err.message) == (410, "epoch_mismatch", "E2", "the log was rebuilt")
+    queries = [query_of(p) for p, _ in fake.requests]
+    assert "epoch" not in queries[0]
+    assert (queries[1]["fromLine"], queries[1]["epoch"]) == ("2", "E1")
+
+
+def test_follow_with_restart_starts_over_from_line_0_under_the_new_epoch(
+    serve: Callable[[List[Reply]], FakeServer],
+) -> None:
+    fake = serve([page(0, ["a", "b"], False), gone("E2"), page(0, ["b", "a", "c"], True, epoch="E2")])
+    with Client(fake.url, min_poll_interval=0) as client:
+        pages = list(client.follow_pages("5", restart=True))
+    assert [(p["epoch"], p["fromLine"], p["lines"]) for p in pages] == [("E1", 0, ["a", "b"]), ("E2", 0, ["b", "a", "c"])]
+    queries = [query_of(p) for p, _ in fake.requests]
+    assert [(q["fromLine"], q.get("epoch")) for q in queries] == [("0", None), ("2", "E1"), ("0", "E2")]
+    # A given epoch is sent from the first request on.
+    fake = serve([gone("E3")])
+    with Client(fake.url) as client:
+        with pytest.raises(EpochMismatchError) as caught:
+            client.read("5", 10, epoch="E1")
+    assert caught.value.epoch == "E3"
+    assert query_of(fake.requests[0][0])["epoch"] == "E1"
+
+
+def test_stream_raises_or_restarts_on_epoch_mismatch(serve: Callable[[List[Reply]], FakeServer]) -> None:
+    lines_e1 = 'event: lines\nid: 2\ndata: {"epoch":"E1","fromLine":0,"nextLine":2,"lines":["a","b"]}\n\n'
+    rebuilt = 'event: error\ndata: {"code":"epoch_mismatch","message":"rebuilt","epoch":"E2"}\n\n'
+    lines_e2 = (
+        'event: lines\nid: 1\ndata: {"epoch":"E2","fromLine":0,"nextLine":1,"lines":["z"]}\n\n'
+        'event: end\nid: 1\ndata: {"epoch":"E2","nextLine":1}\n\n'
+    )
+    # Rebuilt while streaming: raised after the lines of the old sequence.
+    fake = serve([sse(lines_e1 + rebuilt)])
+    got: List[str] = []
+    with Client(fake.url) as client:
+        with pytest.raises(EpochMismatchError) as caught:
+            for line in client.stream("9"):
+                got.append(line)
+    assert (got, caught.value.epoch, caught.value.status) == (["a", "b"], "E2", 410)
+    # With restart=True: the new sequence from line 0, under its epoch; a reconnect
+    # (Last-Event-ID) sends the epoch learnt; a 410 before the stream starts restarts too.
+    fake = serve([sse(lines_e1), sse(rebuilt), sse(lines_e2), gone("E3"), sse(lines_e2.replace("E2", "E3"))])
+    with Client(fake.url) as client:
+        client._sleep = lambda s: None
+        assert list(client.stream("9", restart=True)) == ["a", "b", "z"]
+        assert list(client.stream("9", epoch="E2", restart=True)) == ["z"]
+    sent = [(query_of(p).get("epoch"), query_of(p).get("fromLine"), h.get("last-event-id")) for p, h in fake.requests]
+    assert sent == [(None, None, None), ("E1", None, "2"), ("E2", None, None), ("E2", None, None), ("E3", None, None)]
+    fake = serve([gone("E2")])
+    with Client(fake.url) as client:
+        with pytest.raises(EpochMismatchError):
+            list(client.stream("9", epoch="E1"))

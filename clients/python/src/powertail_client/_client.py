@@ -13,7 +13,14 @@ import httpx
 
 from ._sse import ServerSentEvent, SSEDecoder
 from ._types import InstanceId, LogPage, RunAnswer, StartupState
-from .errors import PowertailConnectionError, PowertailError, RetryableError, ServerError, error_for
+from .errors import (
+    EpochMismatchError,
+    PowertailConnectionError,
+    PowertailError,
+    RetryableError,
+    ServerError,
+    error_for,
+)
 
 #: The longest long-poll the API accepts (`waitMs` 0..=30000).
 MAX_WAIT_S = 30.0
@@ -55,24 +62,30 @@ def _error_of(response: httpx.Response) -> PowertailError:
         body = response.json()
         error = body["error"]
         code, message = str(error["code"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
+        epoch = body.get("epoch")
+    except (ValueError, KeyError, TypeError, AttributeError):
         # Not powertail's shape: a proxy's page, say.
         text = response.text.strip()[:200] or response.reason_phrase
         err = error_for("http_error", text, response.status_code, retry_after)
         if response.status_code >= 500 and not isinstance(err, RetryableError):
             return ServerError("http_error", text, response.status_code, retry_after)
         return err
-    return error_for(code, message, response.status_code, retry_after)
+    err = error_for(code, message, response.status_code, retry_after)
+    if isinstance(err, EpochMismatchError) and isinstance(epoch, str):
+        err.epoch = epoch
+    return err
 
 
 class _Cursor:
-    """Where a follower stands in one instance's log. The one place its state changes
-    (`advance`), so that a follower can be restarted from a fresh cursor when the server
-    says its cursor no longer holds (a coming `epoch_mismatch`)."""
+    """Where a follower stands in one instance's log: the line and the epoch (the served
+    sequence) it belongs to. The one place its state changes (`advance`), so that a
+    follower starts over from a fresh cursor when the server says its cursor no longer
+    holds (410 `epoch_mismatch`)."""
 
-    def __init__(self, instance_id: str, next_line: int) -> None:
+    def __init__(self, instance_id: str, next_line: int, epoch: Optional[str] = None) -> None:
         self.instance_id = instance_id
         self.next_line = next_line
+        self.epoch = epoch
         self.attempt: Optional[int] = None
 
     def params(self, wait_ms: int, limit: Optional[int]) -> Dict[str, Union[str, int]]:
@@ -81,10 +94,13 @@ class _Cursor:
             params["waitMs"] = wait_ms
         if limit is not None:
             params["limit"] = limit
+        if self.epoch is not None:
+            params["epoch"] = self.epoch
         return params
 
     def advance(self, page: LogPage) -> None:
         self.next_line = page["nextLine"]
+        self.epoch = page.get("epoch", self.epoch)
         self.attempt = page.get("attempt")
 
 
@@ -179,10 +195,18 @@ class Client:
     # --- logs -----------------------------------------------------------------------
 
     def read(
-        self, instance_id: InstanceId, from_line: int = 0, *, limit: Optional[int] = None, wait: float = 0.0
+        self,
+        instance_id: InstanceId,
+        from_line: int = 0,
+        *,
+        limit: Optional[int] = None,
+        wait: float = 0.0,
+        epoch: Optional[str] = None,
     ) -> LogPage:
-        """One `GET /llm/logs` answer; `wait` (seconds, at most 30) long-polls."""
-        cursor = _Cursor(_instance_id(instance_id), from_line)
+        """One `GET /llm/logs` answer; `wait` (seconds, at most 30) long-polls. With
+        `epoch` (that of an earlier answer) a log rebuilt since raises
+        :class:`EpochMismatchError`."""
+        cursor = _Cursor(_instance_id(instance_id), from_line, epoch)
         return self._read_page(cursor, wait, limit)
 
     def _read_page(self, cursor: _Cursor, wait: float, limit: Optional[int]) -> LogPage:
@@ -191,17 +215,36 @@ class Client:
         return cast(LogPage, page)
 
     def follow_pages(
-        self, instance_id: InstanceId, from_line: int = 0, *, wait: float = 20.0, limit: Optional[int] = None
+        self,
+        instance_id: InstanceId,
+        from_line: int = 0,
+        *,
+        wait: float = 20.0,
+        limit: Optional[int] = None,
+        epoch: Optional[str] = None,
+        restart: bool = False,
     ) -> Iterator[LogPage]:
         """Every `GET /llm/logs` answer of a follower, from `from_line` until the one that
         says `complete`: long-polls of `wait` seconds, each from the previous
-        `nextLine`. A `stale` answer (PowerJob slow or unreachable, the cache served)
-        just leads to the next poll; answers without lines come at most every
-        `min_poll_interval` seconds."""
-        cursor = _Cursor(_instance_id(instance_id), from_line)
+        `nextLine` and with the `epoch` learnt from the first answer (or given). A
+        `stale` answer (PowerJob slow or unreachable, the cache served) just leads to the
+        next poll; answers without lines come at most every `min_poll_interval` seconds.
+
+        When the log was rebuilt from scratch (powertail restarted, the log evicted: 410
+        `epoch_mismatch`), raises :class:`EpochMismatchError` (its ``.epoch`` is the new
+        one), so that lines of another sequence are never mixed with those read. With
+        ``restart=True`` it starts over instead: the next page is line 0 of the new
+        sequence (``fromLine == 0``, a new ``epoch``), and the caller drops what it had."""
+        cursor = _Cursor(_instance_id(instance_id), from_line, epoch)
         while True:
             started = time.monotonic()
-            page = self._read_page(cursor, wait, limit)
+            try:
+                page = self._read_page(cursor, wait, limit)
+            except EpochMismatchError as err:
+                if not restart or err.epoch is None:
+                    raise
+                cursor = _Cursor(cursor.instance_id, 0, err.epoch)
+                continue
             cursor.advance(page)
             yield page
             if page["complete"]:
@@ -212,12 +255,27 @@ class Client:
                     self._sleep(pause)
 
     def follow(
-        self, instance_id: InstanceId, from_line: int = 0, *, wait: float = 20.0, limit: Optional[int] = None
+        self,
+        instance_id: InstanceId,
+        from_line: int = 0,
+        *,
+        wait: float = 20.0,
+        limit: Optional[int] = None,
+        epoch: Optional[str] = None,
+        restart: bool = False,
     ) -> Iterator[str]:
         """The log's lines from `from_line` on, as they come, ending when the log is
         `complete` (no line can follow). Raises a :class:`PowertailError` subclass for
-        an error answer (after the retries of 429/503, see :class:`Client`)."""
-        for page in self.follow_pages(instance_id, from_line, wait=wait, limit=limit):
+        an error answer (after the retries of 429/503, see :class:`Client`).
+
+        The epoch of the first answer is sent with every later read: a log rebuilt from
+        scratch meanwhile raises :class:`EpochMismatchError` (the default: what was
+        yielded cannot be continued). With ``restart=True`` the lines of the new
+        sequence are yielded from its line 0 instead, so lines already yielded come
+        again (in the new order): use it where the consumer can start over, e.g. a
+        search for a line, not an append-only copy."""
+        pages = self.follow_pages(instance_id, from_line, wait=wait, limit=limit, epoch=epoch, restart=restart)
+        for page in pages:
             yield from page["lines"]
 
     def raw(self, instance_id: InstanceId) -> str:
@@ -226,12 +284,18 @@ class Client:
 
     # --- event stream ---------------------------------------------------------------
 
-    def stream_events(self, instance_id: InstanceId, from_line: int = 0) -> Iterator[ServerSentEvent]:
+    def stream_events(
+        self, instance_id: InstanceId, from_line: int = 0, *, epoch: Optional[str] = None, restart: bool = False
+    ) -> Iterator[ServerSentEvent]:
         """The Server-Sent Events of `GET /llm/logs/{id}/stream` (`lines`, `startup`,
         `error`, `shutdown`, `end`), ending after `end`. A dropped connection or a
         `shutdown` event reconnects with `Last-Event-ID` (the `nextLine` of the last
-        `lines` event), so no line is lost or repeated; 429/503 before the stream starts
-        are retried like the other reads."""
+        `lines` event) and the `epoch` of the events, so no line is lost or repeated;
+        429/503 before the stream starts are retried like the other reads. A log rebuilt
+        from scratch (410 `epoch_mismatch` before the stream starts, or an `error` event
+        `epoch_mismatch`) raises :class:`EpochMismatchError`, or with ``restart=True``
+        starts over from line 0 of the new sequence (the `epoch_mismatch` event is
+        yielded first, then the new sequence's events)."""
         path = f"/llm/logs/{_instance_id(instance_id)}/stream"
         timeout = httpx.Timeout(self._timeout, read=45.0)  # a heartbeat comes every 15 s
         last_id: Optional[str] = None
@@ -244,28 +308,47 @@ class Client:
                 headers["Last-Event-ID"] = last_id
             elif from_line:
                 params["fromLine"] = from_line
+            if epoch is not None:
+                params["epoch"] = epoch
             error: PowertailError
             try:
                 with self._http.stream("GET", path, params=params, headers=headers, timeout=timeout) as response:
                     if not response.is_success:
                         response.read()
                         error = _error_of(response)
+                        if isinstance(error, EpochMismatchError) and restart and error.epoch is not None:
+                            epoch, last_id, from_line = error.epoch, None, 0
+                            continue
                         if not isinstance(error, RetryableError) or failures >= self.max_retries:
                             raise error
                         failures += 1
                         self._sleep(error.retry_after if error.retry_after is not None else self._backoff(failures))
                         continue
                     decoder = SSEDecoder(last_id)
+                    rebuilt: Optional[EpochMismatchError] = None
                     for event in decoder.iter_events(response.iter_lines()):
                         last_id = decoder.last_event_id
                         if decoder.retry is not None:
                             reconnect_ms = decoder.retry
                         failures = 0
+                        if event.event in ("lines", "end", "error"):
+                            data = json.loads(event.data)
+                            if event.event != "error":
+                                epoch = data.get("epoch", epoch)
+                            elif data.get("code") == "epoch_mismatch" and isinstance(data.get("epoch"), str):
+                                rebuilt = EpochMismatchError(
+                                    "epoch_mismatch", str(data.get("message", "")), 410, None, data["epoch"]
+                                )
+                        if rebuilt is not None and not restart:
+                            raise rebuilt
                         yield event
                         if event.event == "end":
                             return
-                        if event.event == "shutdown":
+                        if event.event == "shutdown" or rebuilt is not None:
                             break
+                    if rebuilt is not None:
+                        epoch, last_id, from_line = rebuilt.epoch, None, 0
+                        continue
                     last_id = decoder.last_event_id
                 error = PowertailConnectionError("connection_error", "the event stream ended before its `end` event")
             except httpx.TransportError as exc:
@@ -278,10 +361,13 @@ class Client:
                 delay = max(delay, reconnect_ms / 1000)
             self._sleep(delay)
 
-    def stream(self, instance_id: InstanceId, from_line: int = 0) -> Iterator[str]:
+    def stream(
+        self, instance_id: InstanceId, from_line: int = 0, *, epoch: Optional[str] = None, restart: bool = False
+    ) -> Iterator[str]:
         """The log's lines over Server-Sent Events, ending on the `end` event: the same
-        lines :meth:`follow` yields, pushed instead of polled."""
-        for event in self.stream_events(instance_id, from_line):
+        lines :meth:`follow` yields, pushed instead of polled (`epoch` and `restart` as
+        for :meth:`follow`)."""
+        for event in self.stream_events(instance_id, from_line, epoch=epoch, restart=restart):
             if event.event == "lines":
                 lines: List[str] = json.loads(event.data)["lines"]
                 yield from lines

@@ -15,6 +15,7 @@ class Attempt(TypedDict):
 
 class _LogPage(TypedDict):
     instanceId: str
+    epoch: str
     fromLine: int
     nextLine: int
     lines: List[str]

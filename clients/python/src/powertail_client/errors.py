@@ -58,6 +58,24 @@ class UpstreamError(PowertailError):
     """PowerJob failed and powertail held nothing to answer instead (502, 503, 504)."""
 
 
+class EpochMismatchError(PowertailError):
+    """410 ``epoch_mismatch``: the log was rebuilt from scratch (powertail restarted, the
+    log evicted) since the epoch sent; ``.epoch`` is the current one. The lines read so
+    far belong to another sequence: start over from line 0 under ``.epoch``
+    (``follow(..., restart=True)`` does that itself)."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        status: Optional[int] = None,
+        retry_after: Optional[float] = None,
+        epoch: Optional[str] = None,
+    ):
+        super().__init__(code, message, status, retry_after)
+        self.epoch = epoch
+
+
 class PowertailConnectionError(PowertailError):
     """No answer: connecting or reading failed (code ``connection_error``, no status)."""
 
@@ -130,6 +148,7 @@ _BY_CODE: Dict[str, Type[PowertailError]] = {
     "instance_not_found": InstanceNotFoundError,
     "job_not_found": JobNotFoundError,
     "conflict": ConflictError,
+    "epoch_mismatch": EpochMismatchError,
     "rate_limited": RateLimitedError,
     "overloaded": OverloadedError,
     "upstream_error": UpstreamBadAnswerError,
