@@ -107,7 +107,9 @@ pub async fn refresh_log<S: PageSource>(
     }
     let stable_until = follower.read().expect("follower lock poisoned").stable_until(timing);
     let big = probe.total_pages >= WHOLE_FILE_MIN_PAGES;
-    let mut unproven = Vec::new();
+    // The probe is a page read too: what it holds whole must not be lost if the burst
+    // that follows finds the log destroyed (a restart between the two reads).
+    let mut unproven = vec![probe.clone()];
     let result =
         read_changed(src, follower, seen, probe, pages, stable_until, read_at, timing, &mut pages_read, &mut unproven)
             .await;
