@@ -41,7 +41,7 @@ use super::line::{classify, record_time, split_lines, PageText, PAGE_LINES};
 use super::lines::{LineSlice, Lines};
 use super::snapshot::{RawPage, Snapshot};
 use super::status::{InstanceFacts, Status};
-use super::units::{segment, unit_hash, Served, UnitIndex};
+use super::units::{segment, unit_hash, KeyRef, Served, UnitIndex};
 
 /// Settled lines re-read and compared before the unsettled region, so that an insert
 /// older than the window cannot go unnoticed.
@@ -462,17 +462,9 @@ impl Follower {
                 if cut_head || cut_tail || self.index.find(&self.served(), text).is_some() {
                     continue;
                 }
-                if self.data.lines.len() + text.len() > timing.max_lines {
-                    self.data.truncated = true;
+                if self.append_unit(text, timing.max_lines).is_none() {
                     return appended;
                 }
-                let u = self.data.units.len() as u32;
-                self.data.units.push(self.data.lines.len() as u32);
-                for l in text {
-                    self.data.lines.push(l);
-                }
-                let served = Served { lines: &self.data.lines, units: &self.data.units };
-                self.index.add_served(&served, u, text);
                 appended += text.len();
             }
         }
@@ -680,17 +672,7 @@ impl Follower {
                     u
                 }
                 None => {
-                    if self.data.lines.len() + text.len() > max_lines {
-                        self.data.truncated = true;
-                        break;
-                    }
-                    let u = self.data.units.len() as u32;
-                    self.data.units.push(self.data.lines.len() as u32);
-                    for l in text {
-                        self.data.lines.push(l);
-                    }
-                    let served = Served { lines: &self.data.lines, units: &self.data.units };
-                    let r = self.index.add_served(&served, u, text);
+                    let Some((u, r)) = self.append_unit(text, max_lines) else { break };
                     // This window's later copies of the text are new too.
                     budget.insert(r, 0);
                     appended += text.len();
@@ -707,6 +689,22 @@ impl Follower {
         }
         self.set_model(from_unit, &new_model);
         appended
+    }
+
+    /// Serves `text` as a new unit, unless it would take the log past `max_lines` (then
+    /// the log is cut: `truncated`). Returns the unit and its key.
+    fn append_unit(&mut self, text: &[impl AsRef<str>], max_lines: usize) -> Option<(u32, KeyRef)> {
+        if self.data.lines.len() + text.len() > max_lines {
+            self.data.truncated = true;
+            return None;
+        }
+        let u = self.data.units.len() as u32;
+        self.data.units.push(self.data.lines.len() as u32);
+        for l in text {
+            self.data.lines.push(l.as_ref());
+        }
+        let served = Served { lines: &self.data.lines, units: &self.data.units };
+        Some((u, self.index.add_served(&served, u, text)))
     }
 
     fn set_model(&mut self, from_unit: usize, tail: &[u32]) {

@@ -261,12 +261,27 @@ impl LogService {
         if epoch.is_some_and(|e| e != &*entry.epoch) {
             return Err(ServiceError::EpochMismatch(entry.epoch.clone()));
         }
-        // The common case first, with no subscription: lines are there, or no wait.
-        let stale = self.refresh_if_due(&entry).await?;
-        let answer = entry.with_page(from_line, limit, stale, |page| {
-            (!page.lines.is_empty() || page.complete || wait.is_zero()).then(|| render(page))
-        });
-        if let Some(answer) = answer {
+        self.poll(&entry, wait, |stale, last| {
+            entry.with_page(from_line, limit, stale, |page| {
+                (!page.lines.is_empty() || page.complete || last).then(|| render(page))
+            })
+        })
+        .await
+    }
+
+    /// Refreshes `entry` when due and asks `look(stale, last)` for an answer; until it
+    /// gives one, waits for a change, the next refresh or the end of `wait`, and asks
+    /// again. `last` is true when the wait is over (or the server shuts down, then with
+    /// `stale` false); `look` must answer then. The first look subscribes to nothing (the
+    /// common case: the answer is there, or there is no wait).
+    async fn poll<R>(
+        &self,
+        entry: &Arc<Entry>,
+        wait: Duration,
+        mut look: impl FnMut(bool, bool) -> Option<R>,
+    ) -> Result<R, ServiceError> {
+        let stale = self.refresh_if_due(entry).await?;
+        if let Some(answer) = look(stale, wait.is_zero()) {
             return Ok(answer);
         }
         let deadline = Instant::now() + wait;
@@ -274,21 +289,20 @@ impl LogService {
         loop {
             // Subscribed before looking: a change after the look wakes the wait below.
             changed.mark_unchanged();
-            let stale = self.refresh_if_due(&entry).await?;
+            let stale = self.refresh_if_due(entry).await?;
             let now = Instant::now();
-            let answer = entry.with_page(from_line, limit, stale, |page| {
-                (!page.lines.is_empty() || page.complete || now >= deadline).then(|| render(page))
-            });
-            if let Some(answer) = answer {
+            if let Some(answer) = look(stale, now >= deadline) {
                 return Ok(answer);
             }
-            let next_refresh = self.gate(&entry).next_due(self.inner.refresh_interval).unwrap_or(now);
+            let next_refresh = self.gate(entry).next_due(self.inner.refresh_interval).unwrap_or(now);
             let until = deadline.min(next_refresh.max(now + Duration::from_millis(5)));
             let _waiting = GaugeGuard::new(telemetry::LONG_POLL_WAITING);
             tokio::select! {
                 _ = changed.changed() => {}
                 () = tokio::time::sleep_until(until) => {}
-                () = self.inner.shutdown.cancelled() => return Ok(entry.with_page(from_line, limit, false, |p| render(p))),
+                () = self.inner.shutdown.cancelled() => {
+                    return Ok(look(false, true).expect("a last look answers"));
+                }
             }
         }
     }

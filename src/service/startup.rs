@@ -14,14 +14,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-use super::{Entry, GaugeGuard, LogService, ServiceError};
+use super::{Entry, LogService, ServiceError};
 use crate::config::Config;
 use crate::logs::rules::RuleSet;
 use crate::logs::startup::{StartupSnapshot, StartupTracker};
 use crate::logs::Status;
-use crate::telemetry;
 
 /// Lines fed under one hold of the locks (a writer waits at most that long).
 const FEED_CHUNK: usize = 4_096;
@@ -137,35 +134,18 @@ impl LogService {
         &self,
         id: i64,
         wait: Duration,
-        known: (Option<u32>, Option<usize>),
+        known_in: (Option<u32>, Option<usize>),
     ) -> Result<Startup, ServiceError> {
         let entry = self.entry(id)?;
-        let stale = self.refresh_if_due(&entry).await?;
-        let first = self.startup_of(&entry, stale);
-        let known = (known.0.unwrap_or(first.snapshot.attempt), known.1.unwrap_or(first.snapshot.events.len()));
-        let moved = |s: &Startup| s.snapshot.complete || (s.snapshot.attempt, s.snapshot.events.len()) != known;
-        if wait.is_zero() || moved(&first) {
-            return Ok(first);
-        }
-        let deadline = Instant::now() + wait;
-        let mut changed = entry.changed.subscribe();
-        loop {
-            changed.mark_unchanged();
-            let stale = self.refresh_if_due(&entry).await?;
-            let now_state = self.startup_of(&entry, stale);
-            let now = Instant::now();
-            if moved(&now_state) || now >= deadline {
-                return Ok(now_state);
-            }
-            let next_refresh = self.gate(&entry).next_due(self.inner.refresh_interval).unwrap_or(now);
-            let until = deadline.min(next_refresh.max(now + Duration::from_millis(5)));
-            let _waiting = GaugeGuard::new(telemetry::LONG_POLL_WAITING);
-            tokio::select! {
-                _ = changed.changed() => {}
-                () = tokio::time::sleep_until(until) => {}
-                () = self.inner.shutdown.cancelled() => return Ok(self.startup_of(&entry, false)),
-            }
-        }
+        // What the client knows: as sent, or the state at its first look.
+        let mut known = None;
+        self.poll(&entry, wait, |stale, last| {
+            let s = self.startup_of(&entry, stale);
+            let (attempt, events) = (s.snapshot.attempt, s.snapshot.events.len());
+            let k = *known.get_or_insert((known_in.0.unwrap_or(attempt), known_in.1.unwrap_or(events)));
+            (s.snapshot.complete || (attempt, events) != k || last).then_some(s)
+        })
+        .await
     }
 
     /// The start-up state from what is held, without reading PowerJob (for the event

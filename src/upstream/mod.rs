@@ -80,7 +80,8 @@ pub enum Version {
 enum Target {
     /// Every configured server in turn, from the last one that answered.
     Failover,
-    /// Only the server at this index (the start-up check).
+    /// Only the server at this index (the start-up check, a download from the server
+    /// that holds the log). Its caller reports a failure, with context.
     Only(usize),
 }
 
@@ -273,7 +274,7 @@ impl PowerJobClient {
         let Some(i) = self.download_address(id).await? else { return Ok(None) };
         let query = [("instanceId", id.to_string())];
         let raw = self
-            .send_at(i, "/instance/downloadLog", |base| {
+            .send_to(Target::Only(i), "/instance/downloadLog", |base| {
                 self.inner.http.get(join(base, "/instance/downloadLog")).query(&query)
             })
             .await?;
@@ -355,7 +356,7 @@ impl PowerJobClient {
             fields.extend_from_slice(query);
             let jwt = session.console_jwt.clone();
             let (i, raw) = self
-                .send_indexed(path, |base| {
+                .send_indexed_to(Target::Failover, path, |base| {
                     let mut req = self.inner.http.get(join(base, path)).query(&fields);
                     if let Some(jwt) = &jwt {
                         req = req.header("PowerJwt", jwt).header("AppId", app_id);
@@ -620,7 +621,7 @@ impl PowerJobClient {
                     return Ok((i, raw));
                 }
                 Err(e) => {
-                    // A single-server check reports its own failure (once, with context).
+                    // A single-server request's caller reports its failure (with context).
                     if matches!(target, Target::Failover) {
                         tracing::warn!(server = %base, error = %e, "PowerJob server failed");
                     }
@@ -629,25 +630,6 @@ impl PowerJobClient {
             }
         }
         Err(last_error)
-    }
-
-    /// Sends a request to address `i` only (counted and timed).
-    async fn send_at(
-        &self,
-        i: usize,
-        endpoint: &'static str,
-        build: impl Fn(&Url) -> RequestBuilder,
-    ) -> Result<Raw, UpstreamError> {
-        self.send_to(Target::Only(i), endpoint, build).await
-    }
-
-    /// As [`PowerJobClient::send`], also returning the index of the address that answered.
-    async fn send_indexed(
-        &self,
-        endpoint: &'static str,
-        build: impl Fn(&Url) -> RequestBuilder,
-    ) -> Result<(usize, Raw), UpstreamError> {
-        self.send_indexed_to(Target::Failover, endpoint, build).await
     }
 
     async fn send_once(&self, req: RequestBuilder) -> Result<Raw, UpstreamError> {
