@@ -17,6 +17,9 @@ use crate::logs::rules::{RuleSet, RuleSpec};
 use crate::logs::Timing;
 
 /// Prefix of the environment variables that override single keys.
+mod cluster;
+pub use cluster::ClusterConfig;
+
 pub const ENV_PREFIX: &str = "POWERTAIL_";
 
 /// The whole configuration file.
@@ -37,6 +40,9 @@ pub struct Config {
     /// API tokens and the job allow-list.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Replicas sharing a line log on Redis; absent = one process, all in memory.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `[jobs.<name>]`
@@ -570,6 +576,9 @@ impl Config {
         }
         if !(10..=20_000).contains(&l.read_wait_ms) {
             return invalid("logs.read_wait_ms", "must be between 10 and 20000");
+        }
+        if let Some(c) = &self.cluster {
+            c.validate(l.refresh_interval_ms)?;
         }
         self.validate_jobs_and_tokens()
     }
