@@ -722,6 +722,10 @@ impl Follower {
     }
 }
 
+#[path = "follower_shared.rs"]
+mod shared;
+pub use shared::{SharedMeta, SHARED_META_VERSION};
+
 #[cfg(test)]
 #[path = "follower_tests.rs"]
 mod tests;

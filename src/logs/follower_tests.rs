@@ -423,3 +423,73 @@ fn state_round_trips_through_serde() {
     assert_eq!(refresh(&mut g, &more, 1), 7);
     assert_eq!(served(&g), more);
 }
+
+/// A follower rebuilt from the store's copy (lines, unit flags, meta), as a replica that
+/// takes over an instance does.
+fn through_store(f: &Follower, chunks: usize) -> Follower {
+    let lines: Vec<String> = f.lines().iter().map(str::to_owned).collect();
+    let flags = f.unit_flags(0);
+    let meta = f.shared_meta();
+    let mut g = Follower::default();
+    let step = lines.len().div_ceil(chunks).max(1);
+    for from in (0..lines.len()).step_by(step) {
+        let to = (from + step).min(lines.len());
+        g.extend_shared(&lines[from..to], &flags[from..to], &meta);
+    }
+    if lines.is_empty() {
+        g.extend_shared::<&str>(&[], &[], &meta);
+    }
+    g
+}
+
+#[test]
+fn a_follower_rebuilt_from_the_store_serves_the_same_and_appends_only_what_is_new() {
+    let mut file: Vec<String> = (0..150).map(|s| rec(s, &format!("line {s}"))).collect();
+    file.extend(error_record(150, "first trace"));
+    file.extend((151..260).map(|s| rec(s, &format!("line {s}"))));
+    file.extend(error_record(260, "second trace"));
+    let mut f = Follower::default();
+    f.observe(&running(), 0, &T);
+    refresh(&mut f, &file, 300_000);
+    assert_eq!(f.line_count(), file.len());
+    // Flags mark exactly the records' first lines (a trace is one unit).
+    let flags = f.unit_flags(0);
+    assert_eq!(flags.iter().filter(|&&b| b).count(), 150 + 1 + 109 + 1);
+    assert_eq!(f.unit_flags(151), flags[151..].to_vec());
+    for chunks in [1, 3, 7] {
+        let mut g = through_store(&f, chunks);
+        assert_eq!(g.lines().to_vec(), f.lines().to_vec());
+        assert_eq!(g.shared_meta(), f.shared_meta());
+        assert_eq!(g.unit_flags(0), flags);
+        // Late lines landed in the middle, and one more record at the end: the rebuilt
+        // follower (no model: it reads the whole file) appends exactly those.
+        let mut later = file.clone();
+        later.insert(100, rec(99, "late"));
+        later.push(rec(270, "last"));
+        let appended = refresh(&mut g, &later, 310_000);
+        assert_eq!(appended, 2, "{chunks} chunks");
+        assert_eq!(g.lines().iter().rev().take(2).collect::<Vec<_>>(), [&*rec(270, "last"), &*rec(99, "late")]);
+        // And nothing more on the next read.
+        assert_eq!(refresh(&mut g, &later, 320_000), 0);
+    }
+}
+
+#[test]
+fn a_complete_log_through_the_store_stays_complete_and_runs_again_on_a_retry() {
+    let file: Vec<String> = (0..30).map(|s| rec(s, &format!("line {s}"))).collect();
+    let mut f = Follower::default();
+    f.observe(&running(), 0, &T);
+    refresh(&mut f, &file, 60_000);
+    f.observe(&finished(Status::Succeed, 60_000, 1), 61_000, &T);
+    refresh(&mut f, &file, 200_000);
+    assert!(f.is_complete());
+    let mut g = through_store(&f, 2);
+    assert!(g.is_complete());
+    assert_eq!(g.lines().to_vec(), f.lines().to_vec());
+    // The meta of a retried run reaches a replica that saw the log complete.
+    f.observe(&InstanceFacts { running_times: 2, ..running() }, 300_000, &T);
+    g.extend_shared::<&str>(&[], &[], &f.shared_meta());
+    assert!(!g.is_complete());
+    assert_eq!(g.attempt(), 2);
+    assert_eq!(g.attempts()[1].from_line, 30);
+}

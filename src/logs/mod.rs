@@ -20,7 +20,7 @@ pub mod startup;
 pub mod status;
 pub mod units;
 
-pub use follower::{Applied, Attempt, Follower, NeedFullRead, Pages, Plan, Probe, Timing};
+pub use follower::{Applied, Attempt, Follower, NeedFullRead, Pages, Plan, Probe, SharedMeta, Timing};
 pub use reader::{refresh_log, PageSource, ReadError, ReadOutcome};
 pub use snapshot::{assemble, RawPage, Snapshot, SnapshotError};
 pub use status::{InstanceFacts, Status};
