@@ -43,7 +43,7 @@ use crate::upstream::PowerJobClient;
 pub fn build(config: &Config, listen: SocketAddr) -> anyhow::Result<AppState> {
     telemetry::prometheus();
     let client = PowerJobClient::new(&config.powerjob)?;
-    Ok(AppState::new(config, LogService::new(config, client), listen))
+    Ok(AppState::new(config, LogService::new(config, client)?, listen))
 }
 
 /// How long in-flight requests may take to finish after shutdown began.

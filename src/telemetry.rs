@@ -39,6 +39,16 @@ pub const LONG_POLL_WAITING: &str = "powertail_long_poll_waiting";
 /// Webhook delivery tries, by `event` and `outcome` (`delivered`, `retried`, `rejected`,
 /// `gave_up`, `abandoned`).
 pub const WEBHOOK_DELIVERIES: &str = "powertail_webhook_deliveries_total";
+/// Failed commands to the shared store (cluster mode), by `op` (`tick`, `read`, `append`,
+/// `commit`, `ping`, `subscribe`) and `kind` (`unavailable`, `oom`, `unconfirmed`,
+/// `protocol`).
+pub const STORE_ERRORS: &str = "powertail_store_errors_total";
+/// Reads of lines from the shared store (one per sync that found new lines).
+pub const STORE_READS: &str = "powertail_store_reads_total";
+/// Appends to the shared store that succeeded.
+pub const STORE_APPENDS: &str = "powertail_store_appends_total";
+/// Lease changes of this replica, by `change` (`acquired`, `lost`).
+pub const STORE_LEASES: &str = "powertail_store_leases_total";
 
 /// Sets up powertail's own log output on stderr: `RUST_LOG` when set (and valid), else
 /// `level` (`server.log_level`) as the filter; one JSON object per line when `json`

@@ -10,6 +10,8 @@ use crate::upstream::UpstreamError;
 
 /// Seconds a client should wait before retrying when PowerJob is unreachable.
 const RETRY_AFTER_SECS: &str = "5";
+/// …and when the shared store is (it usually comes back within a failover).
+const STORE_RETRY_AFTER_SECS: &str = "2";
 
 /// An API error; one variant per answer of the contract.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,10 @@ pub enum ApiError {
     /// current epoch, answered beside the error.
     #[error("the log was rebuilt since this epoch: start over from line 0 with epoch `{0}`")]
     EpochMismatch(std::sync::Arc<str>),
+    /// Cluster mode: the shared store (Redis) failed and this replica holds nothing of
+    /// the instance (503).
+    #[error("{0}; this replica holds nothing of the instance yet")]
+    StoreUnavailable(String),
 }
 
 impl From<AppError> for ApiError {
@@ -95,6 +101,7 @@ impl From<crate::service::ServiceError> for ApiError {
                 ApiError::Overloaded { message: e.to_string(), retry_after_secs: 5 }
             }
             crate::service::ServiceError::EpochMismatch(epoch) => ApiError::EpochMismatch(epoch),
+            crate::service::ServiceError::Store(e) => ApiError::StoreUnavailable(e.to_string()),
         }
     }
 }
@@ -114,6 +121,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::EpochMismatch(_) => StatusCode::GONE,
+            ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(e) => match e {
                 UpstreamError::InstanceNotFound(_) => StatusCode::NOT_FOUND,
                 UpstreamError::Unreachable(_) | UpstreamError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -140,6 +148,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::EpochMismatch(_) => "epoch_mismatch",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Upstream(e) => match e {
                 UpstreamError::InstanceNotFound(_) => "instance_not_found",
                 UpstreamError::Unreachable(_) | UpstreamError::NotReady(_) => "upstream_unavailable",
@@ -157,6 +166,7 @@ impl IntoResponse for ApiError {
             ApiError::Overloaded { retry_after_secs, .. } | ApiError::RateLimited { retry_after_secs, .. } => {
                 Some(retry_after_secs.to_string())
             }
+            ApiError::StoreUnavailable(_) => Some(STORE_RETRY_AFTER_SECS.to_owned()),
             _ => None,
         };
         let mut body = serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });

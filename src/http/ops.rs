@@ -20,20 +20,34 @@ pub async fn healthz() -> Json<Value> {
 /// `GET /readyz`: PowerJob answered recently (`server.ready_window_ms`), or answers a
 /// probe now. The probe is shared by concurrent callers and reused for a few seconds
 /// (see [`crate::upstream::PowerJobClient::ready`]): this route needs no token, so it
-/// must not let anyone drive requests to PowerJob.
+/// must not let anyone drive requests to PowerJob. In cluster mode the shared store
+/// (Redis) must answer a PING too, and the answer says so under `store`.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let window = Duration::from_millis(state.limits.ready_window_ms);
-    match state.logs.client().ready(window).await {
-        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
-        Err(e) => {
-            // The same code as any other route answering this failure; the status is 503.
-            let e = ApiError::Upstream(e);
-            let body = json!({ "status": "not_ready", "error": { "code": e.code(), "message": e.to_string() } });
-            let mut resp = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            resp
-        }
+    let (upstream, store) = tokio::join!(state.logs.client().ready(window), state.logs.store_ready());
+    let store_json = store.as_ref().map(|r| match r {
+        Ok(()) => json!({ "ok": true, "node": state.logs.node() }),
+        Err(e) => json!({ "ok": false, "node": state.logs.node(), "error": e.to_string() }),
+    });
+    let error = match (upstream, store) {
+        (Err(e), _) => Some(ApiError::Upstream(e)),
+        (Ok(()), Some(Err(e))) => Some(ApiError::StoreUnavailable(e.to_string())),
+        (Ok(()), _) => None,
+    };
+    let mut body = match &error {
+        None => json!({ "status": "ready" }),
+        // The same code as any other route answering this failure; the status is 503.
+        Some(e) => json!({ "status": "not_ready", "error": { "code": e.code(), "message": e.to_string() } }),
+    };
+    if let Some(s) = store_json {
+        body["store"] = s;
     }
+    if error.is_none() {
+        return Json(body).into_response();
+    }
+    let mut resp = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    resp
 }
 
 /// `GET /metrics`: Prometheus text exposition.

@@ -23,18 +23,25 @@ pub struct SharedMeta {
     pub status: Status,
     /// Every run and its first line.
     pub attempts: Vec<Attempt>,
+    /// PowerJob's `finishedTime` of the current run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    finished_time: Option<i64>,
+    pub finished_time: Option<i64>,
+    /// When the writer first saw the current run final (epoch ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    final_seen_at: Option<i64>,
+    pub final_seen_at: Option<i64>,
+    /// When a read last appended lines (epoch ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    last_growth_at: Option<i64>,
+    pub last_growth_at: Option<i64>,
     /// No line can follow.
     pub complete: bool,
     /// PowerJob's copy lost lines this log holds.
     pub upstream_lost: bool,
     /// Cut at the line limit.
     pub truncated: bool,
+    /// The instance's job, as PowerJob reported it to the writer (not follower state:
+    /// the service fills it in, so every replica applies the job's start-up rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<i64>,
 }
 
 /// The layout version written by this build.
@@ -54,6 +61,7 @@ impl Follower {
             complete: d.complete,
             upstream_lost: d.upstream_lost,
             truncated: d.truncated,
+            job_id: None,
         }
     }
 

@@ -15,11 +15,13 @@
 //! Entries live in a [`store::Store`] of two tiers (growing, complete). Each also holds
 //! its start-up state, computed lazily from its lines ([`startup`]).
 
+mod cluster;
 mod notify;
+mod redis;
 mod startup;
 mod store;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -36,6 +38,7 @@ use crate::logs::{
 use crate::telemetry;
 use crate::upstream::{now_ms, PowerJobClient, UpstreamError};
 pub use notify::{signature, FAILED_SETTLE};
+pub use redis::StoreError;
 pub use startup::Startup;
 use store::Store;
 
@@ -140,16 +143,24 @@ struct Inner {
     shutdown: CancellationToken,
     /// Webhooks of start-up events, and their watchers.
     notifier: notify::Notifier,
+    /// The shared line log (`[cluster]`); `None`: everything in this process.
+    shared: Option<Arc<redis::SharedLog>>,
 }
 
 struct Entry {
     id: i64,
-    /// Names the sequence this entry serves; a new entry (after a restart, an idle
-    /// eviction, or a complete log evicted from the cache and read again) has a new one.
-    epoch: Arc<str>,
     /// When a client last read it (epoch ms), for idle eviction.
     last_read: AtomicI64,
+    /// The follower; in cluster mode it may hold lines readers must not see yet (see
+    /// `view`).
     follower: RwLock<Follower>,
+    /// What readers see (lock order: follower, then view).
+    view: RwLock<View>,
+    /// Cluster mode: this replica holds the instance's lease (it reads PowerJob).
+    holder: AtomicBool,
+    /// Cluster mode: the follower must be rebuilt from the store before it is used
+    /// again (an append failed, so it may hold lines the store does not).
+    reload: AtomicBool,
     gate: Mutex<Gate>,
     /// Bumped whenever lines, status or completeness change.
     changed: watch::Sender<u64>,
@@ -159,6 +170,38 @@ struct Entry {
     weight: AtomicU64,
     /// Start-up trackers, advanced lazily (lock order: follower, then this).
     startup: Mutex<startup::StartupState>,
+}
+
+/// What readers of an entry see: the first `visible` lines of its follower (in cluster
+/// mode, those committed to the store) and the state as of then.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct View {
+    /// Names the sequence this entry serves. Memory mode: a new entry (after a restart,
+    /// an idle eviction, or a complete log evicted and read again) has a new one.
+    /// Cluster mode: the store's, empty until it was read.
+    epoch: Arc<str>,
+    visible: usize,
+    status: Status,
+    complete: bool,
+    upstream_lost: bool,
+    truncated: bool,
+    attempts: Vec<Attempt>,
+}
+
+impl View {
+    /// The first `visible` lines of `f` and its state; complete only if that is all.
+    fn of(f: &Follower, visible: usize, epoch: Arc<str>) -> Self {
+        let visible = visible.min(f.line_count());
+        View {
+            epoch,
+            visible,
+            status: f.status(),
+            complete: f.is_complete() && visible == f.line_count(),
+            upstream_lost: f.upstream_lost(),
+            truncated: f.truncated(),
+            attempts: f.attempts().to_vec(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -172,7 +215,7 @@ struct Gate {
     facts: Option<InstanceFacts>,
     /// The instance's job as PowerJob reports it (for its start-up rules).
     job_id: Option<i64>,
-    last_error: Option<UpstreamError>,
+    last_error: Option<ServiceError>,
 }
 
 impl Gate {
@@ -190,10 +233,15 @@ impl Gate {
 }
 
 impl LogService {
-    /// A service reading through `client`.
-    pub fn new(config: &Config, client: PowerJobClient) -> Self {
+    /// A service reading through `client`; with `[cluster]`, sharing its logs through
+    /// Redis (connected lazily: a Redis that is down only fails reads until it is back).
+    ///
+    /// # Errors
+    /// A `[cluster]` address the Redis client refuses.
+    pub fn new(config: &Config, client: PowerJobClient) -> Result<Self, StoreError> {
         let read_wait = Duration::from_millis(config.logs.read_wait_ms);
-        LogService {
+        let shared = config.cluster.as_ref().map(redis::SharedLog::new).transpose()?.map(Arc::new);
+        let service = LogService {
             inner: Arc::new(Inner {
                 client,
                 timing: config.timing(),
@@ -205,8 +253,11 @@ impl LogService {
                 startup_rules: startup::StartupRules::new(config),
                 notifier: notify::Notifier::new(config),
                 shutdown: CancellationToken::new(),
+                shared,
             }),
-        }
+        };
+        service.start_wake_ups();
+        Ok(service)
     }
 
     /// Cancelled when the server begins to shut down.
@@ -257,16 +308,22 @@ impl LogService {
     ) -> Result<R, ServiceError> {
         let entry = self.entry(id)?;
         // Another sequence than the client's (also one this very request created: a new
-        // sequence cannot match): 410 before anything is read.
-        if epoch.is_some_and(|e| e != &*entry.epoch) {
-            return Err(ServiceError::EpochMismatch(entry.epoch.clone()));
+        // sequence cannot match): 410 before anything is read. (Cluster mode: once the
+        // store named it; before, the first look after its read checks.)
+        let mismatch = |current: &str| epoch.is_some_and(|e| e != current);
+        let current = entry.epoch();
+        if !current.is_empty() && mismatch(&current) {
+            return Err(ServiceError::EpochMismatch(current));
         }
         self.poll(&entry, wait, |stale, last| {
             entry.with_page(from_line, limit, stale, |page| {
-                (!page.lines.is_empty() || page.complete || last).then(|| render(page))
+                if mismatch(page.epoch) {
+                    return Some(Err(ServiceError::EpochMismatch(Arc::from(page.epoch))));
+                }
+                (!page.lines.is_empty() || page.complete || last).then(|| Ok(render(page)))
             })
         })
-        .await
+        .await?
     }
 
     /// Refreshes `entry` when due and asks `look(stale, last)` for an answer; until it
@@ -320,7 +377,8 @@ impl LogService {
         let entry = self.entry(id)?;
         self.refresh_if_due(&entry).await?;
         let follower = entry.follower.read().expect("follower lock poisoned");
-        Ok(render(&entry.epoch, follower.lines()))
+        let view = entry.view.read().expect("view lock poisoned");
+        Ok(render(&view.epoch, follower.lines_in(0..view.visible)))
     }
 
     /// Tells the service that the instance was just retried through powertail: its next
@@ -344,6 +402,17 @@ impl LogService {
         entry.gate.lock().expect("gate lock poisoned")
     }
 
+    /// Cluster mode: whether the shared store answers a PING (`None` in memory mode).
+    pub async fn store_ready(&self) -> Option<Result<(), StoreError>> {
+        let shared = self.inner.shared.as_ref()?;
+        Some(shared.ping().await)
+    }
+
+    /// Cluster mode: this replica's name (`cluster.node_id`).
+    pub fn node(&self) -> Option<&str> {
+        self.inner.shared.as_ref().map(|s| s.node())
+    }
+
     /// Whether the instance is held now.
     pub fn is_cached(&self, id: i64) -> bool {
         self.inner.store.contains(id)
@@ -358,19 +427,12 @@ impl LogService {
 
     /// Starts a refresh of `entry` when one is due and none is in flight, waits for the
     /// one in flight a bounded time, and says whether the answer is stale.
-    async fn refresh_if_due(&self, entry: &Arc<Entry>) -> Result<bool, UpstreamError> {
+    async fn refresh_if_due(&self, entry: &Arc<Entry>) -> Result<bool, ServiceError> {
         let complete = entry.is_complete();
         let interval = if complete { self.inner.recheck_complete } else { self.inner.refresh_interval };
         let (in_flight, held) = {
             let mut gate = self.gate(entry);
-            let now = Instant::now();
-            if !gate.in_flight && gate.due(interval, now) {
-                gate.in_flight = true;
-                gate.force = false;
-                gate.last_attempt = Some(now);
-                let (service, entry) = (self.clone(), entry.clone());
-                tokio::spawn(async move { service.run_refresh(&entry).await });
-            } else if !gate.in_flight {
+            if !self.start_refresh_if_due(entry, &mut gate, interval) && !gate.in_flight {
                 static COALESCED: OnceLock<metrics::Counter> = OnceLock::new();
                 telemetry::cached_counter(&COALESCED, telemetry::REFRESHES_COALESCED).increment(1);
                 if gate.last_error.is_none() {
@@ -395,10 +457,10 @@ impl LogService {
         match &gate.last_error {
             // The status is known and the log is not readable for the moment: no lines
             // yet, `stale`, the status.
-            Some(UpstreamError::NotReady(_)) if held => Ok(true),
+            Some(ServiceError::Upstream(UpstreamError::NotReady(_))) if held => Ok(true),
             // No line held: the error is the answer (404, 502, 503 or 504).
             Some(e) if !lines => Err(e.clone()),
-            None if !held && gate.in_flight => Err(UpstreamError::Timeout(self.inner.first_read_wait)),
+            None if !held && gate.in_flight => Err(UpstreamError::Timeout(self.inner.first_read_wait).into()),
             _ if entry.is_complete() => Ok(false),
             Some(_) => Ok(true),
             None => {
@@ -408,13 +470,40 @@ impl LogService {
         }
     }
 
+    /// Starts a refresh of `entry` in its own task if none is in flight and one is due
+    /// (or forced); says whether it did.
+    fn start_refresh_if_due(&self, entry: &Arc<Entry>, gate: &mut Gate, interval: Duration) -> bool {
+        let now = Instant::now();
+        if gate.in_flight || !gate.due(interval, now) {
+            return false;
+        }
+        gate.in_flight = true;
+        gate.force = false;
+        gate.last_attempt = Some(now);
+        let (service, entry) = (self.clone(), entry.clone());
+        tokio::spawn(async move { service.run_refresh(&entry).await });
+        true
+    }
+
     /// One refresh, in its own task: reads, records the outcome, wakes the waiters.
     async fn run_refresh(&self, entry: &Arc<Entry>) {
-        let result = self.refresh(entry).await;
+        let result = match &self.inner.shared {
+            Some(shared) => self.refresh_shared(entry, shared).await,
+            None => {
+                let result = self.refresh(entry).await;
+                // Memory mode: every line is visible as soon as it is read.
+                let view = {
+                    let f = entry.follower.read().expect("follower lock poisoned");
+                    View::of(&f, f.line_count(), entry.epoch())
+                };
+                entry.publish(view);
+                result.map_err(ServiceError::from)
+            }
+        };
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::counter!(telemetry::REFRESHES, "outcome" => outcome).increment(1);
         entry.weight.store(entry.follower.read().expect("follower lock poisoned").weight(), Ordering::Relaxed);
-        {
+        let again = {
             let mut gate = self.gate(entry);
             gate.in_flight = false;
             match result {
@@ -424,7 +513,7 @@ impl LogService {
                     gate.last_ok = Some(Instant::now());
                 }
                 Err(e) => {
-                    if !matches!(e, UpstreamError::InstanceNotFound(_)) {
+                    if !matches!(e, ServiceError::Upstream(UpstreamError::InstanceNotFound(_))) {
                         let held = gate.facts.is_some() || entry.line_count() > 0;
                         tracing::warn!(instance.id = entry.id, error = %e, held, "log refresh failed");
                     }
@@ -432,7 +521,9 @@ impl LogService {
                     gate.last_error = Some(e);
                 }
             }
-        }
+            // Forced meanwhile (a retry, a wake-up from another replica): at once.
+            gate.force
+        };
         if entry.is_complete() {
             // Immutable from now on: into the size-bounded cache of complete logs.
             self.inner.store.promote(entry);
@@ -440,8 +531,14 @@ impl LogService {
             self.inner.store.demote(entry);
         }
         entry.refreshed.send_modify(|v| *v += 1);
+        if again {
+            let mut gate = self.gate(entry);
+            self.start_refresh_if_due(entry, &mut gate, self.inner.refresh_interval);
+        }
     }
 
+    /// Reads the instance's status and, when the follower's plan says so, its log from
+    /// PowerJob into the follower (readers see the result once it is published).
     #[tracing::instrument(skip_all, fields(instance.id = entry.id))]
     async fn refresh(&self, entry: &Entry) -> Result<(), UpstreamError> {
         let client = &self.inner.client;
@@ -455,11 +552,10 @@ impl LogService {
             running_times: info.running_times.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
         };
         let now = now_ms();
-        let (plan, before) = {
+        let plan = {
             let mut f = entry.follower.write().expect("follower lock poisoned");
-            let before = (f.status(), f.attempt(), f.is_complete());
             f.observe(&facts, now, timing);
-            (f.plan(&facts, now, timing), before)
+            f.plan(&facts, now, timing)
         };
         let job_id = {
             let mut gate = self.gate(entry);
@@ -469,13 +565,6 @@ impl LogService {
         };
         // A run of a job with a webhook (also one from the console): watched.
         self.notify_seen(entry.id, job_id);
-        let changed = {
-            let f = entry.follower.read().expect("follower lock poisoned");
-            before != (f.status(), f.attempt(), f.is_complete())
-        };
-        if changed {
-            entry.changed.send_modify(|v| *v += 1);
-        }
         if let Plan::Read(pages) = plan {
             self.read_log(entry, pages).await?;
         }
@@ -486,16 +575,11 @@ impl LogService {
     async fn read_log(&self, entry: &Entry, pages: Pages) -> Result<(), UpstreamError> {
         let src = InstancePages { client: &self.inner.client, id: entry.id };
         let read_at = now_ms();
-        let was_complete = entry.is_complete();
         // A finished log no longer grows (but for late lines, which are checked later by
         // the usual window read): download it whole rather than page by page.
         let whole_file_ok = entry.follower.read().expect("follower lock poisoned").status().is_final();
-        let lines_before = entry.line_count();
+        // (A failed read may still keep records it saw: see `Follower::salvage`.)
         let result = refresh_log(&src, &entry.follower, pages, read_at, &self.inner.timing, whole_file_ok).await;
-        if entry.line_count() != lines_before || entry.is_complete() != was_complete {
-            // (A failed read may still keep records it saw: see `Follower::salvage`.)
-            entry.changed.send_modify(|v| *v += 1);
-        }
         let outcome = result.map_err(|e| match e {
             ReadError::Source(e) => e,
             ReadError::Snapshot(e @ SnapshotError::Malformed(_)) => UpstreamError::Protocol(e.to_string()),
@@ -515,9 +599,11 @@ impl Entry {
     fn new(id: i64, epoch: Arc<str>, now: i64) -> Self {
         Entry {
             id,
-            epoch,
             last_read: AtomicI64::new(now),
             follower: RwLock::new(Follower::default()),
+            view: RwLock::new(View { epoch, ..View::default() }),
+            holder: AtomicBool::new(false),
+            reload: AtomicBool::new(false),
             gate: Mutex::new(Gate::default()),
             changed: watch::Sender::new(0),
             refreshed: watch::Sender::new(0),
@@ -526,38 +612,58 @@ impl Entry {
         }
     }
 
-    fn is_complete(&self) -> bool {
-        self.follower.read().expect("follower lock poisoned").is_complete()
+    /// The epoch readers see (empty in cluster mode until the store was read).
+    fn epoch(&self) -> Arc<str> {
+        self.view.read().expect("view lock poisoned").epoch.clone()
     }
 
+    /// Complete as readers see it.
+    fn is_complete(&self) -> bool {
+        self.view.read().expect("view lock poisoned").complete
+    }
+
+    /// Lines readers see.
     fn line_count(&self) -> usize {
-        self.follower.read().expect("follower lock poisoned").line_count()
+        self.view.read().expect("view lock poisoned").visible
     }
 
     fn weight(&self) -> u64 {
         self.weight.load(Ordering::Relaxed) + ENTRY_OVERHEAD
     }
 
+    /// Shows `view` to readers; wakes the waiting ones if anything changed.
+    fn publish(&self, view: View) {
+        {
+            let mut current = self.view.write().expect("view lock poisoned");
+            if *current == view {
+                return;
+            }
+            *current = view;
+        }
+        self.changed.send_modify(|v| *v += 1);
+    }
+
     fn with_page<R>(&self, from_line: u64, limit: usize, stale: bool, f: impl FnOnce(&BorrowedPage<'_>) -> R) -> R {
         let follower = self.follower.read().expect("follower lock poisoned");
-        let count = follower.line_count();
+        let view = self.view.read().expect("view lock poisoned");
+        let count = view.visible.min(follower.line_count());
         let total = count as u64;
         let start = usize::try_from(from_line.min(total)).unwrap_or(count);
-        let lines = follower.lines_in(start..start.saturating_add(limit));
+        let lines = follower.lines_in(start..start.saturating_add(limit).min(count));
         let reaches_end = from_line.saturating_add(lines.len() as u64) >= total;
         f(&LogPage {
             instance_id: self.id,
-            epoch: &self.epoch,
+            epoch: &view.epoch,
             from_line,
             lines,
             total_lines: total,
-            status: follower.status(),
-            complete: follower.is_complete() && reaches_end,
+            status: view.status,
+            complete: view.complete && reaches_end,
             stale,
-            upstream_lost: follower.upstream_lost(),
-            truncated: follower.truncated(),
-            attempt: follower.attempt(),
-            attempts: follower.attempts(),
+            upstream_lost: view.upstream_lost,
+            truncated: view.truncated,
+            attempt: view.attempts.last().map_or(1, |a| a.attempt),
+            attempts: &view.attempts,
         })
     }
 }
@@ -612,6 +718,9 @@ pub enum ServiceError {
     /// Growing logs hold `logs.max_following_bytes` already.
     #[error("growing logs hold {0} bytes already (logs.max_following_bytes); try again later")]
     TooManyBytes(u64),
+    /// The shared store (cluster mode) failed and nothing is held.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The client's epoch names another sequence than the one served now (it holds the
     /// current epoch).
     #[error("the log was rebuilt since this epoch (now `{0}`): start over from line 0 with the new epoch")]

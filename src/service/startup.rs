@@ -112,9 +112,9 @@ impl LogService {
     /// webhook: a retry supersedes them).
     pub(super) fn earlier_attempts(&self, id: i64) -> Vec<StartupSnapshot> {
         let Some(entry) = self.inner.store.get(id) else { return Vec::new() };
-        let follower = entry.follower.read().expect("follower lock poisoned");
+        let view = entry.view.read().expect("view lock poisoned");
         let state = entry.startup.lock().expect("startup lock poisoned");
-        let attempts = follower.attempts();
+        let attempts = &view.attempts;
         let earlier = state.trackers.len().saturating_sub(1);
         state.trackers[..earlier]
             .iter()
@@ -160,14 +160,20 @@ impl LogService {
         let rules = self.inner.startup_rules.for_instance(entry.id, job_id);
         loop {
             let follower = entry.follower.read().expect("follower lock poisoned");
+            let view = entry.view.read().expect("view lock poisoned");
             let mut state = entry.startup.lock().expect("startup lock poisoned");
             if !state.rules.as_ref().is_some_and(|r| Arc::ptr_eq(r, &rules)) {
                 *state = StartupState { rules: Some(rules.clone()), ..StartupState::default() };
             }
-            let attempts = follower.attempts();
+            let attempts = &view.attempts;
             let wanted = attempts.len().max(1).max(state.trackers.len());
             state.trackers.resize_with(wanted, StartupTracker::default);
-            let count = follower.line_count();
+            let count = view.visible.min(follower.line_count());
+            if state.fed > count {
+                // Rebuilt under a new epoch (cluster mode): fed anew.
+                *state = StartupState { rules: Some(rules.clone()), ..StartupState::default() };
+                state.trackers.resize_with(wanted, StartupTracker::default);
+            }
             let end = count.min(state.fed + FEED_CHUNK);
             let from = state.fed;
             let StartupState { trackers, .. } = &mut *state;
@@ -180,12 +186,12 @@ impl LogService {
             if end < count {
                 continue;
             }
-            let status = follower.status();
+            let status = view.status;
             let last = state.trackers.len() - 1;
-            state.trackers[last].observe_status(status, follower.is_complete());
+            state.trackers[last].observe_status(status, view.complete);
             return Startup {
                 instance_id: entry.id,
-                snapshot: state.trackers[last].snapshot(follower.attempt()),
+                snapshot: state.trackers[last].snapshot(attempts.last().map_or(1, |a| a.attempt)),
                 status,
                 stale,
             };

@@ -48,6 +48,8 @@ impl Epochs {
 
 pub(super) struct Store {
     epochs: Epochs,
+    /// Cluster mode: epochs come from the shared store, not from this process.
+    shared: bool,
     complete: moka::sync::Cache<i64, Arc<Entry>>,
     following: std::sync::Mutex<HashMap<i64, Arc<Entry>>>,
     idle_ms: i64,
@@ -68,6 +70,7 @@ impl Store {
             .build();
         Store {
             epochs: Epochs::new(),
+            shared: config.cluster.is_some(),
             complete,
             following: std::sync::Mutex::new(HashMap::new()),
             idle_ms: i64::try_from(config.logs.idle_evict_ms).unwrap_or(i64::MAX),
@@ -104,9 +107,16 @@ impl Store {
         if bytes >= self.max_following_bytes {
             return Err(ServiceError::TooManyBytes(bytes));
         }
-        let entry = Arc::new(Entry::new(id, self.epochs.next(), now));
+        // (Cluster mode: the store names the sequence at the first refresh.)
+        let epoch = if self.shared { Arc::from("") } else { self.epochs.next() };
+        let entry = Arc::new(Entry::new(id, epoch, now));
         following.insert(id, entry.clone());
         Ok(entry)
+    }
+
+    /// An epoch for a sequence the shared store creates (cluster mode).
+    pub(super) fn new_epoch(&self) -> Arc<str> {
+        self.epochs.next()
     }
 
     fn following_bytes(&self, following: &HashMap<i64, Arc<Entry>>) -> u64 {

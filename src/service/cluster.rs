@@ -1,0 +1,237 @@
+//! Cluster mode: the refresh of an entry when its line log is shared on Redis (see
+//! [`super::redis`] for the keys and scripts).
+//!
+//! Each refresh starts with a *tick*: it renews or takes the instance's lease and reads
+//! the shared state.
+//!
+//! * The lease is another replica's: *sync*. Read the committed lines this replica does
+//!   not hold yet, take the shared meta, show them. PowerJob is not read (but for the
+//!   status of an instance nobody has written yet, so that an unknown one gets 404).
+//! * The lease is ours: *catch up* with the store (the lines another holder appended
+//!   before), refresh from PowerJob as in memory mode, then *write back* what changed
+//!   with the fenced append. Readers see the lines once committed.
+//!
+//! Whatever fails, nothing readers saw changes: a failed append leaves the lines hidden
+//! and the follower is rebuilt from the store before its next use.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::redis::{SharedLog, StoreError, Tick};
+use super::{Entry, LogService, ServiceError, View};
+use crate::logs::{Follower, SharedMeta, Status};
+use crate::telemetry;
+
+impl LogService {
+    /// One refresh of `entry` in cluster mode (see the module docs).
+    pub(super) async fn refresh_shared(&self, entry: &Arc<Entry>, shared: &SharedLog) -> Result<(), ServiceError> {
+        let tick = shared.tick(entry.id, &self.inner.store.new_epoch()).await?;
+        let known = entry.epoch();
+        if *known != *tick.epoch {
+            if !known.is_empty() {
+                tracing::warn!(
+                    instance.id = entry.id,
+                    "the shared log of this instance was lost from the store; it is served anew under a new epoch"
+                );
+                entry.reload.store(true, Ordering::Relaxed);
+            }
+            // (Readers see the new epoch with the lines of the next publish, never the
+            // old lines under it: the follower is rebuilt first.)
+        }
+        let was_holder = entry.holder.swap(tick.holder, Ordering::Relaxed);
+        if tick.holder != was_holder {
+            let change = if tick.holder { "acquired" } else { "lost" };
+            metrics::counter!(telemetry::STORE_LEASES, "change" => change).increment(1);
+            tracing::debug!(instance.id = entry.id, node = shared.node(), change, "lease");
+        }
+        if !tick.holder {
+            return self.sync(entry, shared, &tick).await;
+        }
+        self.catch_up(entry, shared, &tick, !was_holder || tick.acquired).await?;
+        let meta_before = self.meta_of(entry);
+        let before = entry.follower.read().expect("follower lock poisoned").line_count();
+        let refreshed = self.refresh(entry).await;
+        // Whatever the refresh changed goes to the store, also after a failed read (it
+        // may have kept records it saw: `Follower::salvage`). The first meta only after
+        // PowerJob answered: the other replicas read an instance nobody wrote themselves.
+        let first = tick.meta.is_none() && refreshed.is_ok();
+        let written = self.write_back(entry, shared, &tick, before, &meta_before, first).await;
+        refreshed?;
+        written
+    }
+
+    /// The follower's meta with the instance's job.
+    fn meta_of(&self, entry: &Entry) -> SharedMeta {
+        let mut meta = entry.follower.read().expect("follower lock poisoned").shared_meta();
+        meta.job_id = self.gate(entry).job_id;
+        meta
+    }
+
+    /// Not the holder: takes the committed lines and the meta from the store.
+    async fn sync(&self, entry: &Arc<Entry>, shared: &SharedLog, tick: &Tick) -> Result<(), ServiceError> {
+        let Some(meta) = &tick.meta else {
+            // Nobody wrote this instance yet (the holder has not read its status, or
+            // PowerJob does not know it): its status, so that readers get a status or a
+            // 404 rather than an empty log of unknown state.
+            let info = self.inner.client.instance_info(entry.id).await?;
+            let view = View { epoch: tick.epoch.clone(), status: Status::from_code(info.status), ..View::default() };
+            entry.publish(view);
+            return Ok(());
+        };
+        if meta.job_id.is_some() {
+            self.gate(entry).job_id = meta.job_id;
+        }
+        let target = usize::try_from(tick.committed).unwrap_or(usize::MAX);
+        let local = entry.follower.read().expect("follower lock poisoned").line_count();
+        if entry.reload.load(Ordering::Relaxed) || local > target {
+            // Rolled back under us (a failover lost lines), or lines of a failed append.
+            let f = self.load(shared, entry.id, 0, target, meta, Follower::default()).await?;
+            *entry.follower.write().expect("follower lock poisoned") = f;
+            entry.reload.store(false, Ordering::Relaxed);
+        } else if local < target {
+            let (lines, flags) = shared.read_lines(entry.id, local as u64, target as u64).await?;
+            entry.follower.write().expect("follower lock poisoned").extend_shared(&lines, &flags, meta);
+        } else if entry.follower.read().expect("follower lock poisoned").shared_meta() != (SharedMeta { job_id: None, ..meta.clone() }) {
+            entry.follower.write().expect("follower lock poisoned").extend_shared::<&str>(&[], &[], meta);
+        }
+        let view = {
+            let f = entry.follower.read().expect("follower lock poisoned");
+            let mut view = View::of(&f, target, tick.epoch.clone());
+            // Complete only when every appended line is committed.
+            view.complete &= tick.committed == tick.next;
+            view
+        };
+        entry.publish(view);
+        Ok(())
+    }
+
+    /// The holder: brings the follower to the store's `next` (lines another holder
+    /// appended; the whole log after a failed append), dropping the upstream model when
+    /// the lease was just taken (another writer may have moved on since it was read).
+    async fn catch_up(&self, entry: &Arc<Entry>, shared: &SharedLog, tick: &Tick, new_holder: bool) -> Result<(), ServiceError> {
+        let next = usize::try_from(tick.next).unwrap_or(usize::MAX);
+        let local = entry.follower.read().expect("follower lock poisoned").line_count();
+        if let Some(meta) = &tick.meta {
+            if meta.job_id.is_some() {
+                let mut gate = self.gate(entry);
+                gate.job_id = gate.job_id.or(meta.job_id);
+            }
+            if entry.reload.load(Ordering::Relaxed) || local > next {
+                let f = self.load(shared, entry.id, 0, next, meta, Follower::default()).await?;
+                *entry.follower.write().expect("follower lock poisoned") = f;
+                entry.reload.store(false, Ordering::Relaxed);
+            } else if local < next {
+                let (lines, flags) = shared.read_lines(entry.id, local as u64, next as u64).await?;
+                entry.follower.write().expect("follower lock poisoned").extend_shared(&lines, &flags, meta);
+            } else if new_holder {
+                entry.follower.write().expect("follower lock poisoned").extend_shared::<&str>(&[], &[], meta);
+            }
+        } else if local > 0 || entry.reload.load(Ordering::Relaxed) {
+            // A new sequence (the old one was lost): start over.
+            *entry.follower.write().expect("follower lock poisoned") = Follower::default();
+            entry.reload.store(false, Ordering::Relaxed);
+        }
+        let mut committed = tick.committed;
+        if shared.waits_for_replicas() && tick.committed < tick.next && shared.commit(entry.id, tick.next).await? {
+            committed = tick.next;
+        }
+        self.show(entry, committed, tick);
+        Ok(())
+    }
+
+    /// Appends what the refresh added after line `before` (and the meta, if it changed)
+    /// to the store; shows it once committed.
+    async fn write_back(
+        &self,
+        entry: &Arc<Entry>,
+        shared: &SharedLog,
+        tick: &Tick,
+        before: usize,
+        meta_before: &SharedMeta,
+        first: bool,
+    ) -> Result<(), ServiceError> {
+        let meta = self.meta_of(entry);
+        let (lines, flags): (Vec<Arc<str>>, Vec<bool>) = {
+            let f = entry.follower.read().expect("follower lock poisoned");
+            (f.lines_in(before..f.line_count()).to_vec(), f.unit_flags(before))
+        };
+        if lines.is_empty() && meta == *meta_before && !first {
+            return Ok(());
+        }
+        let texts: Vec<&str> = lines.iter().map(|l| &**l).collect();
+        let next = match shared.append(entry.id, before as u64, &texts, &flags, &meta).await {
+            Ok(next) => next,
+            Err(e) => {
+                // Hidden lines, perhaps another writer: rebuild from the store next time.
+                entry.reload.store(true, Ordering::Relaxed);
+                if matches!(e, StoreError::Fenced) {
+                    entry.holder.store(false, Ordering::Relaxed);
+                }
+                if matches!(e, StoreError::Fenced | StoreError::Conflict(_)) {
+                    tracing::info!(instance.id = entry.id, error = %e, "append refused; following the store");
+                    return Ok(());
+                }
+                return Err(e.into());
+            }
+        };
+        let committed = if !shared.waits_for_replicas() || shared.commit(entry.id, next).await? {
+            next
+        } else {
+            tick.committed
+        };
+        self.show(entry, committed, &Tick { next, ..tick.clone() });
+        Ok(())
+    }
+
+    /// Shows the holder's first `committed` lines to readers.
+    fn show(&self, entry: &Entry, committed: u64, tick: &Tick) {
+        let view = {
+            let f = entry.follower.read().expect("follower lock poisoned");
+            View::of(&f, usize::try_from(committed).unwrap_or(usize::MAX), tick.epoch.clone())
+        };
+        entry.publish(view);
+    }
+
+    /// A follower with lines `from..to` of the store appended to `base`.
+    async fn load(
+        &self,
+        shared: &SharedLog,
+        id: i64,
+        from: usize,
+        to: usize,
+        meta: &SharedMeta,
+        mut base: Follower,
+    ) -> Result<Follower, StoreError> {
+        let (lines, flags) = shared.read_lines(id, from as u64, to as u64).await?;
+        base.extend_shared(&lines, &flags, meta);
+        Ok(base)
+    }
+
+    /// Cluster mode: listens for other replicas' commits and syncs the entries this
+    /// replica holds at once (the timer of one refresh interval is the fallback).
+    pub(super) fn start_wake_ups(&self) {
+        let Some(shared) = self.inner.shared.clone() else { return };
+        let weak = Arc::downgrade(&self.inner);
+        let stop = self.inner.shutdown.clone();
+        tokio::spawn(shared.subscribe(
+            stop,
+            move |id, committed| {
+                if let Some(inner) = weak.upgrade() {
+                    LogService { inner }.woken(id, committed);
+                }
+            },
+            || {},
+        ));
+    }
+
+    /// Another replica committed lines of `id` up to `committed`.
+    fn woken(&self, id: i64, committed: u64) {
+        let Some(entry) = self.inner.store.get(id) else { return };
+        if entry.holder.load(Ordering::Relaxed) || entry.line_count() as u64 >= committed {
+            return;
+        }
+        let mut gate = self.gate(&entry);
+        gate.force = true;
+        self.start_refresh_if_due(&entry, &mut gate, self.inner.refresh_interval);
+    }
+}

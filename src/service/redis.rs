@@ -1,0 +1,514 @@
+//! The shared line log on Redis (`[cluster]`, docs/API.md "Cluster mode").
+//!
+//! Per instance, three keys under one hash tag (one slot, one script):
+//!
+//! * `<prefix>:{<id>}:lines`: a Stream, line n at ID `(n+1)-0`, one field `l` holding a
+//!   tag byte (`u`: the line starts a unit, `c`: it continues one) and the text;
+//! * `<prefix>:{<id>}:state`: a Hash, `epoch` (set once, when the sequence is created),
+//!   `next` (lines appended), `committed` (lines readers may see) and `meta` (the
+//!   follower's [`SharedMeta`], as of `next`);
+//! * `<prefix>:{<id>}:lease`: the token of the replica that refreshes the instance.
+//!
+//! Every change goes through one Lua script, so it is atomic: [`SharedLog::tick`] renews
+//! or takes the lease and reads the state; [`SharedLog::append`] checks the token and
+//! the expected `next` before it writes anything (a paused former holder is refused,
+//! never forks the sequence; Redis also refuses a repeated stream ID); with
+//! `commit_replicas > 0`, [`SharedLog::commit`] moves `committed` once `WAIT` confirmed
+//! the lines. Each commit is published on `<prefix>:appended` as `"<id> <committed>"`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, RedisError, Script};
+use secrecy::ExposeSecret;
+use tokio::sync::Mutex;
+
+use crate::config::ClusterConfig;
+use crate::logs::SharedMeta;
+
+/// Lines read from the stream per request.
+const READ_BATCH: usize = 10_000;
+
+/// A failure of the shared store.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// Redis could not be reached or did not answer in time.
+    #[error("the shared store (Redis) is unreachable: {0}")]
+    Unavailable(String),
+    /// Redis refused a write for lack of memory (`maxmemory`, `noeviction`).
+    #[error("the shared store (Redis) is out of memory: the append was refused whole")]
+    OutOfMemory,
+    /// Another replica holds the instance's lease now.
+    #[error("another replica holds the lease of this instance")]
+    Fenced,
+    /// The shared log is not where this replica expected it (another writer, a failover).
+    #[error("the shared log holds {0} lines, not the number expected")]
+    Conflict(i64),
+    /// A reply this build does not understand (a newer replica's meta, a foreign key).
+    #[error("unexpected data in the shared store: {0}")]
+    Protocol(String),
+}
+
+impl StoreError {
+    /// The `kind` label of the error metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::OutOfMemory => "oom",
+            StoreError::Fenced => "fenced",
+            StoreError::Conflict(_) => "conflict",
+            StoreError::Protocol(_) => "protocol",
+        }
+    }
+}
+
+/// What [`SharedLog::tick`] found.
+#[derive(Debug, Clone)]
+pub struct Tick {
+    /// This replica holds the lease (renewed, or taken just now: `acquired`).
+    pub holder: bool,
+    /// The lease was free and this replica took it.
+    pub acquired: bool,
+    /// The sequence's epoch.
+    pub epoch: Arc<str>,
+    /// Lines appended.
+    pub next: u64,
+    /// Lines readers may see.
+    pub committed: u64,
+    /// The follower's meta as of `next` (`None` before the first append).
+    pub meta: Option<SharedMeta>,
+}
+
+/// Where connections come from.
+enum Source {
+    Direct(Client),
+    Sentinel(Mutex<redis::sentinel::SentinelClient>),
+}
+
+/// The shared line log; cheap to share (`Arc`).
+pub struct SharedLog {
+    source: Source,
+    /// Reads, lease ticks, and (with `commit_replicas = 0`) appends.
+    reads: Mutex<Option<MultiplexedConnection>>,
+    /// Appends and their `WAIT`, which blocks the connection it runs on.
+    writes: Mutex<Option<MultiplexedConnection>>,
+    prefix: String,
+    /// This replica's lease token.
+    token: String,
+    node: String,
+    lease_ms: u64,
+    commit_replicas: u32,
+    commit_timeout_ms: u64,
+    retain_ms: u64,
+    timeout: Duration,
+    tick_script: Script,
+    append_script: Script,
+    commit_script: Script,
+}
+
+const TICK: &str = r"
+local role = 'other'
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  role = 'held'
+elseif not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  role = 'acquired'
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[2], 'epoch', ARGV[3], 'next', 0, 'committed', 0)
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+local s = redis.call('HMGET', KEYS[2], 'epoch', 'next', 'committed', 'meta')
+return {role, s[1], s[2], s[3], s[4]}
+";
+
+const APPEND: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED') end
+local n = tonumber(redis.call('HGET', KEYS[2], 'next') or '-1')
+if n ~= tonumber(ARGV[2]) then return redis.error_reply('CONFLICT ' .. n) end
+for i = 9, #ARGV do
+  n = n + 1
+  redis.call('XADD', KEYS[3], n .. '-0', 'l', ARGV[i])
+end
+redis.call('HSET', KEYS[2], 'next', n, 'meta', ARGV[3])
+if ARGV[4] == '1' then redis.call('HSET', KEYS[2], 'committed', n) end
+if ARGV[5] == '1' then
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+  redis.call('PEXPIRE', KEYS[3], ARGV[6])
+else
+  redis.call('PERSIST', KEYS[2])
+  redis.call('PERSIST', KEYS[3])
+end
+if ARGV[4] == '1' then redis.call('PUBLISH', ARGV[7], ARGV[8] .. ' ' .. n) end
+return n
+";
+
+const COMMIT: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED') end
+local n = tonumber(redis.call('HGET', KEYS[2], 'next') or '-1')
+local c = tonumber(ARGV[2])
+if c > n then return redis.error_reply('CONFLICT ' .. n) end
+if c > tonumber(redis.call('HGET', KEYS[2], 'committed') or '0') then
+  redis.call('HSET', KEYS[2], 'committed', c)
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. c)
+end
+return c
+";
+
+impl SharedLog {
+    /// A store as configured; connects lazily (the first command), so a Redis that is
+    /// down at start-up only makes the first reads answer 503.
+    ///
+    /// # Errors
+    /// A URL the Redis client refuses (never echoed: it may hold a password).
+    pub fn new(config: &ClusterConfig) -> Result<Self, StoreError> {
+        // rustls needs a process-wide crypto provider for `rediss://`; reqwest brings ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let source = match &config.redis_url {
+            Some(url) => Source::Direct(
+                Client::open(url.expose_secret())
+                    .map_err(|e| StoreError::Protocol(format!("cluster.redis_url is not usable ({})", e.category())))?,
+            ),
+            None => {
+                let mut info = redis::sentinel::SentinelNodeConnectionInfo::default();
+                if let Some(p) = &config.sentinel_redis_password {
+                    info = info.set_redis_connection_info(
+                        redis::RedisConnectionInfo::default().set_password(p.expose_secret().to_owned()),
+                    );
+                }
+                let urls: Vec<String> = config.sentinel_urls.iter().map(ToString::to_string).collect();
+                let master = config.sentinel_master.clone().unwrap_or_default();
+                let client = redis::sentinel::SentinelClient::build(
+                    urls,
+                    master,
+                    Some(info),
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(|e| StoreError::Protocol(format!("cluster.sentinel_urls are not usable ({})", e.category())))?;
+                Source::Sentinel(Mutex::new(client))
+            }
+        };
+        Ok(SharedLog {
+            source,
+            reads: Mutex::new(None),
+            writes: Mutex::new(None),
+            prefix: config.key_prefix.clone(),
+            token: format!("{}:{:016x}", config.node(), rand::random::<u64>()),
+            node: config.node(),
+            lease_ms: config.lease_ms,
+            commit_replicas: config.commit_replicas,
+            commit_timeout_ms: config.commit_timeout_ms,
+            retain_ms: config.retain_complete_ms,
+            timeout: Duration::from_millis(config.command_timeout_ms),
+            tick_script: Script::new(TICK),
+            append_script: Script::new(APPEND),
+            commit_script: Script::new(COMMIT),
+        })
+    }
+
+    /// This replica's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The pub/sub channel of commits.
+    pub fn channel(&self) -> String {
+        format!("{}:appended", self.prefix)
+    }
+
+    /// Whether appends wait for Redis replicas before lines become visible.
+    pub fn waits_for_replicas(&self) -> bool {
+        self.commit_replicas > 0
+    }
+
+    fn key(&self, id: i64, what: &str) -> String {
+        format!("{}:{{{id}}}:{what}", self.prefix)
+    }
+
+    async fn client(&self) -> Result<Client, StoreError> {
+        match &self.source {
+            Source::Direct(c) => Ok(c.clone()),
+            Source::Sentinel(s) => {
+                let mut s = s.lock().await;
+                tokio::time::timeout(self.timeout, s.async_get_client())
+                    .await
+                    .map_err(|_| StoreError::Unavailable("no sentinel answered in time".into()))?
+                    .map_err(|e| unavailable(&e))
+            }
+        }
+    }
+
+    async fn connection(&self, slot: &Mutex<Option<MultiplexedConnection>>) -> Result<MultiplexedConnection, StoreError> {
+        let mut held = slot.lock().await;
+        if let Some(c) = &*held {
+            return Ok(c.clone());
+        }
+        let client = self.client().await?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout + Duration::from_millis(self.commit_timeout_ms)));
+        let conn = client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| unavailable(&e))?;
+        *held = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Maps a failed command; drops the connection when it is broken, so the next
+    /// command reconnects (to the new primary, after a failover).
+    async fn failed(&self, slot: &Mutex<Option<MultiplexedConnection>>, op: &'static str, e: &RedisError) -> StoreError {
+        let err = match e.code() {
+            Some("FENCED") => StoreError::Fenced,
+            Some("CONFLICT") => StoreError::Conflict(e.detail().and_then(|d| d.trim().parse().ok()).unwrap_or(-1)),
+            Some("OOM") => StoreError::OutOfMemory,
+            Some("READONLY" | "LOADING" | "MASTERDOWN") => {
+                // A replica promoted or demoted under us, or still loading: reconnect.
+                *slot.lock().await = None;
+                StoreError::Unavailable(e.category().to_owned())
+            }
+            _ if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() => {
+                *slot.lock().await = None;
+                unavailable(e)
+            }
+            _ => StoreError::Protocol(format!("{} ({})", e.category(), e.code().unwrap_or("-"))),
+        };
+        if !matches!(err, StoreError::Fenced | StoreError::Conflict(_)) {
+            metrics::counter!(crate::telemetry::STORE_ERRORS, "op" => op, "kind" => err.kind()).increment(1);
+        }
+        err
+    }
+
+    /// Renews or takes the lease of `id` (with `want_lease`) and reads its state,
+    /// creating the sequence (and its epoch) if there is none.
+    pub async fn tick(&self, id: i64, new_epoch: &str) -> Result<Tick, StoreError> {
+        let mut conn = self.connection(&self.reads).await?;
+        let reply: Result<(String, Option<String>, Option<u64>, Option<u64>, Option<String>), RedisError> = self
+            .tick_script
+            .key(self.key(id, "lease"))
+            .key(self.key(id, "state"))
+            .arg(&self.token)
+            .arg(self.lease_ms)
+            .arg(new_epoch)
+            .arg(self.retain_ms)
+            .invoke_async(&mut conn)
+            .await;
+        let (role, epoch, next, committed, meta) = match reply {
+            Ok(r) => r,
+            Err(e) => return Err(self.failed(&self.reads, "tick", &e).await),
+        };
+        let meta = match meta {
+            Some(text) => Some(parse_meta(&text)?),
+            None => None,
+        };
+        let epoch = epoch.ok_or_else(|| StoreError::Protocol("a state without epoch".into()))?;
+        Ok(Tick {
+            holder: role != "other",
+            acquired: role == "acquired",
+            epoch: Arc::from(epoch),
+            next: next.unwrap_or(0),
+            committed: committed.unwrap_or(0),
+            meta,
+        })
+    }
+
+    /// Lines `from..to` of `id` with their unit flags.
+    pub async fn read_lines(&self, id: i64, from: u64, to: u64) -> Result<(Vec<String>, Vec<bool>), StoreError> {
+        let mut lines = Vec::with_capacity((to.saturating_sub(from)) as usize);
+        let mut flags = Vec::with_capacity(lines.capacity());
+        let key = self.key(id, "lines");
+        let mut at = from;
+        while at < to {
+            let mut conn = self.connection(&self.reads).await?;
+            let count = (to - at).min(READ_BATCH as u64);
+            let reply: Result<Vec<(String, Vec<Vec<u8>>)>, RedisError> = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(format!("{}-0", at + 1))
+                .arg(format!("{}-0", at + count))
+                .query_async(&mut conn)
+                .await;
+            let rows = match reply {
+                Ok(r) => r,
+                Err(e) => return Err(self.failed(&self.reads, "read", &e).await),
+            };
+            if rows.len() as u64 != count {
+                // Lines that `next` counts are missing: the keys were lost under us.
+                return Err(StoreError::Conflict(at as i64 + rows.len() as i64));
+            }
+            for (_, fields) in rows {
+                let raw = fields.into_iter().nth(1).ok_or_else(|| StoreError::Protocol("a line without text".into()))?;
+                let (flag, text) = decode_line(raw)?;
+                flags.push(flag);
+                lines.push(text);
+            }
+            at += count;
+        }
+        metrics::counter!(crate::telemetry::STORE_READS).increment(1);
+        Ok((lines, flags))
+    }
+
+    /// Appends `lines` (with their unit flags) after line `expected` and stores `meta`,
+    /// if this replica still holds the lease and the log has exactly `expected` lines.
+    /// Returns the new `next`; with `commit_replicas = 0` they are committed too.
+    pub async fn append(
+        &self,
+        id: i64,
+        expected: u64,
+        lines: &[&str],
+        flags: &[bool],
+        meta: &SharedMeta,
+    ) -> Result<u64, StoreError> {
+        let slot = if self.waits_for_replicas() { &self.writes } else { &self.reads };
+        let mut conn = self.connection(slot).await?;
+        let complete = meta.complete;
+        let meta = serde_json::to_string(meta).expect("meta serialises");
+        let mut inv = self.append_script.prepare_invoke();
+        inv.key(self.key(id, "lease")).key(self.key(id, "state")).key(self.key(id, "lines"));
+        inv.arg(&self.token).arg(expected).arg(meta);
+        inv.arg(if self.waits_for_replicas() { "0" } else { "1" });
+        inv.arg(if complete { "1" } else { "0" });
+        inv.arg(self.retain_ms).arg(self.channel()).arg(id);
+        for (line, &flag) in lines.iter().zip(flags) {
+            let mut v = Vec::with_capacity(line.len() + 1);
+            v.push(if flag { b'u' } else { b'c' });
+            v.extend_from_slice(line.as_bytes());
+            inv.arg(v);
+        }
+        match inv.invoke_async::<u64>(&mut conn).await {
+            Ok(n) => {
+                metrics::counter!(crate::telemetry::STORE_APPENDS).increment(1);
+                Ok(n)
+            }
+            Err(e) => Err(self.failed(slot, "append", &e).await),
+        }
+    }
+
+    /// With `commit_replicas > 0`: waits until that many Redis replicas hold everything
+    /// this replica wrote, then moves `committed` of `id` to `next` and publishes it.
+    /// Returns whether the lines are committed now.
+    pub async fn commit(&self, id: i64, next: u64) -> Result<bool, StoreError> {
+        let mut conn = self.connection(&self.writes).await?;
+        let acked: Result<u32, RedisError> =
+            redis::cmd("WAIT").arg(self.commit_replicas).arg(self.commit_timeout_ms).query_async(&mut conn).await;
+        match acked {
+            Ok(n) if n >= self.commit_replicas => {}
+            Ok(_) => {
+                metrics::counter!(crate::telemetry::STORE_ERRORS, "op" => "commit", "kind" => "unconfirmed")
+                    .increment(1);
+                return Ok(false);
+            }
+            Err(e) => return Err(self.failed(&self.writes, "commit", &e).await),
+        }
+        let reply: Result<u64, RedisError> = self
+            .commit_script
+            .key(self.key(id, "lease"))
+            .key(self.key(id, "state"))
+            .arg(&self.token)
+            .arg(next)
+            .arg(self.channel())
+            .arg(id)
+            .invoke_async(&mut conn)
+            .await;
+        match reply {
+            Ok(_) => Ok(true),
+            Err(e) => Err(self.failed(&self.writes, "commit", &e).await),
+        }
+    }
+
+    /// PING, for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.connection(&self.reads).await?;
+        let r: Result<String, RedisError> = redis::cmd("PING").query_async(&mut conn).await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.failed(&self.reads, "ping", &e).await),
+        }
+    }
+
+    /// Delivers every commit message (`id`, `committed`) to `on_commit` until `stop`,
+    /// reconnecting and resubscribing after any failure; `on_resubscribed` runs after
+    /// each (re)subscription, since messages published meanwhile are lost.
+    pub async fn subscribe(
+        self: Arc<Self>,
+        stop: tokio_util::sync::CancellationToken,
+        on_commit: impl Fn(i64, u64) + Send + 'static,
+        on_resubscribed: impl Fn() + Send + 'static,
+    ) {
+        let mut backoff = Duration::from_millis(100);
+        let mut warned = false;
+        while !stop.is_cancelled() {
+            let subscribed = async {
+                let client = self.client().await?;
+                let mut pubsub = tokio::time::timeout(self.timeout, client.get_async_pubsub())
+                    .await
+                    .map_err(|_| StoreError::Unavailable("timed out".into()))?
+                    .map_err(|e| unavailable(&e))?;
+                pubsub.subscribe(self.channel()).await.map_err(|e| unavailable(&e))?;
+                Ok::<_, StoreError>(pubsub)
+            };
+            let mut pubsub = match subscribed.await {
+                Ok(p) => p,
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(error = %e, "cannot subscribe to the shared store's wake-ups; retrying");
+                        warned = true;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
+            if warned {
+                tracing::info!("subscribed to the shared store's wake-ups again");
+            }
+            warned = false;
+            backoff = Duration::from_millis(100);
+            on_resubscribed();
+            let mut messages = pubsub.on_message();
+            loop {
+                tokio::select! {
+                    msg = messages.next() => {
+                        let Some(msg) = msg else { break };
+                        let payload: String = msg.get_payload().unwrap_or_default();
+                        if let Some((id, n)) = payload.split_once(' ') {
+                            if let (Ok(id), Ok(n)) = (id.parse(), n.parse()) {
+                                on_commit(id, n);
+                            }
+                        }
+                    }
+                    () = stop.cancelled() => return,
+                }
+            }
+            metrics::counter!(crate::telemetry::STORE_ERRORS, "op" => "subscribe", "kind" => "unavailable").increment(1);
+        }
+    }
+}
+
+fn unavailable(e: &RedisError) -> StoreError {
+    // The category and the OS error only: never the URL (it may hold a password).
+    let detail = if e.is_timeout() { "timed out".to_owned() } else { e.category().to_owned() };
+    StoreError::Unavailable(detail)
+}
+
+fn parse_meta(text: &str) -> Result<SharedMeta, StoreError> {
+    let meta: SharedMeta =
+        serde_json::from_str(text).map_err(|e| StoreError::Protocol(format!("the follower's meta: {e}")))?;
+    if meta.v > crate::logs::follower::SHARED_META_VERSION {
+        return Err(StoreError::Protocol(format!("meta version {} is newer than this build's", meta.v)));
+    }
+    Ok(meta)
+}
+
+fn decode_line(raw: Vec<u8>) -> Result<(bool, String), StoreError> {
+    let flag = match raw.first() {
+        Some(b'u') => true,
+        Some(b'c') => false,
+        _ => return Err(StoreError::Protocol("a line without its tag".into())),
+    };
+    let text = String::from_utf8(raw[1..].to_vec()).map_err(|_| StoreError::Protocol("a line not in UTF-8".into()))?;
+    Ok((flag, text))
+}
