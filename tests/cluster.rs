@@ -112,7 +112,12 @@ fn late_lines_sim() -> SimConfig {
     let mut s = JobScript::from_text(&text, 2_500, 5, "ok");
     s.workers.push(ScriptWorker { address: "10.0.0.22:27777".into(), clock_skew_ms: -400, flush_phase_ms: 130 });
     for k in 0..150 {
-        s.lines.push(ScriptLine { at_ms: k * 16, level: Level::Info, content: format!("worker-2 shard {k}"), worker: 1 });
+        s.lines.push(ScriptLine {
+            at_ms: k * 16,
+            level: Level::Info,
+            content: format!("worker-2 shard {k}"),
+            worker: 1,
+        });
     }
     let mut cfg = fast_sim();
     cfg.jobs = vec![SimJob { id: 12, name: "j".into(), job_params: String::new(), script: Some(Arc::new(s)) }];
@@ -160,7 +165,8 @@ async fn a_client_switching_replica_on_every_poll_gets_one_sequence() {
     // Every replica serves the very same sequence.
     for r in [&a, &b, &c] {
         let (_, body) = r.get(&format!("/llm/logs?instanceId={id}&fromLine=0&limit=10000")).await;
-        let all: Vec<String> = body["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_owned()).collect();
+        let all: Vec<String> =
+            body["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_owned()).collect();
         assert_eq!(all, lines);
         assert_eq!(body["epoch"], epochs[0]);
     }

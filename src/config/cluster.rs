@@ -81,7 +81,9 @@ impl ClusterConfig {
     pub(super) fn validate(&self, refresh_interval_ms: u64) -> Result<(), ConfigError> {
         let invalid = |key, problem: &str| Err(ConfigError::Invalid { key, problem: problem.to_owned() });
         match (&self.redis_url, self.sentinel_urls.is_empty()) {
-            (Some(_), false) => return invalid("cluster.redis_url", "set either it or cluster.sentinel_urls, not both"),
+            (Some(_), false) => {
+                return invalid("cluster.redis_url", "set either it or cluster.sentinel_urls, not both")
+            }
             (None, true) => return invalid("cluster.redis_url", "is required (or cluster.sentinel_urls)"),
             (Some(url), true) => {
                 // The URL is not echoed: it may hold a password.
@@ -104,10 +106,7 @@ impl ClusterConfig {
             return invalid("cluster.key_prefix", "must be non-empty, without braces or spaces");
         }
         if self.lease_ms < refresh_interval_ms.saturating_mul(2) || self.lease_ms > 600_000 {
-            return invalid(
-                "cluster.lease_ms",
-                "must be at least twice logs.refresh_interval_ms and at most 600000",
-            );
+            return invalid("cluster.lease_ms", "must be at least twice logs.refresh_interval_ms and at most 600000");
         }
         if self.commit_replicas > 16 {
             return invalid("cluster.commit_replicas", "must be at most 16");

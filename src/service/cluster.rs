@@ -91,7 +91,9 @@ impl LogService {
         } else if local < target {
             let (lines, flags) = shared.read_lines(entry.id, local as u64, target as u64).await?;
             entry.follower.write().expect("follower lock poisoned").extend_shared(&lines, &flags, meta);
-        } else if entry.follower.read().expect("follower lock poisoned").shared_meta() != (SharedMeta { job_id: None, ..meta.clone() }) {
+        } else if entry.follower.read().expect("follower lock poisoned").shared_meta()
+            != (SharedMeta { job_id: None, ..meta.clone() })
+        {
             entry.follower.write().expect("follower lock poisoned").extend_shared::<&str>(&[], &[], meta);
         }
         let view = {
@@ -108,7 +110,13 @@ impl LogService {
     /// The holder: brings the follower to the store's `next` (lines another holder
     /// appended; the whole log after a failed append), dropping the upstream model when
     /// the lease was just taken (another writer may have moved on since it was read).
-    async fn catch_up(&self, entry: &Arc<Entry>, shared: &SharedLog, tick: &Tick, new_holder: bool) -> Result<(), ServiceError> {
+    async fn catch_up(
+        &self,
+        entry: &Arc<Entry>,
+        shared: &SharedLog,
+        tick: &Tick,
+        new_holder: bool,
+    ) -> Result<(), ServiceError> {
         let next = usize::try_from(tick.next).unwrap_or(usize::MAX);
         let local = entry.follower.read().expect("follower lock poisoned").line_count();
         if let Some(meta) = &tick.meta {
@@ -174,11 +182,8 @@ impl LogService {
                 return Err(e.into());
             }
         };
-        let committed = if !shared.waits_for_replicas() || shared.commit(entry.id, next).await? {
-            next
-        } else {
-            tick.committed
-        };
+        let committed =
+            if !shared.waits_for_replicas() || shared.commit(entry.id, next).await? { next } else { tick.committed };
         self.show(entry, committed, &Tick { next, ..tick.clone() });
         Ok(())
     }

@@ -188,7 +188,9 @@ impl SharedLog {
                     Some(info),
                     redis::sentinel::SentinelServerType::Master,
                 )
-                .map_err(|e| StoreError::Protocol(format!("cluster.sentinel_urls are not usable ({})", e.category())))?;
+                .map_err(|e| {
+                    StoreError::Protocol(format!("cluster.sentinel_urls are not usable ({})", e.category()))
+                })?;
                 Source::Sentinel(Mutex::new(client))
             }
         };
@@ -242,7 +244,10 @@ impl SharedLog {
         }
     }
 
-    async fn connection(&self, slot: &Mutex<Option<MultiplexedConnection>>) -> Result<MultiplexedConnection, StoreError> {
+    async fn connection(
+        &self,
+        slot: &Mutex<Option<MultiplexedConnection>>,
+    ) -> Result<MultiplexedConnection, StoreError> {
         let mut held = slot.lock().await;
         if let Some(c) = &*held {
             return Ok(c.clone());
@@ -258,7 +263,12 @@ impl SharedLog {
 
     /// Maps a failed command; drops the connection when it is broken, so the next
     /// command reconnects (to the new primary, after a failover).
-    async fn failed(&self, slot: &Mutex<Option<MultiplexedConnection>>, op: &'static str, e: &RedisError) -> StoreError {
+    async fn failed(
+        &self,
+        slot: &Mutex<Option<MultiplexedConnection>>,
+        op: &'static str,
+        e: &RedisError,
+    ) -> StoreError {
         let err = match e.code() {
             Some("FENCED") => StoreError::Fenced,
             Some("CONFLICT") => StoreError::Conflict(e.detail().and_then(|d| d.trim().parse().ok()).unwrap_or(-1)),
@@ -337,7 +347,8 @@ impl SharedLog {
                 return Err(StoreError::Conflict(at as i64 + rows.len() as i64));
             }
             for (_, fields) in rows {
-                let raw = fields.into_iter().nth(1).ok_or_else(|| StoreError::Protocol("a line without text".into()))?;
+                let raw =
+                    fields.into_iter().nth(1).ok_or_else(|| StoreError::Protocol("a line without text".into()))?;
                 let (flag, text) = decode_line(raw)?;
                 flags.push(flag);
                 lines.push(text);
@@ -483,7 +494,8 @@ impl SharedLog {
                     () = stop.cancelled() => return,
                 }
             }
-            metrics::counter!(crate::telemetry::STORE_ERRORS, "op" => "subscribe", "kind" => "unavailable").increment(1);
+            metrics::counter!(crate::telemetry::STORE_ERRORS, "op" => "subscribe", "kind" => "unavailable")
+                .increment(1);
         }
     }
 }
