@@ -2,6 +2,8 @@
 //! the server's timing scaled down so that a whole job lifecycle takes seconds.
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
+pub mod cluster;
+
 use std::time::Duration;
 
 use powertail::config::Config;
