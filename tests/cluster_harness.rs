@@ -194,3 +194,23 @@ async fn an_in_process_replica_serves_and_stops() {
     assert_eq!(p.get("/healthz").await.0, 200);
     p.stop().await;
 }
+
+/// config.toml ships in memory mode, and its commented `[cluster]` example is valid
+/// configuration once uncommented.
+#[test]
+fn the_commented_cluster_example_of_config_toml_is_valid() {
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+    assert!(Config::from_toml(&shipped).unwrap().cluster.is_none(), "the default stays memory mode");
+    let start = shipped.find("# [cluster]").expect("a commented [cluster] example");
+    let uncommented: String = shipped[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = Config::from_toml(&format!("{}\n{uncommented}", &shipped[..start])).unwrap();
+    let cluster = config.cluster.expect("[cluster] uncommented");
+    assert_eq!((cluster.key_prefix.as_str(), cluster.lease_ms, cluster.commit_replicas), ("pt", 3000, 0));
+    assert_eq!((cluster.retain_complete_ms, cluster.command_timeout_ms), (604_800_000, 2000));
+}
