@@ -8,11 +8,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    cluster_config, merge_toml, next_node_id, redis_available, test_key_prefix, wait_until, InProcess, RedisServer,
-    Replica, Reply,
+    cluster_config, follow_across, merge_toml, next_node_id, redis_available, test_key_prefix, wait_until, InProcess,
+    RedisServer, Replica, Reply,
 };
 use powertail::config::Config;
-use powertail::sim::{SimConfig, Simulator};
+use powertail::sim::{JobScript, SimConfig, SimJob, Simulator};
 
 #[test]
 #[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
@@ -187,11 +187,24 @@ async fn a_replica_process_serves_pauses_dies_and_respawns() {
     assert!(replica.terminate().await.success());
 }
 
+/// An in-process replica (memory mode) followed to `complete` by `follow_across`, which
+/// sends the epoch of its first answer with every later poll.
 #[tokio::test]
-async fn an_in_process_replica_serves_and_stops() {
-    let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
+async fn an_in_process_replica_serves_a_follow_and_stops() {
+    let text: String = (0..60).map(|k| format!("[INFO] step {k}\n")).collect();
+    let job = SimJob {
+        id: 12,
+        name: "j".into(),
+        job_params: String::new(),
+        script: Some(std::sync::Arc::new(JobScript::from_text(&text, 1_500, 5, "ok"))),
+    };
+    let sim = Simulator::spawn(SimConfig { jobs: vec![job], ..common::fast_sim() }).await.unwrap();
+    let id = sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
     let p = InProcess::start_toml(&common::app_config_toml(&[sim.url()], "")).await;
     assert_eq!(p.get("/healthz").await.0, 200);
+    let follow = follow_across(&[p.base(), p.base()], id, Duration::from_secs(30)).await;
+    assert_eq!(follow.lines.len(), 60);
+    assert!(follow.answers.len() > 2, "followed while it grew");
     p.stop().await;
 }
 
