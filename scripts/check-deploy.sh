@@ -2,8 +2,9 @@
 # Checks the deployment examples in deploy/:
 #   * deploy/powertail.service with `systemd-analyze verify` (any warning fails) and
 #     `systemd-analyze security` (the exposure score must stay low);
-#   * deploy/nginx.conf with `nginx -t`, included under `http {}` of a throwaway main
-#     configuration, with a throwaway self-signed certificate.
+#   * deploy/nginx.conf and deploy/nginx-replicas.conf with `nginx -t`, each included
+#     under `http {}` of a throwaway main configuration, with a throwaway self-signed
+#     certificate.
 # Needs systemd, nginx and openssl (`.ci/run` installs them). Usage:
 #   scripts/check-deploy.sh [path/to/powertail]     (default: target/debug/powertail)
 set -euo pipefail
@@ -33,14 +34,15 @@ if ! systemd-analyze security --offline=true --threshold=20 "$tmp/powertail.serv
   exit 1
 fi
 
-echo "== nginx -t deploy/nginx.conf"
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
   -keyout "$tmp/tls.key" -out "$tmp/tls.crt" 2>/dev/null
-sed -e "s#/etc/nginx/tls/powertail.crt#$tmp/tls.crt#" -e "s#/etc/nginx/tls/powertail.key#$tmp/tls.key#" \
-  deploy/nginx.conf >"$tmp/powertail.conf"
-grep -q "ssl_certificate_key $tmp/tls.key;" "$tmp/powertail.conf"
 mkdir -p "$tmp/logs"
-cat >"$tmp/nginx.conf" <<CONF
+for conf in deploy/nginx.conf deploy/nginx-replicas.conf; do
+  echo "== nginx -t $conf"
+  sed -e "s#/etc/nginx/tls/powertail.crt#$tmp/tls.crt#" -e "s#/etc/nginx/tls/powertail.key#$tmp/tls.key#" \
+    "$conf" >"$tmp/powertail.conf"
+  grep -q "ssl_certificate_key $tmp/tls.key;" "$tmp/powertail.conf"
+  cat >"$tmp/nginx.conf" <<CONF
 pid $tmp/nginx.pid;
 error_log $tmp/logs/error.log;
 events {}
@@ -49,5 +51,6 @@ http {
     include $tmp/powertail.conf;
 }
 CONF
-nginx -t -q -e "$tmp/logs/error.log" -p "$tmp" -c "$tmp/nginx.conf"
+  nginx -t -q -e "$tmp/logs/error.log" -p "$tmp" -c "$tmp/nginx.conf"
+done
 echo "deploy/ checks passed"

@@ -2,6 +2,8 @@
 //! the server's timing scaled down so that a whole job lifecycle takes seconds.
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
+pub mod cluster;
+
 use std::time::Duration;
 
 use powertail::config::Config;
@@ -17,26 +19,29 @@ pub fn fast_sim() -> SimConfig {
 
 /// The adapter's configuration for a simulator at `urls`, timing matched to [`fast_sim`].
 pub fn app_config(urls: &[String], extra_powerjob: &str) -> Config {
+    Config::from_toml(&app_config_toml(urls, extra_powerjob)).expect("test config")
+}
+
+/// The TOML text of [`app_config`]: `[powerjob]` (with `extra_powerjob` inside it) and
+/// `[logs]`, one key per line (what [`cluster::merge_toml`] expects).
+pub fn app_config_toml(urls: &[String], extra_powerjob: &str) -> String {
     let addresses: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
-    Config::from_toml(&format!(
-        r#"
-        [powerjob]
-        addresses = [{}]
-        app_name = "llm-test-platform"
-        app_password = "secret"
-        request_timeout_ms = 1500
-        log_cache_ms = 300
-        worker_flush_ms = 200
-        clock_skew_ms = 100
-        sync_delay_ms = 2000
-        {extra_powerjob}
-        [logs]
-        refresh_interval_ms = 50
-        first_read_delay_ms = 300
-        "#,
+    format!(
+        "[powerjob]\n\
+         addresses = [{}]\n\
+         app_name = \"llm-test-platform\"\n\
+         app_password = \"secret\"\n\
+         request_timeout_ms = 1500\n\
+         log_cache_ms = 300\n\
+         worker_flush_ms = 200\n\
+         clock_skew_ms = 100\n\
+         sync_delay_ms = 2000\n\
+         {extra_powerjob}\n\
+         [logs]\n\
+         refresh_interval_ms = 50\n\
+         first_read_delay_ms = 300\n",
         addresses.join(", ")
-    ))
-    .expect("test config")
+    )
 }
 
 /// A running adapter in front of a running simulator.
