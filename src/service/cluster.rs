@@ -47,7 +47,7 @@ impl LogService {
         if !tick.holder {
             return self.sync(entry, shared, &tick).await;
         }
-        self.catch_up(entry, shared, &tick, !was_holder || tick.acquired).await?;
+        let tick = self.catch_up(entry, shared, &tick, !was_holder || tick.acquired).await?;
         let meta_before = self.meta_of(entry);
         let before = entry.follower.read().expect("follower lock poisoned").line_count();
         let refreshed = self.refresh(entry).await;
@@ -67,8 +67,31 @@ impl LogService {
         meta
     }
 
+    /// When this replica holds more lines than the store (and all of them were
+    /// appended there: no failed append), the store lost lines readers may have seen:
+    /// the sequence gets a new epoch, so that their cursors are refused (410), never
+    /// answered with other lines at the same numbers. Returns the epoch to serve.
+    async fn check_rollback(&self, entry: &Entry, shared: &SharedLog, tick: &Tick) -> Result<Arc<str>, ServiceError> {
+        let local = entry.follower.read().expect("follower lock poisoned").line_count() as u64;
+        if local <= tick.next || entry.reload.load(Ordering::Relaxed) {
+            return Ok(tick.epoch.clone());
+        }
+        let epoch = shared.rotate_epoch(entry.id, &tick.epoch, &self.inner.store.new_epoch()).await?;
+        tracing::warn!(
+            instance.id = entry.id,
+            held = local,
+            stored = tick.next,
+            "the shared store lost lines of this log (a failover or restart lost its tail); new epoch {epoch}"
+        );
+        metrics::counter!(telemetry::STORE_ERRORS, "op" => "sync", "kind" => "rolled_back").increment(1);
+        entry.reload.store(true, Ordering::Relaxed);
+        Ok(epoch)
+    }
+
     /// Not the holder: takes the committed lines and the meta from the store.
     async fn sync(&self, entry: &Arc<Entry>, shared: &SharedLog, tick: &Tick) -> Result<(), ServiceError> {
+        let epoch = self.check_rollback(entry, shared, tick).await?;
+        let tick = &Tick { epoch, ..tick.clone() };
         let Some(meta) = &tick.meta else {
             // Nobody wrote this instance yet (the holder has not read its status, or
             // PowerJob does not know it): its status, so that readers get a status or a
@@ -116,7 +139,9 @@ impl LogService {
         shared: &SharedLog,
         tick: &Tick,
         new_holder: bool,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<Tick, ServiceError> {
+        let epoch = self.check_rollback(entry, shared, tick).await?;
+        let tick = &Tick { epoch, ..tick.clone() };
         let next = usize::try_from(tick.next).unwrap_or(usize::MAX);
         let local = entry.follower.read().expect("follower lock poisoned").line_count();
         if let Some(meta) = &tick.meta {
@@ -144,7 +169,7 @@ impl LogService {
             committed = tick.next;
         }
         self.show(entry, committed, tick);
-        Ok(())
+        Ok(Tick { committed, ..tick.clone() })
     }
 
     /// Appends what the refresh added after line `before` (and the meta, if it changed)

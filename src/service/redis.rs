@@ -106,6 +106,7 @@ pub struct SharedLog {
     tick_script: Script,
     append_script: Script,
     commit_script: Script,
+    rotate_script: Script,
 }
 
 const TICK: &str = r"
@@ -159,6 +160,14 @@ end
 return c
 ";
 
+const ROTATE: &str = r"
+if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
+  return ARGV[2]
+end
+return redis.call('HGET', KEYS[1], 'epoch')
+";
+
 impl SharedLog {
     /// A store as configured; connects lazily (the first command), so a Redis that is
     /// down at start-up only makes the first reads answer 503.
@@ -209,6 +218,7 @@ impl SharedLog {
             tick_script: Script::new(TICK),
             append_script: Script::new(APPEND),
             commit_script: Script::new(COMMIT),
+            rotate_script: Script::new(ROTATE),
         })
     }
 
@@ -424,6 +434,21 @@ impl SharedLog {
         match reply {
             Ok(_) => Ok(true),
             Err(e) => Err(self.failed(&self.writes, "commit", &e).await),
+        }
+    }
+
+    /// Names the sequence of `id` anew (`new` replaces `old`, unless another replica
+    /// did so first), after it was found rolled back: the store lost lines readers may
+    /// have seen (a failover or a restart that lost the tail). Their cursors no longer
+    /// hold, and the new epoch tells them (410). Returns the epoch now.
+    pub async fn rotate_epoch(&self, id: i64, old: &str, new: &str) -> Result<Arc<str>, StoreError> {
+        let mut conn = self.connection(&self.reads).await?;
+        let reply: Result<Option<String>, RedisError> =
+            self.rotate_script.key(self.key(id, "state")).arg(old).arg(new).invoke_async(&mut conn).await;
+        match reply {
+            Ok(Some(epoch)) => Ok(Arc::from(epoch)),
+            Ok(None) => Err(StoreError::Conflict(-1)),
+            Err(e) => Err(self.failed(&self.reads, "rotate", &e).await),
         }
     }
 
