@@ -11,6 +11,10 @@
 //! Each entry is created with a new epoch (see [`Epochs`]): whenever the served order is
 //! rebuilt from scratch (a new process, an idle growing log dropped, a complete log
 //! evicted and read again), its clients' cursors no longer hold, and the epoch says so.
+//!
+//! Cluster mode: the shared store keeps every order and its epoch, so this store is only
+//! a cache. Past its caps it drops the growing logs read least recently instead of
+//! refusing new ones; an entry read again is rebuilt from the shared store.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,6 +103,18 @@ impl Store {
             let before = following.len();
             following.retain(|_, e| !self.idle(e, now));
             metrics::counter!(telemetry::CACHE_EVICTIONS).increment((before - following.len()) as u64);
+        }
+        if self.shared {
+            // The shared store holds every growing log's order: drop the ones read least
+            // recently from this replica's memory rather than refuse (read back from the
+            // store if asked again, under the same epoch).
+            while following.len() >= self.max_following
+                || self.following_bytes(&following) >= self.max_following_bytes && !following.is_empty()
+            {
+                let lru = following.iter().min_by_key(|(_, e)| e.last_read.load(Ordering::Relaxed)).map(|(id, _)| *id);
+                following.remove(&lru.expect("not empty"));
+                metrics::counter!(telemetry::CACHE_EVICTIONS).increment(1);
+            }
         }
         if following.len() >= self.max_following {
             return Err(ServiceError::TooManyInstances(following.len()));
