@@ -312,3 +312,45 @@ async fn a_failure_while_the_job_runs_on_is_delivered_once_it_settled() {
     }
     assert_eq!(receiver.hits().len(), 1, "{:#?}", receiver.hits());
 }
+
+/// Cluster mode: three replicas watch the same run (each was told it runs the job); the
+/// claim in Redis lets exactly one of them deliver each event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
+async fn in_cluster_mode_one_replica_delivers_each_event() {
+    let redis = common::cluster::RedisServer::start();
+    let receiver = Receiver::spawn(0).await;
+    let mut demo = powertail::demo::setup("127.0.0.1:0".parse().unwrap(), 0.1).await.unwrap();
+    demo.config.jobs.get_mut("vllm-start").unwrap().notify = Some(NotifyConfig::to(receiver.url.parse().unwrap()));
+    let cluster = powertail::config::Config::from_toml(&format!(
+        "[powerjob]\naddresses = [\"http://127.0.0.1:9\"]\napp_name = \"x\"\napp_password = \"y\"\n\
+         [cluster]\nredis_url = \"{}\"\nkey_prefix = {:?}\n",
+        redis.url(),
+        common::cluster::test_key_prefix()
+    ))
+    .unwrap()
+    .cluster;
+    demo.config.cluster = cluster;
+    let config = demo.config.clone();
+    let a = serve(demo).await;
+    let replicas = [common::cluster::InProcess::start(&config).await, common::cluster::InProcess::start(&config).await];
+    let id = a.run("vllm-start").await;
+    let n: i64 = id.parse().unwrap();
+    for r in &replicas {
+        r.logs.started_as(n, "vllm-start");
+        assert!(r.logs.is_watched(n));
+    }
+    let hits = receiver.until(|h| !h.is_empty()).await;
+    assert_eq!(hits[0].header("x-powertail-delivery"), Some(format!("{id}:1:ready").as_str()));
+    // Every watcher saw the ready line and ended with the log; one request in all.
+    a.until_done(&id).await;
+    for r in &replicas {
+        let end = Instant::now() + DEADLINE;
+        while r.logs.is_watched(n) {
+            assert!(Instant::now() < end, "a watcher did not end");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(receiver.hits().len(), 1, "{:#?}", receiver.hits());
+    assert_eq!(redis.keys(&format!("{}:delivery:*", common::cluster::test_key_prefix())).len(), 1);
+}

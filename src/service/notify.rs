@@ -21,9 +21,10 @@
 //! back-off (1 s, 2 s, 4 s, … at most 10 s) until the job's `deadline_ms`.
 //!
 //! Each key is claimed before its delivery starts, so that a watcher started again
-//! (after a retry, or a later read) never repeats an event. The claims are this
-//! process's: with several replicas sharing Redis, [`Notifier::claim`] is the hook
-//! where the claim becomes a `SET key NX EX` so that one replica delivers each event.
+//! (after a retry, or a later read) never repeats an event. In cluster mode the claim is
+//! also made in Redis (`SET <prefix>:delivery:<key> NX`, a day), so that one replica
+//! delivers each event whichever replicas watch the instance; while Redis cannot be
+//! reached, the local claim decides (at least once: receivers drop repeated keys).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -133,9 +134,7 @@ impl Notifier {
         self.started.get(&id).or_else(|| job_id.and_then(|j| self.by_job_id.get(&j).cloned()))
     }
 
-    /// Claims delivery `key`; `false` when it was claimed already.
-    ///
-    /// The Redis hook: with replicas, this is `SET powertail:delivery:<key> 1 NX EX 86400`.
+    /// Claims delivery `key` in this process; `false` when it was claimed already.
     fn claim(&self, key: &str) -> bool {
         let entry = self.claims.entry_by_ref(key).or_insert(());
         entry.is_fresh()
@@ -311,7 +310,20 @@ impl LogService {
                 event,
                 body: body.to_string().into_bytes(),
             };
-            tokio::spawn(delivery.run(self.inner.shutdown.clone()));
+            let (shared, shutdown) = (self.inner.shared.clone(), self.inner.shutdown.clone());
+            tokio::spawn(async move {
+                if let Some(shared) = shared {
+                    match shared.claim(&delivery.key).await {
+                        Ok(true) => {}
+                        // Another replica delivers it.
+                        Ok(false) => return,
+                        Err(e) => {
+                            tracing::warn!(key = %delivery.key, error = %e, "cannot claim the delivery in Redis; delivering");
+                        }
+                    }
+                }
+                delivery.run(shutdown).await;
+            });
         }
     }
 }

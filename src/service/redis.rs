@@ -452,6 +452,24 @@ impl SharedLog {
         }
     }
 
+    /// Claims webhook delivery `key` for this replica (a day); `false` when another
+    /// replica claimed it first.
+    pub async fn claim(&self, key: &str) -> Result<bool, StoreError> {
+        let mut conn = self.connection(&self.reads).await?;
+        let reply: Result<Option<String>, RedisError> = redis::cmd("SET")
+            .arg(format!("{}:delivery:{key}", self.prefix))
+            .arg(&self.node)
+            .arg("NX")
+            .arg("PX")
+            .arg(86_400_000u64)
+            .query_async(&mut conn)
+            .await;
+        match reply {
+            Ok(r) => Ok(r.is_some()),
+            Err(e) => Err(self.failed(&self.reads, "claim", &e).await),
+        }
+    }
+
     /// PING, for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.connection(&self.reads).await?;
