@@ -25,18 +25,19 @@ use crate::telemetry;
 impl LogService {
     /// One refresh of `entry` in cluster mode (see the module docs).
     pub(super) async fn refresh_shared(&self, entry: &Arc<Entry>, shared: &SharedLog) -> Result<(), ServiceError> {
-        let tick = shared.tick(entry.id, &self.inner.store.new_epoch()).await?;
+        // A complete log is only rechecked now and then: its holder keeps the lease
+        // until after its next recheck, so that the other replicas do not take turns.
+        let extra = if entry.is_complete() { self.inner.recheck_complete.as_millis() as u64 } else { 0 };
+        let tick = shared.tick(entry.id, &self.inner.store.new_epoch(), extra).await?;
         let known = entry.epoch();
-        if *known != *tick.epoch {
-            if !known.is_empty() {
-                tracing::warn!(
-                    instance.id = entry.id,
-                    "the shared log of this instance was lost from the store; it is served anew under a new epoch"
-                );
-                entry.reload.store(true, Ordering::Relaxed);
-            }
+        if *known != *tick.epoch && !known.is_empty() {
+            tracing::warn!(
+                instance.id = entry.id,
+                "the shared log of this instance was lost from the store; it is served anew under a new epoch"
+            );
             // (Readers see the new epoch with the lines of the next publish, never the
             // old lines under it: the follower is rebuilt first.)
+            entry.reload.store(true, Ordering::Relaxed);
         }
         let was_holder = entry.holder.swap(tick.holder, Ordering::Relaxed);
         if tick.holder != was_holder {
@@ -50,7 +51,7 @@ impl LogService {
         let tick = self.catch_up(entry, shared, &tick, !was_holder || tick.acquired).await?;
         let meta_before = self.meta_of(entry);
         let before = entry.follower.read().expect("follower lock poisoned").line_count();
-        let refreshed = self.refresh(entry).await;
+        let refreshed = self.refresh_renewing(entry, shared).await;
         // Whatever the refresh changed goes to the store, also after a failed read (it
         // may have kept records it saw: `Follower::salvage`). The first meta only after
         // PowerJob answered: the other replicas read an instance nobody wrote themselves.
@@ -58,6 +59,25 @@ impl LogService {
         let written = self.write_back(entry, shared, &tick, before, &meta_before, first).await;
         refreshed?;
         written
+    }
+
+    /// [`LogService::refresh`], renewing the lease meanwhile: a refresh can outlast it
+    /// (a slow PowerJob), and another replica would then read PowerJob too (its append,
+    /// or this one's, would be refused: safe, but twice the load).
+    async fn refresh_renewing(&self, entry: &Entry, shared: &SharedLog) -> Result<(), crate::upstream::UpstreamError> {
+        let refresh = self.refresh(entry);
+        tokio::pin!(refresh);
+        let period = shared.lease() / 3;
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tokio::select! {
+                result = &mut refresh => return result,
+                _ = renew.tick() => {
+                    // (Lost or unreachable: the append at the end finds out and is refused.)
+                    let _ = shared.renew(entry.id).await;
+                }
+            }
+        }
     }
 
     /// The follower's meta with the instance's job.

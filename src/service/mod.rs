@@ -517,7 +517,10 @@ impl LogService {
                         let held = gate.facts.is_some() || entry.line_count() > 0;
                         tracing::warn!(instance.id = entry.id, error = %e, held, "log refresh failed");
                     }
-                    gate.failures = gate.failures.saturating_add(1);
+                    // (The shared store: retried at twice the interval at most, so that
+                    // a failover or a restart of Redis is over for readers at once.)
+                    gate.failures =
+                        if matches!(e, ServiceError::Store(_)) { 1 } else { gate.failures.saturating_add(1) };
                     gate.last_error = Some(e);
                 }
             }

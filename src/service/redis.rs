@@ -81,6 +81,11 @@ pub struct Tick {
     pub meta: Option<SharedMeta>,
 }
 
+/// The tick script's reply: role, epoch, next, committed, meta.
+type TickReply = (String, Option<String>, Option<u64>, Option<u64>, Option<String>);
+/// One `XRANGE` row: the entry ID and its field-value list.
+type StreamRow = (String, Vec<Vec<u8>>);
+
 /// Where connections come from.
 enum Source {
     Direct(Client),
@@ -107,6 +112,7 @@ pub struct SharedLog {
     append_script: Script,
     commit_script: Script,
     rotate_script: Script,
+    renew_script: Script,
 }
 
 const TICK: &str = r"
@@ -160,6 +166,14 @@ end
 return c
 ";
 
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
 const ROTATE: &str = r"
 if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then
   redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
@@ -186,7 +200,7 @@ impl SharedLog {
                 let mut info = redis::sentinel::SentinelNodeConnectionInfo::default();
                 if let Some(p) = &config.sentinel_redis_password {
                     info = info.set_redis_connection_info(
-                        redis::RedisConnectionInfo::default().set_password(p.expose_secret().to_owned()),
+                        redis::RedisConnectionInfo::default().set_password(p.expose_secret()),
                     );
                 }
                 let urls: Vec<String> = config.sentinel_urls.iter().map(ToString::to_string).collect();
@@ -219,6 +233,7 @@ impl SharedLog {
             append_script: Script::new(APPEND),
             commit_script: Script::new(COMMIT),
             rotate_script: Script::new(ROTATE),
+            renew_script: Script::new(RENEW),
         })
     }
 
@@ -300,16 +315,17 @@ impl SharedLog {
         err
     }
 
-    /// Renews or takes the lease of `id` (with `want_lease`) and reads its state,
-    /// creating the sequence (and its epoch) if there is none.
-    pub async fn tick(&self, id: i64, new_epoch: &str) -> Result<Tick, StoreError> {
+    /// Renews or takes the lease of `id` for `lease_ms` plus `extra_ms` (a complete log
+    /// is refreshed rarely: its holder keeps the lease between its rechecks) and reads
+    /// its state, creating the sequence (and its epoch) if there is none.
+    pub async fn tick(&self, id: i64, new_epoch: &str, extra_ms: u64) -> Result<Tick, StoreError> {
         let mut conn = self.connection(&self.reads).await?;
-        let reply: Result<(String, Option<String>, Option<u64>, Option<u64>, Option<String>), RedisError> = self
+        let reply: Result<TickReply, RedisError> = self
             .tick_script
             .key(self.key(id, "lease"))
             .key(self.key(id, "state"))
             .arg(&self.token)
-            .arg(self.lease_ms)
+            .arg(self.lease_ms + extra_ms)
             .arg(new_epoch)
             .arg(self.retain_ms)
             .invoke_async(&mut conn)
@@ -342,7 +358,7 @@ impl SharedLog {
         while at < to {
             let mut conn = self.connection(&self.reads).await?;
             let count = (to - at).min(READ_BATCH as u64);
-            let reply: Result<Vec<(String, Vec<Vec<u8>>)>, RedisError> = redis::cmd("XRANGE")
+            let reply: Result<Vec<StreamRow>, RedisError> = redis::cmd("XRANGE")
                 .arg(&key)
                 .arg(format!("{}-0", at + 1))
                 .arg(format!("{}-0", at + count))
@@ -434,6 +450,28 @@ impl SharedLog {
         match reply {
             Ok(_) => Ok(true),
             Err(e) => Err(self.failed(&self.writes, "commit", &e).await),
+        }
+    }
+
+    /// How long a lease lasts unless renewed.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    /// Renews this replica's lease of `id` (during a long refresh); `false` when it is
+    /// not held any more.
+    pub async fn renew(&self, id: i64) -> Result<bool, StoreError> {
+        let mut conn = self.connection(&self.reads).await?;
+        let reply: Result<i64, RedisError> = self
+            .renew_script
+            .key(self.key(id, "lease"))
+            .arg(&self.token)
+            .arg(self.lease_ms)
+            .invoke_async(&mut conn)
+            .await;
+        match reply {
+            Ok(n) => Ok(n == 1),
+            Err(e) => Err(self.failed(&self.reads, "renew", &e).await),
         }
     }
 
