@@ -21,6 +21,7 @@ from powertail_client import (
     SSEDecoder,
     UpstreamError,
     UpstreamUnavailableError,
+    StoreUnavailableError,
 )
 
 Reply = Callable[[BaseHTTPRequestHandler], None]
@@ -169,6 +170,16 @@ def test_retries_give_up_after_max_retries_with_the_typed_error(serve: Callable[
     assert isinstance(err, UpstreamError) and isinstance(err, RetryableError)
     assert (err.status, err.code, err.retry_after, err.message) == (503, "upstream_unavailable", 0.0, "test upstream_unavailable")
     assert len(fake.requests) == 3
+
+
+def test_a_replica_without_its_store_is_retried_then_typed(serve: Callable[[List[Reply]], FakeServer]) -> None:
+    fake = serve([error(503, "store_unavailable", "0")] * 2)
+    with Client(fake.url, max_retries=1) as client:
+        with pytest.raises(StoreUnavailableError) as caught:
+            client.read("5")
+    assert isinstance(caught.value, RetryableError) and not isinstance(caught.value, UpstreamError)
+    assert (caught.value.status, caught.value.retry_after) == (503, 0.0)
+    assert len(fake.requests) == 2
 
 
 def test_run_job_is_never_retried(serve: Callable[[List[Reply]], FakeServer]) -> None:

@@ -36,6 +36,7 @@ from .errors import (
     UpstreamBadAnswerError,
     UpstreamError,
     UpstreamTimeoutError,
+    StoreUnavailableError,
     UpstreamUnavailableError,
 )
 
@@ -77,5 +78,6 @@ __all__ = [
     "UpstreamBadAnswerError",
     "UpstreamError",
     "UpstreamTimeoutError",
+    "StoreUnavailableError",
     "UpstreamUnavailableError",
 ]

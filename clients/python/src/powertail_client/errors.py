@@ -129,6 +129,11 @@ class UpstreamUnavailableError(UpstreamError, RetryableError):
     """503 ``upstream_unavailable``: PowerJob cannot be reached and nothing is cached."""
 
 
+class StoreUnavailableError(RetryableError):
+    """503 ``store_unavailable`` (cluster mode): the replica cannot reach its Redis and
+    holds nothing of the instance; another replica, or a retry, may answer."""
+
+
 class UpstreamTimeoutError(UpstreamError):
     """504 ``upstream_timeout``: PowerJob did not answer in time and nothing is cached."""
 
@@ -154,6 +159,7 @@ _BY_CODE: Dict[str, Type[PowertailError]] = {
     "upstream_error": UpstreamBadAnswerError,
     "upstream_unavailable": UpstreamUnavailableError,
     "upstream_timeout": UpstreamTimeoutError,
+    "store_unavailable": StoreUnavailableError,
     "internal": InternalError,
 }
 
