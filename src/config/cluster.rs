@@ -123,3 +123,54 @@ impl ClusterConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[expect(clippy::result_large_err, reason = "figment::Jail's closure signature is fixed")]
+mod tests {
+    use super::super::Config;
+    use secrecy::ExposeSecret;
+
+    const MIN: &str = "[powerjob]\naddresses = [\"http://127.0.0.1:7700\"]\napp_name = \"app\"\napp_password = \"p\"\n";
+
+    fn load(cluster: &str) -> Result<Config, String> {
+        Config::from_toml(&format!("{MIN}[cluster]\n{cluster}")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_the_url_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            let c = load("redis_url = \"redis://:s3cret@10.0.0.5:6379/2\"").unwrap().cluster.unwrap();
+            assert_eq!((c.key_prefix.as_str(), c.lease_ms, c.commit_replicas), ("pt", 3_000, 0));
+            assert_eq!((c.commit_timeout_ms, c.retain_complete_ms), (200, 7 * 86_400_000));
+            assert!(!format!("{c:?}").contains("s3cret"), "the URL is a secret");
+            // No [cluster] section: memory mode.
+            assert!(Config::from_toml(MIN).unwrap().cluster.is_none());
+            // The URL from the environment alone turns cluster mode on.
+            jail.set_env("POWERTAIL_CLUSTER__REDIS_URL", "rediss://:pw@redis.internal:6380/0");
+            let c = Config::from_toml(MIN).unwrap().cluster.unwrap();
+            assert_eq!(c.redis_url.unwrap().expose_secret(), "rediss://:pw@redis.internal:6380/0");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_settings_name_their_key_and_never_echo_the_url() {
+        figment::Jail::expect_with(|_| {
+            let e = load("redis_url = \"http://:s3cret@h:1\"").unwrap_err();
+            assert!(e.contains("cluster.redis_url") && !e.contains("s3cret"), "{e}");
+            let e = load("").unwrap_err();
+            assert!(e.contains("cluster.redis_url"), "{e}");
+            let e = load("redis_url = \"redis://h\"\nsentinel_urls = [\"redis://s:26379\"]").unwrap_err();
+            assert!(e.contains("not both"), "{e}");
+            let e = load("sentinel_urls = [\"redis://s:26379\"]").unwrap_err();
+            assert!(e.contains("cluster.sentinel_master"), "{e}");
+            let e = load("redis_url = \"redis://h\"\nlease_ms = 1500").unwrap_err();
+            assert!(e.contains("cluster.lease_ms"), "{e}");
+            let e = load("redis_url = \"redis://h\"\nkey_prefix = \"a{b}\"").unwrap_err();
+            assert!(e.contains("cluster.key_prefix"), "{e}");
+            let c = load("sentinel_urls = [\"redis://s1:26379\", \"redis://s2:26379\"]\nsentinel_master = \"m\"");
+            assert_eq!(c.unwrap().cluster.unwrap().sentinel_urls.len(), 2);
+            Ok(())
+        });
+    }
+}
