@@ -39,9 +39,9 @@ pub const LONG_POLL_WAITING: &str = "powertail_long_poll_waiting";
 /// Webhook delivery tries, by `event` and `outcome` (`delivered`, `retried`, `rejected`,
 /// `gave_up`, `abandoned`).
 pub const WEBHOOK_DELIVERIES: &str = "powertail_webhook_deliveries_total";
-/// Failed commands to the shared store (cluster mode), by `op` (`tick`, `read`, `append`,
-/// `commit`, `ping`, `subscribe`) and `kind` (`unavailable`, `oom`, `unconfirmed`,
-/// `protocol`).
+/// Failed commands to the shared store (cluster mode), by `op` (`connect`, `tick`,
+/// `read`, `append`, `commit`, `renew`, `rotate`, `claim`, `ping`, `subscribe`, `sync`)
+/// and `kind` (`unavailable`, `oom`, `unconfirmed`, `rolled_back`, `protocol`).
 pub const STORE_ERRORS: &str = "powertail_store_errors_total";
 /// Reads of lines from the shared store (one per sync that found new lines).
 pub const STORE_READS: &str = "powertail_store_reads_total";

@@ -277,11 +277,16 @@ impl SharedLog {
         if let Some(c) = &*held {
             return Ok(c.clone());
         }
-        let client = self.client().await?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout + Duration::from_millis(self.commit_timeout_ms)));
-        let conn = client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| unavailable(&e))?;
+        let connected = async {
+            let client = self.client().await?;
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(self.timeout))
+                .set_response_timeout(Some(self.timeout + Duration::from_millis(self.commit_timeout_ms)));
+            client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| unavailable(&e))
+        };
+        let conn = connected.await.inspect_err(|e| {
+            metrics::counter!(crate::telemetry::STORE_ERRORS, "op" => "connect", "kind" => e.kind()).increment(1);
+        })?;
         *held = Some(conn.clone());
         Ok(conn)
     }
