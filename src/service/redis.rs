@@ -127,7 +127,7 @@ return {role, s[1], s[2], s[3], s[4]}
 ";
 
 const APPEND: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED') end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED another replica holds the lease') end
 local n = tonumber(redis.call('HGET', KEYS[2], 'next') or '-1')
 if n ~= tonumber(ARGV[2]) then return redis.error_reply('CONFLICT ' .. n) end
 for i = 9, #ARGV do
@@ -148,7 +148,7 @@ return n
 ";
 
 const COMMIT: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED') end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED another replica holds the lease') end
 local n = tonumber(redis.call('HGET', KEYS[2], 'next') or '-1')
 local c = tonumber(ARGV[2])
 if c > n then return redis.error_reply('CONFLICT ' .. n) end
