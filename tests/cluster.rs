@@ -13,9 +13,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cluster::{cluster_config, get_json, merge_toml, test_key_prefix, Cursor, InProcess, RedisServer};
+use common::cluster::{
+    cluster_config, get_json, merge_toml, test_key_prefix, wait_until, Cursor, InProcess, RedisServer, Replica, Reply,
+};
 use common::{app_config_toml, fast_sim};
-use powertail::sim::{JobScript, Level, ScriptLine, ScriptWorker, SimConfig, SimHandle, SimJob, Simulator};
+use powertail::sim::{
+    Fault, FaultKind, JobScript, Level, ScriptLine, ScriptWorker, SimConfig, SimHandle, SimJob, Simulator,
+};
 use serde_json::{json, Value};
 
 /// How long a follow to `complete` may take (the runs last a few seconds).
@@ -196,4 +200,204 @@ fn redis_state(redis: &RedisServer, prefix: &str, id: i64) -> State {
 /// `<prefix>:{<id>}:<what>`
 fn key(prefix: &str, id: i64, what: &str) -> String {
     format!("{prefix}:{{{id}}}:{what}")
+}
+
+/// The node id of the replica whose token the lease of `id` holds (`<node_id>:<hex>`).
+fn lease_node(redis: &RedisServer, prefix: &str, id: i64) -> Option<String> {
+    match redis.try_cmd(&["GET", &key(prefix, id, "lease")]).unwrap() {
+        Reply::Bulk(Some(token)) => {
+            let token = String::from_utf8(token).unwrap();
+            Some(token.rsplit_once(':').unwrap_or_else(|| panic!("a token {token:?}")).0.to_owned())
+        }
+        Reply::Bulk(None) => None,
+        other => panic!("GET lease: {other:?}"),
+    }
+}
+
+/// `errorstat_<code>` of `INFO errorstats`: error replies Redis sent with that code.
+fn error_replies(redis: &RedisServer, code: &str) -> u64 {
+    redis
+        .info_field("errorstats", &format!("errorstat_{code}"))
+        .map_or(0, |v| v.strip_prefix("count=").unwrap().split(',').next().unwrap().parse().unwrap())
+}
+
+/// A replica's `cluster.node_id`, as `/readyz` reports it.
+async fn node_of(replica: &Replica) -> String {
+    let (_, body) = replica.get("/readyz").await;
+    body["store"]["node"].as_str().unwrap_or_else(|| panic!("no store.node: {body}")).to_owned()
+}
+
+/// 2. `kill -9` of the replica that holds an instance's lease, mid-log: a survivor takes
+/// the lease within `lease_ms` + one refresh interval (+ slack for this machine) and
+/// reads PowerJob on; the client, keeping its cursor and epoch across the switch, loses
+/// and repeats nothing. The killed replica, started again, serves the same sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
+async fn kill_9_of_the_lease_holder_loses_and_repeats_nothing() {
+    const LEASE: Duration = Duration::from_millis(600); // cluster_config's lease_ms
+    const REFRESH: Duration = Duration::from_millis(50); // app_config_toml's refresh_interval_ms
+    const SLACK: Duration = Duration::from_millis(1_000);
+    let redis = RedisServer::start();
+    let prefix = test_key_prefix();
+    let sim = Simulator::spawn(sim_config(script(500, 5_000, 100))).await.unwrap();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Replica::spawn(&cluster_config(&sim.url(), &redis.url(), "")).await);
+    }
+    let mut nodes = Vec::new();
+    for r in &replicas {
+        nodes.push(node_of(r).await);
+    }
+    let id = run(&sim);
+    let mut cursor = Cursor::new(id);
+    let all: Vec<String> = replicas.iter().map(|r| r.base().to_owned()).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    cursor.follow_until(&all, DEADLINE, |b| b["totalLines"].as_u64() >= Some(100)).await;
+    let holder = lease_node(&redis, &prefix, id).expect("a replica holds the lease while the log is read");
+    let h = nodes.iter().position(|n| *n == holder).unwrap_or_else(|| panic!("{holder} is none of {nodes:?}"));
+    let held_at_kill = cursor.lines.len();
+
+    replicas[h].kill9();
+    let killed = tokio::time::Instant::now();
+    let survivors: Vec<&str> = (0..3).filter(|&k| k != h).map(|k| all[k]).collect();
+    // The client goes on polling the survivors (as a load balancer would send it). The
+    // lease moves to one of them, which reads PowerJob's log next.
+    let mut taken: Option<(Duration, String, u64)> = None;
+    let log_read_after = loop {
+        cursor.poll(survivors[cursor.polls % 2], 0).await;
+        if taken.is_none() {
+            if let Some(node) = lease_node(&redis, &prefix, id).filter(|n| *n != holder) {
+                taken = Some((killed.elapsed(), node, sim.requests("/instance/log")));
+            }
+        }
+        if let Some((_, _, reads)) = &taken {
+            if sim.requests("/instance/log") > *reads {
+                break killed.elapsed();
+            }
+        }
+        assert!(killed.elapsed() < 4 * (LEASE + REFRESH + SLACK), "no takeover: {taken:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (takeover, new_holder, _) = taken.unwrap();
+    eprintln!(
+        "kill -9 of {holder}: {new_holder} took the lease after {takeover:?}, read the log after {log_read_after:?}"
+    );
+    assert!(takeover <= LEASE + REFRESH + SLACK, "lease taken after {takeover:?}");
+    assert!(log_read_after <= LEASE + REFRESH + SLACK + REFRESH, "log read after {log_read_after:?}");
+    assert!(nodes.contains(&new_holder));
+
+    // On to the end through the survivors: each line once, in one sequence.
+    cursor.follow(&survivors, DEADLINE).await;
+    assert!(cursor.lines.len() > held_at_kill + 100, "killed mid-log");
+    assert_same_lines(&cursor.lines, &final_lines(&sim, id), "across a kill -9");
+    let epoch = cursor.epoch.clone().unwrap();
+    assert_every_replica_serves(&survivors, id, &cursor.lines, &epoch).await;
+    let state = redis_state(&redis, &prefix, id);
+    assert_eq!(
+        (state.epoch.as_str(), state.next, state.committed),
+        (epoch.as_str(), cursor.lines.len() as u64, state.next)
+    );
+    assert_eq!(redis.cmd(&["XLEN", &key(&prefix, id, "lines")]), cursor.lines.len().to_string());
+
+    // Started again, the killed replica serves that very sequence under that epoch.
+    replicas[h].respawn().await;
+    assert_every_replica_serves(&all, id, &cursor.lines, &epoch).await;
+}
+
+/// 3. The lease holder is paused (SIGSTOP) while its refresh waits for PowerJob; its
+/// lease runs out and another replica takes it and appends. Resumed, the old holder
+/// tries to append what it read: Redis refuses it (`FENCED`, counted in Redis's error
+/// statistics), nothing forks or repeats, and the old holder serves the store's
+/// sequence from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
+async fn a_paused_holder_resuming_after_its_lease_moved_is_fenced() {
+    let redis = RedisServer::start();
+    let prefix = test_key_prefix();
+    let sim = Simulator::spawn(sim_config(script(600, 6_000, 100))).await.unwrap();
+    // PowerJob's answer may take longer than the pause: the paused refresh must not time out.
+    let config = || cluster_config(&sim.url(), &redis.url(), "[powerjob]\nrequest_timeout_ms = 20000");
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Replica::spawn(&config()).await);
+    }
+    let mut nodes = Vec::new();
+    for r in &replicas {
+        nodes.push(node_of(r).await);
+    }
+    let id = run(&sim);
+    let mut cursor = Cursor::new(id);
+    let all: Vec<String> = replicas.iter().map(|r| r.base().to_owned()).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    cursor.follow_until(&all, DEADLINE, |b| b["totalLines"].as_u64() >= Some(100)).await;
+    let holder = lease_node(&redis, &prefix, id).expect("a replica holds the lease while the log is read");
+    let h = nodes.iter().position(|n| *n == holder).unwrap();
+    let others: Vec<&str> = (0..3).filter(|&k| k != h).map(|k| all[k]).collect();
+
+    // PowerJob answers the holder's next log read 1.5 s late; reads of the holder start
+    // its refreshes until one reads the log, and the holder is paused while it waits for
+    // the answer. (The reads still open then are answered after the pause.)
+    let log_reads = sim.requests("/instance/log");
+    sim.inject(Fault::new(Some("/instance/log"), FaultKind::Delay(Duration::from_millis(1_500)), 1));
+    let from = cursor.lines.len();
+    let epoch = cursor.epoch.clone().unwrap();
+    let mut held_reads = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sim.requests("/instance/log") == log_reads {
+        assert!(tokio::time::Instant::now() < until, "the holder did not read the log");
+        let url = format!("{}/llm/logs?instanceId={id}&fromLine={from}&epoch={epoch}", all[h]);
+        held_reads.push(tokio::spawn(get_json_owned(url)));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    replicas[h].sigstop();
+    assert_eq!(lease_node(&redis, &prefix, id).as_deref(), Some(holder.as_str()), "paused while it held the lease");
+    let next_at_pause = redis_state(&redis, &prefix, id).next;
+
+    // The others go on: one takes the lease and appends past the paused holder's view.
+    let fenced_before = error_replies(&redis, "FENCED");
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        cursor.poll(others[cursor.polls % 2], 0).await;
+        let moved = lease_node(&redis, &prefix, id).is_some_and(|n| n != holder);
+        if moved && redis_state(&redis, &prefix, id).next > next_at_pause {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "no other replica took the lease and appended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    replicas[h].sigcont();
+    // Its refresh goes on with PowerJob's late answer; its append is refused whole.
+    wait_until(Duration::from_secs(20), "the resumed holder's append to be refused", || async {
+        error_replies(&redis, "FENCED") > fenced_before
+    })
+    .await;
+    let mut held_answers = Vec::new();
+    for read in held_reads {
+        let (status, body) = read.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        held_answers.push(serde_json::from_value::<Vec<String>>(body["lines"].clone()).unwrap());
+    }
+
+    // Everyone, the resumed replica included, serves one sequence to the end.
+    cursor.follow(&all, DEADLINE).await;
+    assert_same_lines(&cursor.lines, &final_lines(&sim, id), "across a paused holder");
+    for lines in held_answers {
+        assert_eq!(lines[..], cursor.lines[from..from + lines.len()], "an answer of the paused replica");
+    }
+    assert_every_replica_serves(&all, id, &cursor.lines, &epoch).await;
+    let state = redis_state(&redis, &prefix, id);
+    assert_eq!((state.epoch.as_str(), state.next), (epoch.as_str(), cursor.lines.len() as u64));
+    assert_eq!(redis.cmd(&["XLEN", &key(&prefix, id, "lines")]), cursor.lines.len().to_string());
+    // A refusal is no error of the store (it is how fencing works).
+    let (_, metrics) = replicas[h].get("/metrics").await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        !metrics.lines().any(|l| l.starts_with("powertail_store_errors_total") && l.contains("op=\"append\"")),
+        "{metrics}"
+    );
+}
+
+/// `GET url` with a client of its own (for a spawned task).
+async fn get_json_owned(url: String) -> (u16, Value) {
+    get_json(&reqwest::Client::new(), &url).await
 }
