@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::cluster::{
-    cluster_config, get_json, merge_toml, test_key_prefix, wait_until, Cursor, InProcess, RedisServer, Replica, Reply,
+    brief, cluster_config, get_json, merge_toml, test_key_prefix, wait_for, wait_until, Cursor, InProcess, RedisServer,
+    Replica, Reply,
 };
 use common::{app_config_toml, fast_sim};
 use powertail::sim::{
@@ -113,10 +114,10 @@ async fn assert_every_replica_serves(bases: &[&str], id: i64, lines: &[String], 
         assert!(text == as_raw(lines), "{base} serves another sequence");
         let (status, body) =
             get_json(&http, &format!("{base}/llm/logs?instanceId={id}&fromLine=0&limit=10000&epoch={epoch}")).await;
-        assert_eq!(status, 200, "{base}: {body}");
+        assert_eq!(status, 200, "{base}: {}", brief(&body));
         let all: Vec<String> = serde_json::from_value(body["lines"].clone()).unwrap();
         assert!(all == lines, "{base} serves another sequence through /llm/logs");
-        assert_eq!(body["complete"], true, "{base}: {body}");
+        assert_eq!(body["complete"], true, "{base}: {}", brief(&body));
     }
 }
 
@@ -374,7 +375,7 @@ async fn a_paused_holder_resuming_after_its_lease_moved_is_fenced() {
     let mut held_answers = Vec::new();
     for read in held_reads {
         let (status, body) = read.await.unwrap();
-        assert_eq!(status, 200, "{body}");
+        assert_eq!(status, 200, "{}", brief(&body));
         held_answers.push(serde_json::from_value::<Vec<String>>(body["lines"].clone()).unwrap());
     }
 
@@ -400,4 +401,155 @@ async fn a_paused_holder_resuming_after_its_lease_moved_is_fenced() {
 /// `GET url` with a client of its own (for a spawned task).
 async fn get_json_owned(url: String) -> (u16, Value) {
     get_json(&reqwest::Client::new(), &url).await
+}
+
+/// Subscribers of the wake-up channel `<prefix>:appended` (`PUBSUB NUMSUB`).
+fn subscribers(redis: &RedisServer, prefix: &str) -> u64 {
+    let channel = format!("{prefix}:appended");
+    let reply = redis.cmd(&["PUBSUB", "NUMSUB", &channel]);
+    reply.lines().nth(1).unwrap_or_else(|| panic!("PUBSUB NUMSUB: {reply}")).parse().unwrap()
+}
+
+/// 4a. Redis restarts with its data (`appendonly yes`, `appendfsync always`) mid-log:
+/// the epoch stays, the client's cursor stays valid and the follow goes on exactly where
+/// it was; every replica subscribes again, and a long-poll on a replica that does not
+/// hold the lease (and whose own timer would answer only after 5 s) is woken through
+/// Redis by the holder's next append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
+async fn a_durable_redis_restart_keeps_the_epoch_and_every_cursor() {
+    const SLOW_TIMER: Duration = Duration::from_secs(5);
+    let mut redis = RedisServer::start_durable();
+    let prefix = test_key_prefix();
+    let sim = Simulator::spawn(sim_config(script(500, 5_000, 100))).await.unwrap();
+    let a = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), "")).await;
+    let b = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), "")).await;
+    // A replica that refreshes on its own only every 5 s: only a wake-up through Redis
+    // answers its long-polls sooner.
+    let slow = "lease_ms = 10000\n[logs]\nrefresh_interval_ms = 5000";
+    let n = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), slow)).await;
+    let id = run(&sim);
+    let mut cursor = Cursor::new(id);
+    cursor.follow_until(&[a.base(), b.base()], DEADLINE, |b| b["totalLines"].as_u64() >= Some(100)).await;
+    let epoch = cursor.epoch.clone().unwrap();
+    assert_eq!(redis_state(&redis, &prefix, id).epoch, epoch);
+    // N reads the instance once: it holds it now, without the lease (A or B renews it).
+    let (status, body) = n.get(&format!("/llm/logs?instanceId={id}&epoch={epoch}&limit=10000")).await;
+    assert_eq!(status, 200, "{}", brief(&body));
+    let n_lines: Vec<String> = serde_json::from_value(body["lines"].clone()).unwrap();
+    assert_eq!(n_lines[..], cursor.lines[..n_lines.len()]);
+    let n_node = n.logs.node().unwrap().to_owned();
+    assert_ne!(lease_node(&redis, &prefix, id), Some(n_node.clone()), "N holds no lease");
+    assert_eq!(subscribers(&redis, &prefix), 3);
+
+    // kill -9 and start again: every acknowledged write is back, under the same epoch.
+    let state = redis_state(&redis, &prefix, id);
+    redis.restart();
+    let back = redis_state(&redis, &prefix, id);
+    assert_eq!((back.epoch.as_str(), back.next), (epoch.as_str(), state.next), "the log survived the restart");
+
+    // A long-poll on N from its end, answered by a wake-up once the holder appends.
+    let from = n_lines.len();
+    let url = format!("{}/llm/logs?instanceId={id}&fromLine={from}&epoch={epoch}&waitMs=20000", n.base());
+    let started = tokio::time::Instant::now();
+    let long_poll = tokio::spawn(async move {
+        let answer = get_json_owned(url).await;
+        (answer, started.elapsed())
+    });
+    // The client goes on through A and B with its cursor: same epoch, nothing lost.
+    cursor.follow_until(&[a.base(), b.base()], DEADLINE, |_| long_poll.is_finished()).await;
+    let ((status, body), waited) = long_poll.await.unwrap();
+    eprintln!("a long-poll on a non-holder answered {waited:?} after the Redis restart");
+    assert_eq!(status, 200, "{}", brief(&body));
+    assert_eq!(body["epoch"], epoch.as_str());
+    let woken: Vec<String> = serde_json::from_value(body["lines"].clone()).unwrap();
+    assert!(!woken.is_empty(), "{}", brief(&body));
+    assert!(waited < SLOW_TIMER - Duration::from_secs(1), "answered after {waited:?}: not by a wake-up");
+    wait_until(Duration::from_secs(10), "every replica subscribed again", || async {
+        subscribers(&redis, &prefix) == 3
+    })
+    .await;
+
+    cursor.follow(&[a.base(), b.base()], DEADLINE).await;
+    // N learns of the completion (the holder's last append may carry no line) through
+    // Redis too, long before its own timer.
+    let total = cursor.lines.len();
+    let completed = tokio::time::Instant::now();
+    wait_until(Duration::from_millis(1_500), "N to see the log complete", || async {
+        let (status, body) = n.get(&format!("/llm/logs?instanceId={id}&fromLine={total}&epoch={epoch}")).await;
+        assert_eq!(status, 200, "{}", brief(&body));
+        body["complete"] == true
+    })
+    .await;
+    eprintln!("N saw the completion {:?} after the client", completed.elapsed());
+    assert_same_lines(&cursor.lines, &final_lines(&sim, id), "across a Redis restart");
+    assert_eq!(woken[..], cursor.lines[from..from + woken.len()], "N's answer");
+    assert_every_replica_serves(&[a.base(), b.base(), n.base()], id, &cursor.lines, &epoch).await;
+    assert_eq!(redis_state(&redis, &prefix, id).next, cursor.lines.len() as u64);
+    for r in [a, b, n] {
+        r.stop().await;
+    }
+}
+
+/// 4b. Redis restarts without its data (no persistence): every replica answers the old
+/// epoch with 410 `epoch_mismatch` naming one new epoch, never lines of another
+/// sequence, and serves the new sequence from line 0, whole and exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
+async fn a_redis_restart_without_data_is_a_new_epoch_on_every_replica() {
+    let mut redis = RedisServer::start();
+    let prefix = test_key_prefix();
+    let sim = Simulator::spawn(sim_config(script(400, 4_000, 100))).await.unwrap();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), "")).await);
+    }
+    let bases: Vec<&str> = replicas.iter().map(InProcess::base).collect();
+    let id = run(&sim);
+    let mut old = Cursor::new(id);
+    old.follow_until(&bases, DEADLINE, |b| b["totalLines"].as_u64() >= Some(100)).await;
+    let e1 = old.epoch.clone().unwrap();
+
+    redis.restart();
+    assert!(redis.keys(&format!("{prefix}:*")).is_empty(), "the restart lost every key");
+    // Each replica learns at its next refresh that the sequence is gone: 410 from then
+    // on (before that, it may still answer from the old sequence it holds, under E1).
+    let http = reqwest::Client::new();
+    let mut e2 = Vec::new();
+    for base in &bases {
+        let url = format!("{base}/llm/logs?instanceId={id}&fromLine={}&epoch={e1}", old.lines.len());
+        let epoch = wait_for(Duration::from_secs(10), "410 to the old epoch", || async {
+            let (status, body) = get_json(&http, &url).await;
+            match status {
+                200 => {
+                    assert_eq!(body["epoch"], e1.as_str(), "{base}: {}", brief(&body));
+                    None
+                }
+                410 => {
+                    assert_eq!(body["error"]["code"], "epoch_mismatch", "{body}");
+                    Some(body["epoch"].as_str().unwrap().to_owned())
+                }
+                _ => panic!("{base}: {status} {}", brief(&body)),
+            }
+        })
+        .await;
+        e2.push(epoch);
+    }
+    assert!(e2.iter().all(|e| *e == e2[0] && *e != e1), "{e1} then {e2:?}");
+    let e2 = e2.swap_remove(0);
+    assert_eq!(redis_state(&redis, &prefix, id).epoch, e2);
+    for base in &bases {
+        let (status, body) = get_json(&http, &format!("{base}/llm/logs?instanceId={id}&fromLine=0&epoch={e1}")).await;
+        assert_eq!((status, body["epoch"].as_str()), (410, Some(e2.as_str())), "{base}: {body}");
+    }
+
+    // The client starts over from line 0 without an epoch: the new sequence, whole.
+    let mut new = Cursor::new(id);
+    new.follow(&bases, DEADLINE).await;
+    assert_eq!(new.epoch.as_deref(), Some(e2.as_str()));
+    assert_same_lines(&new.lines, &final_lines(&sim, id), "the new sequence");
+    assert_every_replica_serves(&bases, id, &new.lines, &e2).await;
+    for r in replicas {
+        r.stop().await;
+    }
 }

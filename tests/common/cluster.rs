@@ -798,7 +798,7 @@ impl Cursor {
         let from = self.lines.len();
         let (status, body) = get_json(&self.http, &format!("{base}{}", self.path(wait_ms))).await;
         self.polls += 1;
-        assert_eq!(status, 200, "poll {} to {base} from line {from}: {body}", self.polls);
+        assert_eq!(status, 200, "poll {} to {base} from line {from}: {}", self.polls, brief(&body));
         assert_eq!(body["instanceId"], Value::String(self.id.to_string()));
         assert_eq!(body["fromLine"].as_u64(), Some(from as u64), "{body}");
         let this_epoch = body["epoch"].as_str().unwrap_or_else(|| panic!("no epoch: {body}")).to_owned();
@@ -826,7 +826,7 @@ impl Cursor {
             if done(&body) {
                 return body;
             }
-            assert!(tokio::time::Instant::now() < until, "not done in {deadline:?}; last answer {body}");
+            assert!(tokio::time::Instant::now() < until, "not done in {deadline:?}; last answer {}", brief(&body));
             tokio::time::sleep(Duration::from_millis(40)).await;
         }
         unreachable!()
@@ -846,4 +846,13 @@ pub async fn follow_across(bases: &[&str], id: i64, deadline: Duration) -> Follo
     let mut cursor = Cursor::new(id);
     let last = cursor.follow(bases, deadline).await;
     Follow { lines: cursor.lines, last, answers: cursor.answers }
+}
+
+/// An answer without its lines (their number instead), for assertion messages.
+pub fn brief(body: &Value) -> Value {
+    let mut b = body.clone();
+    if let Some(lines) = b.get("lines").and_then(Value::as_array).map(Vec::len) {
+        b["lines"] = Value::String(format!("({lines} lines)"));
+    }
+    b
 }
