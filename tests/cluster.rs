@@ -553,3 +553,222 @@ async fn a_redis_restart_without_data_is_a_new_epoch_on_every_replica() {
         r.stop().await;
     }
 }
+
+/// How Redis becomes unreachable.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// SIGSTOP: connections are accepted, nothing is answered (commands time out).
+    Paused,
+    /// `kill -9`: connections are refused (a durable Redis comes back with its data).
+    Killed,
+}
+
+/// 5. Redis unreachable (paused with SIGSTOP, then killed): every replica answers what it
+/// holds, 200 with `stale: true`; an instance it does not hold gets 503
+/// `store_unavailable` with `Retry-After`; no replica reads PowerJob on its own (that
+/// would fork the order). Once Redis is back, everything recovers without restarting a
+/// replica, and the client's follow ends exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
+async fn replicas_serve_what_they_hold_while_redis_is_unreachable() {
+    let mut redis = RedisServer::start_durable();
+    let prefix = test_key_prefix();
+    let sim = Simulator::spawn(sim_config(script(800, 8_000, 100))).await.unwrap();
+    // A paused Redis is given up on after 300 ms (+ the commit timeout, 200 ms).
+    let extra = "command_timeout_ms = 300";
+    let a = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), extra)).await;
+    let b = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), extra)).await;
+    let bases = [a.base(), b.base()];
+    let id = run(&sim);
+    let mut cursor = Cursor::new(id);
+    cursor.follow_until(&bases, DEADLINE, |b| b["totalLines"].as_u64() >= Some(100)).await;
+    let http = reqwest::Client::new();
+    let mut prefixes = Vec::new();
+
+    for outage in [Outage::Paused, Outage::Killed] {
+        match outage {
+            Outage::Paused => redis.stop(),
+            Outage::Killed => redis.kill(),
+        }
+        // Each replica answers from what it holds, stale once its refresh failed: its
+        // lines from line 0 (a prefix of the one sequence, checked at the end)…
+        let epoch = cursor.epoch.clone().unwrap();
+        let mut held = Vec::new();
+        for base in bases {
+            let url = format!("{base}/llm/logs?instanceId={id}&limit=10000&epoch={epoch}");
+            let lines = wait_for(Duration::from_secs(10), "a stale answer", || async {
+                let (status, body) = get_json(&http, &url).await;
+                assert_eq!(status, 200, "{outage:?}: {base}: {}", brief(&body));
+                (body["stale"] == true).then(|| serde_json::from_value::<Vec<String>>(body["lines"].clone()).unwrap())
+            })
+            .await;
+            held.push(lines.len());
+            prefixes.push(lines);
+        }
+        let upstream = (sim.requests("/instance/log"), sim.requests("/openApi/fetchInstanceInfo"));
+        // …an instance no replica holds: 503, store_unavailable, Retry-After…
+        let other = run(&sim);
+        for base in bases {
+            let resp = http.get(format!("{base}/llm/logs?instanceId={other}")).send().await.unwrap();
+            let status = resp.status().as_u16();
+            let retry_after = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(status, 503, "{outage:?}: {base}: {body}");
+            assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+            assert!(retry_after.is_some_and(|s| s.parse::<u32>().is_ok_and(|s| s > 0)), "{body}");
+        }
+        // …and the client's cursor: stale lines from a replica that holds that far, 503
+        // from one that does not (lines it does not hold). For a while, and PowerJob is
+        // not read at all meanwhile.
+        let watched = tokio::time::Instant::now();
+        while watched.elapsed() < Duration::from_millis(1_500) {
+            let k = cursor.polls % 2;
+            let at = cursor.lines.len();
+            let (status, body) = cursor.try_poll(bases[k], 0).await;
+            if held[k] >= at {
+                assert_eq!((status, &body["stale"]), (200, &json!(true)), "{outage:?}: {}", brief(&body));
+            } else {
+                assert_eq!((status, &body["error"]["code"]), (503, &json!("store_unavailable")), "{outage:?}: {body}");
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        let now = (sim.requests("/instance/log"), sim.requests("/openApi/fetchInstanceInfo"));
+        assert_eq!(now, upstream, "{outage:?}: PowerJob (log reads, status reads) read while Redis was down");
+
+        match outage {
+            Outage::Paused => redis.cont(),
+            Outage::Killed => redis.restart(),
+        }
+        // Back by itself: fresh answers under the same epoch, the other instance served,
+        // PowerJob read again.
+        for base in bases {
+            let until = tokio::time::Instant::now() + Duration::from_secs(15);
+            while cursor.poll(base, 0).await["stale"] != false {
+                assert!(tokio::time::Instant::now() < until, "{outage:?}: {base} stays stale");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let url = format!("{base}/llm/logs?instanceId={other}");
+            wait_until(Duration::from_secs(15), "the other instance served", || async {
+                get_json(&http, &url).await.0 == 200
+            })
+            .await;
+        }
+        assert!(sim.requests("/instance/log") > upstream.0, "{outage:?}: PowerJob read again");
+        assert_eq!(redis_state(&redis, &prefix, id).epoch, cursor.epoch.clone().unwrap(), "{outage:?}");
+    }
+
+    cursor.follow(&bases, DEADLINE).await;
+    assert_same_lines(&cursor.lines, &final_lines(&sim, id), "across two Redis outages");
+    assert!(cursor.answers.iter().any(|b| b["stale"] == true));
+    for held in prefixes {
+        assert!(held[..] == cursor.lines[..held.len()], "a replica served another sequence while Redis was down");
+    }
+    let epoch = cursor.epoch.clone().unwrap();
+    assert_every_replica_serves(&bases, id, &cursor.lines, &epoch).await;
+    assert_eq!(redis_state(&redis, &prefix, id).next, cursor.lines.len() as u64);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// 7. `/readyz` in cluster mode reports the store: ready with `store.ok` while Redis
+/// answers; 503 `not_ready`, code `store_unavailable`, `Retry-After`, while it does not
+/// (paused or killed); ready again once it is back, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
+async fn readyz_reports_the_store() {
+    let mut redis = RedisServer::start();
+    let sim = Simulator::spawn(fast_sim()).await.unwrap();
+    let p = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), "command_timeout_ms = 300")).await;
+    let node = p.logs.node().unwrap().to_owned();
+    let readyz = || async {
+        let resp = p.http.get(format!("{}/readyz", p.base())).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let retry_after = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+        (status, retry_after, resp.json::<Value>().await.unwrap())
+    };
+    let ready = |(status, retry_after, body): (u16, Option<String>, Value)| {
+        assert_eq!((status, retry_after), (200, None), "{body}");
+        assert_eq!(body, json!({"status": "ready", "store": {"ok": true, "node": node}}));
+    };
+    let unready = |(status, retry_after, body): &(u16, Option<String>, Value)| {
+        *status == 503 && {
+            assert!(retry_after.is_some(), "{body}");
+            assert_eq!(body["status"], "not_ready", "{body}");
+            assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+            assert_eq!((&body["store"]["ok"], &body["store"]["node"]), (&json!(false), &json!(node)), "{body}");
+            true
+        }
+    };
+    ready(readyz().await);
+    for outage in [Outage::Paused, Outage::Killed] {
+        match outage {
+            Outage::Paused => redis.stop(),
+            Outage::Killed => redis.kill(),
+        }
+        wait_until(Duration::from_secs(10), "/readyz 503", || async { unready(&readyz().await) }).await;
+        match outage {
+            Outage::Paused => redis.cont(),
+            Outage::Killed => redis.restart(),
+        }
+        wait_until(Duration::from_secs(10), "/readyz 200", || async { readyz().await.0 == 200 }).await;
+        ready(readyz().await);
+    }
+    p.stop().await;
+}
+
+/// 5b. A replica behind the client's cursor never says `complete`: B holds a complete
+/// run, the instance is retried through A and the client reads the new run's first
+/// lines there; B, paused meanwhile, resumes while Redis is unreachable. Asked from the
+/// client's cursor (lines B does not hold), B answers 503 `store_unavailable` (JSON and
+/// the stream's reconnect alike), not `complete: true` (the client would stop for good
+/// and lose the rest of the run) nor 204; once Redis is back it serves the new run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
+async fn a_replica_behind_the_cursor_never_says_complete() {
+    let redis = RedisServer::start_durable();
+    let sim = Simulator::spawn(sim_config(script(100, 1_000, 0))).await.unwrap();
+    let config = || cluster_config(&sim.url(), &redis.url(), "command_timeout_ms = 300");
+    let a = Replica::spawn(&config()).await;
+    let b = Replica::spawn(&config()).await;
+    let both = [a.base(), b.base()];
+    let id = run(&sim);
+    let mut cursor = Cursor::new(id);
+    cursor.follow(&both, DEADLINE).await;
+    let run1 = cursor.lines.len();
+    let epoch = cursor.epoch.clone().unwrap();
+    let (status, body) = b.get(&format!("/llm/logs?instanceId={id}&fromLine={run1}&epoch={epoch}")).await;
+    assert_eq!((status, &body["complete"]), (200, &json!(true)), "{}", brief(&body));
+
+    b.sigstop();
+    let (status, body) = post(a.base(), &format!("/llm/instances/{id}/retry")).await;
+    assert_eq!(status, 200, "{body}");
+    let mut polls = 0;
+    while cursor.lines.len() == run1 {
+        polls += 1;
+        assert!(polls < 1_000, "no line of the second run on A");
+        cursor.poll(a.base(), 0).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.stop();
+    b.sigcont();
+    let at = cursor.lines.len();
+    let (status, body) = b.get(&format!("/llm/logs?instanceId={id}&fromLine={at}&epoch={epoch}")).await;
+    assert_ne!(body["complete"], true, "B, behind the cursor, says complete: {}", brief(&body));
+    assert_eq!((status, &body["error"]["code"]), (503, &json!("store_unavailable")), "{}", brief(&body));
+    let resp = reqwest::Client::new()
+        .get(format!("{}/llm/logs/{id}/stream?epoch={epoch}", b.base()))
+        .header("Last-Event-ID", at.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503, "an EventSource reconnecting to B");
+    // What B holds it still serves (the first run, complete as B knows it).
+    let (status, body) = b.get(&format!("/llm/logs?instanceId={id}&fromLine=0&epoch={epoch}")).await;
+    assert_eq!(status, 200, "{}", brief(&body));
+    assert_eq!(body["lines"], json!(cursor.lines[..run1]));
+
+    redis.cont();
+    cursor.follow_until(&both, DEADLINE, |b| b["complete"] == true && b["attempt"] == 2).await;
+    assert_same_lines(&cursor.lines, &final_lines(&sim, id), "both runs");
+    assert_every_replica_serves(&both, id, &cursor.lines, &epoch).await;
+}
