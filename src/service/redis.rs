@@ -38,7 +38,7 @@ pub enum StoreError {
     #[error("the shared store (Redis) is unreachable: {0}")]
     Unavailable(String),
     /// Redis refused a write for lack of memory (`maxmemory`, `noeviction`).
-    #[error("the shared store (Redis) is out of memory: the append was refused whole")]
+    #[error("the shared store (Redis) is out of memory: the write was refused whole")]
     OutOfMemory,
     /// Another replica holds the instance's lease now.
     #[error("another replica holds the lease of this instance")]
@@ -115,8 +115,9 @@ if cur == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   role = 'held'
 elseif not cur then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  role = 'acquired'
+  -- Out of memory (noeviction), Redis refuses the SET: read on without the lease.
+  local taken = redis.pcall('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if type(taken) ~= 'table' or not taken.err then role = 'acquired' end
 end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('HSET', KEYS[2], 'epoch', ARGV[3], 'next', 0, 'committed', 0)
