@@ -772,3 +772,99 @@ async fn a_replica_behind_the_cursor_never_says_complete() {
     assert_same_lines(&cursor.lines, &final_lines(&sim, id), "both runs");
     assert_every_replica_serves(&both, id, &cursor.lines, &epoch).await;
 }
+
+/// The value of `powertail_store_errors_total{op="<op>",kind="<kind>"}` in a
+/// `/metrics` text (0 when absent).
+fn store_errors(metrics: &str, op: &str, kind: &str) -> u64 {
+    let (op, kind) = (format!("op=\"{op}\""), format!("kind=\"{kind}\""));
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("powertail_store_errors_total{") && l.contains(&op) && l.contains(&kind))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+        .sum()
+}
+
+/// The OOM errors of appends one replica counted.
+async fn oom_appends(replica: &Replica) -> u64 {
+    let (status, body) = replica.get("/metrics").await;
+    assert_eq!(status, 200);
+    store_errors(body.as_str().unwrap(), "append", "oom")
+}
+
+/// 6a. Redis out of memory (`maxmemory 2mb`, `noeviction`) under a log that outgrows it:
+/// the append that does not fit fails whole (the stream holds exactly `next` lines, all
+/// committed), `powertail_store_errors_total{op="append",kind="oom"}` counts it, and
+/// readers on every replica keep getting exactly what was committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
+async fn an_append_past_maxmemory_fails_whole_and_readers_keep_the_committed_lines() {
+    let redis = RedisServer::start_with(&["--maxmemory", "2mb"]);
+    let prefix = test_key_prefix();
+    // 6 000 lines of about 250 bytes: 1.5 MB of text, more than the ~1.1 MB left.
+    let pad = "x".repeat(200);
+    let text: String = (0..6_000).map(|k| format!("[INFO] {pad} row {k}\n")).collect();
+    let sim = Simulator::spawn(sim_config(JobScript::from_text(&text, 4_000, 5, "ok"))).await.unwrap();
+    let a = Replica::spawn(&cluster_config(&sim.url(), &redis.url(), "")).await;
+    let b = Replica::spawn(&cluster_config(&sim.url(), &redis.url(), "")).await;
+    let both = [a.base(), b.base()];
+    assert_eq!(oom_appends(&a).await + oom_appends(&b).await, 0);
+    let id = run(&sim);
+    let mut cursor = Cursor::new(id);
+    let lines_key = key(&prefix, id, "lines");
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let mut refused = 0;
+    while refused == 0 {
+        let body = cursor.poll(both[cursor.polls % 2], 0).await;
+        assert_ne!(body["complete"], true, "the whole log fitted: make it longer");
+        assert!(tokio::time::Instant::now() < until, "no append refused for lack of memory");
+        refused = oom_appends(&a).await + oom_appends(&b).await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    // Whole: every line the stream holds is counted and committed, nothing more.
+    let state = redis_state(&redis, &prefix, id);
+    assert_eq!(state.next, state.committed);
+    assert_eq!(redis.cmd(&["XLEN", &lines_key]), state.next.to_string());
+    assert!(redis.used_memory() > 2 * 1024 * 1024 - 64 * 1024, "{} bytes used", redis.used_memory());
+    // Readers get exactly the committed lines, on either replica, and no more.
+    let committed = usize::try_from(state.committed).unwrap();
+    cursor.follow_until(&both, DEADLINE, |b| b["nextLine"].as_u64() == Some(committed as u64)).await;
+    let http = reqwest::Client::new();
+    let epoch = cursor.epoch.clone().unwrap();
+    for base in both {
+        wait_until(Duration::from_secs(10), "the replica to serve the committed lines", || async {
+            let (status, body) =
+                get_json(&http, &format!("{base}/llm/logs?instanceId={id}&limit=10000&epoch={epoch}")).await;
+            assert_eq!(status, 200, "{}", brief(&body));
+            let lines: Vec<String> = serde_json::from_value(body["lines"].clone()).unwrap();
+            assert!(lines[..] == cursor.lines[..lines.len().min(committed)], "{base} serves another sequence");
+            assert!(lines.len() <= committed, "{base} serves lines that are not committed");
+            lines.len() == committed
+        })
+        .await;
+    }
+    // The refresh is tried again (and refused again), never in part.
+    let later = tokio::time::Instant::now();
+    while later.elapsed() < Duration::from_secs(2) {
+        cursor.poll(both[cursor.polls % 2], 0).await;
+        let now = redis_state(&redis, &prefix, id);
+        assert_eq!((now.next, now.committed), (state.next, state.committed), "an append went through");
+        assert_eq!(redis.cmd(&["XLEN", &lines_key]), state.next.to_string());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert_eq!(cursor.lines.len(), committed);
+    // A replica that did not hold the log reads it too, also once the lease has lapsed
+    // (nobody can take it while Redis refuses writes).
+    wait_until(Duration::from_secs(5), "the lease to lapse", || async { lease_node(&redis, &prefix, id).is_none() })
+        .await;
+    let c = Replica::spawn(&cluster_config(&sim.url(), &redis.url(), "")).await;
+    let mut fresh = Cursor::new(id);
+    fresh
+        .follow_until(&[c.base()], Duration::from_secs(10), |b| b["nextLine"].as_u64() == Some(committed as u64))
+        .await;
+    assert!(fresh.lines == cursor.lines && fresh.epoch == cursor.epoch);
+    let total = oom_appends(&a).await + oom_appends(&b).await;
+    eprintln!(
+        "{committed} lines committed of {}; appends refused for lack of memory: {refused}, then {total}",
+        final_lines(&sim, id).len()
+    );
+}
