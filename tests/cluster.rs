@@ -868,3 +868,91 @@ async fn an_append_past_maxmemory_fails_whole_and_readers_keep_the_committed_lin
         final_lines(&sim, id).len()
     );
 }
+
+/// `PTTL key` in ms (-2: no such key, -1: no expiry).
+fn pttl(redis: &RedisServer, key: &str) -> i64 {
+    match redis.try_cmd(&["PTTL", key]).unwrap() {
+        Reply::Int(n) => n,
+        other => panic!("PTTL {key}: {other:?}"),
+    }
+}
+
+/// 6b. `retain_complete_ms`: once a log is complete its keys expire that long after
+/// (none before: a growing log's keys have no expiry); they are gone then, and the next
+/// read rebuilds the log under a new epoch (410 to the old one), whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
+async fn a_complete_log_expires_after_retain_complete_ms() {
+    const RETAIN_MS: i64 = 2_000;
+    let redis = RedisServer::start();
+    let prefix = test_key_prefix();
+    let sim = Simulator::spawn(sim_config(script(200, 1_500, 0))).await.unwrap();
+    // (A complete log read is checked again after 200 ms: the read after the expiry.)
+    let extra = format!("retain_complete_ms = {RETAIN_MS}\n[logs]\nrecheck_complete_ms = 200");
+    let a = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), &extra)).await;
+    let b = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), &extra)).await;
+    let both = [a.base(), b.base()];
+    let id = run(&sim);
+    let (state_key, lines_key) = (key(&prefix, id, "state"), key(&prefix, id, "lines"));
+    let mut cursor = Cursor::new(id);
+    cursor.follow_until(&both, DEADLINE, |b| b["totalLines"].as_u64() >= Some(20)).await;
+    assert_eq!((pttl(&redis, &state_key), pttl(&redis, &lines_key)), (-1, -1), "a growing log does not expire");
+    cursor.follow(&both, DEADLINE).await;
+    let e1 = cursor.epoch.clone().unwrap();
+    assert_same_lines(&cursor.lines, &final_lines(&sim, id), "the first sequence");
+    for k in [&state_key, &lines_key] {
+        let ttl = pttl(&redis, k);
+        assert!(0 < ttl && ttl <= RETAIN_MS, "{k}: PTTL {ttl}");
+    }
+    wait_until(Duration::from_millis(RETAIN_MS as u64 + 5_000), "the keys to expire", || async {
+        redis.try_cmd(&["EXISTS", &state_key, &lines_key]).unwrap() == Reply::Int(0)
+    })
+    .await;
+
+    // A read of the old epoch: 410 with a new one (once the replica looked at Redis).
+    let http = reqwest::Client::new();
+    let url = format!("{}/llm/logs?instanceId={id}&fromLine={}&epoch={e1}", a.base(), cursor.lines.len());
+    let e2 = wait_for(Duration::from_secs(10), "410 to the expired epoch", || async {
+        let (status, body) = get_json(&http, &url).await;
+        match status {
+            200 => None,
+            410 => Some(body["epoch"].as_str().unwrap().to_owned()),
+            _ => panic!("{status} {}", brief(&body)),
+        }
+    })
+    .await;
+    assert_ne!(e2, e1);
+    let mut again = Cursor::new(id);
+    again.follow(&both, DEADLINE).await;
+    assert_eq!(again.epoch.as_deref(), Some(e2.as_str()));
+    assert_same_lines(&again.lines, &final_lines(&sim, id), "the rebuilt sequence");
+    assert_every_replica_serves(&both, id, &again.lines, &e2).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// 6c. `logs.max_lines_per_instance` holds in cluster mode: the log is cut at the cap
+/// (`truncated: true`), Redis holds exactly that many lines, every replica the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
+async fn the_line_cap_holds_in_redis() {
+    let redis = RedisServer::start();
+    let prefix = test_key_prefix();
+    let sim = Simulator::spawn(sim_config(script(400, 1_500, 0))).await.unwrap();
+    let extra = "[logs]\nmax_lines_per_instance = 150";
+    let a = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), extra)).await;
+    let b = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), extra)).await;
+    let both = [a.base(), b.base()];
+    let id = run(&sim);
+    let mut cursor = Cursor::new(id);
+    let last = cursor.follow(&both, DEADLINE).await;
+    assert_eq!(last["truncated"], true, "{}", brief(&last));
+    assert_eq!(cursor.lines[..], final_lines(&sim, id)[..150]);
+    let state = redis_state(&redis, &prefix, id);
+    assert_eq!((state.next, state.committed), (150, 150));
+    assert_eq!(redis.cmd(&["XLEN", &key(&prefix, id, "lines")]), "150");
+    let epoch = cursor.epoch.clone().unwrap();
+    assert_every_replica_serves(&both, id, &cursor.lines, &epoch).await;
+    a.stop().await;
+    b.stop().await;
+}
