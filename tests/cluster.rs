@@ -801,7 +801,6 @@ async fn an_append_past_maxmemory_fails_whole_and_readers_keep_the_committed_lin
     let state = redis_state(&redis, &prefix, id);
     assert_eq!(state.next, state.committed);
     assert_eq!(redis.cmd(&["XLEN", &lines_key]), state.next.to_string());
-    assert!(redis.used_memory() > 2 * 1024 * 1024 - 64 * 1024, "{} bytes used", redis.used_memory());
     // Readers get exactly the committed lines, on either replica, and no more.
     let committed = usize::try_from(state.committed).unwrap();
     cursor.follow_until(&both, DEADLINE, |b| b["nextLine"].as_u64() == Some(committed as u64)).await;
