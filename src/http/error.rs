@@ -75,8 +75,8 @@ pub enum ApiError {
     #[error("the log was rebuilt since this epoch: start over from line 0 with epoch `{0}`")]
     EpochMismatch(std::sync::Arc<str>),
     /// Cluster mode: the shared store (Redis) failed and this replica holds nothing of
-    /// the instance (503).
-    #[error("{0}; this replica holds nothing of the instance yet")]
+    /// the instance, or not the lines asked for (503).
+    #[error("{0}; this replica holds nothing of the instance, or not the lines asked for, yet")]
     StoreUnavailable(String),
 }
 

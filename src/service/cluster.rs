@@ -274,10 +274,12 @@ impl LogService {
         ));
     }
 
-    /// Another replica committed lines of `id` up to `committed`.
-    fn woken(&self, id: i64, committed: u64) {
+    /// Another replica committed lines of `id` up to `committed`. Also when this replica
+    /// holds that many lines already: the append may have changed the meta only (the
+    /// status, the completion, a retry), which readers wait for as much as for lines.
+    fn woken(&self, id: i64, _committed: u64) {
         let Some(entry) = self.inner.store.get(id) else { return };
-        if entry.holder.load(Ordering::Relaxed) || entry.line_count() as u64 >= committed {
+        if entry.holder.load(Ordering::Relaxed) {
             return;
         }
         let mut gate = self.gate(&entry);

@@ -315,10 +315,26 @@ impl LogService {
         if !current.is_empty() && mismatch(&current) {
             return Err(ServiceError::EpochMismatch(current));
         }
+        // Cluster mode: a cursor past the lines this replica shows was served by another
+        // replica, so the store holds more: sync now; and from behind it never answer
+        // `complete` (the client would stop short), nor from a store that failed (503).
+        let shared = self.inner.shared.is_some();
+        if shared && from_line > entry.line_count() as u64 {
+            self.gate(&entry).force = true;
+        }
         self.poll(&entry, wait, |stale, last| {
+            // (A complete entry is never `stale`: the error says the store failed.)
+            if shared && from_line > entry.line_count() as u64 {
+                if let Some(ServiceError::Store(e)) = &self.gate(&entry).last_error {
+                    return Some(Err(ServiceError::Store(e.clone())));
+                }
+            }
             entry.with_page(from_line, limit, stale, |page| {
                 if mismatch(page.epoch) {
                     return Some(Err(ServiceError::EpochMismatch(Arc::from(page.epoch))));
+                }
+                if shared && page.complete && from_line > page.total_lines {
+                    return last.then(|| Ok(render(&LogPage { complete: false, ..page.clone() })));
                 }
                 (!page.lines.is_empty() || page.complete || last).then(|| Ok(render(page)))
             })

@@ -38,7 +38,7 @@ pub enum StoreError {
     #[error("the shared store (Redis) is unreachable: {0}")]
     Unavailable(String),
     /// Redis refused a write for lack of memory (`maxmemory`, `noeviction`).
-    #[error("the shared store (Redis) is out of memory: the append was refused whole")]
+    #[error("the shared store (Redis) is out of memory: the write was refused whole")]
     OutOfMemory,
     /// Another replica holds the instance's lease now.
     #[error("another replica holds the lease of this instance")]
@@ -122,8 +122,9 @@ if cur == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   role = 'held'
 elseif not cur then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  role = 'acquired'
+  -- Out of memory (noeviction), Redis refuses the SET: read on without the lease.
+  local taken = redis.pcall('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if type(taken) ~= 'table' or not taken.err then role = 'acquired' end
 end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('HSET', KEYS[2], 'epoch', ARGV[3], 'next', 0, 'committed', 0)
@@ -134,7 +135,7 @@ return {role, s[1], s[2], s[3], s[4]}
 ";
 
 const APPEND: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED') end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED another replica holds the lease') end
 local n = tonumber(redis.call('HGET', KEYS[2], 'next') or '-1')
 if n ~= tonumber(ARGV[2]) then return redis.error_reply('CONFLICT ' .. n) end
 for i = 9, #ARGV do
@@ -155,7 +156,7 @@ return n
 ";
 
 const COMMIT: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED') end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED another replica holds the lease') end
 local n = tonumber(redis.call('HGET', KEYS[2], 'next') or '-1')
 local c = tonumber(ARGV[2])
 if c > n then return redis.error_reply('CONFLICT ' .. n) end

@@ -757,40 +757,118 @@ impl InProcess {
     }
 }
 
+/// A client's cursor on one instance's log, as the viewer keeps it: the lines read so
+/// far (`fromLine` of the next poll is their number) and the epoch of its first answer,
+/// sent back with every later poll. Any replica may answer any poll.
+pub struct Cursor {
+    pub id: i64,
+    /// Every line served, in order.
+    pub lines: Vec<String>,
+    /// The epoch of the first answer (every later one must carry the same).
+    pub epoch: Option<String>,
+    /// Every answer, in order.
+    pub answers: Vec<Value>,
+    /// Polls sent.
+    pub polls: usize,
+    http: reqwest::Client,
+}
+
+impl Cursor {
+    /// A cursor at line 0 without an epoch.
+    pub fn new(id: i64) -> Self {
+        Cursor { id, lines: Vec::new(), epoch: None, answers: Vec::new(), polls: 0, http: reqwest::Client::new() }
+    }
+
+    /// The `/llm/logs` path of the next poll (`fromLine`, `epoch` when known, `waitMs`
+    /// when not 0).
+    pub fn path(&self, wait_ms: u32) -> String {
+        let mut path = format!("/llm/logs?instanceId={}&fromLine={}", self.id, self.lines.len());
+        if let Some(e) = &self.epoch {
+            path.push_str(&format!("&epoch={e}"));
+        }
+        if wait_ms > 0 {
+            path.push_str(&format!("&waitMs={wait_ms}"));
+        }
+        path
+    }
+
+    /// One poll of `base` that must answer 200 under the cursor's epoch (taken from the
+    /// first answer); checks the cursor contract and takes the lines. The answer.
+    pub async fn poll(&mut self, base: &str, wait_ms: u32) -> Value {
+        let from = self.lines.len();
+        let (status, body) = self.try_poll(base, wait_ms).await;
+        assert_eq!(status, 200, "poll {} to {base} from line {from}: {}", self.polls, brief(&body));
+        body
+    }
+
+    /// One poll of `base`: a 200 is checked and taken as [`poll`](Self::poll) does;
+    /// any other answer is returned as it came, the cursor unchanged.
+    pub async fn try_poll(&mut self, base: &str, wait_ms: u32) -> (u16, Value) {
+        let from = self.lines.len();
+        let (status, body) = get_json(&self.http, &format!("{base}{}", self.path(wait_ms))).await;
+        self.polls += 1;
+        if status != 200 {
+            return (status, body);
+        }
+        assert_eq!(body["instanceId"], Value::String(self.id.to_string()));
+        assert_eq!(body["fromLine"].as_u64(), Some(from as u64), "{}", brief(&body));
+        let this_epoch = body["epoch"].as_str().unwrap_or_else(|| panic!("no epoch: {}", brief(&body))).to_owned();
+        assert_eq!(*self.epoch.get_or_insert_with(|| this_epoch.clone()), this_epoch, "poll {} to {base}", self.polls);
+        let got: Vec<String> = serde_json::from_value(body["lines"].clone()).unwrap();
+        let (next, total) = (body["nextLine"].as_u64().unwrap(), body["totalLines"].as_u64().unwrap());
+        assert_eq!(next, (from + got.len()) as u64, "{}", brief(&body));
+        // (`fromLine > totalLines` is no error: a replica may hold fewer lines than the
+        // one that served the cursor. Lines it serves it holds, and `complete` is only
+        // said at the very end.)
+        assert!(got.is_empty() || total >= next, "{}", brief(&body));
+        assert!(body["complete"] != Value::Bool(true) || total == next, "complete short of the end: {}", brief(&body));
+        self.lines.extend(got);
+        self.answers.push(body.clone());
+        (status, body)
+    }
+
+    /// Polls the next of `bases` in turn (round-robin through a load balancer), 40 ms
+    /// apart, until an answer satisfies `done`; panics after `deadline`. The last answer.
+    pub async fn follow_until(
+        &mut self,
+        bases: &[&str],
+        deadline: Duration,
+        mut done: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        assert!(!bases.is_empty());
+        let until = tokio::time::Instant::now() + deadline;
+        for poll in 0.. {
+            let body = self.poll(bases[poll % bases.len()], 0).await;
+            if done(&body) {
+                return body;
+            }
+            assert!(tokio::time::Instant::now() < until, "not done in {deadline:?}; last answer {}", brief(&body));
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        unreachable!()
+    }
+
+    /// [`follow_until`](Self::follow_until) an answer says `complete`.
+    pub async fn follow(&mut self, bases: &[&str], deadline: Duration) -> Value {
+        self.follow_until(bases, deadline, |b| b["complete"] == Value::Bool(true)).await
+    }
+}
+
 /// Follows `id`'s log like a browser whose every poll goes to the next of `bases` in
 /// turn (round-robin through a load balancer) until `complete`, sending back `nextLine`
-/// and, from the first answer on, its `epoch`. Checks the cursor contract and that the
-/// epoch never changes on every answer. Returns every line served.
+/// and, from the first answer on, its `epoch` (a [`Cursor`]). Checks the cursor
+/// contract and that the epoch never changes on every answer. Returns every line served.
 pub async fn follow_across(bases: &[&str], id: i64, deadline: Duration) -> Follow {
-    assert!(!bases.is_empty());
-    let http = reqwest::Client::new();
-    let until = tokio::time::Instant::now() + deadline;
-    let mut lines: Vec<String> = Vec::new();
-    let mut answers = Vec::new();
-    let mut epoch: Option<String> = None;
-    for poll in 0.. {
-        let base = bases[poll % bases.len()];
-        let from = lines.len();
-        let mut url = format!("{base}/llm/logs?instanceId={id}&fromLine={from}");
-        if let Some(e) = &epoch {
-            url.push_str(&format!("&epoch={e}"));
-        }
-        let (status, body) = get_json(&http, &url).await;
-        assert_eq!(status, 200, "poll {poll} to {base}: {body}");
-        assert_eq!(body["instanceId"], Value::String(id.to_string()));
-        assert_eq!(body["fromLine"].as_u64(), Some(from as u64), "{body}");
-        let this_epoch = body["epoch"].as_str().unwrap_or_else(|| panic!("no epoch: {body}")).to_owned();
-        assert_eq!(*epoch.get_or_insert_with(|| this_epoch.clone()), this_epoch, "poll {poll} to {base}");
-        let got: Vec<String> = serde_json::from_value(body["lines"].clone()).unwrap();
-        assert_eq!(body["nextLine"].as_u64(), Some((from + got.len()) as u64), "{body}");
-        assert!(body["totalLines"].as_u64().unwrap() >= body["nextLine"].as_u64().unwrap(), "{body}");
-        lines.extend(got);
-        answers.push(body.clone());
-        if body["complete"] == Value::Bool(true) {
-            return Follow { lines, last: body, answers };
-        }
-        assert!(tokio::time::Instant::now() < until, "not complete in {deadline:?}; last answer {body}");
-        tokio::time::sleep(Duration::from_millis(40)).await;
+    let mut cursor = Cursor::new(id);
+    let last = cursor.follow(bases, deadline).await;
+    Follow { lines: cursor.lines, last, answers: cursor.answers }
+}
+
+/// An answer without its lines (their number instead), for assertion messages.
+pub fn brief(body: &Value) -> Value {
+    let mut b = body.clone();
+    if let Some(lines) = b.get("lines").and_then(Value::as_array).map(Vec::len) {
+        b["lines"] = Value::String(format!("({lines} lines)"));
     }
-    unreachable!()
+    b
 }
