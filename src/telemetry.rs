@@ -47,7 +47,8 @@ pub const STORE_ERRORS: &str = "powertail_store_errors_total";
 pub const STORE_READS: &str = "powertail_store_reads_total";
 /// Appends to the shared store that succeeded.
 pub const STORE_APPENDS: &str = "powertail_store_appends_total";
-/// Lease changes of this replica, by `change` (`acquired`, `lost`).
+/// Lease changes of this replica, by `change` (`acquired`, `lost`, and `fenced` or
+/// `conflict` when an append was refused: another replica holds the lease, or wrote).
 pub const STORE_LEASES: &str = "powertail_store_leases_total";
 
 /// Sets up powertail's own log output on stderr: `RUST_LOG` when set (and valid), else

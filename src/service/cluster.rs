@@ -221,6 +221,8 @@ impl LogService {
                     entry.holder.store(false, Ordering::Relaxed);
                 }
                 if matches!(e, StoreError::Fenced | StoreError::Conflict(_)) {
+                    let change = if matches!(e, StoreError::Fenced) { "fenced" } else { "conflict" };
+                    metrics::counter!(telemetry::STORE_LEASES, "change" => change).increment(1);
                     tracing::info!(instance.id = entry.id, error = %e, "append refused; following the store");
                     return Ok(());
                 }
@@ -261,7 +263,7 @@ impl LogService {
     /// replica holds at once (the timer of one refresh interval is the fallback).
     pub(super) fn start_wake_ups(&self) {
         let Some(shared) = self.inner.shared.clone() else { return };
-        let weak = Arc::downgrade(&self.inner);
+        let (weak, again) = (Arc::downgrade(&self.inner), Arc::downgrade(&self.inner));
         let stop = self.inner.shutdown.clone();
         tokio::spawn(shared.subscribe(
             stop,
@@ -270,7 +272,16 @@ impl LogService {
                     LogService { inner }.woken(id, committed);
                 }
             },
-            || {},
+            // Messages published while this replica was not subscribed are lost: sync
+            // every instance held now rather than wait for each one's timer.
+            move || {
+                if let Some(inner) = again.upgrade() {
+                    let service = LogService { inner };
+                    for id in service.inner.store.ids() {
+                        service.woken(id, 0);
+                    }
+                }
+            },
         ));
     }
 

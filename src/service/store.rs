@@ -159,6 +159,13 @@ impl Store {
         }
     }
 
+    /// The ids of every entry held.
+    pub(super) fn ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.complete.iter().map(|(id, _)| *id).collect();
+        ids.extend(self.following.lock().expect("store lock poisoned").keys());
+        ids
+    }
+
     /// The entry of `id`, if held.
     pub(super) fn get(&self, id: i64) -> Option<Arc<Entry>> {
         self.complete.get(&id).or_else(|| self.following.lock().expect("store lock poisoned").get(&id).cloned())
