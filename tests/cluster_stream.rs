@@ -94,3 +94,45 @@ async fn a_stream_resumes_on_another_replica_with_last_event_id() {
     lines.extend(lines_of(&rest));
     assert_eq!(lines, sim.with_core(|c, _| c.final_lines(id)), "every line once, in order");
 }
+
+/// The lease holder refreshes for readers on other replicas too: a client that only
+/// long-polls another replica gets every line, and the lease never moves (without the
+/// holder's help it would lapse, `lease_ms` without local reads, and move at each gap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
+async fn the_holder_refreshes_for_readers_on_another_replica() {
+    let redis = RedisServer::start();
+    let mut text = String::new();
+    for k in 0..300 {
+        text.push_str(&format!("[INFO] step {k}\n"));
+    }
+    let mut sim_cfg = fast_sim();
+    sim_cfg.jobs = vec![SimJob {
+        id: 12,
+        name: "j".into(),
+        job_params: String::new(),
+        script: Some(Arc::new(JobScript::from_text(&text, 4_000, 5, "ok"))),
+    }];
+    let sim = Simulator::spawn(sim_cfg).await.unwrap();
+    let a = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), "")).await;
+    let b = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), "")).await;
+    let id = sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
+    let node_a = a.get("/readyz").await.1["store"]["node"].as_str().unwrap().to_owned();
+    // A reads first and takes the lease; from then on only B is read.
+    let (status, _) = a.get(&format!("/llm/logs?instanceId={id}")).await;
+    assert_eq!(status, 200);
+    let lease_key = format!("{}:{{{id}}}:lease", common::cluster::test_key_prefix());
+    assert!(redis.cmd(&["GET", &lease_key]).starts_with(&format!("{node_a}:")));
+    let mut lines: Vec<String> = Vec::new();
+    for _ in 0..400 {
+        let (status, body) = b.get(&format!("/llm/logs?instanceId={id}&fromLine={}&waitMs=3000", lines.len())).await;
+        assert_eq!(status, 200, "{body}");
+        lines.extend(body["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_owned()));
+        let owner = redis.cmd(&["GET", &lease_key]);
+        assert!(owner.is_empty() || owner.starts_with(&format!("{node_a}:")), "the lease moved to {owner}");
+        if body["complete"] == true {
+            break;
+        }
+    }
+    assert_eq!(lines, sim.with_core(|c, _| c.final_lines(id)), "every line once, in order");
+}

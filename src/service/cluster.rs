@@ -278,23 +278,29 @@ impl LogService {
                 if let Some(inner) = again.upgrade() {
                     let service = LogService { inner };
                     for id in service.inner.store.ids() {
-                        service.woken(id, 0);
+                        service.woken(id, Some(0));
                     }
                 }
             },
         ));
     }
 
-    /// Another replica committed lines of `id` up to `committed`. Also when this replica
-    /// holds that many lines already: the append may have changed the meta only (the
-    /// status, the completion, a retry), which readers wait for as much as for lines.
-    fn woken(&self, id: i64, _committed: u64) {
+    /// A message about `id`: another replica committed lines or meta up to `committed`
+    /// (this replica syncs, unless it wrote them), or (`None`) another replica's readers
+    /// wait for it (the holder refreshes when due: it does so only for its own readers
+    /// otherwise, and they may all be on other replicas).
+    fn woken(&self, id: i64, committed: Option<u64>) {
         let Some(entry) = self.inner.store.get(id) else { return };
-        if entry.holder.load(Ordering::Relaxed) {
-            return;
-        }
+        let holder = entry.holder.load(Ordering::Relaxed);
         let mut gate = self.gate(&entry);
-        gate.force = true;
-        self.start_refresh_if_due(&entry, &mut gate, self.inner.refresh_interval);
+        match committed {
+            // (Also when this replica holds that many lines already: the append may
+            // have changed the meta only, the status, the completion, a retry.)
+            Some(_) if !holder => gate.force = true,
+            None if holder => {}
+            _ => return,
+        }
+        let interval = if entry.is_complete() { self.inner.recheck_complete } else { self.inner.refresh_interval };
+        self.start_refresh_if_due(&entry, &mut gate, interval);
     }
 }

@@ -125,6 +125,10 @@ elseif not cur then
   -- Out of memory (noeviction), Redis refuses the SET: read on without the lease.
   local taken = redis.pcall('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   if type(taken) ~= 'table' or not taken.err then role = 'acquired' end
+else
+  -- Another replica holds it, and this one has readers: ask the holder to refresh
+  -- (it refreshes only for its own readers otherwise).
+  redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' want')
 end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('HSET', KEYS[2], 'epoch', ARGV[3], 'next', 0, 'committed', 0)
@@ -334,6 +338,8 @@ impl SharedLog {
             .arg(self.lease_ms + extra_ms)
             .arg(new_epoch)
             .arg(self.retain_ms)
+            .arg(self.channel())
+            .arg(id)
             .invoke_async(&mut conn)
             .await;
         let (role, epoch, next, committed, meta) = match reply {
@@ -524,13 +530,14 @@ impl SharedLog {
         }
     }
 
-    /// Delivers every commit message (`id`, `committed`) to `on_commit` until `stop`,
+    /// Delivers every message to `on_message` until `stop`: a commit (`id`,
+    /// `Some(committed)`), or another replica's readers waiting for `id` (`None`),
     /// reconnecting and resubscribing after any failure; `on_resubscribed` runs after
     /// each (re)subscription, since messages published meanwhile are lost.
     pub async fn subscribe(
         self: Arc<Self>,
         stop: tokio_util::sync::CancellationToken,
-        on_commit: impl Fn(i64, u64) + Send + 'static,
+        on_message: impl Fn(i64, Option<u64>) + Send + 'static,
         on_resubscribed: impl Fn() + Send + 'static,
     ) {
         let mut backoff = Duration::from_millis(100);
@@ -572,9 +579,16 @@ impl SharedLog {
                     msg = messages.next() => {
                         let Some(msg) = msg else { break };
                         let payload: String = msg.get_payload().unwrap_or_default();
-                        if let Some((id, n)) = payload.split_once(' ') {
-                            if let (Ok(id), Ok(n)) = (id.parse(), n.parse()) {
-                                on_commit(id, n);
+                        if let Some((id, what)) = payload.split_once(' ') {
+                            if let Ok(id) = id.parse() {
+                                match what {
+                                    "want" => on_message(id, None),
+                                    n => {
+                                        if let Ok(n) = n.parse() {
+                                            on_message(id, Some(n));
+                                        }
+                                    }
+                                }
                             }
                         }
                     }
