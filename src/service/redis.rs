@@ -14,7 +14,9 @@
 //! the expected `next` before it writes anything (a paused former holder is refused,
 //! never forks the sequence; Redis also refuses a repeated stream ID); with
 //! `commit_replicas > 0`, [`SharedLog::commit`] moves `committed` once `WAIT` confirmed
-//! the lines. Each commit is published on `<prefix>:appended` as `"<id> <committed>"`.
+//! the lines. Each commit is published on `<prefix>:appended` as `"<id> <committed>"`;
+//! a tick that finds the lease held by another replica publishes `"<id> want"` there, so
+//! that the holder refreshes for readers it does not serve itself.
 
 use std::sync::Arc;
 use std::time::Duration;
