@@ -338,9 +338,11 @@ fn failures_text(f: &Failures) -> String {
     f.lock().unwrap().iter().map(|(k, v)| format!("{v} × {k}")).collect::<Vec<_>>().join(", ")
 }
 
-/// Long-polling watchers (`waitMs=2000`) until `until`: each poll of each watcher goes
+/// Long-polling watchers until `until` (`waitMs` [`WAIT_MS`], the client library's default): each poll of each watcher goes
 /// to the next of `bases` in turn (round-robin through a load balancer). Counts the polls
-/// and the failed ones by kind.
+/// and the failed ones by kind, and the age of every line received from a
+/// [`running_job`] (time received − time the job logged it: the flush, the server's
+/// cache and powertail's own delay).
 #[derive(Clone)]
 struct Watchers {
     http: reqwest::Client,
@@ -348,6 +350,7 @@ struct Watchers {
     until: Instant,
     polls: Arc<AtomicU64>,
     failures: Failures,
+    ages: Arc<Mutex<Vec<(Instant, f64)>>>,
 }
 
 impl Watchers {
@@ -358,11 +361,13 @@ impl Watchers {
             until,
             polls: Arc::default(),
             failures: Arc::default(),
+            ages: Arc::default(),
         }
     }
 
-    /// One watcher of `id` from line 0, after `delay`, its first poll to `bases[first]`.
-    fn spawn(&self, id: i64, first: usize, delay: Duration) -> JoinHandle<()> {
+    /// One watcher of `id` (a run of [`running_job`] started at `started_ms`) from line
+    /// 0, after `delay`, its first poll to `bases[first]`.
+    fn spawn(&self, id: i64, started_ms: i64, first: usize, delay: Duration) -> JoinHandle<()> {
         let w = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -372,9 +377,16 @@ impl Watchers {
                 let base = &w.bases[k % w.bases.len()];
                 k += 1;
                 w.polls.fetch_add(1, Ordering::Relaxed);
-                let url = format!("{base}/llm/logs?instanceId={id}&fromLine={from}&waitMs=2000");
+                let url = format!("{base}/llm/logs?instanceId={id}&fromLine={from}&waitMs={WAIT_MS}");
                 match get_status(&w.http, &url, Duration::from_secs(30)).await {
                     Ok(v) => {
+                        let (now, at) = (Instant::now(), Simulator::now());
+                        if let Some(lines) = v["lines"].as_array() {
+                            let mut ages = w.ages.lock().unwrap();
+                            for step in lines.iter().filter_map(|l| step_of(l.as_str()?)) {
+                                ages.push((now, (at - started_ms - step * JOB_LINE_MS) as f64));
+                            }
+                        }
                         from = v["nextLine"].as_u64().unwrap_or(from);
                         if v["complete"] == true {
                             return;
@@ -392,15 +404,32 @@ impl Watchers {
     fn polls(&self) -> u64 {
         self.polls.load(Ordering::Relaxed)
     }
+
+    /// Ages (ms) of the lines received between `from` and `to`.
+    fn ages(&self, from: Instant, to: Instant) -> Vec<f64> {
+        self.ages.lock().unwrap().iter().filter(|a| a.0 >= from && a.0 <= to).map(|a| a.1).collect()
+    }
 }
 
-/// A running job of `lines` lines spread over `duration_ms`.
-fn running_job(lines: usize, duration_ms: i64) -> SimJob {
+/// The watchers' `waitMs`: the default of `powertail.js` and the Python client.
+const WAIT_MS: u64 = 15_000;
+
+/// `k` of a line of [`running_job`] (`… step <k>: …`).
+fn step_of(line: &str) -> Option<i64> {
+    let rest = &line[line.find(" step ")? + " step ".len()..];
+    rest[..rest.find(':')?].parse().ok()
+}
+
+/// [`running_job`]'s pace: a line every 50 ms (20 lines/s).
+const JOB_LINE_MS: i64 = 50;
+
+/// A running job of `lines` lines, one every [`JOB_LINE_MS`].
+fn running_job(lines: usize) -> SimJob {
     let mut text = String::new();
     for k in 0..lines {
         text.push_str(&format!("[INFO] step {k}: tokens/s=1234.5 kv_cache=41.2% prompt_throughput=88.1\n"));
     }
-    let script = JobScript::from_text(&text, duration_ms, 5, "ok");
+    let script = JobScript::from_text(&text, lines as i64 * JOB_LINE_MS, 5, "ok");
     SimJob { id: 12, name: "j".into(), job_params: String::new(), script: Some(Arc::new(script)) }
 }
 
@@ -449,45 +478,53 @@ fn prefix(name: &str) -> String {
 // ---- 1. PowerJob requests per interval at 1, 2 and 4 replicas ------------------------------
 
 const UP_INSTANCES: usize = 20;
-const UP_WATCHERS: usize = 10;
 const UP_WARM: Duration = Duration::from_secs(4);
 const UP_WINDOW: Duration = Duration::from_secs(15);
 
 async fn upstream(redis: &Redis) {
     println!("## Cluster: PowerJob requests per refresh interval at 1, 2 and 4 replicas\n");
-    println!(
-        "{UP_INSTANCES} running instances, each logging 20 lines/s, each followed by {UP_WATCHERS} watchers that long-poll"
-    );
-    println!("(`waitMs=2000`) one after the other; in cluster mode each poll of each watcher goes to the next");
-    println!("replica (round-robin). Server cache 1 s, flush 0.5 s, powertail refresh interval 1 s, lease 3 s.");
+    println!("{UP_INSTANCES} running instances, each logging 20 lines/s, each followed by W watchers that long-poll");
+    println!("(`waitMs=15000`, the client libraries' default) one poll after the other; in cluster mode each poll of");
+    println!("each watcher goes to the next replica (round-robin). Server cache 1 s, flush 0.5 s, powertail refresh");
+    println!("interval 1 s, lease 3 s.");
     println!(
         "Counted for {} s after a {} s warm-up: `/instance/log` and `/openApi/fetchInstanceInfo` at the",
         UP_WINDOW.as_secs(),
         UP_WARM.as_secs()
     );
-    println!("simulator, per instance and interval. Baseline: one process in memory mode, same run.\n");
-    println!("| setup | upstream requests / instance / interval | of which `/instance/log` | `fetchInstanceInfo` | ratio to memory mode | polls / s | Redis EVALSHA / replica / instance / interval | XRANGE / replica / instance / interval |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let mut baseline = None;
-    for (label, replicas, shared) in [
-        ("memory mode, 1 process", 1, false),
-        ("cluster, 1 replica", 1, true),
-        ("cluster, 2 replicas", 2, true),
-        ("cluster, 4 replicas", 4, true),
-    ] {
-        let r = upstream_run(redis, replicas, shared).await;
-        let base = *baseline.get_or_insert(r.total);
-        let redis_cols = if shared { format!("{:.2} | {:.2}", r.evalsha, r.xrange) } else { "– | –".to_owned() };
-        println!(
-            "| {label} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {redis_cols} |",
-            r.total,
-            r.log,
-            r.info,
-            r.total / base,
-            r.polls
-        );
-        if !r.failures.is_empty() {
-            println!("| ({label}: polls failed: {}) | | | | | | | |", r.failures);
+    println!("simulator, per instance and interval; the age of each line when a watcher got it (now − the time");
+    println!("the job logged it, so flush and server cache included); lease takeovers (`SET` in the tick script).");
+    println!("Baseline: one process in memory mode with the same watchers, same run.\n");
+    println!("| W | setup | upstream requests / instance / interval | of which `/instance/log` | `fetchInstanceInfo` | ratio to memory mode | line age p50 / p99 (ms) | polls / s | lease takeovers | EVALSHA / replica / instance / interval | XRANGE / replica / instance / interval |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for watchers in [10, 1] {
+        let mut baseline = None;
+        for (label, replicas, shared) in [
+            ("memory mode, 1 process", 1, false),
+            ("cluster, 1 replica", 1, true),
+            ("cluster, 2 replicas", 2, true),
+            ("cluster, 4 replicas", 4, true),
+        ] {
+            let mut r = upstream_run(redis, replicas, shared, watchers).await;
+            let base = *baseline.get_or_insert(r.total);
+            let redis_cols = if shared {
+                format!("{} | {:.2} | {:.2}", r.takeovers, r.evalsha, r.xrange)
+            } else {
+                "– | – | –".to_owned()
+            };
+            println!(
+                "| {watchers} | {label} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} / {:.0} | {:.0} | {redis_cols} |",
+                r.total,
+                r.log,
+                r.info,
+                r.total / base,
+                pct(&mut r.ages, 50.0),
+                pct(&mut r.ages, 99.0),
+                r.polls
+            );
+            if !r.failures.is_empty() {
+                println!("| | ({label}: polls failed: {}) | | | | | | | | | |", r.failures);
+            }
         }
     }
     println!("\ngoal: at 2 and 4 replicas ≤ 1.1 × the memory-mode count.\n");
@@ -498,35 +535,37 @@ struct UpRun {
     log: f64,
     info: f64,
     polls: f64,
+    ages: Vec<f64>,
+    takeovers: u64,
     evalsha: f64,
     xrange: f64,
     failures: String,
 }
 
-async fn upstream_run(redis: &Redis, replicas: usize, shared: bool) -> UpRun {
+async fn upstream_run(redis: &Redis, replicas: usize, shared: bool, per_instance: usize) -> UpRun {
     let sim = Simulator::spawn(SimConfig {
         log_cache_ms: 1_000,
         worker_flush_ms: 500,
-        jobs: vec![running_job(1_200, 60_000)],
+        jobs: vec![running_job(1_200)],
         ..SimConfig::default()
     })
     .await
     .unwrap();
-    let key_prefix = prefix(&format!("up{replicas}{}", if shared { "c" } else { "m" }));
+    let key_prefix = prefix(&format!("up{per_instance}.{replicas}{}", if shared { "c" } else { "m" }));
     let mut nodes = Vec::new();
     for k in 0..replicas {
         let s = Shared { redis_url: redis.url(), prefix: &key_prefix, node: format!("pt-{k}"), extra: "" };
         nodes.push(Node::start(&config_text(&sim.url(), 1_000, 500, 1_000, shared.then_some(&s))).await);
     }
-    let ids: Vec<i64> =
-        (0..UP_INSTANCES).map(|_| sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap()).collect();
+    let ids: Vec<(i64, i64)> =
+        (0..UP_INSTANCES).map(|_| sim.with_core(|c, now| (c.run_job(12, None, 0, now).unwrap(), now))).collect();
     let start = Instant::now();
     let watchers = Watchers::new(nodes.iter().map(|n| n.base.clone()).collect(), start + UP_WARM + UP_WINDOW);
     let mut tasks = Vec::new();
-    for (i, &id) in ids.iter().enumerate() {
-        for w in 0..UP_WATCHERS {
-            let delay = Duration::from_millis(((i * UP_WATCHERS + w) as u64 * 97) % 1_000);
-            tasks.push(watchers.spawn(id, w, delay));
+    for (i, &(id, started)) in ids.iter().enumerate() {
+        for w in 0..per_instance {
+            let delay = Duration::from_millis(((i * per_instance + w) as u64 * 97) % 1_000);
+            tasks.push(watchers.spawn(id, started, w + i, delay));
         }
     }
     tokio::time::sleep_until((start + UP_WARM).into()).await;
@@ -539,12 +578,14 @@ async fn upstream_run(redis: &Redis, replicas: usize, shared: bool) -> UpRun {
     let info = sim.requests("/openApi/fetchInstanceInfo") as f64;
     let stats = redis.calls().await;
     let polled = watchers.polls() - polls_before;
-    let secs = t0.elapsed().as_secs_f64();
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
-    }
+    let t1 = Instant::now();
+    let secs = t1.duration_since(t0).as_secs_f64();
+    // (Stopping answers the waiting long-polls at once; then the watchers end.)
     for n in nodes {
         n.stop().await;
+    }
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
     }
     let per = |x: f64| x / secs / UP_INSTANCES as f64; // per instance and 1 s interval
     let redis_per = |x: u64| x as f64 / secs / UP_INSTANCES as f64 / replicas as f64;
@@ -554,6 +595,8 @@ async fn upstream_run(redis: &Redis, replicas: usize, shared: bool) -> UpRun {
         log: per(log),
         info: per(info),
         polls: polled as f64 / secs,
+        ages: watchers.ages(t0, t1),
+        takeovers: get("set"),
         evalsha: redis_per(get("evalsha") + get("eval")),
         xrange: redis_per(get("xrange")),
         failures: failures_text(&watchers.failures),
@@ -797,7 +840,7 @@ async fn takeover(redis: &Redis) {
     let sim = Simulator::spawn(SimConfig {
         log_cache_ms: 1_000,
         worker_flush_ms: 500,
-        jobs: vec![running_job(1_500, 75_000)],
+        jobs: vec![running_job(1_500)],
         ..SimConfig::default()
     })
     .await
@@ -834,11 +877,12 @@ async fn takeover(redis: &Redis) {
                 if !alive[r].load(Ordering::Relaxed) {
                     continue;
                 }
-                let mut url = format!("{}/llm/logs?instanceId={id}&fromLine={}&waitMs=2000", bases[r], lines.len());
+                let mut url =
+                    format!("{}/llm/logs?instanceId={id}&fromLine={}&waitMs={WAIT_MS}", bases[r], lines.len());
                 if !epoch.is_empty() {
                     url.push_str(&format!("&epoch={epoch}"));
                 }
-                let Some(v) = try_json(&http, &url, Duration::from_secs(10)).await else {
+                let Some(v) = try_json(&http, &url, Duration::from_secs(30)).await else {
                     failures += 1;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
@@ -863,7 +907,7 @@ async fn takeover(redis: &Redis) {
         |token: Option<String>| token.and_then(|t| t.strip_prefix("pt-")?.split(':').next()?.parse::<usize>().ok());
     println!("{TAKEOVER_REPLICAS} replicas of the real binary (profiling build) with the defaults: refresh interval 1 s, `lease_ms` 3000.");
     println!("One running instance logging 20 lines/s (server cache 1 s, flush 0.5 s), followed by {TAKEOVER_WATCHERS} watchers");
-    println!("that long-poll round-robin over the live replicas and send their `epoch`. Each replica reads PowerJob");
+    println!("that long-poll (`waitMs=15000`) round-robin over the live replicas and send their `epoch`. Each replica reads PowerJob");
     println!("through its own port, so every upstream request names the replica that made it. Per round: 5 s of");
     println!("steady state, then `kill -9` of the holder (named by the lease key), then the times below; the");
     println!("killed replica is started again before the next round. Baseline: the goal, lease + 1 interval");
@@ -1136,7 +1180,7 @@ async fn readload(redis: &Redis) {
     println!("## Cluster: Redis reads at 10 and 1 000 watchers\n");
     println!("{LOAD_REPLICAS} replicas, {LOAD_INSTANCES} running instances each logging 20 lines/s (server cache 1 s, refresh 1 s); N watchers");
     println!(
-        "in all (half on each instance) long-poll (`waitMs=2000`) round-robin over the replicas. Counted for {} s",
+        "in all (half on each instance) long-poll (`waitMs=15000`) round-robin over the replicas. Counted for {} s",
         LOAD_WINDOW.as_secs()
     );
     println!(
@@ -1184,7 +1228,7 @@ async fn readload_run(redis: &Redis, watchers: usize) -> LoadRun {
     let sim = Simulator::spawn(SimConfig {
         log_cache_ms: 1_000,
         worker_flush_ms: 500,
-        jobs: vec![running_job(1_200, 60_000)],
+        jobs: vec![running_job(1_200)],
         ..SimConfig::default()
     })
     .await
@@ -1196,14 +1240,14 @@ async fn readload_run(redis: &Redis, watchers: usize) -> LoadRun {
         nodes.push(Node::start(&config_text(&sim.url(), 1_000, 500, 1_000, Some(&s))).await);
     }
     let (commits, stop_commits) = redis.collect_commits(&key_prefix).await;
-    let ids: Vec<i64> =
-        (0..LOAD_INSTANCES).map(|_| sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap()).collect();
+    let ids: Vec<(i64, i64)> =
+        (0..LOAD_INSTANCES).map(|_| sim.with_core(|c, now| (c.run_job(12, None, 0, now).unwrap(), now))).collect();
     let start = Instant::now();
     let clients = Watchers::new(nodes.iter().map(|n| n.base.clone()).collect(), start + UP_WARM + LOAD_WINDOW);
     let mut tasks = Vec::new();
-    for (i, &id) in ids.iter().enumerate() {
+    for (i, &(id, started)) in ids.iter().enumerate() {
         for w in (i..watchers).step_by(LOAD_INSTANCES) {
-            tasks.push(clients.spawn(id, w, Duration::from_millis((w as u64 * 37) % 2_000)));
+            tasks.push(clients.spawn(id, started, w, Duration::from_millis((w as u64 * 37) % 2_000)));
         }
     }
     tokio::time::sleep_until((start + UP_WARM).into()).await;
@@ -1220,11 +1264,12 @@ async fn readload_run(redis: &Redis, watchers: usize) -> LoadRun {
     let secs = t1.duration_since(t0).as_secs_f64();
     let changes = commits.lock().unwrap().iter().filter(|c| c.0 >= t0 && c.0 <= t1).count() as u64;
     let _ = stop_commits.send(());
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
-    }
+    // (Stopping answers the waiting long-polls at once; then the watchers end.)
     for n in nodes {
         n.stop().await;
+    }
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
     }
     let get = |c: &str| stats.get(c).copied().unwrap_or(0);
     // What replicas send (commandstats also counts the commands that scripts run, and the
