@@ -38,6 +38,10 @@ pub async fn run(name: &str) {
         println!("## {name}\n\n{REDIS_SERVER} is missing (`scripts/bench.sh --cluster` installs it); skipped.\n");
         return;
     };
+    // The machine may be shared: say how busy it was (the ratios are what to read).
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    println!("<!-- {name}: load average at the start {} -->\n", load.join(" "));
     match name {
         "cluster-upstream" => upstream(&redis).await,
         "cluster-hotpath" => hotpath(&redis).await,
