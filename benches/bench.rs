@@ -3,6 +3,13 @@
 //! `catchup`, `hotpath`, `memory`, `freshness`, `followcost` (all by default). Every figure is
 //! measured side by side with its baseline in the same run, on loopback only, with
 //! bounded loops. Results go to stdout as Markdown (BENCHMARKS.md holds a copy).
+//!
+//! The cluster scenarios (issue 12, `benches/cluster/mod.rs`) need a real `redis-server`
+//! and run only when asked: `cluster` (all of them) or `cluster-upstream`,
+//! `cluster-hotpath`, `cluster-memory`, `cluster-takeover`, `cluster-wakeup`,
+//! `cluster-readload` (`scripts/bench.sh --cluster`).
+
+mod cluster;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +26,11 @@ fn main() {
     let chosen: Vec<&str> = if args.is_empty() {
         all.to_vec()
     } else {
-        all.iter().copied().filter(|s| args.iter().any(|a| a == s)).collect()
+        all.iter()
+            .chain(cluster::SCENARIOS.iter())
+            .copied()
+            .filter(|s| args.iter().any(|a| a == s || (a == "cluster" && s.starts_with("cluster-"))))
+            .collect()
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     println!("# powertail benchmarks\n\nmachine: {}\n", machine());
@@ -32,7 +43,7 @@ fn main() {
                 "memory" => memory().await,
                 "freshness" => freshness().await,
                 "followcost" => followcost().await,
-                _ => unreachable!(),
+                s => cluster::run(s).await,
             }
         });
     }
