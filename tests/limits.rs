@@ -236,7 +236,9 @@ async fn requests_beyond_the_concurrency_limit_are_shed_with_503() {
 
 #[tokio::test]
 async fn growing_logs_are_never_evicted_for_size_and_their_number_is_capped() {
-    let sim = Simulator::spawn(sim_with_job(12_000, 2_000, |_| {})).await.unwrap();
+    // (The run lasts 8 s: still growing when the second log is asked for below, also on
+    // a loaded machine.)
+    let sim = Simulator::spawn(sim_with_job(12_000, 8_000, |_| {})).await.unwrap();
     let mut config = app_config(&[sim.url()], "");
     config.logs.cache_max_bytes = 1 << 20; // far below one log of ~1.3 MB
     config.logs.max_followed_instances = 1;
