@@ -1295,7 +1295,7 @@ async fn readload(redis: &Redis) {
     );
     println!("one per change of an instance). Only the replica that does not hold an instance's lease reads its lines");
     println!("(`XRANGE`); the holder has them. Baseline: the same at 10 watchers.\n");
-    println!("| watchers | polls / s | changes | XRANGE | XRANGE / (reading replica, instance, change) | EVALSHA (tick, append) / (replica, instance, s) | PUBLISH (in the append script) | Redis calls / s (EVALSHA, XRANGE, …) | ratio of XRANGE per change to 10 watchers |");
+    println!("| watchers | polls / s | changes | XRANGE | XRANGE / (reading replica, instance, change) | EVALSHA (tick, append) / (replica, instance, s) | PUBLISH (in scripts: commits, wants) | Redis calls / s (EVALSHA, XRANGE, …) | ratio of XRANGE per change to 10 watchers |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut base = None;
     for watchers in [10usize, 1_000] {
