@@ -1009,11 +1009,14 @@ async fn takeover(redis: &Redis) {
         while Instant::now() < wait_until && refreshes(&requests.lock().unwrap()).len() == seen {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let committed: u64 = redis.cmd::<Option<u64>>(&["HGET", &state_key, "committed"]).await.unwrap_or(0);
         let t0 = Instant::now();
         procs[h].kill9();
         alive[h].store(false, Ordering::Relaxed);
         kills.push(t0);
+        // What it committed before it died (an append it sent runs whole or not at all):
+        // lines past it are new.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let committed: u64 = redis.cmd::<Option<u64>>(&["HGET", &state_key, "committed"]).await.unwrap_or(0);
         let last_renewal = {
             let mine = refreshes(&requests.lock().unwrap());
             let recent: Vec<&Instant> =
