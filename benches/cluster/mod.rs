@@ -979,7 +979,7 @@ async fn takeover(redis: &Redis) {
     println!("lease (its status read, which follows the renewal by a few ms): the worst case, a full lease to");
     println!("wait out. The killed replica is started again before the next round. Baseline: the goal, lease +");
     println!("1 interval = 4000 ms, and the holder's own gap between refreshes just before the kill.\n");
-    println!("| round | killed | its last refresh before the kill | new holder | kill → next upstream request | kill → next `/instance/log` | kill → next new line served | pages the new holder read in its first refresh | ratio to lease + interval |");
+    println!("| round | killed | its last refresh before the kill | new holder | kill → next upstream request | kill → next `/instance/log` | kill → next new line served | pages the new holder read in its first refresh (a fresh single process's first read then) | ratio to lease + interval |");
     println!("|---:|---|---:|---|---:|---:|---:|---:|---:|");
     let mut worst = 0.0f64;
     let mut gaps = Vec::new();
@@ -1054,12 +1054,30 @@ async fn takeover(redis: &Redis) {
                 .filter(|e| e.0 == k && e.1 == "/instance/log" && e.2 >= t && e.2 < t + Duration::from_millis(900))
                 .count()
         });
+        // Baseline: what a fresh single process (memory mode) reads for its first
+        // refresh of the same log now, through an endpoint of its own.
+        let fresh_pages = {
+            let tag = 100 + round;
+            let (url, task) = tagged_endpoint(&sim, tag, requests.clone()).await;
+            let fresh = Node::start(&config_text(&url, 1_000, 500, 1_000, None)).await;
+            let _ = try_json(
+                &reqwest::Client::new(),
+                &format!("{}/llm/logs?instanceId={id}", fresh.base),
+                Duration::from_secs(30),
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            fresh.stop().await;
+            task.abort();
+            let log = requests.lock().unwrap();
+            log.iter().filter(|e| e.0 == tag && e.1 == "/instance/log").count()
+        };
         let ms = |t: Option<Instant>| t.map(|t| t.duration_since(t0).as_secs_f64() * 1000.0);
         let fmt = |v: Option<f64>| v.map_or("none in 15 s".to_owned(), |v| format!("{v:.0} ms"));
         let up = ms(first_any.map(|f| f.1));
         worst = worst.max(up.unwrap_or(f64::INFINITY));
         println!(
-            "| {round} | pt-{h} | {} ago | {} | {} | {} | {} | {pages} | {} |",
+            "| {round} | pt-{h} | {} ago | {} | {} | {} | {} | {pages} ({fresh_pages}) | {} |",
             fmt(last_renewal),
             first_any.map_or("–".to_owned(), |(k, _)| format!("pt-{k}")),
             fmt(up),
