@@ -1,0 +1,1088 @@
+package io.powertail.client;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.DeserializationFeature;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.json.JsonMapper;
+import java.io.IOException;
+import java.net.ConnectException;
+import java.net.URI;
+import java.net.URLEncoder;
+import java.net.http.HttpClient;
+import java.net.http.HttpConnectTimeoutException;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.time.ZonedDateTime;
+import java.time.format.DateTimeFormatter;
+import java.time.format.DateTimeParseException;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.NoSuchElementException;
+import java.util.Objects;
+import java.util.Spliterator;
+import java.util.Spliterators;
+import java.util.concurrent.Flow;
+import java.util.stream.Stream;
+import java.util.stream.StreamSupport;
+
+/**
+ * A client of one powertail server (docs/API.md): follow a log by long-poll or by
+ * Server-Sent Events, run jobs, watch a model server's start-up. Thread-safe; one per
+ * server is enough.
+ *
+ * <pre>{@code
+ * PowertailClient pt = PowertailClient.builder("http://127.0.0.1:8080").token(token).build();
+ * RunAnswer run = pt.runJob("vllm-start", Map.of("port", 8001));
+ * StartupState state = pt.waitStartup(run.instanceId(), Duration.ofMinutes(10));
+ * try (Stream<String> lines = pt.follow(run.instanceId())) {   // ends when the log is complete
+ *     lines.forEach(System.out::println);
+ * }
+ * }</pre>
+ *
+ * <p><b>Retries.</b> The idempotent calls (reads, long-polls, the event stream, the start-up
+ * state) retry 429 and 503 answers after their {@code Retry-After} (or a back-off of 0.5 s
+ * doubling up to 5 s without one) and transport failures after a connection was made (a
+ * reset, a read timeout), up to {@code maxRetries} (default 10) times in a row, then throw.
+ * A connection that cannot be made at all (refused: nothing listens; unreachable; connect
+ * timeout) is retried only within {@code connectRetryBudget} (default 2 s, back-off from
+ * 100 ms) from the call's first refusal, then thrown as {@link PowertailConnectionException}:
+ * a server that is down is reported in about two seconds, not after ten back-offs. That
+ * budget applies to every call, {@link #runJob} included, since nothing was sent;
+ * {@link #runJob} and the instance controls never retry anything else (a retry could run
+ * the job twice).
+ *
+ * <p>The token is sent as {@code Authorization: Bearer}; it never appears in an exception.
+ */
+public final class PowertailClient {
+    /** The longest long-poll the API accepts ({@code waitMs} 0..=30000). */
+    public static final Duration MAX_WAIT = Duration.ofSeconds(30);
+
+    /** How long a streamed body may stay silent: the server sends a heartbeat every 15 s. */
+    static final Duration STREAM_READ_TIMEOUT = Duration.ofSeconds(45);
+
+    private static final String USER_AGENT = "powertail-client-java/0.1";
+
+    private final String baseUrl;
+    private final String authorization;
+    private final Duration timeout;
+    private final int maxRetries;
+    private final Duration connectRetryBudget;
+    private final Duration minPollInterval;
+    private final HttpClient http;
+    final ObjectMapper json;
+    Sleeper sleeper = Thread::sleep;
+
+    /** How the client waits between tries (tests replace it). */
+    @FunctionalInterface
+    interface Sleeper {
+        void sleep(long millis) throws InterruptedException;
+    }
+
+    private PowertailClient(Builder b) {
+        this.baseUrl = b.baseUrl.replaceAll("/+$", "");
+        this.authorization = b.token == null ? null : "Bearer " + b.token;
+        this.timeout = b.timeout;
+        this.maxRetries = b.maxRetries;
+        this.connectRetryBudget = b.connectRetryBudget;
+        this.minPollInterval = b.minPollInterval;
+        this.http = b.httpClient != null
+                ? b.httpClient
+                : HttpClient.newBuilder()
+                        .version(HttpClient.Version.HTTP_1_1)
+                        .connectTimeout(b.timeout)
+                        .build();
+        this.json = JsonMapper.builder()
+                .disable(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES)
+                .build();
+    }
+
+    /**
+     * A client with the default settings.
+     *
+     * @param baseUrl the server's root, e.g. {@code http://127.0.0.1:8080}
+     * @return the client
+     */
+    public static PowertailClient create(String baseUrl) {
+        return builder(baseUrl).build();
+    }
+
+    /**
+     * A builder.
+     *
+     * @param baseUrl the server's root, e.g. {@code http://127.0.0.1:8080}
+     * @return the builder
+     */
+    public static Builder builder(String baseUrl) {
+        return new Builder(baseUrl);
+    }
+
+    /** Settings of a {@link PowertailClient}. */
+    public static final class Builder {
+        private final String baseUrl;
+        private String token;
+        private Duration timeout = Duration.ofSeconds(10);
+        private int maxRetries = 10;
+        private Duration connectRetryBudget = Duration.ofSeconds(2);
+        private Duration minPollInterval = Duration.ofSeconds(1);
+        private HttpClient httpClient;
+
+        private Builder(String baseUrl) {
+            URI uri = URI.create(Objects.requireNonNull(baseUrl, "baseUrl"));
+            if (!"http".equals(uri.getScheme()) && !"https".equals(uri.getScheme())) {
+                throw new IllegalArgumentException("baseUrl must be an http(s) URL, not " + baseUrl);
+            }
+            this.baseUrl = baseUrl;
+        }
+
+        /**
+         * An API token, sent as {@code Authorization: Bearer} (never logged).
+         *
+         * @param value the token, or null for none
+         * @return this
+         */
+        public Builder token(String value) {
+            this.token = value;
+            return this;
+        }
+
+        /**
+         * Connect timeout, and the time an answer may take beyond its long-poll (default 10 s).
+         *
+         * @param value the timeout
+         * @return this
+         */
+        public Builder timeout(Duration value) {
+            this.timeout = positive(value, "timeout");
+            return this;
+        }
+
+        /**
+         * Tries in a row after 429/503 or a broken connection (default 10).
+         *
+         * @param value 0 for none
+         * @return this
+         */
+        public Builder maxRetries(int value) {
+            if (value < 0) {
+                throw new IllegalArgumentException("maxRetries must be >= 0");
+            }
+            this.maxRetries = value;
+            return this;
+        }
+
+        /**
+         * How long a call keeps trying to connect to a server that refuses connections
+         * (default 2 s; {@link Duration#ZERO}: fail at the first refusal).
+         *
+         * @param value the budget
+         * @return this
+         */
+        public Builder connectRetryBudget(Duration value) {
+            if (value.isNegative()) {
+                throw new IllegalArgumentException("connectRetryBudget must not be negative");
+            }
+            this.connectRetryBudget = value;
+            return this;
+        }
+
+        /**
+         * Answers without lines come at most this often while following (default 1 s).
+         *
+         * @param value the interval
+         * @return this
+         */
+        public Builder minPollInterval(Duration value) {
+            if (value.isNegative()) {
+                throw new IllegalArgumentException("minPollInterval must not be negative");
+            }
+            this.minPollInterval = value;
+            return this;
+        }
+
+        /**
+         * The {@link HttpClient} to use (proxy, TLS, executor of your own).
+         *
+         * @param value the client
+         * @return this
+         */
+        public Builder httpClient(HttpClient value) {
+            this.httpClient = value;
+            return this;
+        }
+
+        /** The client. */
+        public PowertailClient build() {
+            return new PowertailClient(this);
+        }
+
+        private static Duration positive(Duration d, String name) {
+            if (d.isNegative() || d.isZero()) {
+                throw new IllegalArgumentException(name + " must be positive");
+            }
+            return d;
+        }
+    }
+
+    // --- requests ----------------------------------------------------------------------
+
+    /** Instance ids exceed 2^53: the API carries them as strings of digits. */
+    static String instanceId(String value) {
+        if (value == null || value.isEmpty() || value.length() > 19 || !value.chars().allMatch(c -> c >= '0' && c <= '9')) {
+            throw new IllegalArgumentException("an instance id is a string of decimal digits, not " + value);
+        }
+        return value;
+    }
+
+    static long waitMs(Duration wait) {
+        if (wait == null || wait.isNegative()) {
+            return 0;
+        }
+        return Math.min(wait.toMillis(), MAX_WAIT.toMillis());
+    }
+
+    long backoffMillis(int failures) {
+        return (long) Math.min(500.0 * Math.pow(2, failures - 1), 5000.0);
+    }
+
+    static String query(Map<String, Object> params) {
+        if (params.isEmpty()) {
+            return "";
+        }
+        StringBuilder sb = new StringBuilder("?");
+        for (Map.Entry<String, Object> e : params.entrySet()) {
+            if (sb.length() > 1) {
+                sb.append('&');
+            }
+            sb.append(URLEncoder.encode(e.getKey(), StandardCharsets.UTF_8))
+                    .append('=')
+                    .append(URLEncoder.encode(String.valueOf(e.getValue()), StandardCharsets.UTF_8));
+        }
+        return sb.toString();
+    }
+
+    private HttpRequest.Builder request(String pathAndQuery, Duration requestTimeout) {
+        HttpRequest.Builder b = HttpRequest.newBuilder(URI.create(baseUrl + pathAndQuery))
+                .timeout(requestTimeout)
+                .header("User-Agent", USER_AGENT)
+                .header("Accept", "application/json");
+        if (authorization != null) {
+            b.header("Authorization", authorization);
+        }
+        return b;
+    }
+
+    /** Whether a failure is one of connecting (nothing was sent). */
+    static boolean isConnectFailure(Throwable e) {
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            if (t instanceof ConnectException || t instanceof HttpConnectTimeoutException) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private static String describe(Throwable e) {
+        String m = e.getMessage();
+        return m == null || m.isBlank() ? e.getClass().getSimpleName() : m;
+    }
+
+    /** Tracks the failures of one call: the connect budget and the retries in a row. */
+    final class Tries {
+        private final boolean retry;
+        private int failures;
+        private int connectFailures;
+        private long firstRefusal = -1;
+
+        Tries(boolean retry) {
+            this.retry = retry;
+        }
+
+        /** A success: the next failure is the first in a row. */
+        void reset() {
+            failures = 0;
+            connectFailures = 0;
+            firstRefusal = -1;
+        }
+
+        /** After a transport failure: sleeps before the next try, or throws. */
+        void onTransportFailure(Throwable e) {
+            if (isConnectFailure(e)) {
+                long now = System.nanoTime();
+                if (firstRefusal < 0) {
+                    firstRefusal = now;
+                }
+                long delay = Math.min(100L << Math.min(connectFailures, 10), 1000L);
+                long spent = (now - firstRefusal) / 1_000_000;
+                if (spent + delay > connectRetryBudget.toMillis()) {
+                    throw new PowertailConnectionException(
+                            "connection_error",
+                            "cannot connect to " + baseUrl + ": " + describe(e) + " (tried for " + spent + " ms)",
+                            null,
+                            null);
+                }
+                connectFailures++;
+                pause(delay);
+                return;
+            }
+            if (!retry || failures >= maxRetries) {
+                throw new PowertailConnectionException("connection_error", describe(e), null, null);
+            }
+            failures++;
+            pause(backoffMillis(failures));
+        }
+
+        /** After an error answer: sleeps before the next try, or throws it. */
+        void onError(PowertailException error) {
+            if (!retry || !error.isRetryable() || failures >= maxRetries) {
+                throw error;
+            }
+            failures++;
+            pause(error.retryAfter().map(Duration::toMillis).orElse(backoffMillis(failures)));
+        }
+
+        /** After a stream that broke: sleeps at least {@code floorMillis}, or throws. */
+        void onBrokenStream(PowertailException error, long floorMillis) {
+            if (failures >= maxRetries) {
+                throw error;
+            }
+            failures++;
+            pause(Math.max(backoffMillis(failures), floorMillis));
+        }
+
+        private void pause(long millis) {
+            try {
+                sleeper.sleep(millis);
+            } catch (InterruptedException ie) {
+                Thread.currentThread().interrupt();
+                throw new PowertailConnectionException("connection_error", "interrupted", null, null);
+            }
+        }
+    }
+
+    /** One call, retried (when {@code retry}) on 429/503 and broken connections. */
+    HttpResponse<String> send(String method, String path, Map<String, Object> params, Object body, long waitMillis, boolean retry) {
+        Duration requestTimeout = timeout.plusMillis(waitMillis).plusSeconds(30);
+        HttpRequest.BodyPublisher publisher = HttpRequest.BodyPublishers.noBody();
+        String contentType = null;
+        if (body != null) {
+            try {
+                publisher = HttpRequest.BodyPublishers.ofByteArray(json.writeValueAsBytes(body));
+                contentType = "application/json";
+            } catch (JsonProcessingException e) {
+                throw new IllegalArgumentException("the body cannot be written as JSON: " + e.getOriginalMessage(), e);
+            }
+        }
+        Tries tries = new Tries(retry);
+        while (true) {
+            HttpRequest.Builder b = request(path + query(params), requestTimeout).method(method, publisher);
+            if (contentType != null) {
+                b.header("Content-Type", contentType);
+            }
+            HttpResponse<String> response;
+            try {
+                response = http.send(b.build(), HttpResponse.BodyHandlers.ofString(StandardCharsets.UTF_8));
+            } catch (IOException e) {
+                tries.onTransportFailure(e);
+                continue;
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new PowertailConnectionException("connection_error", "interrupted", null, null);
+            }
+            if (response.statusCode() / 100 == 2) {
+                return response;
+            }
+            tries.onError(errorOf(response.statusCode(), response.headers().firstValue("retry-after").orElse(null), response.body()));
+        }
+    }
+
+    <T> T sendJson(String method, String path, Map<String, Object> params, Object body, long waitMillis, boolean retry, Class<T> type) {
+        HttpResponse<String> response = send(method, path, params, body, waitMillis, retry);
+        try {
+            return json.readValue(response.body(), type);
+        } catch (JsonProcessingException e) {
+            throw new ServerException("http_error", "the answer is not the expected JSON: " + e.getOriginalMessage(), response.statusCode(), null);
+        }
+    }
+
+    /** {@code Retry-After}: delta-seconds or an HTTP date. */
+    static Duration retryAfter(String value) {
+        if (value == null) {
+            return null;
+        }
+        String v = value.trim();
+        if (!v.isEmpty() && v.length() < 10 && v.chars().allMatch(c -> c >= '0' && c <= '9')) {
+            return Duration.ofSeconds(Long.parseLong(v));
+        }
+        try {
+            ZonedDateTime when = ZonedDateTime.parse(v, DateTimeFormatter.RFC_1123_DATE_TIME);
+            Duration d = Duration.between(ZonedDateTime.now(when.getZone()), when);
+            return d.isNegative() ? Duration.ZERO : d;
+        } catch (DateTimeParseException e) {
+            return null;
+        }
+    }
+
+    /** The typed error of a non-2xx answer ({@code {"error": {"code", "message"}}}). */
+    PowertailException errorOf(int status, String retryAfterHeader, String body) {
+        Duration retryAfter = retryAfter(retryAfterHeader);
+        try {
+            JsonNode root = json.readTree(body == null ? "" : body);
+            JsonNode error = root == null ? null : root.get("error");
+            if (error != null && error.path("code").isTextual() && error.path("message").isTextual()) {
+                JsonNode epoch = root.get("epoch");
+                return Errors.of(error.get("code").asText(), error.get("message").asText(), status, retryAfter,
+                        epoch != null && epoch.isTextual() ? epoch.asText() : null);
+            }
+        } catch (JsonProcessingException e) {
+            // not powertail's shape: below
+        }
+        // A proxy's page, say.
+        String text = body == null ? "" : body.strip();
+        if (text.length() > 200) {
+            text = text.substring(0, 200);
+        }
+        if (text.isEmpty()) {
+            text = "HTTP " + status;
+        }
+        PowertailException err = Errors.of("http_error", text, status, retryAfter, null);
+        if (status >= 500 && !err.isRetryable()) {
+            return new ServerException("http_error", text, status, retryAfter);
+        }
+        return err;
+    }
+
+    // --- logs --------------------------------------------------------------------------
+
+    /**
+     * One {@code GET /llm/logs} answer from line 0.
+     *
+     * @param instanceId the instance id (digits)
+     * @return the answer
+     */
+    public LogPage read(String instanceId) {
+        return read(instanceId, 0, null, Duration.ZERO, null);
+    }
+
+    /**
+     * One {@code GET /llm/logs} answer.
+     *
+     * @param instanceId the instance id (digits)
+     * @param fromLine the first line wanted
+     * @return the answer
+     */
+    public LogPage read(String instanceId, long fromLine) {
+        return read(instanceId, fromLine, null, Duration.ZERO, null);
+    }
+
+    /**
+     * One {@code GET /llm/logs} answer; {@code wait} long-polls (at most 30 s). With
+     * {@code epoch} (that of an earlier answer) a log rebuilt since throws
+     * {@link EpochMismatchException}.
+     *
+     * @param instanceId the instance id (digits)
+     * @param fromLine the first line wanted
+     * @param limit most lines, or null for the server's default
+     * @param wait how long to wait for a new line when there is none yet
+     * @param epoch the epoch {@code fromLine} belongs to, or null
+     * @return the answer
+     */
+    public LogPage read(String instanceId, long fromLine, Integer limit, Duration wait, String epoch) {
+        return readPage(new Cursor(instanceId(instanceId), fromLine, epoch), waitMs(wait), limit);
+    }
+
+    /** Where a follower stands in one instance's log: the line and its epoch. */
+    private static final class Cursor {
+        final String instanceId;
+        long nextLine;
+        String epoch;
+
+        Cursor(String instanceId, long nextLine, String epoch) {
+            this.instanceId = instanceId;
+            this.nextLine = nextLine;
+            this.epoch = epoch;
+        }
+
+        Map<String, Object> params(long waitMillis, Integer limit) {
+            Map<String, Object> p = new LinkedHashMap<>();
+            p.put("instanceId", instanceId);
+            p.put("fromLine", nextLine);
+            if (waitMillis > 0) {
+                p.put("waitMs", waitMillis);
+            }
+            if (limit != null) {
+                p.put("limit", limit);
+            }
+            if (epoch != null) {
+                p.put("epoch", epoch);
+            }
+            return p;
+        }
+
+        void advance(LogPage page) {
+            nextLine = page.nextLine();
+            if (page.epoch() != null) {
+                epoch = page.epoch();
+            }
+        }
+    }
+
+    private LogPage readPage(Cursor cursor, long waitMillis, Integer limit) {
+        return sendJson("GET", "/llm/logs", cursor.params(waitMillis, limit), null, waitMillis, true, LogPage.class);
+    }
+
+    private static <T> Stream<T> lazy(Iterator<T> it, Runnable onClose) {
+        Stream<T> s = StreamSupport.stream(Spliterators.spliteratorUnknownSize(it, Spliterator.ORDERED | Spliterator.NONNULL), false);
+        return onClose == null ? s : s.onClose(onClose);
+    }
+
+    /**
+     * The log's lines from line 0 until it is complete; see {@link #follow(String, FollowOptions)}.
+     *
+     * @param instanceId the instance id (digits)
+     * @return the lines, lazily
+     */
+    public Stream<String> follow(String instanceId) {
+        return follow(instanceId, FollowOptions.DEFAULT);
+    }
+
+    /**
+     * The log's lines as they come, ending when the log is {@code complete} (no line can
+     * follow): long-polls from each {@code nextLine}, with the epoch of the first answer
+     * sent with every later read. A log rebuilt from scratch meanwhile throws
+     * {@link EpochMismatchException} (what was yielded cannot be continued), or with
+     * {@code restart} yields the new sequence from its line 0. Lazy: each element may block
+     * up to a long-poll.
+     *
+     * @param instanceId the instance id (digits)
+     * @param options from where and how
+     * @return the lines, lazily
+     */
+    public Stream<String> follow(String instanceId, FollowOptions options) {
+        return followPages(instanceId, options).flatMap(p -> p.lines().stream());
+    }
+
+    /**
+     * Every {@code GET /llm/logs} answer of a follower, until the one that says
+     * {@code complete}: as {@link #follow(String, FollowOptions)}, with {@code status},
+     * {@code attempts}, {@code truncated}, ... A {@code stale} answer just leads to the next
+     * poll; answers without lines come at most every {@code minPollInterval}. After a
+     * restart ({@code options.restart()}) the next page has {@code fromLine == 0} and a new
+     * {@code epoch}: drop what was shown.
+     *
+     * @param instanceId the instance id (digits)
+     * @param options from where and how
+     * @return the answers, lazily
+     */
+    public Stream<LogPage> followPages(String instanceId, FollowOptions options) {
+        Cursor start = new Cursor(instanceId(instanceId), options.fromLine(), options.epoch());
+        long waitMillis = waitMs(options.longPoll());
+        Iterator<LogPage> it = new Iterator<>() {
+            private Cursor cursor = start;
+            private boolean done;
+            private LogPage nextPage;
+            private long lastStarted = -1;
+            private boolean lastEmpty;
+
+            @Override
+            public boolean hasNext() {
+                if (nextPage == null && !done) {
+                    nextPage = fetch();
+                }
+                return nextPage != null;
+            }
+
+            @Override
+            public LogPage next() {
+                if (!hasNext()) {
+                    throw new NoSuchElementException();
+                }
+                LogPage p = nextPage;
+                nextPage = null;
+                if (p.complete()) {
+                    done = true;
+                }
+                return p;
+            }
+
+            private LogPage fetch() {
+                if (lastEmpty) {
+                    long pause = minPollInterval.toMillis() - (System.nanoTime() - lastStarted) / 1_000_000;
+                    if (pause > 0) {
+                        new Tries(false).pause(pause);
+                    }
+                }
+                while (true) {
+                    lastStarted = System.nanoTime();
+                    try {
+                        LogPage page = readPage(cursor, waitMillis, options.limit());
+                        cursor.advance(page);
+                        lastEmpty = page.lines().isEmpty();
+                        return page;
+                    } catch (EpochMismatchException e) {
+                        if (!options.restart() || e.epoch().isEmpty()) {
+                            throw e;
+                        }
+                        cursor = new Cursor(cursor.instanceId, 0, e.epoch().get());
+                    }
+                }
+            }
+        };
+        return lazy(it, null);
+    }
+
+    /**
+     * {@code GET /llm/logs/{id}/raw}: the whole log held now, one line per {@code \n}.
+     *
+     * @param instanceId the instance id (digits)
+     * @return the text
+     */
+    public String raw(String instanceId) {
+        return send("GET", "/llm/logs/" + instanceId(instanceId) + "/raw", Map.of(), null, 0, true).body();
+    }
+
+    // --- event stream ------------------------------------------------------------------
+
+    /**
+     * The log's lines over Server-Sent Events, from line 0 until the {@code end} event.
+     *
+     * @param instanceId the instance id (digits)
+     * @return the lines, lazily; close the stream to stop early
+     */
+    public Stream<String> stream(String instanceId) {
+        return stream(instanceId, FollowOptions.DEFAULT);
+    }
+
+    /**
+     * The log's lines over Server-Sent Events, ending on the {@code end} event: the same
+     * lines {@link #follow(String, FollowOptions)} yields, pushed instead of polled
+     * ({@code fromLine}, {@code epoch} and {@code restart} of the options apply).
+     *
+     * @param instanceId the instance id (digits)
+     * @param options from where
+     * @return the lines, lazily; close the stream to stop early
+     */
+    public Stream<String> stream(String instanceId, FollowOptions options) {
+        Stream<ServerSentEvent> events = streamEvents(instanceId, options);
+        return events.filter(e -> e.event().equals("lines")).flatMap(e -> {
+            try {
+                List<String> lines = json.convertValue(json.readTree(e.data()).path("lines"),
+                        json.getTypeFactory().constructCollectionType(List.class, String.class));
+                return lines.stream();
+            } catch (JsonProcessingException ex) {
+                throw new ServerException("http_error", "a `lines` event that is not JSON", null, null);
+            }
+        });
+    }
+
+    /**
+     * The Server-Sent Events of {@code GET /llm/logs/{id}/stream} ({@code lines},
+     * {@code startup}, {@code error}, {@code shutdown}, {@code end}), ending after
+     * {@code end}. A dropped connection (or 45 s of silence: the server sends a heartbeat
+     * every 15 s) or a {@code shutdown} event reconnects with {@code Last-Event-ID} (the
+     * {@code nextLine} of the last {@code lines} event) and the epoch of the events, so no
+     * line is lost or repeated; 429/503 before the stream starts are retried like the
+     * other reads. A log rebuilt from scratch (410 before the stream starts, or an
+     * {@code error} event {@code epoch_mismatch}) throws {@link EpochMismatchException}, or
+     * with {@code restart} starts over from line 0 of the new sequence (the
+     * {@code epoch_mismatch} event is yielded first).
+     *
+     * @param instanceId the instance id (digits)
+     * @param options from where
+     * @return the events, lazily; close the stream to stop early (it closes the connection)
+     */
+    public Stream<ServerSentEvent> streamEvents(String instanceId, FollowOptions options) {
+        EventIterator it = new EventIterator(instanceId(instanceId), options);
+        return lazy(it, it::close);
+    }
+
+    /** The state machine of one followed event stream, reconnecting as needed. */
+    private final class EventIterator implements Iterator<ServerSentEvent> {
+        private final String path;
+        private final boolean restart;
+        private long fromLine;
+        private String epoch;
+        private String lastId;
+        private Long reconnectMillis;
+        private final Tries tries = new Tries(true);
+        private BodyLines body;
+        private SseDecoder decoder;
+        private ServerSentEvent pending;
+        private boolean finished;
+        private boolean reconnectNow;
+
+        EventIterator(String id, FollowOptions options) {
+            this.path = "/llm/logs/" + id + "/stream";
+            this.restart = options.restart();
+            this.fromLine = options.fromLine();
+            this.epoch = options.epoch();
+        }
+
+        @Override
+        public boolean hasNext() {
+            while (pending == null && !finished) {
+                pending = step();
+            }
+            return pending != null;
+        }
+
+        @Override
+        public ServerSentEvent next() {
+            if (!hasNext()) {
+                throw new NoSuchElementException();
+            }
+            ServerSentEvent e = pending;
+            pending = null;
+            return e;
+        }
+
+        void close() {
+            finished = true;
+            if (body != null) {
+                body.close();
+                body = null;
+            }
+        }
+
+        /** One event, or null after a reconnection or the end. */
+        private ServerSentEvent step() {
+            if (body == null) {
+                connect();
+                return null;
+            }
+            String line;
+            try {
+                line = body.next(STREAM_READ_TIMEOUT);
+            } catch (IOException e) {
+                broken(new PowertailConnectionException("connection_error", describe(e), null, null));
+                return null;
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                close();
+                throw new PowertailConnectionException("connection_error", "interrupted", null, null);
+            }
+            if (line == null) {
+                broken(new PowertailConnectionException("connection_error", "the event stream ended before its `end` event", null, null));
+                return null;
+            }
+            ServerSentEvent event = decoder.feed(line);
+            if (event == null) {
+                return null;
+            }
+            lastId = decoder.lastEventId();
+            if (decoder.retry() != null) {
+                reconnectMillis = decoder.retry();
+            }
+            tries.reset();
+            EpochMismatchException rebuilt = null;
+            if (event.event().equals("lines") || event.event().equals("end") || event.event().equals("error")) {
+                JsonNode data;
+                try {
+                    data = json.readTree(event.data());
+                } catch (JsonProcessingException e) {
+                    data = json.nullNode();
+                }
+                if (!event.event().equals("error")) {
+                    if (data.path("epoch").isTextual()) {
+                        epoch = data.get("epoch").asText();
+                    }
+                } else if ("epoch_mismatch".equals(data.path("code").asText()) && data.path("epoch").isTextual()) {
+                    rebuilt = new EpochMismatchException("epoch_mismatch", data.path("message").asText(""), 410, null, data.get("epoch").asText());
+                }
+            }
+            if (rebuilt != null) {
+                if (!restart) {
+                    close();
+                    throw rebuilt;
+                }
+                dropConnection();
+                epoch = rebuilt.epoch().orElse(null);
+                lastId = null;
+                fromLine = 0;
+                reconnectNow = true;
+                return event;
+            }
+            if (event.event().equals("end")) {
+                close();
+            } else if (event.event().equals("shutdown")) {
+                dropConnection();
+            }
+            return event;
+        }
+
+        private void dropConnection() {
+            if (body != null) {
+                body.close();
+                body = null;
+            }
+        }
+
+        private void broken(PowertailException error) {
+            dropConnection();
+            try {
+                tries.onBrokenStream(error, reconnectMillis == null ? 0 : reconnectMillis);
+            } catch (PowertailException e) {
+                close();
+                throw e;
+            }
+        }
+
+        private void connect() {
+            if (reconnectNow) {
+                reconnectNow = false;
+            }
+            Map<String, Object> params = new LinkedHashMap<>();
+            HttpRequest.Builder b;
+            if (lastId == null && fromLine > 0) {
+                params.put("fromLine", fromLine);
+            }
+            if (epoch != null) {
+                params.put("epoch", epoch);
+            }
+            b = request(path + query(params), timeout.plusSeconds(30))
+                    .header("Accept", "text/event-stream")
+                    .header("Cache-Control", "no-cache")
+                    .GET();
+            if (lastId != null) {
+                b.header("Last-Event-ID", lastId);
+            }
+            HttpResponse<Flow.Publisher<List<ByteBuffer>>> response;
+            try {
+                response = http.send(b.build(), HttpResponse.BodyHandlers.ofPublisher());
+            } catch (IOException e) {
+                try {
+                    tries.onTransportFailure(e);
+                } catch (PowertailException ex) {
+                    close();
+                    throw ex;
+                }
+                return;
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                close();
+                throw new PowertailConnectionException("connection_error", "interrupted", null, null);
+            }
+            BodyLines lines = new BodyLines();
+            response.body().subscribe(lines);
+            if (response.statusCode() / 100 != 2 || response.statusCode() == 204) {
+                String text = readAll(lines);
+                lines.close();
+                if (response.statusCode() == 204) {
+                    // The log is complete and the id at its end: nothing more will come.
+                    finished = true;
+                    return;
+                }
+                PowertailException error = errorOf(response.statusCode(), response.headers().firstValue("retry-after").orElse(null), text);
+                if (error instanceof EpochMismatchException em && restart && em.epoch().isPresent()) {
+                    epoch = em.epoch().get();
+                    lastId = null;
+                    fromLine = 0;
+                    return;
+                }
+                try {
+                    tries.onError(error);
+                } catch (PowertailException e) {
+                    close();
+                    throw e;
+                }
+                return;
+            }
+            body = lines;
+            decoder = new SseDecoder(lastId);
+        }
+
+        private String readAll(BodyLines lines) {
+            StringBuilder sb = new StringBuilder();
+            try {
+                for (String l = lines.next(timeout); l != null; l = lines.next(timeout)) {
+                    sb.append(l).append('\n');
+                }
+            } catch (IOException e) {
+                // what came is enough for the error
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            return sb.toString();
+        }
+    }
+
+    // --- jobs and instances ------------------------------------------------------------
+
+    /**
+     * {@code POST /llm/jobs/{name}/run} with the job's default params.
+     *
+     * @param name a configured job name, or a numeric PowerJob job id
+     * @return the answer (its {@code instanceId})
+     */
+    public RunAnswer runJob(String name) {
+        return runJob(name, null, null);
+    }
+
+    /**
+     * {@code POST /llm/jobs/{name}/run}: run a configured job (or a numeric PowerJob job
+     * id). A map in {@code params} is merged over the job's default params; a
+     * {@link String} is sent as is. Never retried but for a refused connection (a retry
+     * could run the job twice).
+     *
+     * @param name a configured job name, or a numeric PowerJob job id
+     * @param params a {@code Map} (a JSON object) or a {@code String}, or null
+     * @return the answer (its {@code instanceId})
+     */
+    public RunAnswer runJob(String name, Object params) {
+        return runJob(name, params, null);
+    }
+
+    /**
+     * {@code POST /llm/jobs/{name}/run} with a delay.
+     *
+     * @param name a configured job name, or a numeric PowerJob job id
+     * @param params a {@code Map} (a JSON object) or a {@code String}, or null
+     * @param delayMs PowerJob's delay before it runs, or null
+     * @return the answer (its {@code instanceId})
+     */
+    public RunAnswer runJob(String name, Object params, Long delayMs) {
+        Objects.requireNonNull(name, "name");
+        if (params != null && !(params instanceof Map<?, ?>) && !(params instanceof String)) {
+            throw new IllegalArgumentException("params is a Map (a JSON object) or a String, not " + params.getClass().getName());
+        }
+        Map<String, Object> body = new LinkedHashMap<>();
+        if (params != null) {
+            body.put("instanceParams", params);
+        }
+        if (delayMs != null) {
+            body.put("delayMs", delayMs);
+        }
+        String path = "/llm/jobs/" + URLEncoder.encode(name, StandardCharsets.UTF_8).replace("+", "%20") + "/run";
+        return sendJson("POST", path, Map.of(), body, 0, false, RunAnswer.class);
+    }
+
+    /**
+     * {@code POST /llm/jobs/{jobId}/run} by a numeric PowerJob job id.
+     *
+     * @param jobId the job id
+     * @param params a {@code Map} (a JSON object) or a {@code String}, or null
+     * @return the answer
+     */
+    public RunAnswer runJob(long jobId, Object params) {
+        return runJob(Long.toString(jobId), params, null);
+    }
+
+    /**
+     * {@code GET /llm/jobs}: the configured jobs.
+     *
+     * @return the jobs and whether this caller may run them
+     */
+    public JobList jobs() {
+        return sendJson("GET", "/llm/jobs", Map.of(), null, 0, true, JobList.class);
+    }
+
+    /**
+     * {@code GET /llm/instances/{id}}: PowerJob's view of the instance.
+     *
+     * @param instanceId the instance id (digits)
+     * @return the instance
+     */
+    public Instance instance(String instanceId) {
+        return sendJson("GET", "/llm/instances/" + instanceId(instanceId), Map.of(), null, 0, true, Instance.class);
+    }
+
+    /**
+     * {@code POST /llm/instances/{id}/stop} ({@link ConflictException} when finished).
+     *
+     * @param instanceId the instance id (digits)
+     */
+    public void stop(String instanceId) {
+        send("POST", "/llm/instances/" + instanceId(instanceId) + "/stop", Map.of(), null, 0, false);
+    }
+
+    /**
+     * {@code POST /llm/instances/{id}/cancel} (only while it waits for dispatch).
+     *
+     * @param instanceId the instance id (digits)
+     */
+    public void cancel(String instanceId) {
+        send("POST", "/llm/instances/" + instanceId(instanceId) + "/cancel", Map.of(), null, 0, false);
+    }
+
+    /**
+     * {@code POST /llm/instances/{id}/retry} (only a finished instance; same id).
+     *
+     * @param instanceId the instance id (digits)
+     */
+    public void retry(String instanceId) {
+        send("POST", "/llm/instances/" + instanceId(instanceId) + "/retry", Map.of(), null, 0, false);
+    }
+
+    /**
+     * The start-up state now.
+     *
+     * @param instanceId the instance id (digits)
+     * @return the state
+     */
+    public StartupState startup(String instanceId) {
+        return startup(instanceId, Duration.ZERO, null, null);
+    }
+
+    /**
+     * {@code GET /llm/instances/{id}/startup}: the model server's start-up state. With
+     * {@code wait} (at most 30 s) it long-polls until the state changes from
+     * ({@code attempt}, {@code fromEvent}), by default the state when the request arrives,
+     * or is {@code complete}.
+     *
+     * @param instanceId the instance id (digits)
+     * @param wait how long to wait for a change
+     * @param attempt the previous answer's {@code attempt}, or null
+     * @param fromEvent the previous answer's {@code events.size()}, or null
+     * @return the state
+     */
+    public StartupState startup(String instanceId, Duration wait, Integer attempt, Integer fromEvent) {
+        Map<String, Object> params = new LinkedHashMap<>();
+        long w = waitMs(wait);
+        if (w > 0) {
+            params.put("waitMs", w);
+        }
+        if (attempt != null) {
+            params.put("attempt", attempt);
+        }
+        if (fromEvent != null) {
+            params.put("fromEvent", fromEvent);
+        }
+        return sendJson("GET", "/llm/instances/" + instanceId(instanceId) + "/startup", params, null, w, true, StartupState.class);
+    }
+
+    /**
+     * Long-polls the start-up state until it is {@code complete} ({@code ready}, or the job
+     * ended and its log is complete: {@code failed} with its final cause, or
+     * {@code exited}) and returns it; after {@code timeout} returns the state as it is
+     * (check {@code complete()}).
+     *
+     * @param instanceId the instance id (digits)
+     * @param timeout the longest wait, or null for no limit
+     * @return the last state
+     */
+    public StartupState waitStartup(String instanceId, Duration timeout) {
+        long deadline = timeout == null ? Long.MAX_VALUE : System.nanoTime() + timeout.toNanos();
+        StartupState state = null;
+        Tries pauses = new Tries(false);
+        while (true) {
+            long left = timeout == null ? 20_000 : Math.max(0, (deadline - System.nanoTime()) / 1_000_000);
+            Duration wait = Duration.ofMillis(Math.min(20_000, left));
+            long started = System.nanoTime();
+            state = state == null
+                    ? startup(instanceId, wait, null, null)
+                    : startup(instanceId, wait, state.attempt(), state.events() == null ? 0 : state.events().size());
+            if (state.complete() || (timeout != null && System.nanoTime() - deadline >= 0)) {
+                return state;
+            }
+            long pause = minPollInterval.toMillis() - (System.nanoTime() - started) / 1_000_000;
+            if (pause > 0) {
+                pauses.pause(pause);
+            }
+        }
+    }
+}
