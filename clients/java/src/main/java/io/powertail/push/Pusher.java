@@ -56,6 +56,8 @@ final class Pusher {
     private final AtomicLong rejected = new AtomicLong();
     private final AtomicLong batches = new AtomicLong();
     private final AtomicLong retries = new AtomicLong();
+    /** Set while the sender waits for a batch to fill: only then does a producer wake it. */
+    private volatile boolean lingering;
     private volatile boolean closing;
     private volatile boolean disabled;
     private volatile long abandonAtNanos = Long.MAX_VALUE;
@@ -104,7 +106,7 @@ final class Pusher {
             return false;
         }
         queued.increment();
-        if (queue.size() >= batchSize) {
+        if (lingering && queue.size() + 1 >= batchSize) {
             LockSupport.unpark(sender);
         }
         return true;
@@ -155,6 +157,7 @@ final class Pusher {
                 }
                 batch.add(first);
                 long deadline = first.enqueuedNanos() + lingerNanos;
+                lingering = true;
                 while (!closing && queue.size() + 1 < batchSize) {
                     long left = deadline - System.nanoTime();
                     if (left <= 0) {
@@ -162,6 +165,7 @@ final class Pusher {
                     }
                     LockSupport.parkNanos(this, left);
                 }
+                lingering = false;
                 queue.drainTo(batch, batchSize - 1);
                 boolean last = closing && queue.isEmpty();
                 deliver(batch, last);
