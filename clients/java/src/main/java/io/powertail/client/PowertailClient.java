@@ -76,7 +76,10 @@ public final class PowertailClient {
     private final Duration minPollInterval;
     private final HttpClient http;
     final ObjectMapper json;
+    /** How the client waits between tries (tests replace it). */
     Sleeper sleeper = Thread::sleep;
+    /** How long a streamed body may stay silent before the stream reconnects (tests shorten it). */
+    Duration streamReadTimeout = STREAM_READ_TIMEOUT;
 
     /** How the client waits between tries (tests replace it). */
     @FunctionalInterface
@@ -757,7 +760,7 @@ public final class PowertailClient {
             }
             String line;
             try {
-                line = body.next(STREAM_READ_TIMEOUT);
+                line = body.next(streamReadTimeout);
             } catch (IOException e) {
                 broken(new PowertailConnectionException("connection_error", describe(e), null, null));
                 return null;
