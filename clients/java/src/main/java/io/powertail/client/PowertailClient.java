@@ -1,24 +1,12 @@
 package io.powertail.client;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
-import com.fasterxml.jackson.databind.DeserializationFeature;
-import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.json.JsonMapper;
-import java.io.IOException;
-import java.net.ConnectException;
 import java.net.URI;
 import java.net.URLEncoder;
 import java.net.http.HttpClient;
-import java.net.http.HttpConnectTimeoutException;
-import java.net.http.HttpRequest;
-import java.net.http.HttpResponse;
-import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
-import java.time.ZonedDateTime;
-import java.time.format.DateTimeFormatter;
-import java.time.format.DateTimeParseException;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -27,7 +15,6 @@ import java.util.NoSuchElementException;
 import java.util.Objects;
 import java.util.Spliterator;
 import java.util.Spliterators;
-import java.util.concurrent.Flow;
 import java.util.stream.Stream;
 import java.util.stream.StreamSupport;
 
@@ -66,43 +53,21 @@ public final class PowertailClient {
     /** How long a streamed body may stay silent: the server sends a heartbeat every 15 s. */
     static final Duration STREAM_READ_TIMEOUT = Duration.ofSeconds(45);
 
-    private static final String USER_AGENT = "powertail-client-java/0.1";
-
-    private final String baseUrl;
-    private final String authorization;
-    private final Duration timeout;
-    private final int maxRetries;
-    private final Duration connectRetryBudget;
+    private final Transport transport;
+    private final ObjectMapper json;
     private final Duration minPollInterval;
-    private final HttpClient http;
-    final ObjectMapper json;
-    /** How the client waits between tries (tests replace it). */
-    Sleeper sleeper = Thread::sleep;
     /** How long a streamed body may stay silent before the stream reconnects (tests shorten it). */
     Duration streamReadTimeout = STREAM_READ_TIMEOUT;
 
-    /** How the client waits between tries (tests replace it). */
-    @FunctionalInterface
-    interface Sleeper {
-        void sleep(long millis) throws InterruptedException;
+    private PowertailClient(Builder b) {
+        this.transport = new Transport(b.baseUrl, b.token, b.timeout, b.maxRetries, b.connectRetryBudget, b.httpClient);
+        this.json = transport.json;
+        this.minPollInterval = b.minPollInterval;
     }
 
-    private PowertailClient(Builder b) {
-        this.baseUrl = b.baseUrl.replaceAll("/+$", "");
-        this.authorization = b.token == null ? null : "Bearer " + b.token;
-        this.timeout = b.timeout;
-        this.maxRetries = b.maxRetries;
-        this.connectRetryBudget = b.connectRetryBudget;
-        this.minPollInterval = b.minPollInterval;
-        this.http = b.httpClient != null
-                ? b.httpClient
-                : HttpClient.newBuilder()
-                        .version(HttpClient.Version.HTTP_1_1)
-                        .connectTimeout(b.timeout)
-                        .build();
-        this.json = JsonMapper.builder()
-                .disable(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES)
-                .build();
+    /** The HTTP side (tests reach its sleeper and error mapping). */
+    Transport transport() {
+        return transport;
     }
 
     /**
@@ -232,7 +197,7 @@ public final class PowertailClient {
         }
     }
 
-    // --- requests ----------------------------------------------------------------------
+    // --- helpers -----------------------------------------------------------------------
 
     /** Instance ids exceed 2^53: the API carries them as strings of digits. */
     static String instanceId(String value) {
@@ -249,216 +214,6 @@ public final class PowertailClient {
         return Math.min(wait.toMillis(), MAX_WAIT.toMillis());
     }
 
-    long backoffMillis(int failures) {
-        return (long) Math.min(500.0 * Math.pow(2, failures - 1), 5000.0);
-    }
-
-    static String query(Map<String, Object> params) {
-        if (params.isEmpty()) {
-            return "";
-        }
-        StringBuilder sb = new StringBuilder("?");
-        for (Map.Entry<String, Object> e : params.entrySet()) {
-            if (sb.length() > 1) {
-                sb.append('&');
-            }
-            sb.append(URLEncoder.encode(e.getKey(), StandardCharsets.UTF_8))
-                    .append('=')
-                    .append(URLEncoder.encode(String.valueOf(e.getValue()), StandardCharsets.UTF_8));
-        }
-        return sb.toString();
-    }
-
-    private HttpRequest.Builder request(String pathAndQuery, Duration requestTimeout) {
-        HttpRequest.Builder b = HttpRequest.newBuilder(URI.create(baseUrl + pathAndQuery))
-                .timeout(requestTimeout)
-                .header("User-Agent", USER_AGENT)
-                .header("Accept", "application/json");
-        if (authorization != null) {
-            b.header("Authorization", authorization);
-        }
-        return b;
-    }
-
-    /** Whether a failure is one of connecting (nothing was sent). */
-    static boolean isConnectFailure(Throwable e) {
-        for (Throwable t = e; t != null; t = t.getCause()) {
-            if (t instanceof ConnectException || t instanceof HttpConnectTimeoutException) {
-                return true;
-            }
-        }
-        return false;
-    }
-
-    private static String describe(Throwable e) {
-        String m = e.getMessage();
-        return m == null || m.isBlank() ? e.getClass().getSimpleName() : m;
-    }
-
-    /** Tracks the failures of one call: the connect budget and the retries in a row. */
-    final class Tries {
-        private final boolean retry;
-        private int failures;
-        private int connectFailures;
-        private long firstRefusal = -1;
-
-        Tries(boolean retry) {
-            this.retry = retry;
-        }
-
-        /** A success: the next failure is the first in a row. */
-        void reset() {
-            failures = 0;
-            connectFailures = 0;
-            firstRefusal = -1;
-        }
-
-        /** After a transport failure: sleeps before the next try, or throws. */
-        void onTransportFailure(Throwable e) {
-            if (isConnectFailure(e)) {
-                long now = System.nanoTime();
-                if (firstRefusal < 0) {
-                    firstRefusal = now;
-                }
-                long delay = Math.min(100L << Math.min(connectFailures, 10), 1000L);
-                long spent = (now - firstRefusal) / 1_000_000;
-                if (spent + delay > connectRetryBudget.toMillis()) {
-                    throw new PowertailConnectionException(
-                            "connection_error",
-                            "cannot connect to " + baseUrl + ": " + describe(e) + " (tried for " + spent + " ms)",
-                            null,
-                            null);
-                }
-                connectFailures++;
-                pause(delay);
-                return;
-            }
-            if (!retry || failures >= maxRetries) {
-                throw new PowertailConnectionException("connection_error", describe(e), null, null);
-            }
-            failures++;
-            pause(backoffMillis(failures));
-        }
-
-        /** After an error answer: sleeps before the next try, or throws it. */
-        void onError(PowertailException error) {
-            if (!retry || !error.isRetryable() || failures >= maxRetries) {
-                throw error;
-            }
-            failures++;
-            pause(error.retryAfter().map(Duration::toMillis).orElse(backoffMillis(failures)));
-        }
-
-        /** After a stream that broke: sleeps at least {@code floorMillis}, or throws. */
-        void onBrokenStream(PowertailException error, long floorMillis) {
-            if (failures >= maxRetries) {
-                throw error;
-            }
-            failures++;
-            pause(Math.max(backoffMillis(failures), floorMillis));
-        }
-
-        private void pause(long millis) {
-            try {
-                sleeper.sleep(millis);
-            } catch (InterruptedException ie) {
-                Thread.currentThread().interrupt();
-                throw new PowertailConnectionException("connection_error", "interrupted", null, null);
-            }
-        }
-    }
-
-    /** One call, retried (when {@code retry}) on 429/503 and broken connections. */
-    HttpResponse<String> send(String method, String path, Map<String, Object> params, Object body, long waitMillis, boolean retry) {
-        Duration requestTimeout = timeout.plusMillis(waitMillis).plusSeconds(30);
-        HttpRequest.BodyPublisher publisher = HttpRequest.BodyPublishers.noBody();
-        String contentType = null;
-        if (body != null) {
-            try {
-                publisher = HttpRequest.BodyPublishers.ofByteArray(json.writeValueAsBytes(body));
-                contentType = "application/json";
-            } catch (JsonProcessingException e) {
-                throw new IllegalArgumentException("the body cannot be written as JSON: " + e.getOriginalMessage(), e);
-            }
-        }
-        Tries tries = new Tries(retry);
-        while (true) {
-            HttpRequest.Builder b = request(path + query(params), requestTimeout).method(method, publisher);
-            if (contentType != null) {
-                b.header("Content-Type", contentType);
-            }
-            HttpResponse<String> response;
-            try {
-                response = http.send(b.build(), HttpResponse.BodyHandlers.ofString(StandardCharsets.UTF_8));
-            } catch (IOException e) {
-                tries.onTransportFailure(e);
-                continue;
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new PowertailConnectionException("connection_error", "interrupted", null, null);
-            }
-            if (response.statusCode() / 100 == 2) {
-                return response;
-            }
-            tries.onError(errorOf(response.statusCode(), response.headers().firstValue("retry-after").orElse(null), response.body()));
-        }
-    }
-
-    <T> T sendJson(String method, String path, Map<String, Object> params, Object body, long waitMillis, boolean retry, Class<T> type) {
-        HttpResponse<String> response = send(method, path, params, body, waitMillis, retry);
-        try {
-            return json.readValue(response.body(), type);
-        } catch (JsonProcessingException e) {
-            throw new ServerException("http_error", "the answer is not the expected JSON: " + e.getOriginalMessage(), response.statusCode(), null);
-        }
-    }
-
-    /** {@code Retry-After}: delta-seconds or an HTTP date. */
-    static Duration retryAfter(String value) {
-        if (value == null) {
-            return null;
-        }
-        String v = value.trim();
-        if (!v.isEmpty() && v.length() < 10 && v.chars().allMatch(c -> c >= '0' && c <= '9')) {
-            return Duration.ofSeconds(Long.parseLong(v));
-        }
-        try {
-            ZonedDateTime when = ZonedDateTime.parse(v, DateTimeFormatter.RFC_1123_DATE_TIME);
-            Duration d = Duration.between(ZonedDateTime.now(when.getZone()), when);
-            return d.isNegative() ? Duration.ZERO : d;
-        } catch (DateTimeParseException e) {
-            return null;
-        }
-    }
-
-    /** The typed error of a non-2xx answer ({@code {"error": {"code", "message"}}}). */
-    PowertailException errorOf(int status, String retryAfterHeader, String body) {
-        Duration retryAfter = retryAfter(retryAfterHeader);
-        try {
-            JsonNode root = json.readTree(body == null ? "" : body);
-            JsonNode error = root == null ? null : root.get("error");
-            if (error != null && error.path("code").isTextual() && error.path("message").isTextual()) {
-                JsonNode epoch = root.get("epoch");
-                return Errors.of(error.get("code").asText(), error.get("message").asText(), status, retryAfter,
-                        epoch != null && epoch.isTextual() ? epoch.asText() : null);
-            }
-        } catch (JsonProcessingException e) {
-            // not powertail's shape: below
-        }
-        // A proxy's page, say.
-        String text = body == null ? "" : body.strip();
-        if (text.length() > 200) {
-            text = text.substring(0, 200);
-        }
-        if (text.isEmpty()) {
-            text = "HTTP " + status;
-        }
-        PowertailException err = Errors.of("http_error", text, status, retryAfter, null);
-        if (status >= 500 && !err.isRetryable()) {
-            return new ServerException("http_error", text, status, retryAfter);
-        }
-        return err;
-    }
 
     // --- logs --------------------------------------------------------------------------
 
@@ -536,7 +291,7 @@ public final class PowertailClient {
     }
 
     private LogPage readPage(Cursor cursor, long waitMillis, Integer limit) {
-        return sendJson("GET", "/llm/logs", cursor.params(waitMillis, limit), null, waitMillis, true, LogPage.class);
+        return transport.sendJson("GET", "/llm/logs", cursor.params(waitMillis, limit), null, waitMillis, true, LogPage.class);
     }
 
     private static <T> Stream<T> lazy(Iterator<T> it, Runnable onClose) {
@@ -617,7 +372,7 @@ public final class PowertailClient {
                 if (lastEmpty) {
                     long pause = minPollInterval.toMillis() - (System.nanoTime() - lastStarted) / 1_000_000;
                     if (pause > 0) {
-                        new Tries(false).pause(pause);
+                        transport.new Tries(false).pause(pause);
                     }
                 }
                 while (true) {
@@ -646,7 +401,7 @@ public final class PowertailClient {
      * @return the text
      */
     public String raw(String instanceId) {
-        return send("GET", "/llm/logs/" + instanceId(instanceId) + "/raw", Map.of(), null, 0, true).body();
+        return transport.send("GET", "/llm/logs/" + instanceId(instanceId) + "/raw", Map.of(), null, 0, true).body();
     }
 
     // --- event stream ------------------------------------------------------------------
@@ -700,218 +455,8 @@ public final class PowertailClient {
      * @return the events, lazily; close the stream to stop early (it closes the connection)
      */
     public Stream<ServerSentEvent> streamEvents(String instanceId, FollowOptions options) {
-        EventIterator it = new EventIterator(instanceId(instanceId), options);
+        EventStream it = new EventStream(transport, instanceId(instanceId), options, streamReadTimeout);
         return lazy(it, it::close);
-    }
-
-    /** The state machine of one followed event stream, reconnecting as needed. */
-    private final class EventIterator implements Iterator<ServerSentEvent> {
-        private final String path;
-        private final boolean restart;
-        private long fromLine;
-        private String epoch;
-        private String lastId;
-        private Long reconnectMillis;
-        private final Tries tries = new Tries(true);
-        private BodyLines body;
-        private SseDecoder decoder;
-        private ServerSentEvent pending;
-        private boolean finished;
-        private boolean reconnectNow;
-
-        EventIterator(String id, FollowOptions options) {
-            this.path = "/llm/logs/" + id + "/stream";
-            this.restart = options.restart();
-            this.fromLine = options.fromLine();
-            this.epoch = options.epoch();
-        }
-
-        @Override
-        public boolean hasNext() {
-            while (pending == null && !finished) {
-                pending = step();
-            }
-            return pending != null;
-        }
-
-        @Override
-        public ServerSentEvent next() {
-            if (!hasNext()) {
-                throw new NoSuchElementException();
-            }
-            ServerSentEvent e = pending;
-            pending = null;
-            return e;
-        }
-
-        void close() {
-            finished = true;
-            if (body != null) {
-                body.close();
-                body = null;
-            }
-        }
-
-        /** One event, or null after a reconnection or the end. */
-        private ServerSentEvent step() {
-            if (body == null) {
-                connect();
-                return null;
-            }
-            String line;
-            try {
-                line = body.next(streamReadTimeout);
-            } catch (IOException e) {
-                broken(new PowertailConnectionException("connection_error", describe(e), null, null));
-                return null;
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                close();
-                throw new PowertailConnectionException("connection_error", "interrupted", null, null);
-            }
-            if (line == null) {
-                broken(new PowertailConnectionException("connection_error", "the event stream ended before its `end` event", null, null));
-                return null;
-            }
-            ServerSentEvent event = decoder.feed(line);
-            if (event == null) {
-                return null;
-            }
-            lastId = decoder.lastEventId();
-            if (decoder.retry() != null) {
-                reconnectMillis = decoder.retry();
-            }
-            tries.reset();
-            EpochMismatchException rebuilt = null;
-            if (event.event().equals("lines") || event.event().equals("end") || event.event().equals("error")) {
-                JsonNode data;
-                try {
-                    data = json.readTree(event.data());
-                } catch (JsonProcessingException e) {
-                    data = json.nullNode();
-                }
-                if (!event.event().equals("error")) {
-                    if (data.path("epoch").isTextual()) {
-                        epoch = data.get("epoch").asText();
-                    }
-                } else if ("epoch_mismatch".equals(data.path("code").asText()) && data.path("epoch").isTextual()) {
-                    rebuilt = new EpochMismatchException("epoch_mismatch", data.path("message").asText(""), 410, null, data.get("epoch").asText());
-                }
-            }
-            if (rebuilt != null) {
-                if (!restart) {
-                    close();
-                    throw rebuilt;
-                }
-                dropConnection();
-                epoch = rebuilt.epoch().orElse(null);
-                lastId = null;
-                fromLine = 0;
-                reconnectNow = true;
-                return event;
-            }
-            if (event.event().equals("end")) {
-                close();
-            } else if (event.event().equals("shutdown")) {
-                dropConnection();
-            }
-            return event;
-        }
-
-        private void dropConnection() {
-            if (body != null) {
-                body.close();
-                body = null;
-            }
-        }
-
-        private void broken(PowertailException error) {
-            dropConnection();
-            try {
-                tries.onBrokenStream(error, reconnectMillis == null ? 0 : reconnectMillis);
-            } catch (PowertailException e) {
-                close();
-                throw e;
-            }
-        }
-
-        private void connect() {
-            if (reconnectNow) {
-                reconnectNow = false;
-            }
-            Map<String, Object> params = new LinkedHashMap<>();
-            HttpRequest.Builder b;
-            if (lastId == null && fromLine > 0) {
-                params.put("fromLine", fromLine);
-            }
-            if (epoch != null) {
-                params.put("epoch", epoch);
-            }
-            b = request(path + query(params), timeout.plusSeconds(30))
-                    .header("Accept", "text/event-stream")
-                    .header("Cache-Control", "no-cache")
-                    .GET();
-            if (lastId != null) {
-                b.header("Last-Event-ID", lastId);
-            }
-            HttpResponse<Flow.Publisher<List<ByteBuffer>>> response;
-            try {
-                response = http.send(b.build(), HttpResponse.BodyHandlers.ofPublisher());
-            } catch (IOException e) {
-                try {
-                    tries.onTransportFailure(e);
-                } catch (PowertailException ex) {
-                    close();
-                    throw ex;
-                }
-                return;
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                close();
-                throw new PowertailConnectionException("connection_error", "interrupted", null, null);
-            }
-            BodyLines lines = new BodyLines();
-            response.body().subscribe(lines);
-            if (response.statusCode() / 100 != 2 || response.statusCode() == 204) {
-                String text = readAll(lines);
-                lines.close();
-                if (response.statusCode() == 204) {
-                    // The log is complete and the id at its end: nothing more will come.
-                    finished = true;
-                    return;
-                }
-                PowertailException error = errorOf(response.statusCode(), response.headers().firstValue("retry-after").orElse(null), text);
-                if (error instanceof EpochMismatchException em && restart && em.epoch().isPresent()) {
-                    epoch = em.epoch().get();
-                    lastId = null;
-                    fromLine = 0;
-                    return;
-                }
-                try {
-                    tries.onError(error);
-                } catch (PowertailException e) {
-                    close();
-                    throw e;
-                }
-                return;
-            }
-            body = lines;
-            decoder = new SseDecoder(lastId);
-        }
-
-        private String readAll(BodyLines lines) {
-            StringBuilder sb = new StringBuilder();
-            try {
-                for (String l = lines.next(timeout); l != null; l = lines.next(timeout)) {
-                    sb.append(l).append('\n');
-                }
-            } catch (IOException e) {
-                // what came is enough for the error
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-            }
-            return sb.toString();
-        }
     }
 
     // --- jobs and instances ------------------------------------------------------------
@@ -961,7 +506,7 @@ public final class PowertailClient {
             body.put("delayMs", delayMs);
         }
         String path = "/llm/jobs/" + URLEncoder.encode(name, StandardCharsets.UTF_8).replace("+", "%20") + "/run";
-        return sendJson("POST", path, Map.of(), body, 0, false, RunAnswer.class);
+        return transport.sendJson("POST", path, Map.of(), body, 0, false, RunAnswer.class);
     }
 
     /**
@@ -981,7 +526,7 @@ public final class PowertailClient {
      * @return the jobs and whether this caller may run them
      */
     public JobList jobs() {
-        return sendJson("GET", "/llm/jobs", Map.of(), null, 0, true, JobList.class);
+        return transport.sendJson("GET", "/llm/jobs", Map.of(), null, 0, true, JobList.class);
     }
 
     /**
@@ -991,7 +536,7 @@ public final class PowertailClient {
      * @return the instance
      */
     public Instance instance(String instanceId) {
-        return sendJson("GET", "/llm/instances/" + instanceId(instanceId), Map.of(), null, 0, true, Instance.class);
+        return transport.sendJson("GET", "/llm/instances/" + instanceId(instanceId), Map.of(), null, 0, true, Instance.class);
     }
 
     /**
@@ -1000,7 +545,7 @@ public final class PowertailClient {
      * @param instanceId the instance id (digits)
      */
     public void stop(String instanceId) {
-        send("POST", "/llm/instances/" + instanceId(instanceId) + "/stop", Map.of(), null, 0, false);
+        transport.send("POST", "/llm/instances/" + instanceId(instanceId) + "/stop", Map.of(), null, 0, false);
     }
 
     /**
@@ -1009,7 +554,7 @@ public final class PowertailClient {
      * @param instanceId the instance id (digits)
      */
     public void cancel(String instanceId) {
-        send("POST", "/llm/instances/" + instanceId(instanceId) + "/cancel", Map.of(), null, 0, false);
+        transport.send("POST", "/llm/instances/" + instanceId(instanceId) + "/cancel", Map.of(), null, 0, false);
     }
 
     /**
@@ -1018,7 +563,7 @@ public final class PowertailClient {
      * @param instanceId the instance id (digits)
      */
     public void retry(String instanceId) {
-        send("POST", "/llm/instances/" + instanceId(instanceId) + "/retry", Map.of(), null, 0, false);
+        transport.send("POST", "/llm/instances/" + instanceId(instanceId) + "/retry", Map.of(), null, 0, false);
     }
 
     /**
@@ -1055,7 +600,7 @@ public final class PowertailClient {
         if (fromEvent != null) {
             params.put("fromEvent", fromEvent);
         }
-        return sendJson("GET", "/llm/instances/" + instanceId(instanceId) + "/startup", params, null, w, true, StartupState.class);
+        return transport.sendJson("GET", "/llm/instances/" + instanceId(instanceId) + "/startup", params, null, w, true, StartupState.class);
     }
 
     /**
@@ -1071,7 +616,7 @@ public final class PowertailClient {
     public StartupState waitStartup(String instanceId, Duration timeout) {
         long deadline = timeout == null ? Long.MAX_VALUE : System.nanoTime() + timeout.toNanos();
         StartupState state = null;
-        Tries pauses = new Tries(false);
+        Transport.Tries pauses = transport.new Tries(false);
         while (true) {
             long left = timeout == null ? 20_000 : Math.max(0, (deadline - System.nanoTime()) / 1_000_000);
             Duration wait = Duration.ofMillis(Math.min(20_000, left));

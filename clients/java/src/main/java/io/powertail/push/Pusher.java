@@ -34,7 +34,7 @@ final class Pusher {
     private static final long IDLE_POLL_MS = 200;
 
     /** One line as it was logged. */
-    record Line(long ts, Level level, String text, long enqueuedNanos) {}
+    record Line(long ts, Level level, String text) {}
 
     private final URI endpoint;
     private final String authorization;
@@ -42,7 +42,7 @@ final class Pusher {
     private final String source;
     private final String worker;
     private final int batchSize;
-    private final long lingerNanos;
+    private final long lingerMs;
     private final Duration requestTimeout;
     private final long giveUpNanos;
     private final long maxBackoffMs;
@@ -71,7 +71,7 @@ final class Pusher {
         this.worker = b.worker;
         this.source = b.worker + "/" + Long.toHexString(ThreadLocalRandom.current().nextLong() | Long.MIN_VALUE);
         this.batchSize = b.batchSize;
-        this.lingerNanos = b.linger.toNanos();
+        this.lingerMs = b.linger.toMillis();
         this.requestTimeout = b.requestTimeout;
         this.giveUpNanos = b.giveUpAfter.toNanos();
         this.maxBackoffMs = b.maxBackoff.toMillis();
@@ -101,7 +101,7 @@ final class Pusher {
             dropped.increment();
             return false;
         }
-        if (!queue.offer(new Line(ts, level, text, System.nanoTime()))) {
+        if (!queue.offer(new Line(ts, level, text))) {
             dropped.increment();
             return false;
         }
@@ -156,7 +156,10 @@ final class Pusher {
                     continue;
                 }
                 batch.add(first);
-                long deadline = first.enqueuedNanos() + lingerNanos;
+                // The line's own time stamp starts its linger (one clock read a line, not two),
+                // bounded so that a wall clock set back cannot hold it longer.
+                long lingerLeft = Math.max(0, Math.min(lingerMs, first.ts() + lingerMs - System.currentTimeMillis()));
+                long deadline = System.nanoTime() + lingerLeft * 1_000_000;
                 lingering = true;
                 while (!closing && queue.size() + 1 < batchSize) {
                     long left = deadline - System.nanoTime();

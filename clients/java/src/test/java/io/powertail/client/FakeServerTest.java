@@ -135,7 +135,7 @@ class FakeServerTest {
 
     private static PowertailClient client(String url, List<Long> sleeps) {
         PowertailClient pt = PowertailClient.builder(url).maxRetries(3).minPollInterval(Duration.ZERO).build();
-        pt.sleeper = sleeps::add;
+        pt.transport().sleeper = sleeps::add;
         return pt;
     }
 
@@ -229,26 +229,26 @@ class FakeServerTest {
         PowertailClient pt = PowertailClient.builder("http://127.0.0.1:1").build();
         for (Map.Entry<String, Class<? extends PowertailException>> e : expected.entrySet()) {
             int s = status.get(e.getKey());
-            PowertailException err = pt.errorOf(s, null, "{\"error\":{\"code\":\"" + e.getKey() + "\",\"message\":\"m\"},\"epoch\":\"E2\"}");
+            PowertailException err = pt.transport().errorOf(s, null, "{\"error\":{\"code\":\"" + e.getKey() + "\",\"message\":\"m\"},\"epoch\":\"E2\"}");
             assertEquals(e.getValue(), err.getClass(), e.getKey());
             assertEquals(s, err.status().orElseThrow());
             assertEquals(s == 429 || s == 503, err.isRetryable(), e.getKey());
         }
-        assertEquals("E2", ((EpochMismatchException) pt.errorOf(410, null,
+        assertEquals("E2", ((EpochMismatchException) pt.transport().errorOf(410, null,
                 "{\"error\":{\"code\":\"epoch_mismatch\",\"message\":\"m\"},\"epoch\":\"E2\"}")).epoch().orElseThrow());
         // A code this version does not know: the family of its status, with the code.
-        PowertailException unknown = pt.errorOf(404, null, "{\"error\":{\"code\":\"new_code\",\"message\":\"m\"}}");
+        PowertailException unknown = pt.transport().errorOf(404, null, "{\"error\":{\"code\":\"new_code\",\"message\":\"m\"}}");
         assertEquals(NotFoundException.class, unknown.getClass());
         assertEquals("new_code", unknown.code());
         // An answer that is not powertail's (a proxy's page): not PowerJob's failure relayed.
-        PowertailException proxy = pt.errorOf(502, null, "<html>Bad Gateway</html>");
+        PowertailException proxy = pt.transport().errorOf(502, null, "<html>Bad Gateway</html>");
         assertEquals(ServerException.class, proxy.getClass());
         assertEquals("http_error", proxy.code());
         assertEquals("<html>Bad Gateway</html>", proxy.apiMessage());
-        assertEquals(ServerException.class, pt.errorOf(500, null, "oops").getClass());
-        assertEquals(RetryableException.class, pt.errorOf(503, "2", "<html>busy</html>").getClass());
-        assertEquals(Duration.ofSeconds(2), pt.errorOf(503, "2", "").retryAfter().orElseThrow());
-        assertNull(PowertailClient.retryAfter("soon"));
+        assertEquals(ServerException.class, pt.transport().errorOf(500, null, "oops").getClass());
+        assertEquals(RetryableException.class, pt.transport().errorOf(503, "2", "<html>busy</html>").getClass());
+        assertEquals(Duration.ofSeconds(2), pt.transport().errorOf(503, "2", "").retryAfter().orElseThrow());
+        assertNull(Transport.retryAfter("soon"));
     }
 
     @Test
