@@ -1,6 +1,7 @@
 package io.powertail.push;
 
 import java.io.PrintWriter;
+import java.lang.ref.Cleaner;
 import java.lang.reflect.Array;
 import java.io.StringWriter;
 import java.net.InetAddress;
@@ -62,14 +63,25 @@ public final class PushLogger implements OmsLogger, AutoCloseable {
     /** Environment variable (or system property {@code powertail.worker}) read by {@link #forTask}. */
     public static final String ENV_WORKER = "POWERTAIL_WORKER";
 
+    /** Closes the pusher of a logger the task dropped without closing it. */
+    private static final Cleaner CLEANER = Cleaner.create();
+
     private final OmsLogger delegate;
     private final Pusher pusher;
     private final Duration closeTimeout;
+    private final Object order = new Object();
 
     private PushLogger(Builder b) {
         this.delegate = b.omsLogger;
         this.pusher = b.baseUrl == null ? null : new Pusher(b);
         this.closeTimeout = b.closeTimeout;
+        if (pusher != null) {
+            // A task that forgets close() must not leave its sender thread behind: once the
+            // logger is unreachable, its sender sends the rest and a final batch, and ends.
+            Pusher p = pusher;
+            Duration t = closeTimeout;
+            CLEANER.register(this, () -> p.closeAsync(t));
+        }
     }
 
     /**
@@ -328,21 +340,25 @@ public final class PushLogger implements OmsLogger, AutoCloseable {
      */
     public void log(Level level, String text) {
         String t = text == null ? "null" : text;
-        long ts = System.currentTimeMillis();
-        if (delegate != null) {
-            try {
-                switch (level) {
-                    case DEBUG -> delegate.debug("{}", t);
-                    case INFO -> delegate.info("{}", t);
-                    case WARN -> delegate.warn("{}", t);
-                    case ERROR -> delegate.error("{}", t);
+        // One lock for the two copies, so that lines logged at once from several threads
+        // (a process's stdout and stderr) reach PowerJob and the push in the same order.
+        synchronized (order) {
+            long ts = System.currentTimeMillis();
+            if (delegate != null) {
+                try {
+                    switch (level) {
+                        case DEBUG -> delegate.debug("{}", t);
+                        case INFO -> delegate.info("{}", t);
+                        case WARN -> delegate.warn("{}", t);
+                        case ERROR -> delegate.error("{}", t);
+                    }
+                } catch (RuntimeException e) {
+                    // PowerJob's logger must not fail the task either.
                 }
-            } catch (RuntimeException e) {
-                // PowerJob's logger must not fail the task either.
             }
-        }
-        if (pusher != null) {
-            pusher.offer(ts, level, t);
+            if (pusher != null) {
+                pusher.offer(ts, level, t);
+            }
         }
     }
 

@@ -124,13 +124,9 @@ final class Pusher {
      * {@code timeout}; past it the rest is abandoned (counted as rejected).
      */
     void close(Duration timeout) {
-        if (closing) {
+        if (!closeAsync(timeout)) {
             return;
         }
-        long deadline = System.nanoTime() + timeout.toNanos();
-        abandonAtNanos = deadline;
-        closing = true;
-        LockSupport.unpark(sender);
         try {
             sender.join(Math.max(1, timeout.toMillis()));
         } catch (InterruptedException e) {
@@ -139,6 +135,20 @@ final class Pusher {
         if (sender.isAlive()) {
             sender.interrupt();
         }
+    }
+
+    /**
+     * Starts closing without waiting: the sender sends what is queued and the final batch
+     * within {@code timeout}, then ends. False if it was closing already.
+     */
+    synchronized boolean closeAsync(Duration timeout) {
+        if (closing) {
+            return false;
+        }
+        abandonAtNanos = System.nanoTime() + timeout.toNanos();
+        closing = true;
+        LockSupport.unpark(sender);
+        return true;
     }
 
     // --- the sender thread -------------------------------------------------------------

@@ -191,6 +191,29 @@ class PushLoggerTest {
     }
 
     @Test
+    void a_logger_the_task_drops_without_closing_still_sends_its_final_batch() throws Exception {
+        try (RecordingServer server = new RecordingServer()) {
+            logAndDrop(server);
+            long deadline = System.nanoTime() + DEADLINE.toNanos();
+            while (server.accepted().stream().noneMatch(b -> b.path("final").asBoolean())) {
+                assertTrue(System.nanoTime() < deadline, "no final batch: " + server.accepted());
+                System.gc();
+                Thread.sleep(20);
+            }
+            assertEquals(List.of("forgotten"), pushedTexts(server));
+            // and its sender thread ends.
+            String name = "powertail-push-" + (INSTANCE + 1);
+            await(DEADLINE, () -> Thread.getAllStackTraces().keySet().stream().noneMatch(t -> t.getName().equals(name)),
+                    "the end of " + name);
+        }
+    }
+
+    private static void logAndDrop(RecordingServer server) {
+        PushLogger log = PushLogger.builder(server.url(), INSTANCE + 1).linger(Duration.ofSeconds(30)).build();
+        log.info("forgotten");
+    }
+
+    @Test
     void a_404_turns_pushing_off_and_powerjob_still_gets_every_line() throws Exception {
         try (RecordingServer server = new RecordingServer().answer(n -> 404)) {
             RecordingOmsLogger oms = new RecordingOmsLogger();
@@ -280,32 +303,47 @@ class PushLoggerTest {
             @Override
             public void error(String p, Object... a) {}
         };
-        int n = 50_000;
+        int n = 10_000;
         try (RecordingServer server = new RecordingServer()) {
-            PushLogger log = logger(server, quiet).queueCapacity(2 * n + 100_000).closeTimeout(Duration.ofSeconds(60)).build();
+            PushLogger log = logger(server, quiet).queueCapacity(200_000).closeTimeout(Duration.ofSeconds(60)).build();
             String text = "INFO 11-25 10:00:01 [loader.py:42] Loading safetensors checkpoint shards:  50% Completed | 2/4";
-            for (int i = 0; i < 25_000; i++) { // warm-up
+            for (int i = 0; i < 20_000; i++) { // warm-up of both paths
                 log.log(Level.INFO, text);
-            }
-            long started = System.nanoTime();
-            for (int i = 0; i < n; i++) {
-                log.log(Level.INFO, text);
-            }
-            long plain = (System.nanoTime() - started) / n;
-            started = System.nanoTime();
-            for (int i = 0; i < n; i++) {
                 log.info("processed batch {}: {} samples", i, 512);
             }
-            long formatted = (System.nanoTime() - started) / n;
+            long[] plain = new long[3];
+            long[] formatted = new long[3];
+            for (int round = 0; round < 3; round++) {
+                long started = System.nanoTime();
+                for (int i = 0; i < n; i++) {
+                    log.log(Level.INFO, text);
+                }
+                plain[round] = (System.nanoTime() - started) / n;
+                started = System.nanoTime();
+                for (int i = 0; i < n; i++) {
+                    log.info("processed batch {}: {} samples", i, 512);
+                }
+                formatted[round] = (System.nanoTime() - started) / n;
+            }
+            long[] each = new long[n];
+            for (int i = 0; i < n; i++) {
+                long t = System.nanoTime();
+                log.log(Level.INFO, text);
+                each[i] = System.nanoTime() - t;
+            }
+            java.util.Arrays.sort(plain);
+            java.util.Arrays.sort(formatted);
+            java.util.Arrays.sort(each);
             long closing = System.nanoTime();
             log.close();
             long drainMs = Math.max(1, (System.nanoTime() - closing) / 1_000_000);
             PushStats s = log.stats();
-            System.out.printf("push: %d ns/line (log), %d ns/line (info with {}), %s; close drained in %d ms%n",
-                    plain, formatted, s, drainMs);
+            System.out.printf("push: %d ns/line (log), %d ns/line (info with {}), median of 3 rounds of %d; one call: p50 %d ns, "
+                    + "p99 %d ns, max %d us; %s; close drained the rest in %d ms%n",
+                    plain[1], formatted[1], n, each[n / 2], each[n * 99 / 100], each[n - 1] / 1000, s, drainMs);
             assertEquals(0, s.dropped(), s.toString());
             assertEquals(s.queued(), s.sent(), s.toString());
-            assertTrue(plain < 20_000 && formatted < 20_000, plain + " / " + formatted + " ns per line");
+            assertTrue(plain[1] < 20_000 && formatted[1] < 20_000, plain[1] + " / " + formatted[1] + " ns per line");
         }
     }
 }
