@@ -35,9 +35,10 @@ import tech.powerjob.worker.log.OmsLogger;
  * <p>Logging never blocks and never throws: a line is formatted, handed to the
  * {@code OmsLogger}, and put in a bounded queue (default 10 000 lines) in a microsecond or
  * so; when the queue is full the line is not pushed and counted in
- * {@link PushStats#dropped()} (PowerJob still has it). One daemon thread sends the queue in
- * batches of {@code batchSize} (20) lines, or sooner once the oldest line waited
- * {@code linger} (100 ms), one batch in flight, each retried with back-off (100 ms doubling
+ * {@link PushStats#dropped()} (PowerJob still has it). One daemon thread sends a batch once
+ * {@code batchSize} (20) lines wait, or sooner once the oldest line waited {@code linger}
+ * (100 ms), one batch in flight (lines that queued up meanwhile catch up in batches of up to
+ * {@code maxBatchSize}, 200, halved after a 413), each retried with back-off (100 ms doubling
  * up to {@code maxBackoff}, 5 s, or the answer's {@code Retry-After}) under the same
  * {@code seq} until powertail acknowledges it, for at most {@code giveUpAfter} (60 s). A
  * 401, 403, 404 or 405 (no push endpoint, no {@code logs:push} scope, an instance powertail
@@ -142,6 +143,7 @@ public final class PushLogger implements OmsLogger, AutoCloseable {
         String token;
         String worker = DefaultWorker.NAME;
         int batchSize = 20;
+        int maxBatchSize = 200;
         Duration linger = Duration.ofMillis(100);
         int queueCapacity = 10_000;
         Duration requestTimeout = Duration.ofSeconds(5);
@@ -210,6 +212,21 @@ public final class PushLogger implements OmsLogger, AutoCloseable {
                 throw new IllegalArgumentException("batchSize must be 1..=1000");
             }
             this.batchSize = value;
+            return this;
+        }
+
+        /**
+         * Lines a catch-up batch holds at most when more than {@code batchSize} queued up
+         * while a batch was in flight (default 200; a 413 halves it).
+         *
+         * @param value 1..=10000
+         * @return this
+         */
+        public Builder maxBatchSize(int value) {
+            if (value < 1 || value > 10_000) {
+                throw new IllegalArgumentException("maxBatchSize must be 1..=10000");
+            }
+            this.maxBatchSize = value;
             return this;
         }
 

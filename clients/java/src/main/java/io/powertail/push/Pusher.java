@@ -42,6 +42,8 @@ final class Pusher {
     private final String source;
     private final String worker;
     private final int batchSize;
+    /** Lines a catch-up batch takes when more than {@code batchSize} wait; halved on a 413. */
+    private volatile int maxBatch;
     private final long lingerMs;
     private final Duration requestTimeout;
     private final long giveUpNanos;
@@ -71,6 +73,7 @@ final class Pusher {
         this.worker = b.worker;
         this.source = b.worker + "/" + Long.toHexString(ThreadLocalRandom.current().nextLong() | Long.MIN_VALUE);
         this.batchSize = b.batchSize;
+        this.maxBatch = Math.max(b.batchSize, b.maxBatchSize);
         this.lingerMs = b.linger.toMillis();
         this.requestTimeout = b.requestTimeout;
         this.giveUpNanos = b.giveUpAfter.toNanos();
@@ -179,7 +182,9 @@ final class Pusher {
                     LockSupport.parkNanos(this, left);
                 }
                 lingering = false;
-                queue.drainTo(batch, batchSize - 1);
+                // A batch goes out at batchSize lines; lines that queued up meanwhile (one batch
+                // is in flight at a time) catch up in batches of up to maxBatch.
+                queue.drainTo(batch, maxBatch - 1);
                 boolean last = closing && queue.isEmpty();
                 deliver(batch, last);
                 batch.clear();
@@ -272,6 +277,18 @@ final class Pusher {
                 disabled = true;
                 LOG.log(System.Logger.Level.WARNING, "powertail push of instance {0} disabled after HTTP {1}", instanceId, status);
                 break;
+            }
+            if (status == 413 && lines.size() > 1) {
+                // Too large for this powertail: nothing was applied. Send it in halves under
+                // this seq and the next, and keep later batches at most that large.
+                int half = lines.size() / 2;
+                maxBatch = Math.max(1, Math.min(maxBatch, half));
+                List<Line> first = new ArrayList<>(lines.subList(0, half));
+                List<Line> second = new ArrayList<>(lines.subList(half, lines.size()));
+                lines.clear();
+                deliver(first, false);
+                deliver(second, last);
+                return;
             }
             boolean transientFailure = status < 0 || status == 408 || status == 425 || status == 429 || status >= 500;
             if (!transientFailure) {
