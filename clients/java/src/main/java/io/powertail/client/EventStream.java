@@ -195,7 +195,8 @@ final class EventStream implements Iterator<ServerSentEvent> {
                 return;
             }
             PowertailException error = transport.errorOf(response.statusCode(), response.headers().firstValue("retry-after").orElse(null), text);
-            if (error instanceof EpochMismatchException em && restart && em.epoch().isPresent()) {
+            // (An epoch_mismatch that names the epoch sent cannot be followed: thrown below.)
+            if (error instanceof EpochMismatchException em && restart && em.epoch().isPresent() && !em.epoch().get().equals(epoch)) {
                 epoch = em.epoch().get();
                 lastId = null;
                 fromLine = 0;

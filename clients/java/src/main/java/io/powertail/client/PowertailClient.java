@@ -383,8 +383,8 @@ public final class PowertailClient {
                         lastEmpty = page.lines().isEmpty();
                         return page;
                     } catch (EpochMismatchException e) {
-                        if (!options.restart() || e.epoch().isEmpty()) {
-                            throw e;
+                        if (!options.restart() || e.epoch().isEmpty() || e.epoch().get().equals(cursor.epoch)) {
+                            throw e; // (one that names the epoch sent cannot be followed)
                         }
                         cursor = new Cursor(cursor.instanceId, 0, e.epoch().get());
                     }
