@@ -75,13 +75,20 @@ final class RecordingServer implements AutoCloseable {
 
     /** The bodies of the requests answered 2xx, in order. */
     synchronized List<JsonNode> accepted() {
-        return acceptedBodies;
+        return List.copyOf(acceptedBodies);
     }
 
     private final List<JsonNode> acceptedBodies = new ArrayList<>();
+    private final List<Long> receivedNanos = new ArrayList<>();
+
+    /** When each accepted body arrived ({@code System.nanoTime()}), in order. */
+    synchronized List<Long> acceptedAtNanos() {
+        return List.copyOf(receivedNanos);
+    }
 
     private void handle(HttpExchange ex) throws IOException {
         byte[] in = ex.getRequestBody().readAllBytes();
+        long arrived = System.nanoTime();
         JsonNode body = in.length == 0 ? null : JSON.readTree(in);
         int n;
         synchronized (this) {
@@ -99,6 +106,7 @@ final class RecordingServer implements AutoCloseable {
         if (status / 100 == 2) {
             synchronized (this) {
                 acceptedBodies.add(body);
+                receivedNanos.add(arrived);
             }
             answer = "{\"instanceId\":\"1\",\"accepted\":" + (body == null ? 0 : body.path("lines").size())
                     + ",\"duplicate\":false,\"nextSeq\":" + (body == null ? 0 : body.path("seq").asLong() + 1) + "}";
