@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 BIN=$(realpath "${1:-target/debug/powertail}")
 [ -x "$BIN" ] || { echo "$BIN is not an executable: run cargo build first" >&2; exit 1; }
 command -v mvn >/dev/null || { echo "mvn is missing (apt-get install maven)" >&2; exit 1; }
-args=(-B -q clean verify "-Dpowertail.bin=$BIN")
+args=(-B -q -Dstyle.color=never clean verify "-Dpowertail.bin=$BIN")
 [ "${MAVEN_OFFLINE:-0}" = 1 ] && args+=(-o)
 echo "== mvn verify (clients/java) against $BIN demo"
 cd clients/java

@@ -300,6 +300,14 @@ class FakeServerTest {
     }
 
     @Test
+    void event_stream_lines_may_end_with_crlf_or_a_lone_cr() throws IOException {
+        String crlf = linesEvent(0, "E", "a").replace("\n", "\r\n");
+        String cr = linesEvent(1, "E", "b\u00e9").replace("\n", "\r");
+        String url = serve(events(0, crlf, cr, endEvent(2, "E")));
+        assertEquals(List.of("a", "b\u00e9"), client(url, new ArrayList<>()).stream("7").toList());
+    }
+
+    @Test
     void the_event_stream_parser() {
         SseDecoder d = new SseDecoder(null);
         assertNull(d.feed(": comment"));
