@@ -79,7 +79,7 @@ pub const MAX_SEQ: u64 = (1 << 53) - 1;
 
 /// Lines of one text looked at on either side of a new one when pairing: bounds the
 /// work for a text repeated densely (thousands of copies within chained windows).
-const MAX_SCAN: usize = 512;
+const MAX_SCAN: usize = 256;
 /// Every this many offers, texts older than the retention are dropped from all keys.
 const SWEEP_EVERY: u32 = 4_096;
 /// The latest time rendered (9999-12-30T23:59:59.999Z): 4-digit years in every zone.
@@ -263,6 +263,13 @@ impl Merger {
         self.offer(config, Origin::Poll, record.ts, record.level, &record.content)
     }
 
+    /// Offers a unit of PowerJob's log (see [`super::units`]) the follower sees for the
+    /// first time, read in the zone `utc_offset_minutes` east of UTC: a unit that is no
+    /// record (the head of a file) is always served.
+    pub fn offer_unit<S: AsRef<str>>(&mut self, config: &MergeConfig, unit: &[S], utc_offset_minutes: i32) -> Verdict {
+        Record::parse(unit, utc_offset_minutes).map_or(Verdict::Serve, |r| self.offer_record(config, &r))
+    }
+
     /// Offers a copy of the line `level` `text` logged at `ts` (epoch ms), delivered by
     /// `origin`: [`Verdict::Copy`] exactly when it pairs with a copy from the other
     /// source that no other copy needs (the maximum number of pairs grows).
@@ -283,9 +290,17 @@ impl Merger {
         }
         let at = copies.partition_point(|&c| c <= (ts, origin));
         copies.insert(at, (ts, origin));
+        let window = config.window_ms.max(0);
+        // A copy with no copy of the other source in reach adds no pair (the common
+        // case: the first copy of a line).
+        let other = |c: &&(i64, Origin)| c.1 != origin;
+        let after = copies[at + 1..].iter().take(MAX_SCAN).take_while(|c| c.0 <= ts + window);
+        let before = copies[..at].iter().rev().take(MAX_SCAN).take_while(|c| c.0 >= ts - window);
+        if !after.chain(before).any(|c| other(&c)) {
+            return Verdict::Serve;
+        }
         // No pair spans a gap wider than the window: only the run of copies chained by
         // smaller gaps around the new one can change.
-        let window = config.window_ms.max(0);
         let chained = |i: usize| copies[i].0 - copies[i - 1].0 <= window;
         let mut lo = at;
         while lo > 0 && at - lo < MAX_SCAN && chained(lo) {

@@ -81,6 +81,14 @@ fn the_second_copy_is_dropped_whichever_comes_first() {
     assert_eq!(m.offer_record(&CFG, &record(T0 + 20, "c ")), Verdict::Serve);
     assert_eq!(m.offer_record(&CFG, &record(T0 + 20 + 1_001, "c")), Verdict::Serve);
     assert_eq!(m.offer_record(&CFG, &record(T0 + 20 + 1_000, "c")), Verdict::Copy);
+    // A unit as the follower holds it; a unit that is no record is served.
+    let unit = ["2024-06-01 16:00:06.000 [10.0.0.21:27777] WARN d", "  more", ""];
+    assert_eq!(
+        m.offer_pushed(&CFG, &PushedLine { ts: T0 + 877, level: Level::Warn, text: "d\n  more\n".into() }),
+        Verdict::Serve
+    );
+    assert_eq!(m.offer_unit(&CFG, &unit, SHANGHAI), Verdict::Copy);
+    assert_eq!(m.offer_unit(&CFG, &unit[1..], SHANGHAI), Verdict::Serve);
     // Line breaks compare as `\n`.
     assert_eq!(m.offer_pushed(&CFG, &line(T0, "x\r\ny\rz")), Verdict::Serve);
     assert_eq!(m.offer_record(&CFG, &record(T0, "x\ny\nz")), Verdict::Copy);
@@ -406,5 +414,59 @@ proptest! {
                 prop_assert_eq!(n, delivered, "{:?}", key);
             }
         }
+    }
+}
+
+/// Per batch: how often it arrives (0: lost), and when (ms after the start).
+fn deliveries() -> impl Strategy<Value = Vec<(usize, i64, i64)>> {
+    let copies = prop_oneof![1 => Just(0usize), 6 => Just(1usize), 3 => Just(2usize)];
+    proptest::collection::vec((copies, 0..10_000i64, 0..3_000i64), 1..20)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Batches lost, duplicated and reordered: each applies at most once, in `seq` order,
+    /// none waits longer than `gap_wait_ms`, and every one that arrived before its gap
+    /// was skipped applies.
+    #[test]
+    fn batches_apply_once_in_order_and_wait_a_bounded_time(plan in deliveries()) {
+        let cfg = PushConfig { max_waiting: 3, ..PUSH };
+        let last = plan.len() as u64 - 1;
+        let mut arrivals: Vec<(i64, u64)> = Vec::new();
+        for (seq, &(copies, at, retry)) in plan.iter().enumerate() {
+            arrivals.extend([(at, seq as u64), (at + retry, seq as u64)].into_iter().take(copies));
+        }
+        arrivals.sort_unstable();
+        let mut state = PushState::default();
+        let mut first_seen: BTreeMap<u64, (i64, bool)> = BTreeMap::new();
+        let mut applied: Vec<(u64, i64)> = Vec::new();
+        for (at, seq) in arrivals.iter().copied().chain([(i64::MAX / 2, u64::MAX)]) {
+            // Timers fire on time: every deadline before this arrival.
+            while let Some(deadline) = state.next_deadline(&cfg).filter(|&d| d <= at) {
+                let e = state.expire(&cfg, deadline);
+                prop_assert!(!e.ready.is_empty());
+                applied.extend(e.ready.iter().map(|b| (b.seq, deadline)));
+            }
+            if seq == u64::MAX {
+                break;
+            }
+            let batch = Batch { is_final: seq == last, ..batch("s", seq, &["x"]) };
+            let o = state.offer(&cfg, batch, at).unwrap();
+            first_seen.entry(seq).or_insert((at, o.duplicate));
+            applied.extend(o.ready.iter().map(|b| (b.seq, at)));
+            prop_assert_eq!(o.next_seq, state.next_seq("s"));
+        }
+        prop_assert!(applied.windows(2).all(|w| w[0].0 < w[1].0), "in order, once: {:?}", applied);
+        for &(seq, when) in &applied {
+            let (arrived, dup) = first_seen[&seq];
+            prop_assert!(!dup && when - arrived <= cfg.gap_wait_ms, "batch {} waited {}", seq, when - arrived);
+        }
+        let applied: BTreeSet<u64> = applied.iter().map(|a| a.0).collect();
+        for (seq, &(_, dup)) in &first_seen {
+            prop_assert_eq!(applied.contains(seq), !dup, "batch {}", seq);
+        }
+        prop_assert_eq!(state.all_final(), first_seen.get(&last).is_some_and(|f| !f.1));
+        prop_assert_eq!(state.next_deadline(&cfg), None);
     }
 }
