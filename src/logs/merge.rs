@@ -13,7 +13,7 @@
 //!    log call when their levels are equal, their texts are equal (line breaks compared
 //!    as `\n`), and their times differ by at most the merge window (`window_ms`, 1 s by
 //!    default). The worker is not compared. The record's time is read in the server's
-//!    time zone (`utc_offset_minutes`).
+//!    time zone, a fixed offset (`utc_offset_minutes`).
 //! 2. **Whichever comes first.** A line is served when its first copy arrives, from
 //!    either source. A copy that arrives later from the other source is dropped: a
 //!    PowerJob record of a line already pushed, or a push that arrives after PowerJob's
@@ -40,17 +40,21 @@
 //! 7. **Limits.** A copy is recognised for `retain_ms` (10 min by default) behind the
 //!    newest line; a copy later than that is served again. When both sources lose
 //!    different calls of one text within the window, the two remaining copies pair up,
-//!    and one line is served for the two calls: no source can tell them apart.
+//!    and one line is served for the two calls: no source can tell them apart. Pairing
+//!    looks at copies of one text from at most 1 024 distinct times either side of a new
+//!    one (a text repeated more densely is paired within that reach). In a zone with summer time, the offset
+//!    must be the one in force: records an hour off pair with nothing.
 //!
 //! Everything here is plain data: no I/O, no clock (`now` is passed in), serialisable.
 //!
 //! How callers use it: the push endpoint passes each batch to [`PushState::offer`] (and
 //! calls [`PushState::expire`] when [`PushState::next_deadline`] is due); every line of
 //! the batches it returns ready goes to [`Merger::offer_pushed`], and on
-//! [`Verdict::Serve`] its [`render`]ed lines are appended. The follower passes every
+//! [`Verdict::Serve`] its [`render`]ed lines are appended (a body without `source` has no
+//! batch bookkeeping: its lines go to the merge at once). The follower passes every
 //! PowerJob record it sees for the first time (where it appends late lines today) to
-//! [`Merger::offer_record`] ([`Record::parse`] of the unit), and appends it only on
-//! [`Verdict::Serve`]. A record found to be a copy must still count as seen in the
+//! [`Merger::offer_unit`] (or [`Merger::offer_record`] with [`Record::parse`] of the
+//! unit), and appends it only on [`Verdict::Serve`]. A record found to be a copy must still count as seen in the
 //! follower's unit index (without a served line), so that the next poll does not offer it
 //! again; the rendered pushed lines must not enter that index.
 
@@ -77,9 +81,9 @@ pub const DEFAULT_MAX_SOURCES: usize = 64;
 /// The largest `seq` (the largest integer a JSON number carries exactly).
 pub const MAX_SEQ: u64 = (1 << 53) - 1;
 
-/// Lines of one text looked at on either side of a new one when pairing: bounds the
-/// work for a text repeated densely (thousands of copies within chained windows).
-const MAX_SCAN: usize = 256;
+/// Times of one text looked at on either side of a new copy when pairing: bounds the
+/// work for a text repeated densely (thousands of times within chained windows).
+const MAX_SCAN: usize = 1_024;
 /// Every this many offers, texts older than the retention are dropped from all keys.
 const SWEEP_EVERY: u32 = 4_096;
 /// The latest time rendered (9999-12-30T23:59:59.999Z): 4-digit years in every zone.
@@ -243,14 +247,17 @@ impl Default for MergeConfig {
 /// ones (see the module docs). Plain data, serialisable with the follower.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Merger {
-    /// Per `"<LEVEL> <text>"`: the time and source of every copy seen, sorted.
-    keys: HashMap<String, Vec<(i64, Origin)>>,
+    /// Per `"<LEVEL> <text>"`: the copies seen, sorted by time and source.
+    keys: HashMap<String, Vec<Copies>>,
     /// The newest time offered.
     newest: Option<i64>,
     /// Offers since the last sweep.
     #[serde(skip)]
     offers: u32,
 }
+
+/// Copies of one text with one time from one source: how many.
+type Copies = (i64, Origin, u32);
 
 impl Merger {
     /// Offers a pushed line (of a batch [`PushState`] made ready).
@@ -284,16 +291,19 @@ impl Merger {
             self.forget_before(horizon);
         }
         let copies = self.keys.entry(format!("{level} {}", normalize(text))).or_default();
-        copies.drain(..copies.partition_point(|&(t, _)| t < horizon));
+        copies.drain(..copies.partition_point(|c| c.0 < horizon));
         if ts < horizon {
             return Verdict::Serve;
         }
-        let at = copies.partition_point(|&c| c <= (ts, origin));
-        copies.insert(at, (ts, origin));
+        let at = copies.partition_point(|c| (c.0, c.1) < (ts, origin));
+        match copies.get_mut(at) {
+            Some(c) if (c.0, c.1) == (ts, origin) => c.2 += 1,
+            _ => copies.insert(at, (ts, origin, 1)),
+        }
         let window = config.window_ms.max(0);
         // A copy with no copy of the other source in reach adds no pair (the common
         // case: the first copy of a line).
-        let other = |c: &&(i64, Origin)| c.1 != origin;
+        let other = |c: &&Copies| c.1 != origin;
         let after = copies[at + 1..].iter().take(MAX_SCAN).take_while(|c| c.0 <= ts + window);
         let before = copies[..at].iter().rev().take(MAX_SCAN).take_while(|c| c.0 >= ts - window);
         if !after.chain(before).any(|c| other(&c)) {
@@ -310,10 +320,23 @@ impl Merger {
         while hi + 1 < copies.len() && hi - at < MAX_SCAN && chained(hi + 1) {
             hi += 1;
         }
+        // A run cut short ends at a whole time: both sources' copies of a time, or none.
+        if lo > 0 && chained(lo) {
+            let edge = copies[lo].0;
+            while lo < at && copies[lo].0 == edge {
+                lo += 1;
+            }
+        }
+        if hi + 1 < copies.len() && chained(hi + 1) {
+            let edge = copies[hi].0;
+            while hi > at && copies[hi].0 == edge {
+                hi -= 1;
+            }
+        }
         let run = &copies[lo..=hi];
         let with = max_pairs(run.iter().copied(), window);
-        let without = max_pairs(run.iter().enumerate().filter(|&(i, _)| i != at - lo).map(|(_, &c)| c), window);
-        if with > without {
+        let without = run.iter().enumerate().map(|(i, &(t, o, n))| (t, o, if i == at - lo { n - 1 } else { n }));
+        if with > max_pairs(without, window) {
             Verdict::Copy
         } else {
             Verdict::Serve
@@ -324,14 +347,14 @@ impl Merger {
     /// served again.
     pub fn forget_before(&mut self, ts: i64) {
         self.keys.retain(|_, copies| {
-            copies.drain(..copies.partition_point(|&(t, _)| t < ts));
+            copies.drain(..copies.partition_point(|c| c.0 < ts));
             !copies.is_empty()
         });
     }
 
     /// Number of copies held.
     pub fn len(&self) -> usize {
-        self.keys.values().map(Vec::len).sum()
+        self.keys.values().flatten().map(|c| c.2 as usize).sum()
     }
 
     /// True when no copy is held.
@@ -344,22 +367,28 @@ impl Merger {
 /// `copies` sorted by time. Greedy is optimal here: the earliest copy pairs with the
 /// earliest unpaired one of the other source still in reach, and copies from one
 /// source wait in a queue only while none of the other source does.
-fn max_pairs(copies: impl Iterator<Item = (i64, Origin)>, window: i64) -> usize {
-    let mut waiting: VecDeque<i64> = VecDeque::new();
+fn max_pairs(copies: impl Iterator<Item = Copies>, window: i64) -> u64 {
+    let mut waiting: VecDeque<(i64, u32)> = VecDeque::new();
     let mut waiting_origin = Origin::Push;
     let mut pairs = 0;
-    for (ts, origin) in copies {
-        while waiting.front().is_some_and(|&t| t < ts - window) {
+    for (ts, origin, mut n) in copies {
+        while waiting.front().is_some_and(|&(t, _)| t < ts - window) {
             waiting.pop_front();
         }
-        if waiting.is_empty() {
-            waiting_origin = origin;
+        if waiting_origin != origin {
+            while let Some(front) = waiting.front_mut().filter(|_| n > 0) {
+                let k = n.min(front.1);
+                (front.1, n, pairs) = (front.1 - k, n - k, pairs + u64::from(k));
+                if front.1 == 0 {
+                    waiting.pop_front();
+                }
+            }
         }
-        if waiting_origin == origin {
-            waiting.push_back(ts);
-        } else {
-            waiting.pop_front();
-            pairs += 1;
+        if n > 0 {
+            if waiting.is_empty() {
+                waiting_origin = origin;
+            }
+            waiting.push_back((ts, n));
         }
     }
     pairs

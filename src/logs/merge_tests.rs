@@ -110,6 +110,21 @@ fn equal_lines_pair_up_as_many_as_can() {
 }
 
 #[test]
+fn dense_bursts_of_equal_lines_pair_up() {
+    // A thousand equal lines in one millisecond, then 3 000 over 300 ms, then one a
+    // millisecond for 3 s (longer than the reach of a pairing): every record pairs with
+    // a push, however many copies share a time.
+    let mut m = Merger::default();
+    let burst = (0..1_000).map(|_| T0).chain((0..3_000).map(|i| T0 + 10_000 + i / 10));
+    let burst = burst.chain((0..3_000).map(|i| T0 + 20_000 + i));
+    let times: Vec<i64> = burst.collect();
+    assert!(times.iter().all(|&t| m.offer_pushed(&CFG, &line(t, "")) == Verdict::Serve));
+    assert!(times.iter().all(|&t| m.offer_record(&CFG, &record(t, "")) == Verdict::Copy));
+    assert_eq!(m.offer_record(&CFG, &record(T0, "")), Verdict::Serve);
+    assert_eq!(m.len(), 14_001);
+}
+
+#[test]
 fn lines_past_the_retention_are_forgotten() {
     let mut m = Merger::default();
     let cfg = MergeConfig { retain_ms: 5_000, ..CFG };
