@@ -13,6 +13,7 @@
 pub mod follower;
 pub mod line;
 pub mod lines;
+pub mod merge;
 pub mod reader;
 pub mod rules;
 pub mod snapshot;
