@@ -5,16 +5,22 @@
 # every request sending `Authorization: Bearer <token>`. Fails on any 5xx and on any
 # answer that does not match the documented schema. Installs schemathesis into a
 # virtualenv when missing.
+# Everything it writes stays in the work directory, under target/ (ignored by git): the
+# virtualenv, the servers' logs (target/api-fuzz/*.log, kept for a look after a failure)
+# and schemathesis' example database.
 # Usage: scripts/api-fuzz.sh [path to the powertail binary]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/debug/powertail}
-VENV=${SCHEMATHESIS_VENV:-/tmp/powertail-schemathesis}
+VENV=${SCHEMATHESIS_VENV:-target/schemathesis-venv}
+OUT=target/api-fuzz
+mkdir -p "$OUT"
 if [ ! -x "$VENV/bin/schemathesis" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q "schemathesis>=4,<5"
 fi
-WORK=$(mktemp -d)
+VENV=$(realpath "$VENV")
+WORK=$(mktemp -d "$OUT/work.XXXXXX")
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -33,23 +39,24 @@ wait_healthy() {
 fuzz() {
   local base=$1
   shift
-  "$VENV/bin/schemathesis" run "$base/openapi.json" \
+  # Run from $OUT: schemathesis keeps its database in ./.schemathesis.
+  (cd "$OUT" && "$VENV/bin/schemathesis" run "$base/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
     --max-examples "${FUZZ_EXAMPLES:-60}" \
     --request-timeout 40 \
     --exclude-path /llm/logs/{instanceId}/stream \
     --no-color \
-    "$@"
+    "$@")
 }
 
 DEMO="http://127.0.0.1:$(free_port)"
-"$BIN" demo --listen "${DEMO#http://}" > /tmp/powertail-fuzz-demo.log 2>&1 &
+"$BIN" demo --listen "${DEMO#http://}" > "$OUT/demo.log" 2>&1 &
 PIDS+=($!)
 wait_healthy "$DEMO"
 
 # The same API with tokens, in front of the demo's simulator.
-SIM=$(grep -o 'simulated PowerJob server at http://[0-9.:]*' /tmp/powertail-fuzz-demo.log | head -1 | sed 's/.* at //')
-[ -n "$SIM" ] || { echo "no simulator address in /tmp/powertail-fuzz-demo.log" >&2; exit 1; }
+SIM=$(grep -o 'simulated PowerJob server at http://[0-9.:]*' "$OUT/demo.log" | head -1 | sed 's/.* at //')
+[ -n "$SIM" ] || { echo "no simulator address in $OUT/demo.log" >&2; exit 1; }
 TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
 AUTHED="http://127.0.0.1:$(free_port)"
 cat > "$WORK/config.toml" <<TOML
@@ -73,7 +80,7 @@ name = "fuzz"
 token = "$TOKEN"
 scopes = ["logs:read", "jobs:run", "jobs:control"]
 TOML
-"$BIN" --config "$WORK/config.toml" > /tmp/powertail-fuzz-authed.log 2>&1 &
+"$BIN" --config "$WORK/config.toml" > "$OUT/authed.log" 2>&1 &
 PIDS+=($!)
 wait_healthy "$AUTHED"
 
