@@ -20,6 +20,9 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
   "$VENV/bin/pip" install -q "schemathesis>=4,<5"
 fi
 VENV=$(realpath "$VENV")
+# What git sees before: the fuzzing must leave the work tree as it found it.
+git_state() { git status --porcelain 2>/dev/null || true; }
+BEFORE=$(git_state)
 WORK=$(mktemp -d "$OUT/work.XXXXXX")
 PIDS=()
 cleanup() {
@@ -88,3 +91,9 @@ echo "== schemathesis: demo, no API tokens"
 fuzz "$DEMO"
 echo "== schemathesis: API tokens configured, requests with a bearer token"
 fuzz "$AUTHED" -H "Authorization: Bearer $TOKEN"
+AFTER=$(git_state)
+if [ "$BEFORE" != "$AFTER" ]; then
+  echo "the fuzzing changed the work tree (write under target/ or ignore it):" >&2
+  diff <(echo "$BEFORE") <(echo "$AFTER") >&2 || true
+  exit 1
+fi

@@ -32,8 +32,10 @@ CONNECT_BUDGET_S = 2.0
 #: How long one attempt to connect may take by default (seconds).
 CONNECT_TIMEOUT_S = 2.0
 
-#: The first pause after a failed connection (seconds); each further one doubles.
+#: The first pause after a failed connection (seconds); each further one doubles, up
+#: to `CONNECT_BACKOFF_MAX_S`.
 CONNECT_BACKOFF_S = 0.25
+CONNECT_BACKOFF_MAX_S = 5.0
 
 
 def _instance_id(value: InstanceId) -> str:
@@ -71,7 +73,7 @@ class _ConnectBudget:
         if left <= 0:
             return None
         self.failures += 1
-        return min(CONNECT_BACKOFF_S * 2.0 ** (self.failures - 1), left)
+        return min(CONNECT_BACKOFF_S * 2.0 ** (self.failures - 1), CONNECT_BACKOFF_MAX_S, left)
 
 
 def _wait_ms(seconds: float) -> int:
@@ -163,7 +165,7 @@ class Client:
 
     Failed connections (no answer: refused, no route, a connect slower than
     ``connect_timeout`` seconds, the connection lost before the answer) are retried by
-    the same calls after 0.25 s, 0.5 s, 1 s, ... (doubling) only while less than
+    the same calls after 0.25 s, 0.5 s, 1 s, ... (doubling, at most 5 s) only while less than
     ``connect_budget`` seconds (default 2) have passed since the first failure of the
     row (and at most ``max_retries`` times); the last try is at the budget's end, then
     :class:`PowertailConnectionError` is raised. So a stopped server raises after about ``connect_budget`` seconds;
