@@ -165,13 +165,14 @@ class Client:
 
     Failed connections (no answer: refused, no route, a connect slower than
     ``connect_timeout`` seconds, the connection lost before the answer) are retried by
-    the same calls after 0.25 s, 0.5 s, 1 s, ... (doubling, at most 5 s) only while less than
-    ``connect_budget`` seconds (default 2) have passed since the first failure of the
-    row (and at most ``max_retries`` times); the last try is at the budget's end, then
-    :class:`PowertailConnectionError` is raised. So a stopped server raises after about ``connect_budget`` seconds;
-    ``connect_budget=0`` raises at the first failure, a larger one rides out a restart.
-    Any answer ends the row. ``run_job`` and the instance controls never retry: their
-    error says when to.
+    the same calls after 0.25 s, 0.5 s, 1 s, ... (doubling, at most 5 s) only while
+    less than ``connect_budget`` seconds (default 2) have passed since the first failure
+    of the row (and at most ``max_retries`` times); the last try is at the budget's end,
+    then :class:`PowertailConnectionError` is raised. So a stopped server raises after
+    about ``connect_budget`` seconds; ``connect_budget=0`` raises at the first failure,
+    a larger one rides out a restart. Any answer ends the row (docs/API.md, "Client
+    retry policy"). ``run_job`` and the instance controls never retry: their error says
+    when to.
 
     Use it as a context manager, or call :meth:`close`.
     """
