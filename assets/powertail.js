@@ -12,8 +12,9 @@
 // See docs/API.md, "Browser module".
 
 /**
- * An answer that ends following: a 4xx (bad id, unknown instance, token refused). A 410
- * `epoch_mismatch` (the log was rebuilt; see `follow`) carries the current `epoch`.
+ * What ends following: a 4xx answer (bad id, unknown instance, token refused), or no
+ * connection within the connect budget (`status` null, `code` "connection_error"). A
+ * 410 `epoch_mismatch` (the log was rebuilt; see `follow`) carries the current `epoch`.
  */
 export class PowertailError extends Error {
   constructor(status, code, message, epoch) {
@@ -24,6 +25,11 @@ export class PowertailError extends Error {
     if (epoch !== undefined) this.epoch = epoch;
   }
 }
+
+/** How long failed connections are retried in a row by default (ms); see `getJson`. */
+export const CONNECT_BUDGET_MS = 2000;
+/** The first pause after a failed connection (ms); each further one doubles, up to 5 s. */
+const CONNECT_BACKOFF_MS = 250, CONNECT_BACKOFF_MAX_MS = 5000;
 
 const isEpochMismatch = (e) => e instanceof PowertailError && e.code === "epoch_mismatch" && !!e.epoch;
 
@@ -58,12 +64,24 @@ function statusOf(body) {
   };
 }
 
+/** The `connection_error` that ends following when the connect budget is spent. */
+function connectionError(e, failures, budgetMs) {
+  const cause = (e && e.message) || String(e);
+  return new PowertailError(null, "connection_error", `${cause} (retried ${failures} times for ${budgetMs} ms)`);
+}
+
 /**
  * One GET with powertail's error handling: resolves with the JSON body of a 2xx;
  * rejects with a PowertailError on a 4xx; on 503 waits `Retry-After` (or `retryMs`) and
- * on other errors (5xx, network) `retryMs`, reporting them to `onError`, then tries again.
+ * on other 5xx `retryMs`, reporting them to `onError`, then tries again.
+ * A failed connection (no answer: refused, unreachable, dropped) is reported to
+ * `onError` and retried after 250 ms, 500 ms, 1 s, ... (doubling, at most 5 s) while less than
+ * `connectBudgetMs` (default 2000; `Infinity`: for ever) have passed since the first
+ * failure of the row, the last try at the budget's end; then it rejects with a
+ * PowertailError `connection_error` (`status` null). Any answer ends the row.
  */
-async function getJson(url, { token, signal, onError, retryMs = 1500 }) {
+async function getJson(url, { token, signal, onError, retryMs = 1500, connectBudgetMs = CONNECT_BUDGET_MS }) {
+  let failingSince = null, failures = 0;
   for (;;) {
     let resp, body;
     try {
@@ -71,10 +89,16 @@ async function getJson(url, { token, signal, onError, retryMs = 1500 }) {
       body = await resp.json().catch(() => null);
     } catch (e) {
       if (signal && signal.aborted) throw abortError();
+      const now = Date.now();
+      if (failingSince === null) failingSince = now;
+      const left = failingSince + connectBudgetMs - now;
+      if (!(left > 0)) throw connectionError(e, failures, connectBudgetMs);
       if (onError) onError(e);
-      await sleep(retryMs, signal);
+      failures++;
+      await sleep(Math.min(CONNECT_BACKOFF_MS * 2 ** (failures - 1), CONNECT_BACKOFF_MAX_MS, left), signal);
       continue;
     }
+    failingSince = null; failures = 0;
     if (resp.ok) return body;
     const code = body && body.error ? body.error.code : "http_" + resp.status;
     const message = body && body.error ? body.error.message : "HTTP " + resp.status;
@@ -93,6 +117,9 @@ async function getJson(url, { token, signal, onError, retryMs = 1500 }) {
  * - `onStatus({status, complete, stale, nextLine, totalLines, attempt, attempts,
  *   upstreamLost, truncated})`: after every answer;
  * - `onError(error)`: a passing failure (5xx, network); following goes on;
+ * - `connectBudgetMs` (default 2000): how long failed connections are retried in a
+ *   row (see `getJson`) before the promise rejects with a PowertailError
+ *   `connection_error`; `Infinity` retries for ever (the viewer does);
  * - `signal`: an AbortSignal that stops following (the promise rejects with AbortError);
  * - `token`: an API token, sent as `Authorization: Bearer`;
  * - `fromLine` (default 0), `waitMs` (long-poll, default 15000), `limit` (default 5000);
@@ -104,10 +131,11 @@ async function getJson(url, { token, signal, onError, retryMs = 1500 }) {
  *   PowertailError (`code` "epoch_mismatch", `epoch`) instead: never lines of another
  *   sequence appended to the old ones.
  *
- * Resolves with the last answer once `complete`; rejects with a PowertailError on a 4xx.
+ * Resolves with the last answer once `complete`; rejects with a PowertailError on a 4xx
+ * or when the connect budget is spent.
  */
 export async function follow(baseUrl, instanceId, opts = {}) {
-  const { onLines, onStatus, onError, onRestart, signal, token } = opts;
+  const { onLines, onStatus, onError, onRestart, signal, token, connectBudgetMs } = opts;
   const waitMs = opts.waitMs ?? 15000, limit = opts.limit ?? 5000;
   let next = opts.fromLine ?? 0, epoch = opts.epoch || null;
   for (;;) {
@@ -115,7 +143,7 @@ export async function follow(baseUrl, instanceId, opts = {}) {
       + (epoch ? `&epoch=${enc(epoch)}` : "");
     let body;
     try {
-      body = await getJson(url, { token, signal, onError });
+      body = await getJson(url, { token, signal, onError, connectBudgetMs });
     } catch (e) {
       if (!isEpochMismatch(e) || !onRestart) throw e;
       epoch = e.epoch; next = 0;
@@ -138,15 +166,18 @@ export async function follow(baseUrl, instanceId, opts = {}) {
 /**
  * Follows the start-up state (`GET /llm/instances/{id}/startup`, long-poll) until it
  * is `complete`: `onStartup(state)` on every change. Options as for `follow`.
- * Resolves with the last state.
+ * Resolves with the last state. In a state, `failure.final === false` means the cause
+ * is provisional (a more specific one may follow; `phase` is not `failed` yet), and
+ * `tracked === false` means the job has no start-up rules (no model server: nothing
+ * to show). A server that does not send them means `final: true`, `tracked: true`.
  */
 export async function followStartup(baseUrl, instanceId, opts = {}) {
-  const { onStartup, onError, signal, token } = opts;
+  const { onStartup, onError, signal, token, connectBudgetMs } = opts;
   const waitMs = opts.waitMs ?? 15000;
   let query = "";
   for (;;) {
     const url = `${base(baseUrl)}/llm/instances/${enc(instanceId)}/startup?waitMs=${waitMs}${query}`;
-    const body = await getJson(url, { token, signal, onError });
+    const body = await getJson(url, { token, signal, onError, connectBudgetMs });
     if (signal && signal.aborted) throw abortError();
     if (onStartup) onStartup(body);
     if (body.complete) return body;
@@ -166,15 +197,20 @@ export async function followStartup(baseUrl, instanceId, opts = {}) {
  * EventSource cannot send an Authorization header: use it where reads need no token.
  * Resolves with the `end` event's data; rejects with AbortError when `signal` aborts,
  * with a PowertailError `epoch_mismatch` when the log was rebuilt and there is no
- * `onRestart`, or with an Error when the stream is refused (a 4xx before it starts).
+ * `onRestart`, with an Error when the stream is refused (a 4xx before it starts), or
+ * with a PowertailError `connection_error` at the first reconnection that fails once
+ * `connectBudgetMs` (default 2000; `Infinity`: never) have passed since the connection
+ * was lost (the EventSource's reconnection delay, 3 s in browsers unless the server's
+ * `retry:` says otherwise, decides when that is).
  */
 export function stream(baseUrl, instanceId, opts = {}) {
   const { onLines, onStatus, onStartup, onError, onRestart, signal } = opts;
+  const connectBudgetMs = opts.connectBudgetMs ?? CONNECT_BUDGET_MS;
   const root = base(baseUrl);
   let next = opts.fromLine ?? 0, epoch = opts.epoch || null;
   return new Promise((resolve, reject) => {
     if (signal && signal.aborted) return reject(abortError());
-    let es = null, urlEpoch = null;
+    let es = null, urlEpoch = null, lostAt = null, failures = 0;
     const done = (settle, value) => {
       es.close();
       if (signal) signal.removeEventListener("abort", abort);
@@ -207,6 +243,7 @@ export function stream(baseUrl, instanceId, opts = {}) {
       urlEpoch = epoch;
       const source = es = new EventSource(`${root}/llm/logs/${enc(instanceId)}/stream${query ? "?" + query : ""}`);
       const mine = (f) => (ev) => { if (source === es) f(ev); };
+      source.addEventListener("open", mine(() => { lostAt = null; failures = 0; }));
       source.addEventListener("lines", mine((ev) => {
         const body = JSON.parse(ev.data);
         if (body.epoch) epoch = body.epoch;
@@ -230,6 +267,12 @@ export function stream(baseUrl, instanceId, opts = {}) {
           return;
         }
         if (source.readyState === EventSource.CLOSED) { refused(); return; }
+        const now = Date.now();
+        if (lostAt === null) lostAt = now;
+        else if (now - lostAt >= connectBudgetMs) {
+          return done(reject, connectionError(new Error("the event stream's connection was lost"), failures, connectBudgetMs));
+        }
+        failures++;
         if (onError) onError(new Error("stream connection lost; reconnecting"));
         // Opened without the epoch it now knows: reconnect with it in the URL.
         if (epoch && epoch !== urlEpoch) { source.close(); open(); }

@@ -45,6 +45,7 @@ pub const ROUTES: &[telemetry::Route] = &[
     ("get", "/"),
     ("get", "/openapi.json"),
     ("get", "/powertail.js"),
+    ("get", "/favicon.ico"),
     ("get", "/llm/logs"),
     ("get", "/llm/logs/{instanceId}/raw"),
     ("get", "/llm/logs/{instanceId}/stream"),
@@ -80,6 +81,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/", get(viewer::index))
         .route("/openapi.json", get(viewer::openapi))
         .route("/powertail.js", get(viewer::module))
+        .route("/favicon.ico", get(viewer::favicon))
         .route("/llm/jobs", get(viewer::list_jobs))
         .route("/llm/jobs/{job_id}/run", post(jobs::run_job).layer(limited()))
         .route("/llm/instances/{instance_id}", get(jobs::get_instance))

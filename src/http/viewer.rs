@@ -1,5 +1,5 @@
-//! `GET /`: the log viewer page and `GET /powertail.js` (embedded in the binary), and
-//! `GET /llm/jobs`.
+//! `GET /`: the log viewer page, `GET /powertail.js` and `GET /favicon.ico` (embedded in
+//! the binary), and `GET /llm/jobs`.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
@@ -16,6 +16,9 @@ const VIEWER_HTML: &str = include_str!("../../assets/viewer.html");
 
 /// The browser module (`follow`, `stream`, `followStartup`), also used by the viewer.
 const POWERTAIL_JS: &str = include_str!("../../assets/powertail.js");
+
+/// The viewer's icon, an SVG (browsers ask for `/favicon.ico` whatever its type).
+const FAVICON_SVG: &str = include_str!("../../assets/favicon.svg");
 
 /// The API description (OpenAPI 3.1), checked against the router by tests.
 pub const OPENAPI_JSON: &str = include_str!("../../assets/openapi.json");
@@ -34,6 +37,18 @@ pub async fn module() -> impl IntoResponse {
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         POWERTAIL_JS,
+    )
+}
+
+/// `GET /favicon.ico`: the icon of the viewer's tab (an SVG), so that browsers get no 404.
+pub async fn favicon() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        FAVICON_SVG,
     )
 }
 

@@ -266,7 +266,7 @@ def test_stream_resumes_after_a_broken_connection(serve: Callable[[List[Reply]],
         client._sleep = slept.append
         assert list(client.stream(9)) == ["a", "b"]
     assert [h.get("last-event-id") for _, h in fake.requests] == [None, "1"]
-    assert slept == [0.5]  # the back-off (above the stream's `retry: 10` ms)
+    assert slept == [0.25]  # the first back-off of the connect budget (above the stream's `retry: 10` ms)
 
 
 def gone(epoch: str) -> Reply:

@@ -9,9 +9,9 @@ model server's start-up.
             print(line)
 """
 
-from ._client import MAX_WAIT_S, Client
+from ._client import CONNECT_BUDGET_S, CONNECT_TIMEOUT_S, MAX_WAIT_S, Client
 from ._sse import ServerSentEvent, SSEDecoder
-from ._types import Attempt, Failure, InstanceId, LineRef, LogPage, Progress, RunAnswer, StartupState
+from ._types import Attempt, Failure, InstanceId, JobRef, LineRef, LogPage, Progress, RunAnswer, StartupState
 from .errors import (
     AuthError,
     BadRequestError,
@@ -43,6 +43,8 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CONNECT_BUDGET_S",
+    "CONNECT_TIMEOUT_S",
     "MAX_WAIT_S",
     "Attempt",
     "AuthError",
@@ -55,6 +57,7 @@ __all__ = [
     "HeadersTooLargeError",
     "InstanceId",
     "InstanceNotFoundError",
+    "JobRef",
     "InternalError",
     "JobNotFoundError",
     "LineRef",

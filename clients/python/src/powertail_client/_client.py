@@ -12,7 +12,7 @@ from urllib.parse import quote
 import httpx
 
 from ._sse import ServerSentEvent, SSEDecoder
-from ._types import InstanceId, LogPage, RunAnswer, StartupState
+from ._types import InstanceId, JobRef, LogPage, RunAnswer, StartupState
 from .errors import (
     EpochMismatchError,
     PowertailConnectionError,
@@ -25,6 +25,18 @@ from .errors import (
 #: The longest long-poll the API accepts (`waitMs` 0..=30000).
 MAX_WAIT_S = 30.0
 
+#: How long failed connections are retried in a row by default (seconds): a stopped
+#: server raises :class:`PowertailConnectionError` after about this long.
+CONNECT_BUDGET_S = 2.0
+
+#: How long one attempt to connect may take by default (seconds).
+CONNECT_TIMEOUT_S = 2.0
+
+#: The first pause after a failed connection (seconds); each further one doubles, up
+#: to `CONNECT_BACKOFF_MAX_S`.
+CONNECT_BACKOFF_S = 0.25
+CONNECT_BACKOFF_MAX_S = 5.0
+
 
 def _instance_id(value: InstanceId) -> str:
     """Instance ids exceed 2**53: the API carries them as strings of digits."""
@@ -32,6 +44,36 @@ def _instance_id(value: InstanceId) -> str:
     if isinstance(value, bool) or not (text.isascii() and text.isdigit()):
         raise ValueError(f"an instance id is a string of decimal digits, not {value!r}")
     return text
+
+
+def _job_ref(value: JobRef) -> str:
+    """A configured job name, or a PowerJob job id (an int, or a string of digits)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise TypeError(f"a job is a configured name or a numeric job id, not {value!r}")
+    return str(value)
+
+
+class _ConnectBudget:
+    """The retries of failed connections in a row (see :class:`Client`): the pause
+    before the next try, or ``None`` once the budget is spent."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s
+        self.since: Optional[float] = None
+        self.failures = 0
+
+    def reset(self) -> None:
+        self.since, self.failures = None, 0
+
+    def next_pause(self) -> Optional[float]:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        left = self.since + self.budget_s - now
+        if left <= 0:
+            return None
+        self.failures += 1
+        return min(CONNECT_BACKOFF_S * 2.0 ** (self.failures - 1), CONNECT_BACKOFF_MAX_S, left)
 
 
 def _wait_ms(seconds: float) -> int:
@@ -53,6 +95,15 @@ def _retry_after(response: httpx.Response) -> Optional[float]:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _connection_failure(exc: Exception, connect: _ConnectBudget) -> str:
+    """The message of a :class:`PowertailConnectionError`: the cause, and how long it
+    was retried."""
+    cause = str(exc) or type(exc).__name__
+    if connect.failures:
+        return f"{cause} (retried {connect.failures} times for {connect.budget_s:g} s)"
+    return cause
 
 
 def _error_of(response: httpx.Response) -> PowertailError:
@@ -110,9 +161,18 @@ class Client:
     ``base_url`` is the server's root (``http://127.0.0.1:8080``); ``token`` an API
     token, sent as ``Authorization: Bearer``. The idempotent calls (reads, long-polls,
     the event stream) retry 429 and 503 answers after their ``Retry-After`` (or a short
-    back-off without one) and failed connections, up to ``max_retries`` times in a row,
-    then raise the error. ``run_job`` and the instance controls never retry: their
-    error says when to.
+    back-off without one), up to ``max_retries`` times in a row, then raise the error.
+
+    Failed connections (no answer: refused, no route, a connect slower than
+    ``connect_timeout`` seconds, the connection lost before the answer) are retried by
+    the same calls after 0.25 s, 0.5 s, 1 s, ... (doubling, at most 5 s) only while
+    less than ``connect_budget`` seconds (default 2) have passed since the first failure
+    of the row (and at most ``max_retries`` times); the last try is at the budget's end,
+    then :class:`PowertailConnectionError` is raised. So a stopped server raises after
+    about ``connect_budget`` seconds; ``connect_budget=0`` raises at the first failure,
+    a larger one rides out a restart. Any answer ends the row (docs/API.md, "Client
+    retry policy"). ``run_job`` and the instance controls never retry: their error says
+    when to.
 
     Use it as a context manager, or call :meth:`close`.
     """
@@ -125,6 +185,8 @@ class Client:
         timeout: float = 10.0,
         max_retries: int = 10,
         min_poll_interval: float = 1.0,
+        connect_budget: float = CONNECT_BUDGET_S,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
         transport: Optional[httpx.BaseTransport] = None,
     ) -> None:
         headers = {"User-Agent": "powertail-client-python/0.1", "Accept": "application/json"}
@@ -132,10 +194,15 @@ class Client:
             headers["Authorization"] = f"Bearer {token}"
         self.max_retries = max_retries
         self.min_poll_interval = min_poll_interval
+        self.connect_budget = connect_budget
         self._timeout = timeout
+        self._connect_timeout = connect_timeout
         self._sleep: Callable[[float], None] = time.sleep
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -163,19 +230,22 @@ class Client:
         retry: bool = True,
     ) -> httpx.Response:
         """One call, retried (when `retry`) on 429/503 and failed connections."""
-        timeout = httpx.Timeout(self._timeout, read=self._timeout + wait_s + 30.0)
+        timeout = httpx.Timeout(self._timeout, connect=self._connect_timeout, read=self._timeout + wait_s + 30.0)
         failures = 0
+        connect = _ConnectBudget(self.connect_budget)
         while True:
             try:
                 response = self._http.request(
                     method, path, params=params, json=body, timeout=timeout
                 )
             except httpx.TransportError as exc:
-                if retry and failures < self.max_retries:
+                pause = connect.next_pause() if retry and failures < self.max_retries else None
+                if pause is not None:
                     failures += 1
-                    self._sleep(self._backoff(failures))
+                    self._sleep(pause)
                     continue
-                raise PowertailConnectionError("connection_error", str(exc) or type(exc).__name__) from exc
+                raise PowertailConnectionError("connection_error", _connection_failure(exc, connect)) from exc
+            connect.reset()
             if response.is_success:
                 return response
             error = _error_of(response)
@@ -297,10 +367,12 @@ class Client:
         starts over from line 0 of the new sequence (the `epoch_mismatch` event is
         yielded first, then the new sequence's events)."""
         path = f"/llm/logs/{_instance_id(instance_id)}/stream"
-        timeout = httpx.Timeout(self._timeout, read=45.0)  # a heartbeat comes every 15 s
+        # A heartbeat comes every 15 s.
+        timeout = httpx.Timeout(self._timeout, connect=self._connect_timeout, read=45.0)
         last_id: Optional[str] = None
         reconnect_ms: Optional[int] = None
         failures = 0
+        connect = _ConnectBudget(self.connect_budget)
         while True:
             headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
             params: Dict[str, Union[str, int]] = {}
@@ -313,6 +385,7 @@ class Client:
             error: PowertailError
             try:
                 with self._http.stream("GET", path, params=params, headers=headers, timeout=timeout) as response:
+                    connect.reset()
                     if not response.is_success:
                         response.read()
                         error = _error_of(response)
@@ -350,16 +423,18 @@ class Client:
                         epoch, last_id, from_line = rebuilt.epoch, None, 0
                         continue
                     last_id = decoder.last_event_id
-                error = PowertailConnectionError("connection_error", "the event stream ended before its `end` event")
+                cause: Exception = ConnectionError("the event stream ended before its `end` event")
             except httpx.TransportError as exc:
-                error = PowertailConnectionError("connection_error", str(exc) or type(exc).__name__)
-            if failures >= self.max_retries:
-                raise error
+                cause = exc
+            # A dropped stream reconnects after the back-off (at least its `retry:`);
+            # reconnections that fail are retried within the connect budget.
+            pause = connect.next_pause()
+            if pause is None or failures >= self.max_retries:
+                raise PowertailConnectionError("connection_error", _connection_failure(cause, connect)) from cause
             failures += 1
-            delay = self._backoff(failures)
             if reconnect_ms is not None:
-                delay = max(delay, reconnect_ms / 1000)
-            self._sleep(delay)
+                pause = max(pause, reconnect_ms / 1000)
+            self._sleep(pause)
 
     def stream(
         self, instance_id: InstanceId, from_line: int = 0, *, epoch: Optional[str] = None, restart: bool = False
@@ -375,17 +450,18 @@ class Client:
     # --- jobs and instances ---------------------------------------------------------
 
     def run_job(
-        self, name: str, params: Union[Mapping[str, Any], str, None] = None, *, delay_ms: Optional[int] = None
+        self, name: JobRef, params: Union[Mapping[str, Any], str, None] = None, *, delay_ms: Optional[int] = None
     ) -> RunAnswer:
-        """`POST /llm/jobs/{name}/run`: run a configured job (or a numeric PowerJob job
-        id). A mapping in `params` is merged over the job's default params; a string is
-        sent as is. Never retried (a retry could run the job twice)."""
+        """`POST /llm/jobs/{name}/run`: run a configured job (or a PowerJob job id, an
+        int or a string of digits). A mapping in `params` is merged over the job's
+        default params; a string is sent as is. Never retried (a retry could run the job
+        twice)."""
         body: Dict[str, Any] = {}
         if params is not None:
             body["instanceParams"] = params if isinstance(params, str) else dict(params)
         if delay_ms is not None:
             body["delayMs"] = delay_ms
-        return cast(RunAnswer, self._json("POST", f"/llm/jobs/{quote(name, safe='')}/run", body=body, retry=False))
+        return cast(RunAnswer, self._json("POST", f"/llm/jobs/{quote(_job_ref(name), safe='')}/run", body=body, retry=False))
 
     def jobs(self) -> Dict[str, Any]:
         """`GET /llm/jobs`: `{"jobs": [{"name", "jobId", "description"}], "canRun"}`."""

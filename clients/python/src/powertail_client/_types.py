@@ -7,6 +7,10 @@ from typing import Any, Dict, List, Optional, TypedDict, Union
 #: An instance id: a string of decimal digits (ids exceed 2**53) or an int.
 InstanceId = Union[str, int]
 
+#: A job to run: a name configured under `[jobs.<name>]`, or a PowerJob job id (an int
+#: or a string of digits).
+JobRef = Union[str, int]
+
 
 class Attempt(TypedDict):
     attempt: int
@@ -49,10 +53,18 @@ class LineRef(TypedDict):
     text: Optional[str]
 
 
-class Failure(TypedDict):
+class _Failure(TypedDict):
     cause: str
     line: Optional[int]
     text: Optional[str]
+
+
+class Failure(_Failure, total=False):
+    """The start-up's failure. `final` is false while a more specific cause may still
+    follow (the phase is then not yet `failed`); a server that does not send it means
+    final (`failure.get("final", True)`)."""
+
+    final: bool
 
 
 class Progress(TypedDict):
@@ -62,10 +74,7 @@ class Progress(TypedDict):
     line: int
 
 
-class StartupState(TypedDict):
-    """A `GET /llm/instances/{id}/startup` answer. `phase` is `starting`, `loading`,
-    `ready`, `failed` or `exited`; `events` are `{"kind", "line", ...}`."""
-
+class _StartupState(TypedDict):
     instanceId: str
     attempt: int
     phase: str
@@ -76,3 +85,12 @@ class StartupState(TypedDict):
     complete: bool
     status: str
     stale: bool
+
+
+class StartupState(_StartupState, total=False):
+    """A `GET /llm/instances/{id}/startup` answer. `phase` is `starting`, `loading`,
+    `ready`, `failed` or `exited`; `events` are `{"kind", "line", ...}`. `tracked` is
+    false for a job without start-up rules (no model server: nothing to show); a server
+    that does not send it means true (`state.get("tracked", True)`)."""
+
+    tracked: bool
