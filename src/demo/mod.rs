@@ -12,11 +12,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::config::Config;
-use crate::sim::{JobScript, Level, ScriptLine, ScriptWorker, SimConfig, SimJob, Simulator};
+use powerjob_sim::{JobScript, Level, ScriptLine, ScriptWorker, SimConfig, SimJob, Simulator};
 
-const STARTUP_LOG: &str = include_str!("../fixtures/llm/vllm-startup.log");
-const OOM_LOG: &str = include_str!("../fixtures/llm/vllm-oom.log");
-const PORT_IN_USE_LOG: &str = include_str!("../fixtures/llm/vllm-port-in-use.log");
+const STARTUP_LOG: &str = include_str!("../../fixtures/llm/vllm-startup.log");
+const OOM_LOG: &str = include_str!("../../fixtures/llm/vllm-oom.log");
+const PORT_IN_USE_LOG: &str = include_str!("../../fixtures/llm/vllm-port-in-use.log");
 
 /// The start script's params the vLLM fixtures were recorded with: (value in the
 /// text, param name), longest value first.
@@ -115,7 +115,7 @@ fn multi_worker() -> JobScript {
 /// A simulator with the demo jobs and the adapter configuration that follows it.
 pub struct Demo {
     /// The running simulator.
-    pub sim: crate::sim::SimHandle,
+    pub sim: powerjob_sim::SimHandle,
     /// The adapter's configuration (server, PowerJob, jobs).
     pub config: Config,
     /// The jobs: (name, job id, description).
