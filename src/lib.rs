@@ -13,7 +13,9 @@
 //! * [`app`]: [`app::AppState`], API tokens and named jobs;
 //! * [`http`]: the axum router behind [`http::Front`], thin handlers, [`http::ApiError`];
 //! * [`telemetry`]: Prometheus metrics, per-route request counts and latencies, log output (a leaf);
-//! * [`demo`]: `powertail demo`, the simulator with sample LLM jobs behind the real service.
+//! * [`demo`]: `powertail demo`, the simulator with sample LLM jobs behind the real service;
+//!   [`demo::replicas`]: `powertail demo --replicas N`, the same behind N replicas in cluster
+//!   mode on one Redis.
 //!
 //! Apart from the service, the workspace crate `crates/powerjob-sim` (`powerjob_sim`) is a
 //! protocol-faithful PowerJob server simulator (4.3.x and 5.1.x) for the tests and the demo.
