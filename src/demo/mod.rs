@@ -340,4 +340,25 @@ mod tests {
         assert!(text.iter().any(|l| l.contains("http://127.0.0.1:8001/health")));
         assert!(!text.iter().any(|l| l.contains("port 8000") || l.contains(":8000")), "{text:#?}");
     }
+
+    /// Issue 21: replicas used powertail's default timings, so logs completed at 46 s
+    /// instead of 34 s. Every replica gets the demo's, and the simulator's match them.
+    #[test]
+    fn a_replica_has_the_demos_timings_and_the_cluster_section() {
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let cluster = ClusterOptions { redis_url: "redis://127.0.0.1:6379/0".into(), node_id: "demo-2".into() };
+        let single = config_for(listen, 0.5, None, "http://127.0.0.1:1", None).unwrap();
+        let replica = config_for(listen, 0.5, None, "http://127.0.0.1:1", Some(&cluster)).unwrap();
+        assert!(single.cluster.is_none());
+        let timings = |c: &Config| {
+            let (p, l) = (&c.powerjob, &c.logs);
+            (p.log_cache_ms, p.worker_flush_ms, p.sync_delay_ms, l.refresh_interval_ms, l.first_read_delay_ms)
+        };
+        assert_eq!(timings(&replica), timings(&single));
+        assert_eq!(timings(&replica), (1_000, 500, 10_000, 250, 750));
+        let sim = sim_config(0.5);
+        assert_eq!((sim.log_cache_ms, sim.worker_flush_ms, sim.sync_delay_ms), (1_000, 500, 10_000));
+        let c = replica.cluster.as_ref().expect("cluster mode");
+        assert_eq!((c.key_prefix.as_str(), c.node_id.as_deref()), (KEY_PREFIX, Some("demo-2")));
+    }
 }
