@@ -13,8 +13,14 @@
 //! * [`app`]: [`app::AppState`], API tokens and named jobs;
 //! * [`http`]: the axum router behind [`http::Front`], thin handlers, [`http::ApiError`];
 //! * [`telemetry`]: Prometheus metrics, per-route request counts and latencies, log output (a leaf);
-//! * [`sim`]: a protocol-faithful PowerJob simulator for tests and the demo;
-//! * [`demo`]: `powertail demo`, the simulator with sample LLM jobs behind the real service.
+//! * [`demo`]: `powertail demo`, the simulator with sample LLM jobs behind the real service;
+//!   [`demo::replicas`]: `powertail demo --replicas N`, the same behind N replicas in cluster
+//!   mode on one Redis.
+//!
+//! Apart from the service, the workspace crate `crates/powerjob-sim` (`powerjob_sim`) is a
+//! protocol-faithful PowerJob server simulator (4.3.x and 5.1.x) for the tests and the demo.
+//! It writes its own JSON and depends on nothing of powertail; its own layout map is in
+//! its `lib.rs`.
 
 pub mod app;
 pub mod config;
@@ -22,9 +28,13 @@ pub mod demo;
 pub mod http;
 pub mod logs;
 pub mod service;
-pub mod sim;
 pub mod telemetry;
 pub mod upstream;
+
+/// The PowerJob simulator, now its own crate (`crates/powerjob-sim`); this alias keeps
+/// `powertail::sim::…` in tests/ and benches/ compiling until they import it directly.
+#[doc(hidden)]
+pub use powerjob_sim as sim;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;

@@ -33,6 +33,20 @@ enum Command {
         /// 0.1 runs a vLLM start-up in a few seconds (the client libraries' tests).
         #[arg(long, hide = true, env = "POWERTAIL_DEMO_SCALE", default_value_t = 1.0, value_parser = parse_scale)]
         scale: f64,
+        /// Run this many replicas in cluster mode on one Redis (child processes on
+        /// --listen's port and the next ones), behind one simulator.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+        replicas: u16,
+        /// The replicas' Redis (`redis://host:port/db`); without it the demo starts
+        /// `redis-server` from PATH when it runs replicas.
+        #[arg(long, env = "POWERTAIL_DEMO_REDIS", hide_env_values = true)]
+        redis: Option<String>,
+        /// Internal: run as one replica of a replicas demo, following this simulator.
+        #[arg(long, hide = true)]
+        attach: Option<String>,
+        /// Internal: the replica's node id.
+        #[arg(long, hide = true, default_value = "demo-1")]
+        node_id: String,
     },
 }
 
@@ -77,9 +91,27 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             tokio::spawn(async move { client.check_servers().await });
             powertail::run(listener, state, shutdown_signal()).await?;
         }
-        Command::Demo { listen, scale } => {
+        Command::Demo { listen, scale, replicas, redis, attach, node_id } => {
             powertail::telemetry::init_logging(false, "info")?;
-            powertail::demo::run(listen, scale, cli.config.as_deref(), shutdown_signal()).await?;
+            let config = cli.config.as_deref();
+            match (attach, redis) {
+                (Some(sim_url), Some(redis_url)) => {
+                    let cluster = powertail::demo::ClusterOptions { redis_url, node_id };
+                    powertail::demo::run_replica(listen, scale, config, &sim_url, &cluster, shutdown_signal()).await?;
+                }
+                (Some(_), None) => anyhow::bail!("--attach needs --redis"),
+                (None, redis) if replicas > 1 || redis.is_some() => {
+                    let options = powertail::demo::replicas::Options {
+                        listen,
+                        scale,
+                        user_config: cli.config.clone(),
+                        replicas,
+                        redis,
+                    };
+                    powertail::demo::replicas::run(options, shutdown_signal()).await?;
+                }
+                (None, _) => powertail::demo::run(listen, scale, config, shutdown_signal()).await?,
+            }
         }
     }
     Ok(())

@@ -4,41 +4,30 @@
 
 use chrono::{DateTime, FixedOffset, Offset, Utc};
 
-use super::core::{Record, StringPage, NO_ONLINE_LOG, PAGE_LINES};
+pub use crate::types::LineId;
+use crate::types::{Record, StringPage, NO_ONLINE_LOG, PAGE_LINES};
 
 /// `OmsFileUtils.file2HttpResponse` buffer size: downloads are padded to a multiple of it.
 pub const DOWNLOAD_BUFFER: usize = 4_096;
 
-/// Where one physical line of a served file came from: line `line` (0-based) of the
-/// record delivered as number `record`. Records are numbered in delivery order, so two
-/// records with the same text (a retry's replay, a repeated stack trace) never share an
-/// id, and a line keeps its id whatever file (temporary, stable, DFS copy) serves it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LineId {
-    /// The record's delivery number.
-    pub record: u64,
-    /// The line within the record's rendering (0: the timestamped line).
-    pub line: u32,
-}
-
 /// A file as the server wrote it: its lines, and the origin of each (`None` for the
 /// "no online log" placeholder line).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(super) struct FileLines {
-    pub(super) lines: Vec<String>,
-    pub(super) origins: Vec<Option<LineId>>,
+pub(crate) struct FileLines {
+    pub(crate) lines: Vec<String>,
+    pub(crate) origins: Vec<Option<LineId>>,
 }
 
 impl FileLines {
     /// The stable file written when there is no log: one placeholder line.
-    pub(super) fn placeholder() -> Self {
+    pub(crate) fn placeholder() -> Self {
         FileLines { lines: vec![NO_ONLINE_LOG.to_owned()], origins: vec![None] }
     }
 
     /// Writes the records as the server does (one formatted line + separator each) and
     /// reads the file back with `readLine` (§4.4). Every record's text ends with the
     /// separator, so splitting record by record gives the lines of the whole file.
-    pub(super) fn render<'a>(
+    pub(crate) fn render<'a>(
         records: impl Iterator<Item = (u64, &'a Record)>,
         separator: &str,
         utc_offset_minutes: i32,
@@ -55,7 +44,7 @@ impl FileLines {
     }
 
     /// Page `index` (§4.2) and the origins of its lines.
-    pub(super) fn page(&self, index: i64, separator: &str) -> (StringPage, Vec<Option<LineId>>) {
+    pub(crate) fn page(&self, index: i64, separator: &str) -> (StringPage, Vec<Option<LineId>>) {
         let total_pages = i64::try_from(self.lines.len().div_ceil(PAGE_LINES)).unwrap_or(i64::MAX);
         let start =
             usize::try_from(index).ok().and_then(|i| i.checked_mul(PAGE_LINES)).filter(|&s| s < self.lines.len());
@@ -68,7 +57,7 @@ impl FileLines {
     }
 
     /// The file's bytes as written (every line followed by the separator).
-    pub(super) fn text(&self, separator: &str) -> String {
+    pub(crate) fn text(&self, separator: &str) -> String {
         self.lines.iter().flat_map(|l| [l.as_str(), separator]).collect()
     }
 }
@@ -108,7 +97,7 @@ pub fn read_lines(text: &str) -> Vec<String> {
 
 /// The `file2HttpResponse` bug: the whole 4096-byte buffer is written after every read,
 /// so the body is padded with NULs (first chunk) or stale bytes of the previous chunk.
-pub(super) fn pad_like_file2http(file: &[u8]) -> Vec<u8> {
+pub(crate) fn pad_like_file2http(file: &[u8]) -> Vec<u8> {
     let mut buf = [0u8; DOWNLOAD_BUFFER];
     let mut out = Vec::with_capacity(file.len().div_ceil(DOWNLOAD_BUFFER) * DOWNLOAD_BUFFER);
     for chunk in file.chunks(DOWNLOAD_BUFFER) {
@@ -138,8 +127,8 @@ pub fn iso(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::core::Level;
     use super::*;
+    use crate::types::Level;
 
     fn rec(content: &str) -> Record {
         Record { log_time: 1_717_228_800_000, level: Level::Info, content: content.into(), worker: "w:1".into() }

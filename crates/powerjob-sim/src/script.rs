@@ -1,6 +1,6 @@
 //! `JobScript`: what one simulated run of a job logs, on which workers, and how it ends.
 //!
-//! A script is pure data. [`super::SimCore::run_job`] turns it into scheduled events:
+//! A script is pure data. [`crate::SimCore::run_job`] turns it into scheduled events:
 //! dispatch at once, RUNNING at `running_at_ms`, each line as a worker record shipped in
 //! that worker's next flush batch (so lines arrive up to `worker_flush_ms` late, and the
 //! last ones after the final status, `docs/powerjob-protocol.md` §5 and §6 pitfall 8), the final status at
@@ -15,7 +15,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::core::Level;
+use crate::types::Level;
 
 /// One log call of the processor.
 #[derive(Clone, Debug, PartialEq, Eq)]

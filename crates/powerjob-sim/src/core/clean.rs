@@ -15,46 +15,7 @@
 //! first run finds nothing) and a restart starts it again.
 
 use super::SimCore;
-
-/// A job's `timeExpressionType` and `timeExpression` (§2.12).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum TimeExpression {
-    /// 1 API: run only through `runJob` (`timeExpression` null).
-    #[default]
-    Api,
-    /// 2 CRON, with its expression.
-    Cron(String),
-    /// 3 FIXED_RATE, every so many ms (frequent).
-    FixedRate(i64),
-    /// 4 FIXED_DELAY, so many ms after the previous run (frequent).
-    FixedDelay(i64),
-}
-
-impl TimeExpression {
-    /// `timeExpressionType`.
-    pub fn type_code(&self) -> i32 {
-        match self {
-            TimeExpression::Api => 1,
-            TimeExpression::Cron(_) => 2,
-            TimeExpression::FixedRate(_) => 3,
-            TimeExpression::FixedDelay(_) => 4,
-        }
-    }
-
-    /// `timeExpression`: null for API, the cron text, or the interval in ms as a string.
-    pub fn expression(&self) -> Option<String> {
-        match self {
-            TimeExpression::Api => None,
-            TimeExpression::Cron(cron) => Some(cron.clone()),
-            TimeExpression::FixedRate(ms) | TimeExpression::FixedDelay(ms) => Some(ms.to_string()),
-        }
-    }
-
-    /// `TimeExpressionType.FREQUENT_TYPES`: FIXED_RATE and FIXED_DELAY.
-    pub fn is_frequent(&self) -> bool {
-        matches!(self, TimeExpression::FixedRate(_) | TimeExpression::FixedDelay(_))
-    }
-}
+use crate::types::TimeExpression;
 
 impl SimCore {
     /// The job's time expression (API when not configured).
@@ -120,8 +81,10 @@ impl SimCore {
 mod tests {
     use serde_json::Value;
 
-    use super::super::{Level, Record, SimConfig, SimJob};
     use super::*;
+    use crate::config::{SimConfig, SimJob};
+    use crate::file::read_lines;
+    use crate::types::{Level, Record, StringPage};
 
     /// 2024-06-01T08:00:00Z.
     const T0: i64 = 1_717_228_800_000;
@@ -148,7 +111,7 @@ mod tests {
 
     fn contents(c: &mut SimCore, id: i64, now: i64) -> Vec<String> {
         let page = c.log_page(id, 0, now);
-        super::super::read_lines(&page.data).iter().map(|l| l.rsplit(' ').next().unwrap_or("").to_owned()).collect()
+        read_lines(&page.data).iter().map(|l| l.rsplit(' ').next().unwrap_or("").to_owned()).collect()
     }
 
     #[test]
@@ -183,10 +146,7 @@ mod tests {
         assert_eq!(c.final_lines(id).len(), 3);
         // Everything old enough goes: a live log without rows, served as an empty file.
         c.tick(T0 + 10_000_000);
-        assert_eq!(
-            c.log_page(id, 0, T0 + 10_000_000),
-            super::super::StringPage { index: 0, total_pages: 0, data: String::new() }
-        );
+        assert_eq!(c.log_page(id, 0, T0 + 10_000_000), StringPage { index: 0, total_pages: 0, data: String::new() });
     }
 
     #[test]

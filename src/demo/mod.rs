@@ -2,7 +2,9 @@
 //! by the adapter, with the viewer, on one command.
 //!
 //! The simulator's timings are scaled (flush 1 s, cache 2 s, sync 20 s) so that a vLLM
-//! start-up completes in well under a minute; the adapter is configured to match.
+//! start-up completes in well under a minute; the adapter is configured to match, and
+//! so is every replica of `powertail demo --replicas N` ([`replicas`]): one simulator,
+//! N processes in cluster mode on one Redis, each with the demo's timings.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,13 +12,25 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use powerjob_sim::{JobScript, Level, ScriptLine, ScriptWorker, SimConfig, SimJob, Simulator};
 
 use crate::config::Config;
-use crate::sim::{JobScript, Level, ScriptLine, ScriptWorker, SimConfig, SimJob, Simulator};
 
-const STARTUP_LOG: &str = include_str!("../fixtures/llm/vllm-startup.log");
-const OOM_LOG: &str = include_str!("../fixtures/llm/vllm-oom.log");
-const PORT_IN_USE_LOG: &str = include_str!("../fixtures/llm/vllm-port-in-use.log");
+pub mod replicas;
+
+/// The simulated PowerJob app the demo's replicas log in to.
+pub const APP_NAME: &str = "llm-test-platform";
+/// Its password (the simulator's; not a secret).
+pub const APP_PASSWORD: &str = "secret";
+/// Key prefix of the demo's replicas in Redis, apart from a deployment's (`pt`).
+pub const KEY_PREFIX: &str = "powertail-demo";
+/// The environment variable that hands a replica its Redis URL (`--redis`; kept off
+/// the command line, which any user can read, as it may hold a password).
+pub const ATTACH_REDIS_ENV: &str = "POWERTAIL_DEMO_REDIS";
+
+const STARTUP_LOG: &str = include_str!("../../fixtures/llm/vllm-startup.log");
+const OOM_LOG: &str = include_str!("../../fixtures/llm/vllm-oom.log");
+const PORT_IN_USE_LOG: &str = include_str!("../../fixtures/llm/vllm-port-in-use.log");
 
 /// The start script's params the vLLM fixtures were recorded with: (value in the
 /// text, param name), longest value first.
@@ -115,11 +129,20 @@ fn multi_worker() -> JobScript {
 /// A simulator with the demo jobs and the adapter configuration that follows it.
 pub struct Demo {
     /// The running simulator.
-    pub sim: crate::sim::SimHandle,
+    pub sim: powerjob_sim::SimHandle,
     /// The adapter's configuration (server, PowerJob, jobs).
     pub config: Config,
     /// The jobs: (name, job id, description).
     pub jobs: Vec<(&'static str, i64, &'static str)>,
+}
+
+/// Where a replica of the demo keeps its lines: `[cluster]` with this Redis.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// `redis://…`
+    pub redis_url: String,
+    /// The replica's name in logs and metrics.
+    pub node_id: String,
 }
 
 /// Starts the simulator with the demo jobs, every time `scale` times the demo's (1.0:
@@ -139,13 +162,20 @@ pub async fn setup(listen: SocketAddr, scale: f64) -> anyhow::Result<Demo> {
 /// # Errors
 /// When the simulator cannot bind a port, or the configuration is invalid.
 pub async fn setup_with(listen: SocketAddr, scale: f64, user_config: Option<&Path>) -> anyhow::Result<Demo> {
-    let ms = |v: f64| (v * scale).round().max(1.0) as u64;
-    let demo_jobs = jobs();
-    let sim_cfg = SimConfig {
-        log_cache_ms: ms(2_000.0) as i64,
-        worker_flush_ms: ms(1_000.0) as i64,
-        sync_delay_ms: ms(20_000.0) as i64,
-        jobs: demo_jobs
+    let sim = Simulator::spawn(sim_config(scale)).await.context("cannot start the PowerJob simulator")?;
+    let config = config_for(listen, scale, user_config, &sim.url(), None)?;
+    Ok(Demo { sim, config, jobs: jobs().iter().map(|(n, i, d, _)| (*n, *i, *d)).collect() })
+}
+
+/// The simulator of the demo: its jobs, its timings `scale` times the demo's, and (as
+/// on a real server) instance ids that differ on every start.
+pub fn sim_config(scale: f64) -> SimConfig {
+    let ms = |v: f64| scaled_ms(v, scale) as i64;
+    SimConfig {
+        log_cache_ms: ms(2_000.0),
+        worker_flush_ms: ms(1_000.0),
+        sync_delay_ms: ms(20_000.0),
+        jobs: jobs()
             .iter()
             .map(|(name, id, _, script)| SimJob {
                 id: *id,
@@ -155,16 +185,36 @@ pub async fn setup_with(listen: SocketAddr, scale: f64, user_config: Option<&Pat
             })
             .collect(),
         ..SimConfig::default()
-    };
-    let sim = Simulator::spawn(sim_cfg).await.context("cannot start the PowerJob simulator")?;
+    }
+}
+
+/// `v` ms of the demo's time line at `scale`, at least 1.
+fn scaled_ms(v: f64, scale: f64) -> u64 {
+    (v * scale).round().max(1.0) as u64
+}
+
+/// The configuration of powertail following the demo's simulator at `sim_url` on
+/// `listen`, its timings `scale` times the demo's, under the user's file (see
+/// [`setup_with`]); with `cluster`, a replica in cluster mode.
+///
+/// # Errors
+/// When the configuration is invalid (the user's file, an override, the Redis URL).
+pub fn config_for(
+    listen: SocketAddr,
+    scale: f64,
+    user_config: Option<&Path>,
+    sim_url: &str,
+    cluster: Option<&ClusterOptions>,
+) -> anyhow::Result<Config> {
+    let ms = |v: f64| scaled_ms(v, scale);
     let mut toml = format!(
         r#"
         [server]
         listen = "{listen}"
         [powerjob]
-        addresses = ["{url}"]
-        app_name = "llm-test-platform"
-        app_password = "secret"
+        addresses = [{sim_url:?}]
+        app_name = {APP_NAME:?}
+        app_password = {APP_PASSWORD:?}
         request_timeout_ms = 5000
         log_cache_ms = {cache}
         worker_flush_ms = {flush}
@@ -174,7 +224,6 @@ pub async fn setup_with(listen: SocketAddr, scale: f64, user_config: Option<&Pat
         refresh_interval_ms = {refresh}
         first_read_delay_ms = {first}
         "#,
-        url = sim.url(),
         cache = ms(2_000.0),
         flush = ms(1_000.0),
         skew = ms(500.0),
@@ -182,14 +231,19 @@ pub async fn setup_with(listen: SocketAddr, scale: f64, user_config: Option<&Pat
         refresh = ms(500.0).max(10),
         first = ms(1_500.0),
     );
-    for (name, id, description, _) in &demo_jobs {
+    if let Some(cluster) = cluster {
+        toml.push_str(&format!(
+            "[cluster]\nredis_url = {:?}\nkey_prefix = {KEY_PREFIX:?}\nnode_id = {:?}\n",
+            cluster.redis_url, cluster.node_id
+        ));
+    }
+    for (name, id, description, _) in &jobs() {
         toml.push_str(&format!("[jobs.{name}]\njob_id = {id}\ndescription = {description:?}\n"));
     }
     toml.push_str(
         "[jobs.vllm-start.params]\nmodelName = \"qwen-7b\"\nmodelPath = \"/data/models/qwen-7b\"\nport = 8000\n",
     );
-    let config = Config::load_under(user_config, &toml)?;
-    Ok(Demo { sim, config, jobs: demo_jobs.iter().map(|(n, i, d, _)| (*n, *i, *d)).collect() })
+    Ok(Config::load_under(user_config, &toml)?)
 }
 
 /// Runs the demo, its times `scale` times the demo's, until `shutdown` resolves, with
@@ -210,22 +264,52 @@ pub async fn run(
     let base = format!("http://{addr}");
     println!(
         "\npowertail demo: a simulated PowerJob server at {sim_url} and powertail at {base}\n\n  \
-         viewer:    {base}/\n\n  \
-         try:\n    \
+         viewer:    {base}/\n\n{try_it}\n  \
+         jobs: {jobs}\n\n  \
+         webhooks: powertail demo --config FILE, with [jobs.vllm-start.notify] url = \"http://127.0.0.1:<port>/…\"\n  \
+         replicas: powertail demo --replicas 2 --redis redis://127.0.0.1:6379/0 (README \"Running several replicas\")\n\n\
+         Ctrl-C stops.\n",
+        sim_url = demo.sim.url(),
+        try_it = try_it(&base),
+        jobs = demo.jobs.iter().map(|(n, ..)| *n).collect::<Vec<_>>().join(", "),
+    );
+    crate::run(listener, state, shutdown).await?;
+    drop(demo);
+    Ok(())
+}
+
+/// The banner's "try:" block, against `base`.
+fn try_it(base: &str) -> String {
+    format!(
+        "  try:\n    \
          curl -s -X POST {base}/llm/jobs/vllm-start/run -H 'Content-Type: application/json' -d '{{\"instanceParams\":{{\"port\":8001}}}}'\n    \
          curl -s '{base}/llm/logs?instanceId=<instanceId>&fromLine=0'\n    \
          curl -s '{base}/llm/logs?instanceId=<instanceId>&fromLine=<nextLine>&waitMs=10000'\n    \
          curl -s {base}/llm/instances/<instanceId>\n    \
          curl -s '{base}/llm/instances/<instanceId>/startup?waitMs=20000'   # the run's startupUrl: phase, progress, cause\n    \
-         curl -s {base}/metrics\n\n  \
-         jobs: {jobs}\n\n  \
-         webhooks: powertail demo --config FILE, with [jobs.vllm-start.notify] url = \"http://127.0.0.1:<port>/…\"\n\n\
-         Ctrl-C stops.\n",
-        sim_url = demo.sim.url(),
-        jobs = demo.jobs.iter().map(|(n, ..)| *n).collect::<Vec<_>>().join(", "),
-    );
+         curl -s {base}/metrics\n"
+    )
+}
+
+/// One replica of `powertail demo --replicas N` (a child process the demo starts):
+/// powertail in cluster mode following the demo's simulator at `sim_url`, with the
+/// demo's timings and jobs, until `shutdown` resolves. Prints nothing: the demo prints
+/// the banner.
+///
+/// # Errors
+/// When the listener cannot be bound, or the configuration is invalid.
+pub async fn run_replica(
+    listen: SocketAddr,
+    scale: f64,
+    user_config: Option<&Path>,
+    sim_url: &str,
+    cluster: &ClusterOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = config_for(listen, scale, user_config, sim_url, Some(cluster))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let state = crate::build(&config, listener.local_addr()?)?;
     crate::run(listener, state, shutdown).await?;
-    drop(demo);
     Ok(())
 }
 
@@ -255,5 +339,26 @@ mod tests {
         );
         assert!(text.iter().any(|l| l.contains("http://127.0.0.1:8001/health")));
         assert!(!text.iter().any(|l| l.contains("port 8000") || l.contains(":8000")), "{text:#?}");
+    }
+
+    /// Issue 21: replicas used powertail's default timings, so logs completed at 46 s
+    /// instead of 34 s. Every replica gets the demo's, and the simulator's match them.
+    #[test]
+    fn a_replica_has_the_demos_timings_and_the_cluster_section() {
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let cluster = ClusterOptions { redis_url: "redis://127.0.0.1:6379/0".into(), node_id: "demo-2".into() };
+        let single = config_for(listen, 0.5, None, "http://127.0.0.1:1", None).unwrap();
+        let replica = config_for(listen, 0.5, None, "http://127.0.0.1:1", Some(&cluster)).unwrap();
+        assert!(single.cluster.is_none());
+        let timings = |c: &Config| {
+            let (p, l) = (&c.powerjob, &c.logs);
+            (p.log_cache_ms, p.worker_flush_ms, p.sync_delay_ms, l.refresh_interval_ms, l.first_read_delay_ms)
+        };
+        assert_eq!(timings(&replica), timings(&single));
+        assert_eq!(timings(&replica), (1_000, 500, 10_000, 250, 750));
+        let sim = sim_config(0.5);
+        assert_eq!((sim.log_cache_ms, sim.worker_flush_ms, sim.sync_delay_ms), (1_000, 500, 10_000));
+        let c = replica.cluster.as_ref().expect("cluster mode");
+        assert_eq!((c.key_prefix.as_str(), c.node_id.as_deref()), (KEY_PREFIX, Some("demo-2")));
     }
 }
