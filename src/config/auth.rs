@@ -9,26 +9,19 @@ use super::{empty_secret, ConfigError, JobConfig};
 
 /// `[auth]`
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// API tokens; none configured means open reads and job control from loopback only.
-    #[serde(default)]
     pub tokens: Vec<TokenConfig>,
     /// Job names or ids that may be run; empty allows every job.
-    #[serde(default)]
     pub allowed_jobs: Vec<String>,
     /// Job runs allowed per caller (token name, or `anonymous`) and minute.
-    #[serde(default = "default_runs_per_minute")]
     pub runs_per_minute: u32,
-}
-
-fn default_runs_per_minute() -> u32 {
-    30
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { tokens: Vec::new(), allowed_jobs: Vec::new(), runs_per_minute: default_runs_per_minute() }
+        AuthConfig { tokens: Vec::new(), allowed_jobs: Vec::new(), runs_per_minute: 30 }
     }
 }
 
@@ -42,7 +35,6 @@ pub struct TokenConfig {
     #[serde(default = "empty_secret")]
     pub token: SecretString,
     /// Environment variable holding the token (preferred over the file).
-    #[serde(default)]
     pub token_env: Option<String>,
     /// `logs:read`, `jobs:run`, `jobs:control`.
     pub scopes: Vec<Scope>,

@@ -27,7 +27,6 @@ pub struct JobConfig {
     #[serde(default)]
     pub startup_rules: Vec<RuleSpec>,
     /// The webhook of its start-up events (`[jobs.<name>.notify]`).
-    #[serde(default)]
     pub notify: Option<NotifyConfig>,
 }
 
@@ -55,7 +54,6 @@ pub struct NotifyConfig {
     #[serde(default = "defaults::notify_events")]
     pub events: Vec<NotifyEvent>,
     /// Environment variable holding the HMAC-SHA256 key that signs each body.
-    #[serde(default)]
     pub secret_env: Option<String>,
     /// The key read from `secret_env` (never in the file).
     #[serde(skip)]

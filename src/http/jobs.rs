@@ -113,30 +113,21 @@ pub async fn get_instance(
     })))
 }
 
+/// The answer of an instance operation.
+type Answer = Result<Json<Value>, ApiError>;
+
 /// `POST /llm/instances/{instanceId}/stop`.
-pub async fn stop(
-    state: State<AppState>,
-    id: ApiPath<String>,
-    who: Authorized<ControlJobs>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn stop(state: State<AppState>, id: ApiPath<String>, who: Authorized<ControlJobs>) -> Answer {
     instance_op(state, id, who, InstanceOp::Stop, "stopped").await
 }
 
 /// `POST /llm/instances/{instanceId}/cancel`.
-pub async fn cancel(
-    state: State<AppState>,
-    id: ApiPath<String>,
-    who: Authorized<ControlJobs>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn cancel(state: State<AppState>, id: ApiPath<String>, who: Authorized<ControlJobs>) -> Answer {
     instance_op(state, id, who, InstanceOp::Cancel, "canceled").await
 }
 
 /// `POST /llm/instances/{instanceId}/retry`.
-pub async fn retry(
-    state: State<AppState>,
-    id: ApiPath<String>,
-    who: Authorized<ControlJobs>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn retry(state: State<AppState>, id: ApiPath<String>, who: Authorized<ControlJobs>) -> Answer {
     instance_op(state, id, who, InstanceOp::Retry, "retried").await
 }
 
