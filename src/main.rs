@@ -27,8 +27,8 @@ enum Command {
     Serve,
     /// Start an embedded PowerJob simulator with sample LLM jobs and follow it.
     Demo {
-        /// Address of the API and viewer.
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        /// Address of the API and viewer (`ip:port` or `host:port`).
+        #[arg(long, default_value = "127.0.0.1:8080", value_parser = powertail::config::parse_listen)]
         listen: SocketAddr,
         /// Every simulated time (flushes, caches, the jobs' scripts) times this factor:
         /// 0.1 runs a vLLM start-up in a few seconds (the client libraries' tests).

@@ -32,7 +32,7 @@ pub use error::ConfigError;
 pub use jobs::{JobConfig, NotifyConfig, NotifyEvent};
 pub use logs::LogsConfig;
 pub use powerjob::PowerJobConfig;
-pub use server::{LogFormat, ServerConfig};
+pub use server::{parse_listen, LogFormat, ServerConfig};
 
 use crate::logs::Timing;
 

@@ -86,7 +86,11 @@ fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Erro
 
 /// Parses `ip:port`, `[ipv6]:port` or `host:port` (the host resolved, its first IPv4
 /// address preferred), with a message that says what is wrong.
-pub(super) fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+///
+/// # Errors
+/// A message naming the text and what is wrong with it (no port, a port out of range,
+/// a host that does not resolve).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
