@@ -106,6 +106,14 @@ fn an_environment_override_names_its_variable() {
 }
 
 #[test]
+fn a_missing_section_or_key_is_named() {
+    let (_dir, line) = fails(Some("[logs]\nrefresh_interval_ms = 300\n"), &[], &[]);
+    assert_eq!(line, "error: invalid configuration: the section [powerjob] is required but missing");
+    let (_dir, line) = fails(Some(&POWERJOB.replace("app_name = \"app\"\n", "")), &[], &[]);
+    assert_eq!(line, "error: invalid configuration: `powerjob.app_name` in config.toml: is required but missing");
+}
+
+#[test]
 fn a_value_out_of_range_says_the_range_and_the_value() {
     let (_dir, line) = fails(Some(&format!("{POWERJOB}[logs]\nrefresh_interval_ms = 1\n")), &[], &[]);
     assert_eq!(line, "error: invalid configuration: `logs.refresh_interval_ms` must be between 10 and 600000, got 1");

@@ -109,6 +109,9 @@ fn describe(e: &figment::Error) -> String {
         Kind::Message(m) => flatten(m),
         other => other.to_string(),
     };
+    if matches!(e.kind, Kind::MissingField(_)) && path.len() == 1 {
+        return format!("the section [{key}] is required but missing{from}");
+    }
     if key.is_empty() {
         // A whole file at fault (its syntax): `config.toml: TOML parse error at …`.
         let file = e.metadata.as_ref().and_then(|md| md.source.as_ref()).map(|s| format!("{s}: ")).unwrap_or_default();
