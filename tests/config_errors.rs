@@ -137,7 +137,8 @@ fn without_config_toml_or_config_the_message_says_what_to_do() {
         line,
         format!(
             "error: no configuration file: there is no config.toml in {dir} and no --config was given; start from \
-             the repository's config.toml (see the README, \"Configuration\") and run `powertail --config FILE`"
+             the repository's config.toml (see the README, \"Running against a real PowerJob\") and run \
+             `powertail --config FILE`"
         )
     );
     let (_dir, line) = fails(None, &["--config", "elsewhere.toml"], &[]);

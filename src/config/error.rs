@@ -16,8 +16,8 @@ pub enum ConfigError {
     /// No `--config` was given and the working directory has no `config.toml`.
     #[error(
         "no configuration file: there is no config.toml in {dir} and no --config was given; \
-         start from the repository's config.toml (see the README, \"Configuration\") and \
-         run `powertail --config FILE`"
+         start from the repository's config.toml (see the README, \"Running against a real \
+         PowerJob\") and run `powertail --config FILE`"
     )]
     NoFile {
         /// The working directory.
