@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::transport::{join, Target};
 use super::wire::{AppAuth, ConsoleUser, Envelope};
-use super::{now_ms, PowerJobClient, UpstreamError};
+use super::{now_ms, PowerJobClient, UpstreamError, LOG_TARGET};
 
 /// Response header set by 5.1.x's OpenAPI interceptor.
 const AUTH_PASSED: &str = "X-POWERJOB-AUTH-PASSED";
@@ -59,7 +59,7 @@ impl PowerJobClient {
         }
         let mut last = self.inner.probe.lock().await;
         if let Some((at, result)) = last.as_ref().filter(|(at, _)| at.elapsed() < PROBE_REUSE) {
-            tracing::trace!(age = ?at.elapsed(), "readiness probe reused");
+            tracing::trace!(target: LOG_TARGET, age = ?at.elapsed(), "readiness probe reused");
             return result.clone();
         }
         let result = tokio::time::timeout(PROBE_TIMEOUT, self.probe())
@@ -207,7 +207,7 @@ impl PowerJobClient {
         s.app_id = Some(app_id);
         s.version = Some(version);
         s.app_token = token;
-        tracing::info!(app.id = app_id, version = ?version, "authenticated with PowerJob");
+        tracing::info!(target: LOG_TARGET, { app.id = app_id, version = ?version }, "authenticated with PowerJob");
         Ok(())
     }
 
@@ -251,16 +251,16 @@ impl PowerJobClient {
         for (i, server) in self.inner.addresses.iter().enumerate() {
             match self.authenticate(Target::Only(i)).await {
                 Ok((app_id, version, _)) => {
-                    tracing::info!(%server, ?version, app.id = app_id, "PowerJob at {server} answers ({version:?})");
+                    tracing::info!(target: LOG_TARGET, { %server, ?version, app.id = app_id }, "PowerJob at {server} answers ({version:?})");
                 }
                 Err(error @ (UpstreamError::Unreachable(_) | UpstreamError::Timeout(_))) => {
-                    tracing::warn!(%server, %error, "PowerJob at {server} cannot be reached at start-up; serving anyway");
+                    tracing::warn!(target: LOG_TARGET, %server, %error, "PowerJob at {server} cannot be reached at start-up; serving anyway");
                 }
                 Err(error @ UpstreamError::Auth(_)) => {
-                    tracing::warn!(%server, %error, "PowerJob at {server} refused app `{}`", self.inner.app_name);
+                    tracing::warn!(target: LOG_TARGET, %server, %error, "PowerJob at {server} refused app `{}`", self.inner.app_name);
                 }
                 Err(error) => {
-                    tracing::warn!(%server, %error, "{server} does not answer as a PowerJob server (4.3.x or 5.1.x)");
+                    tracing::warn!(target: LOG_TARGET, %server, %error, "{server} does not answer as a PowerJob server (4.3.x or 5.1.x)");
                 }
             }
         }
@@ -288,7 +288,7 @@ impl PowerJobClient {
         match (env.success, env.data) {
             (true, Some(user)) => {
                 self.inner.session.write().expect("session lock poisoned").console_jwt = Some(user.jwt_token);
-                tracing::info!(user = %self.inner.console_username, "logged in to the PowerJob console");
+                tracing::info!(target: LOG_TARGET, user = %self.inner.console_username, "logged in to the PowerJob console");
                 Ok(())
             }
             _ => Err(UpstreamError::Auth(format!(

@@ -35,6 +35,10 @@ pub use ops::InstanceOp;
 
 use crate::config::PowerJobConfig;
 
+/// The tracing target of every event and span of the client, whichever of its files
+/// they come from (log filters and shippers match it; keep it when moving code).
+const LOG_TARGET: &str = "powertail::upstream";
+
 /// Connecting never needs long; the request timeout covers slow answers.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 

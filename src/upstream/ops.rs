@@ -8,7 +8,7 @@ use url::Url;
 
 use super::transport::{join, Target};
 use super::wire::{InstanceInfo, StringPage};
-use super::{now_ms, PowerJobClient, UpstreamError};
+use super::{now_ms, PowerJobClient, UpstreamError, LOG_TARGET};
 use crate::logs::RawPage;
 
 /// The instance operations of the OpenAPI.
@@ -37,7 +37,7 @@ impl PowerJobClient {
     ///
     /// # Errors
     /// [`UpstreamError::InstanceNotFound`] for an unknown id, or any other failure.
-    #[tracing::instrument(skip(self), fields(instance.id = id))]
+    #[tracing::instrument(target = "powertail::upstream", skip(self), fields(instance.id = id))]
     pub async fn instance_info(&self, id: i64) -> Result<InstanceInfo, UpstreamError> {
         match self.openapi::<InstanceInfo>("fetchInstanceInfo", &[("instanceId", id.to_string())]).await {
             Ok(Some(info)) => Ok(info),
@@ -54,7 +54,7 @@ impl PowerJobClient {
     ///
     /// # Errors
     /// [`UpstreamError::Refused`] for an unknown job or one of another app.
-    #[tracing::instrument(skip(self, instance_params))]
+    #[tracing::instrument(target = "powertail::upstream", skip(self, instance_params))]
     pub async fn run_job(
         &self,
         job_id: i64,
@@ -74,7 +74,7 @@ impl PowerJobClient {
     ///
     /// # Errors
     /// [`UpstreamError::Refused`] with PowerJob's reason (finished, not finished, unknown).
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(target = "powertail::upstream", skip(self))]
     pub async fn instance_op(&self, op: InstanceOp, id: i64) -> Result<(), UpstreamError> {
         self.openapi::<serde_json::Value>(op.path(), &[("instanceId", id.to_string())]).await.map(|_| ())
     }
@@ -100,7 +100,7 @@ impl PowerJobClient {
     ///
     /// # Errors
     /// Transport failures.
-    #[tracing::instrument(skip(self), fields(instance.id = id))]
+    #[tracing::instrument(target = "powertail::upstream", skip(self), fields(instance.id = id))]
     pub async fn download_log(&self, id: i64) -> Result<Option<Vec<u8>>, UpstreamError> {
         let Some(i) = self.download_address(id).await? else { return Ok(None) };
         let query = [("instanceId", id.to_string())];
@@ -130,7 +130,7 @@ impl PowerJobClient {
             Ok((_, None)) => return Ok(None),
             Err(e @ (UpstreamError::Unreachable(_) | UpstreamError::Timeout(_))) => return Err(e),
             Err(e) => {
-                tracing::debug!(error = %e, "no download URL; reading pages");
+                tracing::debug!(target: LOG_TARGET, error = %e, "no download URL; reading pages");
                 return Ok(None);
             }
         };
@@ -140,7 +140,7 @@ impl PowerJobClient {
                 && theirs.port_or_known_default() == ours.port_or_known_default()
         });
         if !same {
-            tracing::debug!(server = %ours, %url, "the log lives on another server; reading pages");
+            tracing::debug!(target: LOG_TARGET, server = %ours, %url, "the log lives on another server; reading pages");
         }
         Ok(same.then_some(i))
     }
@@ -149,7 +149,7 @@ impl PowerJobClient {
     ///
     /// # Errors
     /// Any [`UpstreamError`]; a 5.x login problem is [`UpstreamError::Auth`].
-    #[tracing::instrument(skip(self), fields(instance.id = id))]
+    #[tracing::instrument(target = "powertail::upstream", skip(self), fields(instance.id = id))]
     pub async fn log_page(&self, id: i64, index: u64) -> Result<RawPage, UpstreamError> {
         let (_, page) = self.console_get::<StringPage>("/instance/log", id, &[("index", index.to_string())]).await?;
         let page = page.ok_or_else(|| UpstreamError::Protocol("/instance/log answered no page".into()))?;

@@ -12,7 +12,7 @@ use url::Url;
 
 use super::auth::AUTH_APP;
 use super::wire::Envelope;
-use super::{now_ms, PowerJobClient, UpstreamError};
+use super::{now_ms, PowerJobClient, UpstreamError, LOG_TARGET};
 
 /// Which servers a request may go to.
 #[derive(Debug, Clone, Copy)]
@@ -109,7 +109,7 @@ impl PowerJobClient {
                 Err(e) => {
                     // A single-server request's caller reports its failure (with context).
                     if matches!(target, Target::Failover) {
-                        tracing::warn!(server = %base, error = %e, "PowerJob server failed");
+                        tracing::warn!(target: LOG_TARGET, server = %base, error = %e, "PowerJob server failed");
                     }
                     last_error = e;
                 }
