@@ -150,3 +150,51 @@ impl RunLimiter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[expect(clippy::result_large_err, reason = "figment::Jail's closure signature is fixed")]
+mod tests {
+    use super::*;
+
+    const POWERJOB: &str = "[powerjob]\naddresses = [\"http://127.0.0.1:9\"]\napp_name = \"a\"\napp_password = \"p\"\n";
+
+    fn auth(tokens: &str, listen: &str) -> Auth {
+        let mut config = None;
+        // Under figment's environment lock: the configuration's tests set POWERTAIL_ variables.
+        figment::Jail::expect_with(|_| {
+            config = Some(Config::from_toml(&format!("{POWERJOB}{tokens}")).unwrap());
+            Ok(())
+        });
+        Auth::new(&config.unwrap(), listen.parse().unwrap())
+    }
+
+    fn bearer(token: &str) -> HeaderValue {
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap()
+    }
+
+    #[test]
+    fn tokens_are_checked_for_their_scope() {
+        let tokens = "[[auth.tokens]]\nname = \"ci\"\ntoken = \"0123456789abcdef\"\nscopes = [\"logs:read\"]\n";
+        let auth = auth(tokens, "0.0.0.0:8080");
+        let ci = auth.check(Some(&bearer("0123456789abcdef")), config::Scope::LogsRead).unwrap();
+        assert_eq!(ci, Caller(Cow::Borrowed("ci")));
+        let refused = |header: Option<&HeaderValue>, scope| auth.check(header, scope).unwrap_err().status().as_u16();
+        assert_eq!(refused(None, config::Scope::LogsRead), 401);
+        assert_eq!(refused(Some(&bearer("0123456789abcdeX")), config::Scope::LogsRead), 401);
+        assert_eq!(refused(Some(&HeaderValue::from_static("0123456789abcdef")), config::Scope::LogsRead), 401);
+        let lacks = auth.check(Some(&bearer("0123456789abcdef")), config::Scope::JobsRun).unwrap_err();
+        assert_eq!(
+            (lacks.status().as_u16(), lacks.to_string().as_str()),
+            (403, "token `ci` lacks the scope `jobs:run`")
+        );
+    }
+
+    #[test]
+    fn without_tokens_reads_are_open_and_jobs_run_only_on_loopback() {
+        let open = auth("", "0.0.0.0:8080");
+        assert!(open.check(None, config::Scope::LogsRead).is_ok());
+        assert_eq!(open.check(None, config::Scope::JobsRun).unwrap_err().status().as_u16(), 403);
+        let local = auth("", "127.0.0.1:8080");
+        assert_eq!(local.check(None, config::Scope::JobsControl).unwrap(), Caller(Cow::Borrowed("anonymous")));
+    }
+}
