@@ -6,12 +6,17 @@
 //!
 //! # Layout
 //!
-//! * [`config`]: `config.toml` + `POWERTAIL_<SECTION>__<KEY>` overrides, validated;
-//! * [`upstream`]: the PowerJob client (4.3.x and 5.1.x), wire types, [`upstream::UpstreamError`];
+//! * [`config`]: `config.toml` + `POWERTAIL_<SECTION>__<KEY>` overrides, validated; one
+//!   file per section (`server`, `powerjob`, `logs`, `jobs` with webhooks and start-up
+//!   rules, `auth`, `cluster`) and `error` (one line per problem: key, value, what is allowed);
+//! * [`upstream`]: the PowerJob client (4.3.x and 5.1.x): `auth` (authApp, assert,
+//!   console login, replays), `transport` (failover across `addresses`), `ops` (instance
+//!   info, log pages, downloads, runs), wire types, [`upstream::UpstreamError`];
 //! * [`logs`]: the pure core (paging, merge, completeness), unit- and property-tested;
 //! * [`service`]: [`service::LogService`], on-demand single-flight refreshes, the two-tier store;
-//! * [`app`]: [`app::AppState`], API tokens and named jobs;
-//! * [`http`]: the axum router behind [`http::Front`], thin handlers, [`http::ApiError`];
+//! * [`http`]: the axum router behind [`http::Front`], thin handlers, the one error enum
+//!   [`http::ApiError`]; `state` ([`http::AppState`], named jobs, wait permits), `auth`
+//!   (API tokens, the `Authorized<Scope>` extractor, the run rate), `extract`;
 //! * [`telemetry`]: Prometheus metrics, per-route request counts and latencies, log output (a leaf);
 //! * [`demo`]: `powertail demo`, the simulator with sample LLM jobs behind the real service;
 //!   [`demo::replicas`]: `powertail demo --replicas N`, the same behind N replicas in cluster
@@ -22,7 +27,6 @@
 //! It writes its own JSON and depends on nothing of powertail; its own layout map is in
 //! its `lib.rs`.
 
-pub mod app;
 pub mod config;
 pub mod demo;
 pub mod http;
@@ -41,8 +45,8 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
-use crate::app::AppState;
 use crate::config::Config;
+use crate::http::AppState;
 use crate::service::LogService;
 use crate::upstream::PowerJobClient;
 

@@ -3,10 +3,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use powertail::config::LogFormat;
+use powertail::config::{Config, ConfigError, LogFormat};
 
 /// Follow PowerJob online logs over a stable REST cursor.
 #[derive(Debug, Parser)]
@@ -26,8 +27,8 @@ enum Command {
     Serve,
     /// Start an embedded PowerJob simulator with sample LLM jobs and follow it.
     Demo {
-        /// Address of the API and viewer.
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        /// Address of the API and viewer (`ip:port` or `host:port`).
+        #[arg(long, default_value = "127.0.0.1:8080", value_parser = powertail::config::parse_listen)]
         listen: SocketAddr,
         /// Every simulated time (flushes, caches, the jobs' scripts) times this factor:
         /// 0.1 runs a vLLM start-up in a few seconds (the client libraries' tests).
@@ -67,25 +68,47 @@ fn large_allocations_from_the_kernel() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn large_allocations_from_the_kernel() {}
 
-fn main() -> anyhow::Result<()> {
+/// Exit status of a configuration error (a user error; 1 is any other failure).
+const EXIT_CONFIG: u8 = 2;
+
+/// Errors are printed here, on one line and without a backtrace (anyhow would add one
+/// under `RUST_BACKTRACE=1`, and repeat each cause under "Caused by").
+fn main() -> ExitCode {
     // Before the runtime's threads exist: they pick their heaps at their first allocation.
     large_allocations_from_the_kernel();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(Cli::parse()))
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(serve(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
+            // Its message is whole: no context was added on the way.
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            // Configuration first: it says how to log. Its errors go to stderr as is.
-            let path = cli.config.unwrap_or_else(|| PathBuf::from("config.toml"));
-            let config = powertail::config::Config::load(&path)?;
+            // Configuration first: it says how to log. Its errors go to stderr (`main`).
+            let config = Config::load_given(cli.config.as_deref())?;
             let server = &config.server;
             powertail::telemetry::init_logging(server.log_format == LogFormat::Json, &server.log_level)?;
             let listener = tokio::net::TcpListener::bind(server.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", server.listen))?;
-            let state = powertail::build(&config, listener.local_addr()?)?;
-            tracing::info!(listen = %server.listen, "powertail serving");
+            let listen = listener.local_addr()?;
+            let state = powertail::build(&config, listen)?;
+            tracing::info!(%listen, "powertail serving");
             // Say once, in the background, whether PowerJob can be reached; never wait for it.
             let client = state.logs.client().clone();
             tokio::spawn(async move { client.check_servers().await });

@@ -5,7 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use super::ConfigError;
+use super::{in_range, ConfigError};
 
 /// `[cluster]`
 #[derive(Debug, Clone, Deserialize)]
@@ -106,20 +106,19 @@ impl ClusterConfig {
             return invalid("cluster.key_prefix", "must be non-empty, without braces or spaces");
         }
         if self.lease_ms < refresh_interval_ms.saturating_mul(2) || self.lease_ms > 600_000 {
-            return invalid("cluster.lease_ms", "must be at least twice logs.refresh_interval_ms and at most 600000");
+            return Err(ConfigError::invalid(
+                "cluster.lease_ms",
+                format!(
+                    "must be at least twice logs.refresh_interval_ms ({}) and at most 600000, got {}",
+                    refresh_interval_ms.saturating_mul(2),
+                    self.lease_ms
+                ),
+            ));
         }
-        if self.commit_replicas > 16 {
-            return invalid("cluster.commit_replicas", "must be at most 16");
-        }
-        if !(1..=60_000).contains(&self.commit_timeout_ms) {
-            return invalid("cluster.commit_timeout_ms", "must be between 1 and 60000");
-        }
-        if !(1_000..=365 * 86_400_000).contains(&self.retain_complete_ms) {
-            return invalid("cluster.retain_complete_ms", "must be between 1000 and 31536000000 (a year)");
-        }
-        if !(10..=60_000).contains(&self.command_timeout_ms) {
-            return invalid("cluster.command_timeout_ms", "must be between 10 and 60000");
-        }
+        in_range("cluster.commit_replicas", u64::from(self.commit_replicas), 0..=16)?;
+        in_range("cluster.commit_timeout_ms", self.commit_timeout_ms, 1..=60_000)?;
+        in_range("cluster.retain_complete_ms", self.retain_complete_ms, 1_000..=365 * 86_400_000)?;
+        in_range("cluster.command_timeout_ms", self.command_timeout_ms, 10..=60_000)?;
         Ok(())
     }
 }

@@ -5,7 +5,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::app::AppError;
 use crate::upstream::UpstreamError;
 
 /// Seconds a client should wait before retrying when PowerJob is unreachable.
@@ -78,19 +77,6 @@ pub enum ApiError {
     /// the instance, or not the lines asked for (503).
     #[error("{0}; this replica holds nothing of the instance, or not the lines asked for, yet")]
     StoreUnavailable(String),
-}
-
-impl From<AppError> for ApiError {
-    fn from(e: AppError) -> Self {
-        match e {
-            AppError::BadRequest(m) => ApiError::BadRequest(m),
-            AppError::Unauthorized => ApiError::Unauthorized,
-            AppError::Forbidden(m) => ApiError::Forbidden(m),
-            AppError::UnknownJobName(n) => ApiError::UnknownJobName(n),
-            AppError::Overloaded { message, retry_after_secs } => ApiError::Overloaded { message, retry_after_secs },
-            AppError::RateLimited { message, retry_after_secs } => ApiError::RateLimited { message, retry_after_secs },
-        }
-    }
 }
 
 impl From<crate::service::ServiceError> for ApiError {

@@ -79,17 +79,6 @@ where
     }
 }
 
-/// The request's `Authorization` header, without copying the other headers.
-pub struct AuthorizationHeader(pub Option<axum::http::HeaderValue>);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AuthorizationHeader {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(AuthorizationHeader(parts.headers.get(axum::http::header::AUTHORIZATION).cloned()))
-    }
-}
-
 /// The values of a strict query string: each of `names` at most once (a repeated one
 /// is a 400), any other name a 400 that lists the accepted ones (a misspelt
 /// `fromline` must not silently restart at line 0); `_`, the usual cache-buster, may

@@ -2,16 +2,16 @@
 //! `POST /llm/instances/{instanceId}/stop|cancel|retry`.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::auth::{Authorized, ControlJobs, ReadLogs, RunJobs};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use super::logs::parse_instance_id;
-use crate::app::{AppState, ResolvedJob};
-use crate::config::Scope;
+use super::state::{AppState, ResolvedJob};
 use crate::logs::Status;
 use crate::upstream::{InstanceOp, UpstreamError};
 
@@ -59,10 +59,9 @@ pub fn merge_params(defaults: &Map<String, Value>, requested: Option<Value>) -> 
 pub async fn run_job(
     State(state): State<AppState>,
     ApiPath(job): ApiPath<String>,
-    headers: HeaderMap,
+    Authorized { caller, .. }: Authorized<RunJobs>,
     body: Option<ApiJson<RunRequest>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let caller = state.auth.check(&headers, Scope::JobsRun)?;
     let req = body.map(|ApiJson(r)| r).unwrap_or_default();
     if req.delay_ms > MAX_DELAY_MS {
         return Err(ApiError::BadRequest(format!("`delayMs` must be at most {MAX_DELAY_MS}")));
@@ -98,9 +97,8 @@ pub async fn run_job(
 pub async fn get_instance(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-    headers: HeaderMap,
+    _: Authorized<ReadLogs>,
 ) -> Result<Json<Value>, ApiError> {
-    state.auth.check(&headers, Scope::LogsRead)?;
     let id = parse_instance_id(&id)?;
     let info = state.logs.client().instance_info(id).await?;
     Ok(Json(json!({
@@ -115,29 +113,31 @@ pub async fn get_instance(
     })))
 }
 
+/// The answer of an instance operation.
+type Answer = Result<Json<Value>, ApiError>;
+
 /// `POST /llm/instances/{instanceId}/stop`.
-pub async fn stop(state: State<AppState>, id: ApiPath<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    instance_op(state, id, headers, InstanceOp::Stop, "stopped").await
+pub async fn stop(state: State<AppState>, id: ApiPath<String>, who: Authorized<ControlJobs>) -> Answer {
+    instance_op(state, id, who, InstanceOp::Stop, "stopped").await
 }
 
 /// `POST /llm/instances/{instanceId}/cancel`.
-pub async fn cancel(state: State<AppState>, id: ApiPath<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    instance_op(state, id, headers, InstanceOp::Cancel, "canceled").await
+pub async fn cancel(state: State<AppState>, id: ApiPath<String>, who: Authorized<ControlJobs>) -> Answer {
+    instance_op(state, id, who, InstanceOp::Cancel, "canceled").await
 }
 
 /// `POST /llm/instances/{instanceId}/retry`.
-pub async fn retry(state: State<AppState>, id: ApiPath<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    instance_op(state, id, headers, InstanceOp::Retry, "retried").await
+pub async fn retry(state: State<AppState>, id: ApiPath<String>, who: Authorized<ControlJobs>) -> Answer {
+    instance_op(state, id, who, InstanceOp::Retry, "retried").await
 }
 
 async fn instance_op(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-    headers: HeaderMap,
+    Authorized { caller, .. }: Authorized<ControlJobs>,
     op: InstanceOp,
     done: &'static str,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = state.auth.check(&headers, Scope::JobsControl)?;
     let id = parse_instance_id(&id)?;
     let client = state.logs.client();
     match client.instance_op(op, id).await {

@@ -3,13 +3,13 @@
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap};
+use axum::http::header;
 use axum::response::IntoResponse;
 
+use super::auth::{Authorized, ReadLogs};
 use super::error::ApiError;
-use super::extract::{digits, strict_query, ApiPath, AuthorizationHeader};
-use crate::app::AppState;
-use crate::config::Scope;
+use super::extract::{digits, strict_query, ApiPath};
+use super::state::AppState;
 use crate::service::BorrowedPage;
 
 /// Most lines in one answer.
@@ -153,10 +153,9 @@ pub fn encode_page(p: &BorrowedPage<'_>) -> Vec<u8> {
 /// `GET /llm/logs`
 pub async fn get_logs(
     State(state): State<AppState>,
-    AuthorizationHeader(authorization): AuthorizationHeader,
+    _: Authorized<ReadLogs>,
     RawQuery(raw): RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
-    state.auth.check_value(authorization.as_ref(), Scope::LogsRead)?;
     let logs = &state.logs;
     let q = LogsQuery::parse(raw.as_deref())?;
     let wait = Duration::from_millis(u64::from(q.wait_ms));
@@ -170,11 +169,10 @@ pub async fn get_logs(
 /// `GET /llm/logs/{instanceId}/raw`: the whole log as text, one line per `\n`.
 pub async fn get_raw(
     State(state): State<AppState>,
-    headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
+    _: Authorized<ReadLogs>,
     RawQuery(raw): RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
-    state.auth.check(&headers, Scope::LogsRead)?;
     let logs = &state.logs;
     let id = parse_instance_id(&id)?;
     strict_query(raw.as_deref(), [])?;

@@ -1,11 +1,18 @@
 //! The HTTP API: routes, the JSON error shape, thin handlers over [`LogService`].
+//!
+//! [`state`] holds what the handlers share ([`AppState`]), [`auth`] who may do what
+//! (the [`auth::Authorized`] extractor), [`error`] the one error enum ([`ApiError`])
+//! every lower layer's error converts into, [`extract`] the extractors whose
+//! rejections are [`ApiError`]s; one file per route group for the handlers.
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod jobs;
 pub mod logs;
 pub mod ops;
 pub mod startup;
+pub mod state;
 pub mod stream;
 pub mod viewer;
 
@@ -25,8 +32,8 @@ use futures::FutureExt as _;
 use tracing::Instrument as _;
 
 pub use error::ApiError;
+pub use state::AppState;
 
-use crate::app::AppState;
 use crate::telemetry;
 
 /// Longest a request may take, streams excepted: above the longest long-poll (30 s) and

@@ -9,7 +9,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use crate::app::AppState;
+use super::state::AppState;
 use crate::service::LogService;
 
 /// `GET /healthz`: the process serves.

@@ -3,25 +3,23 @@
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::auth::{Authorized, ReadLogs};
 use super::error::ApiError;
 use super::extract::{digits, strict_query, ApiPath};
 use super::logs::{parse_instance_id, MAX_WAIT_MS};
-use crate::app::AppState;
-use crate::config::Scope;
+use super::state::AppState;
 use crate::service::Startup;
 
 /// `GET /llm/instances/{instanceId}/startup[?waitMs=&attempt=&fromEvent=]`.
 pub async fn get_startup(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-    headers: HeaderMap,
+    _: Authorized<ReadLogs>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    state.auth.check(&headers, Scope::LogsRead)?;
     let id = parse_instance_id(&id)?;
     let [wait, attempt, from_event] = strict_query(raw.as_deref(), ["waitMs", "attempt", "fromEvent"])?;
     let number = |v: Option<&str>, name: &str, max: u64| -> Result<Option<u64>, ApiError> {

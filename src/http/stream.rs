@@ -26,12 +26,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::auth::{Authorized, ReadLogs};
 use super::error::ApiError;
 use super::extract::{digits, strict_query, ApiPath};
 use super::logs::{parse_epoch, parse_instance_id};
 use super::startup::startup_json;
-use crate::app::AppState;
-use crate::config::Scope;
+use super::state::AppState;
 use crate::service::{LogPage, LogService, ServiceError};
 use crate::telemetry;
 
@@ -49,9 +49,9 @@ pub async fn stream_logs(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
+    _: Authorized<ReadLogs>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    state.auth.check(&headers, Scope::LogsRead)?;
     let id = parse_instance_id(&id)?;
     let [from_line, epoch] = strict_query(raw.as_deref(), ["fromLine", "epoch"])?;
     let mut from = from_line.map(|v| parse_line(&v, "fromLine")).transpose()?;

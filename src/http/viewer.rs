@@ -2,14 +2,14 @@
 //! the binary), and `GET /llm/jobs`.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::auth::{Authorized, ReadLogs, RunJobs};
 use super::error::ApiError;
-use crate::app::AppState;
-use crate::config::Scope;
+use super::state::AppState;
 
 /// The viewer: one self-contained HTML file, no CDN, no build step.
 const VIEWER_HTML: &str = include_str!("../../assets/viewer.html");
@@ -72,9 +72,12 @@ pub async fn index() -> impl IntoResponse {
 }
 
 /// `GET /llm/jobs`: the configured jobs, and whether this caller may run them.
-pub async fn list_jobs(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    state.auth.check(&headers, Scope::LogsRead)?;
-    let can_run = state.auth.check(&headers, Scope::JobsRun).is_ok();
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    _: Authorized<ReadLogs>,
+    can_run: Result<Authorized<RunJobs>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let can_run = can_run.is_ok();
     let jobs: Vec<Value> = state
         .jobs
         .list()

@@ -1,5 +1,6 @@
 //! PowerJob's JSON as this client reads it (`docs/powerjob-protocol.md` §1, §2.10, §4.1). Unknown fields
-//! are ignored; `code` may be present, absent or null.
+//! are ignored; `code` may be present, absent or null. A missing `Option` field is
+//! `None` (serde's own rule), so no field needs a `default` attribute.
 
 use serde::Deserialize;
 
@@ -8,19 +9,12 @@ use serde::Deserialize;
 pub struct Envelope<T> {
     /// Always present.
     pub success: bool,
-    /// Payload; null on failures and void operations.
-    #[serde(default = "none")]
+    /// Payload; null or absent on failures and void operations.
     pub data: Option<T>,
     /// Error text on failure.
-    #[serde(default)]
     pub message: Option<String>,
     /// 5.x error code (a string such as `"-100"`).
-    #[serde(default)]
     pub code: Option<String>,
-}
-
-fn none<T>() -> Option<T> {
-    None
 }
 
 /// `StringPage`: one page of the online log.
@@ -32,7 +26,6 @@ pub struct StringPage {
     /// Pages in the file.
     pub total_pages: i64,
     /// Page text.
-    #[serde(default)]
     pub data: Option<String>,
 }
 
@@ -41,26 +34,20 @@ pub struct StringPage {
 #[serde(rename_all = "camelCase")]
 pub struct InstanceInfo {
     /// Owning job.
-    #[serde(default)]
     pub job_id: Option<i64>,
     /// Instance id (> 2^53; JSON number read as i64).
     pub instance_id: i64,
     /// Status code (§3).
     pub status: i64,
     /// Processor result or system reason.
-    #[serde(default)]
     pub result: Option<String>,
     /// Dispatch time, epoch ms.
-    #[serde(default)]
     pub actual_trigger_time: Option<i64>,
     /// Finish time, epoch ms.
-    #[serde(default)]
     pub finished_time: Option<i64>,
     /// Worker `ip:port`, `"N/A"` when dispatch failed.
-    #[serde(default)]
     pub task_tracker_address: Option<String>,
     /// Runs so far (retries included).
-    #[serde(default)]
     pub running_times: Option<i64>,
 }
 
