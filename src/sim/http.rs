@@ -98,6 +98,10 @@ pub enum FaultKind {
     /// page's `totalPages` replaced by this value. Pages past the real end answer
     /// `data: ""` as they do for any index past the end, with the same absurd count.
     TotalPages(u64),
+    /// `/instance/log` only (other paths skip it): as [`FaultKind::TotalPages`], but only
+    /// page 0's answer carries the count; every other page carries the true one (a
+    /// proxy or server that lies on the first page only).
+    FirstPageTotalPages(u64),
 }
 
 /// An issued `/openApi/authApp` token.
@@ -245,6 +249,13 @@ impl Simulator {
         self.shared().counters.get(path).copied().unwrap_or(0)
     }
 
+    /// `/instance/log` requests received for pages `from_index` and later.
+    pub fn log_requests_from(&self, from_index: u64) -> u64 {
+        let shared = self.shared();
+        let past = |key: &str| key.strip_prefix("/instance/log?index=").and_then(|i| i.parse::<u64>().ok());
+        shared.counters.iter().filter(|(k, _)| past(k).is_some_and(|i| i >= from_index)).map(|(_, n)| n).sum()
+    }
+
     /// Sets every request counter to zero.
     pub fn reset_counters(&self) {
         self.shared().counters.clear();
@@ -326,7 +337,10 @@ impl Simulator {
         let pos = shared.faults.iter().position(|f| {
             let path_matches = f.path.as_deref().is_none_or(|p| p == path);
             let applies = match f.kind {
-                FaultKind::Preparing | FaultKind::ServerException | FaultKind::TotalPages(_) => path == "/instance/log",
+                FaultKind::Preparing
+                | FaultKind::ServerException
+                | FaultKind::TotalPages(_)
+                | FaultKind::FirstPageTotalPages(_) => path == "/instance/log",
                 _ => true,
             };
             path_matches && applies
@@ -548,7 +562,14 @@ async fn not_found(req: Request) -> Response {
 /// Outermost layer: counts every request and plays the first matching fault.
 async fn count_and_inject(State(sim): State<Simulator>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
-    *sim.shared().counters.entry(path.clone()).or_default() += 1;
+    {
+        let mut shared = sim.shared();
+        *shared.counters.entry(path.clone()).or_default() += 1;
+        let index = req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("index=")));
+        if let (true, Some(index)) = (path == "/instance/log", index) {
+            *shared.counters.entry(format!("{path}?index={index}")).or_default() += 1;
+        }
+    }
     match sim.take_fault(&path) {
         None => next.run(req).await,
         Some(FaultKind::Delay(delay)) => {
@@ -560,7 +581,8 @@ async fn count_and_inject(State(sim): State<Simulator>, req: Request, next: Next
             tokio::time::sleep(delay).await;
             reset()
         }
-        Some(FaultKind::TotalPages(total)) => with_total_pages(next.run(req).await, total).await,
+        Some(FaultKind::TotalPages(total)) => with_total_pages(next.run(req).await, total, false).await,
+        Some(FaultKind::FirstPageTotalPages(total)) => with_total_pages(next.run(req).await, total, true).await,
         Some(FaultKind::Http500) => spring_error(StatusCode::INTERNAL_SERVER_ERROR, &path),
         Some(FaultKind::Preparing) => ok(StringPage::simple(PREPARING).to_json()),
         Some(FaultKind::ServerException) => {
@@ -584,8 +606,8 @@ fn reset() -> Response {
 }
 
 /// `response` with `data.totalPages` set to `total` if it is a success page; any other
-/// answer (a failure envelope, a 5.x auth error) as it was.
-async fn with_total_pages(response: Response, total: u64) -> Response {
+/// answer (a failure envelope, a 5.x auth error) as it was. `first_only`: page 0 only.
+async fn with_total_pages(response: Response, total: u64, first_only: bool) -> Response {
     let (parts, body) = response.into_parts();
     let Ok(bytes) = to_bytes(body, usize::MAX).await else {
         return spring_error(StatusCode::INTERNAL_SERVER_ERROR, "/instance/log");
@@ -595,7 +617,7 @@ async fn with_total_pages(response: Response, total: u64) -> Response {
         Err(_) => return Response::from_parts(parts, Body::from(bytes)),
     };
     let is_page = value["success"] == true && value["data"].get("totalPages").is_some();
-    if !is_page {
+    if !is_page || first_only && value["data"]["index"] != 0 {
         return Response::from_parts(parts, Body::from(bytes));
     }
     value["data"]["totalPages"] = json!(total);
