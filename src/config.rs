@@ -18,7 +18,9 @@ use crate::logs::Timing;
 
 /// Prefix of the environment variables that override single keys.
 mod cluster;
+pub mod startup;
 pub use cluster::ClusterConfig;
+pub use startup::StartupConfig;
 
 pub const ENV_PREFIX: &str = "POWERTAIL_";
 
@@ -43,6 +45,9 @@ pub struct Config {
     /// Replicas sharing a line log on Redis; absent = one process, all in memory.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// Start-up tracking.
+    #[serde(default)]
+    pub startup: StartupConfig,
 }
 
 /// `[jobs.<name>]`
@@ -580,6 +585,7 @@ impl Config {
         if let Some(c) = &self.cluster {
             c.validate(l.refresh_interval_ms)?;
         }
+        self.startup.validate()?;
         self.validate_jobs_and_tokens()
     }
 

@@ -32,7 +32,7 @@ use super::logs::{parse_epoch, parse_instance_id};
 use super::startup::startup_json;
 use crate::app::AppState;
 use crate::config::Scope;
-use crate::service::{LogPage, LogService, ServiceError};
+use crate::service::{LogPage, LogService, ServiceError, StartupKey};
 use crate::telemetry;
 
 /// Lines in one event at most.
@@ -78,7 +78,7 @@ pub async fn stream_logs(
         from,
         first: Some(first),
         done: false,
-        startup_key: (1, 0, false),
+        startup_key: None,
         pending: None,
         _open: GaugeGuard::new(),
         _permit: permit,
@@ -100,8 +100,8 @@ struct Streamer {
     from: u64,
     first: Option<LogPage>,
     done: bool,
-    /// The start-up state last sent: (attempt, events, complete).
-    startup_key: (u32, usize, bool),
+    /// The start-up state last sent ([`crate::service::Startup::key`]).
+    startup_key: Option<StartupKey>,
     /// A `startup` event to send next.
     pending: Option<Event>,
     _open: GaugeGuard,
@@ -186,10 +186,11 @@ impl Streamer {
     /// A `startup` event when the start-up state changed since the last one sent.
     fn startup_event(&mut self) -> Option<Event> {
         let startup = self.logs.startup_held(self.id)?;
-        if startup.key() == self.startup_key {
+        let key = startup.key();
+        if self.startup_key.as_ref() == Some(&key) || self.startup_key.is_none() && key == (1, 0, false, None, false) {
             return None;
         }
-        self.startup_key = startup.key();
+        self.startup_key = Some(key);
         Some(Event::default().event("startup").json_data(startup_json(&startup)).unwrap_or_default())
     }
 }
