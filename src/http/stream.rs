@@ -28,7 +28,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::extract::{digits, strict_query, ApiPath};
-use super::logs::{parse_epoch, parse_instance_id};
+use super::logs::{parse_epoch, parse_instance_id, past_end};
 use super::startup::startup_json;
 use crate::app::AppState;
 use crate::config::Scope;
@@ -122,7 +122,14 @@ impl Streamer {
                 None => self.logs.read(self.id, self.from, BATCH_LINES, WAIT, Some(&self.epoch)).await,
             };
             let page = match page {
-                Ok(p) => p,
+                Ok(mut p) => {
+                    // Past the end of a complete log: the end is where it ends.
+                    if let Some(end) = past_end(p.complete, p.from_line, p.total_lines) {
+                        p.from_line = end;
+                        self.from = end;
+                    }
+                    p
+                }
                 Err(ServiceError::EpochMismatch(epoch)) => {
                     // Rebuilt under this stream: its ids no longer hold. The end.
                     self.done = true;
