@@ -42,6 +42,7 @@ async fn a_lying_first_page_costs_at_most_one_request_past_the_end_per_refresh()
     let past_end = app.sim.log_requests_from(3);
     let all = app.sim.log_requests_from(0);
     let refreshes = app.sim.requests("/openApi/fetchInstanceInfo").max(1);
+    eprintln!("{past_end} requests past the end in {WATCH:?}, {refreshes} refreshes, {all} page requests in all");
     assert!(answers > 1, "the reader kept asking ({answers} answers)");
     assert!(past_end <= 50, "{past_end} requests past the end of a 3-page log in {WATCH:?} ({all} in all)");
     assert!(past_end <= refreshes, "{past_end} requests past the end in {refreshes} refreshes");
