@@ -111,7 +111,12 @@ async fn a_vllm_start_goes_from_loading_to_ready_and_stays_ready() {
     let lines = app.get(&format!("/llm/logs?instanceId={id}&limit=10000")).await;
     let mut tracker = StartupTracker::default();
     for (i, l) in lines["lines"].as_array().unwrap().iter().enumerate() {
-        tracker.feed(RuleSet::builtin(), i as u64, l.as_str().unwrap());
+        tracker.feed(
+            RuleSet::builtin(),
+            powertail::config::FAILURE_SETTLE_MS as i64,
+            i as u64,
+            l.as_str().unwrap(),
+        );
     }
     assert_eq!(&serde_json::to_value(tracker.events()).unwrap(), &last["events"]);
 }
@@ -139,7 +144,8 @@ async fn an_oom_is_its_root_cause_and_a_retry_gets_its_own_phase() {
     assert!(text.contains("torch.OutOfMemoryError: CUDA out of memory"), "{text}");
     let causes: Vec<&Value> =
         last["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "failed").map(|e| &e["cause"]).collect();
-    assert_eq!(causes, [&json!("engine_failed"), &json!("cuda_oom")]);
+    // One `failed` event, with the final cause (issue 21, item 2).
+    assert_eq!(causes, [&json!("cuda_oom")]);
 
     // Retry: attempt 2 starts over (not failed at once), then fails with its own line.
     let resp = app.http.post(format!("{}/llm/instances/{id}/retry", app.base)).send().await.unwrap();

@@ -14,6 +14,7 @@ mod jobs;
 mod logs;
 mod powerjob;
 mod server;
+mod startup;
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -33,6 +34,7 @@ pub use jobs::{JobConfig, NotifyConfig, NotifyEvent};
 pub use logs::LogsConfig;
 pub use powerjob::PowerJobConfig;
 pub use server::{parse_listen, LogFormat, ServerConfig};
+pub use startup::{StartupConfig, FAILURE_SETTLE_MS};
 
 use crate::logs::Timing;
 
@@ -63,6 +65,9 @@ pub struct Config {
     /// Replicas sharing a line log on Redis; absent = one process, all in memory.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// Start-up tracking (`[startup]`).
+    #[serde(default)]
+    pub startup: StartupConfig,
 }
 
 fn empty_secret() -> SecretString {
@@ -190,6 +195,7 @@ impl Config {
         if let Some(c) = &self.cluster {
             c.validate(self.logs.refresh_interval_ms)?;
         }
+        self.startup.validate()?;
         for (name, job) in &self.jobs {
             jobs::validate(name, job)?;
         }

@@ -77,15 +77,21 @@ pub fn parse_instance_id(v: &str) -> Result<i64, ApiError> {
     })
 }
 
-/// The `epoch` query parameter: 1 to 100 printable ASCII characters (any such text is
-/// accepted; one that is not the current epoch gets 410).
+/// The `epoch` query parameter: an epoch's shape, `<boot id: 16 lowercase hex digits>-<entry
+/// number: a positive decimal integer>` (docs/API.md, "Epochs"); one of that shape that
+/// is not the current epoch gets 410.
 ///
 /// # Errors
 /// [`ApiError::BadRequest`] otherwise.
 pub fn parse_epoch(v: &str) -> Result<String, ApiError> {
-    if v.is_empty() || v.len() > 100 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+    let shaped = v.split_once('-').is_some_and(|(boot, n)| {
+        boot.len() == 16
+            && boot.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            && digits::<u64>(n).is_some_and(|n| n > 0)
+    });
+    if !shaped {
         return Err(ApiError::BadRequest(format!(
-            "`epoch` must be the `epoch` of an earlier answer (1 to 100 printable ASCII characters), got {v:?}"
+            "`epoch` must be the `epoch` of an earlier answer (16 hex digits, a dash and a number, like `9f2c4e81a07b3d56-12`), got {v:?}"
         )));
     }
     Ok(v.to_owned())
@@ -150,6 +156,22 @@ pub fn encode_page(p: &BorrowedPage<'_>) -> Vec<u8> {
     out
 }
 
+/// [`encode_page`] of `p`, or, when `p` asks for lines past the end of a complete log (a
+/// corrupted or foreign cursor), of the end itself: `fromLine = nextLine = totalLines`.
+fn encode_answer(p: &BorrowedPage<'_>) -> Vec<u8> {
+    match past_end(p.complete, p.from_line, p.total_lines) {
+        Some(end) => encode_page(&BorrowedPage { from_line: end, ..p.clone() }),
+        None => encode_page(p),
+    }
+}
+
+/// The line to answer from instead of `from_line` when it lies past the end of a
+/// complete log (see docs/API.md, "Past the end"). A growing log keeps the cursor: its
+/// lines may still come (in cluster mode a replica may be behind another).
+pub fn past_end(complete: bool, from_line: u64, total_lines: u64) -> Option<u64> {
+    (complete && from_line > total_lines).then_some(total_lines)
+}
+
 /// `GET /llm/logs`
 pub async fn get_logs(
     State(state): State<AppState>,
@@ -162,7 +184,7 @@ pub async fn get_logs(
     let _permit = if q.wait_ms > 0 { Some(state.wait_permit()?) } else { None };
     // Serialised while the lines are borrowed: no copy, no reference-count traffic.
     let epoch = q.epoch.as_deref();
-    let body = logs.read_with(q.instance_id, q.from_line, q.limit as usize, wait, epoch, encode_page).await?;
+    let body = logs.read_with(q.instance_id, q.from_line, q.limit as usize, wait, epoch, encode_answer).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 
@@ -281,6 +303,10 @@ mod tests {
         assert!(bad("instanceId=1&epoch=").contains("epoch"));
         assert!(bad("instanceId=1&epoch=a%20b").contains("epoch"));
         assert!(bad("instanceId=1&epoch=a&epoch=b").contains("repeated"));
+        for shapeless in ["bogus", "0123456789abcdef", "0123456789abcdef-0", "0123456789abcdef-x", "0123456789abcdeF-1"]
+        {
+            assert!(bad(&format!("instanceId=1&epoch={shapeless}")).contains("16 hex digits"), "{shapeless}");
+        }
         assert!(LogsQuery::parse(Some("instanceId=1&_=1&_=2")).is_ok());
     }
 }

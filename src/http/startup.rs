@@ -50,6 +50,7 @@ pub fn startup_json(s: &Startup) -> Value {
         "progress": snap.progress,
         "events": snap.events,
         "complete": snap.complete,
+        "tracked": snap.tracked,
         "status": s.status.name(),
         "stale": s.stale,
     })

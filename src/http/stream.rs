@@ -29,10 +29,10 @@ use serde_json::json;
 use super::auth::{Authorized, ReadLogs};
 use super::error::ApiError;
 use super::extract::{digits, strict_query, ApiPath};
-use super::logs::{parse_epoch, parse_instance_id};
+use super::logs::{parse_epoch, parse_instance_id, past_end};
 use super::startup::startup_json;
 use super::state::AppState;
-use crate::service::{LogPage, LogService, ServiceError};
+use crate::service::{LogPage, LogService, ServiceError, StartupKey};
 use crate::telemetry;
 
 /// Lines in one event at most.
@@ -78,7 +78,7 @@ pub async fn stream_logs(
         from,
         first: Some(first),
         done: false,
-        startup_key: (1, 0, false),
+        startup_key: None,
         pending: None,
         _open: GaugeGuard::new(),
         _permit: permit,
@@ -100,8 +100,8 @@ struct Streamer {
     from: u64,
     first: Option<LogPage>,
     done: bool,
-    /// The start-up state last sent: (attempt, events, complete).
-    startup_key: (u32, usize, bool),
+    /// The start-up state last sent ([`crate::service::Startup::key`]).
+    startup_key: Option<StartupKey>,
     /// A `startup` event to send next.
     pending: Option<Event>,
     _open: GaugeGuard,
@@ -122,7 +122,14 @@ impl Streamer {
                 None => self.logs.read(self.id, self.from, BATCH_LINES, WAIT, Some(&self.epoch)).await,
             };
             let page = match page {
-                Ok(p) => p,
+                Ok(mut p) => {
+                    // Past the end of a complete log: the end is where it ends.
+                    if let Some(end) = past_end(p.complete, p.from_line, p.total_lines) {
+                        p.from_line = end;
+                        self.from = end;
+                    }
+                    p
+                }
                 Err(ServiceError::EpochMismatch(epoch)) => {
                     // Rebuilt under this stream: its ids no longer hold. The end.
                     self.done = true;
@@ -186,10 +193,11 @@ impl Streamer {
     /// A `startup` event when the start-up state changed since the last one sent.
     fn startup_event(&mut self) -> Option<Event> {
         let startup = self.logs.startup_held(self.id)?;
-        if startup.key() == self.startup_key {
+        let key = startup.key();
+        if self.startup_key.as_ref() == Some(&key) || self.startup_key.is_none() && key == (1, 0, false, None, false) {
             return None;
         }
-        self.startup_key = startup.key();
+        self.startup_key = Some(key);
         Some(Event::default().event("startup").json_data(startup_json(&startup)).unwrap_or_default())
     }
 }

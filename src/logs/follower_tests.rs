@@ -1,6 +1,9 @@
-//! Unit tests of the follower (`follower.rs`).
+//! Unit tests of the follower (`follower.rs`, `follower/plan.rs`, `follower/apply.rs`).
+
+use std::sync::Arc;
 
 use super::*;
+use crate::logs::{RawPage, Snapshot};
 
 const T: Timing = Timing {
     worker_flush_ms: 5_000,

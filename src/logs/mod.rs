@@ -3,7 +3,8 @@
 //! * [`line`]: splitting pages, placeholders, record times;
 //! * [`snapshot`]: a burst of pages → one consistent snapshot;
 //! * [`reader`]: the read procedure of one refresh, generic over the page source;
-//! * [`follower`]: the append-only view of one instance and its completeness;
+//! * [`follower`]: the append-only view of one instance and its completeness (the
+//!   refresh plan in `follower/plan.rs`, merging what was read in `follower/apply.rs`);
 //! * [`units`]: records as the unit of matching;
 //! * [`lines`]: compact storage of the served lines;
 //! * [`status`]: instance status and the facts the follower needs;

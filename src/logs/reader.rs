@@ -16,7 +16,11 @@
 //!
 //! Page counts are trusted only within bounds: never more pages than
 //! [`Timing::max_lines`] allows (the log is cut there), and a page that ends before its
-//! `totalPages` says fails the read at once.
+//! `totalPages` says fails the read at once. A burst reads the last page its first page
+//! claims before the pages in between: a count that lies (PowerJob or a proxy answering
+//! page 0 with `totalPages: 1000000000` and the other pages with the true count) costs
+//! one request past the real end, whose own count contradicts it, and fails the refresh;
+//! the next refresh plans from what the follower holds, as before the failed one.
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -190,6 +194,11 @@ async fn read_whole_file<S: PageSource>(
         return Ok(None);
     }
     let last = read_page(src, total - 1, pages_read).await?;
+    if contradicts(total, &last) {
+        // A lie, or a file that shrank between the two reads: this refresh fails (paging
+        // would ask past the end again); the next one starts from page 0 anew.
+        return Err(SnapshotError::Inconsistent("a page past the end its own totalPages says").into());
+    }
     let Some(bytes) = src.whole_file().await.map_err(ReadError::Source)? else { return Ok(None) };
     // Strictly UTF-8, up to the last whole line before any invalid byte (the block
     // padding may cut a character; a non-UTF-8 file, e.g. a GBK server, must not be
@@ -232,8 +241,19 @@ pub async fn read_snapshot<S: PageSource>(
 ) -> Result<Snapshot, ReadError<S::Error>> {
     let mut known = known;
     let mut previous: Option<Vec<RawPage>> = None;
+    // A page count a later page contradicted (see `read_burst`).
+    let mut contradicted = None;
     for _ in 0..MAX_BURST_ATTEMPTS {
-        let pages = read_burst(src, first_page, known.take(), max_pages, pages_read).await?;
+        let burst = read_burst(src, first_page, known.take(), max_pages, pages_read, &mut contradicted).await;
+        let pages = match burst {
+            Ok(pages) => pages,
+            Err(ReadError::Snapshot(SnapshotError::Inconsistent(why))) => {
+                tracing::debug!(why, "the log changed while it was read; reading again");
+                previous = None;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         unproven.extend(pages.iter().cloned());
         let proven =
             pages.len() == 1 || stable_until.is_some_and(|t| src.now_ms() < t) || previous.as_ref() == Some(&pages);
@@ -251,32 +271,57 @@ pub async fn read_snapshot<S: PageSource>(
     Err(SnapshotError::Inconsistent("the log kept changing while it was read").into())
 }
 
-/// Reads pages `first_page..totalPages` (at least one, at most up to page `max_pages`),
+/// Reads pages `first_page..totalPages` (at least one, at most up to page `max_pages`):
+/// the first, then the last it claims (see the module docs), then those in between,
 /// [`PAGE_PARALLELISM`] at a time. Stops at the first page that ends before its own
 /// `totalPages` says the log does: a malformed answer (an absurd page count) fails the
-/// read there instead of asking for page after page.
+/// read there instead of asking for page after page. A last page that lies past the end
+/// its own `totalPages` says contradicts the first page's count: the file changed (a
+/// restart, a collapse: read again), or the count lies; a first page that claims a
+/// count already `contradicted` in this read fails it, so a lie costs one request past
+/// the end.
 async fn read_burst<S: PageSource>(
     src: &S,
     first_page: u64,
     known: Option<RawPage>,
     max_pages: u64,
     pages_read: &mut usize,
+    contradicted: &mut Option<u64>,
 ) -> Result<Vec<RawPage>, ReadError<S::Error>> {
     let (head, known) = match known {
         Some(p) if p.index == first_page => (p, None),
         other => (read_page(src, first_page, pages_read).await?, other),
     };
     let total = head.total_pages;
+    if *contradicted == Some(total) {
+        return Err(SnapshotError::Malformed("pages disagree about the log's page count (totalPages)").into());
+    }
     let end = total.min(max_pages).max(first_page + 1);
     let mut pages = Vec::with_capacity(usize::try_from(end - first_page).unwrap_or(0).min(4096));
     check_length(&head)?;
     pages.push(head);
+    let reuse = |index: u64| known.as_ref().filter(|p| p.index == index && p.total_pages == total).cloned();
+    let last = if end > first_page + 1 {
+        let page = match reuse(end - 1) {
+            Some(p) => p,
+            None => read_page(src, end - 1, pages_read).await?,
+        };
+        if contradicts(total, &page) {
+            *contradicted = Some(total);
+            return Err(SnapshotError::Inconsistent("a page past the end its own totalPages says").into());
+        }
+        check_length(&page)?;
+        Some(page)
+    } else {
+        None
+    };
     let mut next = first_page + 1;
+    let end = end.saturating_sub(1).max(first_page + 1);
     while next < end {
         let group = next..(next + PAGE_PARALLELISM as u64).min(end);
         next = group.end;
         let read = futures::future::try_join_all(group.map(|index| {
-            let reuse = known.as_ref().filter(|p| p.index == index && p.total_pages == total).cloned();
+            let reuse = reuse(index);
             async move {
                 let mut reads = 0;
                 let page = match reuse {
@@ -293,7 +338,14 @@ async fn read_burst<S: PageSource>(
             pages.push(page);
         }
     }
+    pages.extend(last);
     Ok(pages)
+}
+
+/// A page read after a first page that claimed `total` pages contradicts that claim when
+/// it lies past the end its own `totalPages` says.
+fn contradicts(total: u64, page: &RawPage) -> bool {
+    page.total_pages != total && page.index >= page.total_pages
 }
 
 /// A page before the last one its own `totalPages` claims holds exactly 100 lines.
@@ -410,6 +462,74 @@ mod tests {
         };
         let Plan::Read(pages) = follower.read().unwrap().plan(&facts, src.now_ms(), &timing) else { panic!("a read") };
         futures::executor::block_on(refresh_log(src, follower, pages, src.now_ms(), &timing, false))
+    }
+
+    /// A log of `lines` lines whose page 0 claims `claim` pages (every page when
+    /// `every`), the others the true count; counts the requests past the real end.
+    struct Lying {
+        lines: usize,
+        claim: u64,
+        every: bool,
+        past_end: Cell<usize>,
+    }
+
+    impl PageSource for Lying {
+        type Error = std::convert::Infallible;
+
+        async fn page(&self, index: u64) -> Result<RawPage, Self::Error> {
+            let real = self.lines.div_ceil(100) as u64;
+            if index >= real {
+                self.past_end.set(self.past_end.get() + 1);
+            }
+            let from = (index as usize * 100).min(self.lines);
+            let data = (from..(from + 100).min(self.lines))
+                .map(|i| format!("2024-06-01 16:00:{:02}.{:03} [w:1] INFO line {i}\n", i / 1000, i % 1000))
+                .collect();
+            let total_pages = if index == 0 || self.every { self.claim } else { real };
+            Ok(RawPage { index, total_pages, data })
+        }
+
+        fn now_ms(&self) -> i64 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_page_count_that_lies_costs_one_request_past_the_end_per_refresh() {
+        let timing = Timing::default();
+        let facts = crate::logs::InstanceFacts {
+            status: Status::Running,
+            actual_trigger_time: Some(-1_000_000),
+            running_times: 1,
+            ..Default::default()
+        };
+        for (claim, every) in [(1_000_000_000, false), (1_000_000_000, true), (50, false), (4, false)] {
+            let src = Lying { lines: 250, claim, every, past_end: Cell::new(0) };
+            let follower = RwLock::new(Follower::default());
+            let plan = follower.read().unwrap().plan(&facts, 0, &timing);
+            for refresh in 1..=5 {
+                // Planned from what is held, whatever the failed refreshes read.
+                assert_eq!(follower.read().unwrap().plan(&facts, 0, &timing), plan);
+                let Plan::Read(pages) = plan else { panic!("a read") };
+                let got = futures::executor::block_on(refresh_log(&src, &follower, pages, 0, &timing, true));
+                // (Malformed when paging; a first read that would download the file fails
+                // on its last page, as a file that shrank would.)
+                let failed = matches!(
+                    got,
+                    Err(ReadError::Snapshot(SnapshotError::Malformed(_) | SnapshotError::Inconsistent(_)))
+                );
+                assert!(failed, "{claim}: {got:?}");
+                assert_eq!(src.past_end.get(), refresh, "claim {claim} (every page: {every}): one past the end each");
+                assert_eq!(follower.read().unwrap().line_count(), 0, "nothing served from a contradiction");
+            }
+        }
+        // The truth is read whole, with no request past the end.
+        let src = Lying { lines: 250, claim: 3, every: true, past_end: Cell::new(0) };
+        let follower = RwLock::new(Follower::default());
+        let Plan::Read(pages) = follower.read().unwrap().plan(&facts, 0, &timing) else { panic!("a read") };
+        let got = futures::executor::block_on(refresh_log(&src, &follower, pages, 0, &timing, false)).unwrap();
+        // (3 pages twice: a first burst of several pages is proven by reading it again.)
+        assert_eq!((got.appended, got.pages_read, src.past_end.get()), (250, 6, 0));
     }
 
     #[test]

@@ -167,6 +167,12 @@ impl RuleSet {
         self.set.matches(text).iter().next().map(|i| &self.rules[i])
     }
 
+    /// The highest `priority` of the set's `failed` rules: a failure of that priority
+    /// cannot give way to a more specific one.
+    pub fn max_failed_priority(&self) -> Option<i32> {
+        self.rules.iter().filter(|r| r.kind == RuleKind::Failed).map(|r| r.priority).max()
+    }
+
     /// Number of rules.
     pub fn len(&self) -> usize {
         self.rules.len()

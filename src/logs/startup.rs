@@ -8,17 +8,29 @@
 //!
 //! * `ready` once a `ready` rule matched; it stays, also after the job ends, and nothing
 //!   after it is looked at.
-//! * `failed` once a `failed` rule matched; a later line replaces the failure only with
-//!   a strictly higher `priority` (a generic `engine_failed` gives way to `cuda_oom`).
+//! * A `failed` rule's match is a *provisional* failure (`final: false`); a later line
+//!   replaces it only with a strictly higher `priority` (a generic `engine_failed`
+//!   gives way to `cuda_oom`). It becomes *final* (the phase `failed`, one `failed`
+//!   event) only once no more specific cause can follow: its priority is the highest
+//!   any failed rule of the set has; or the attempt logged a line `failure_settle_ms`
+//!   later than the failure line, by the lines' own timestamps; or the attempt ended
+//!   (final status and complete log) or was superseded by a retry. The lines' time
+//!   (not the clock of whoever asks) makes the answer the same on every replica and
+//!   whenever the log is read. Until then the phase stays what it was.
 //! * With neither, when the attempt ended (final status and complete log): FAILED is a
 //!   failure with cause `unknown` and the attempt's last error line (or its last line);
 //!   any other final status is `exited`.
 //! * Otherwise `loading` once a `loading` or `progress` rule matched, else `starting`.
+//!
+//! A tracker is *tracked* (shown by the viewer) when its rules are the job's own, or once
+//! any rule matched: a job that only has the built-in vLLM rules and never logs like
+//! vLLM (a batch job) is not a model server.
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::line::record_time;
 use super::rules::{is_error_line, job_text, RuleKind, RuleSet};
 use super::status::Status;
 
@@ -63,8 +75,15 @@ pub struct Failure {
     pub line: Option<u64>,
     /// Its text.
     pub text: Option<String>,
+    /// No more specific cause can follow any more (see the module docs); until then the
+    /// phase is not `failed`.
+    #[serde(rename = "final")]
+    pub is_final: bool,
     #[serde(skip)]
     priority: i32,
+    /// The failure line's record time (or the latest before it), naive epoch ms.
+    #[serde(skip)]
+    at: Option<i64>,
 }
 
 /// The latest progress line.
@@ -105,7 +124,7 @@ pub enum Event {
         /// The line.
         line: u64,
     },
-    /// A failure (or a more specific cause of it).
+    /// The final failure (once per attempt).
     Failed {
         /// The line, if any.
         line: Option<u64>,
@@ -129,6 +148,10 @@ pub struct StartupTracker {
     ended: bool,
     last_error: Option<Mark>,
     last_line: Option<Mark>,
+    /// The newest record time fed (naive epoch ms).
+    latest: Option<i64>,
+    /// A rule matched.
+    matched: bool,
     events: Vec<Event>,
 }
 
@@ -149,13 +172,25 @@ pub struct StartupSnapshot {
     pub events: Vec<Event>,
     /// Nothing about this attempt can change any more (ready, or the attempt ended).
     pub complete: bool,
+    /// Start-up tracking applies to this job (see the module docs); `false`: the viewer
+    /// shows no start-up state.
+    pub tracked: bool,
 }
 
 impl StartupTracker {
-    /// Takes in served line `index` of this attempt.
-    pub fn feed(&mut self, rules: &RuleSet, index: u64, line: &str) {
+    /// Takes in served line `index` of this attempt; a provisional failure is final once
+    /// a line `settle_ms` later (by record time) is fed.
+    pub fn feed(&mut self, rules: &RuleSet, settle_ms: i64, index: u64, line: &str) {
         if self.ready.is_some() || self.ended {
             return;
+        }
+        if let Some(t) = record_time(line) {
+            self.latest = Some(self.latest.map_or(t, |l| l.max(t)));
+            let settled =
+                self.failure.as_ref().is_some_and(|f| f.at.is_some_and(|at| t >= at.saturating_add(settle_ms)));
+            if settled {
+                self.finalize_failure();
+            }
         }
         let (level, text) = job_text(line);
         let mark = |m: &mut Option<Mark>| {
@@ -169,17 +204,22 @@ impl StartupTracker {
             mark(&mut self.last_error);
         }
         let Some(rule) = rules.first_match(&text) else { return };
+        self.matched = true;
         match rule.kind {
             RuleKind::Ready => {
                 self.ready = Some(Mark { line: index, text: line.to_owned() });
                 self.events.push(Event::Ready { line: index });
             }
             RuleKind::Failed => {
-                if self.failure.as_ref().is_none_or(|f| rule.priority > f.priority) {
-                    let cause = rule.cause.clone();
-                    self.events.push(Event::Failed { line: Some(index), cause: cause.clone() });
-                    let (line, text) = (Some(index), Some(line.to_owned()));
-                    self.failure = Some(Failure { cause, line, text, priority: rule.priority });
+                let replaces = self.failure.as_ref().is_none_or(|f| !f.is_final && rule.priority > f.priority);
+                if replaces {
+                    let (cause, line, text) = (rule.cause.clone(), Some(index), Some(line.to_owned()));
+                    let (priority, at) = (rule.priority, self.latest);
+                    self.failure = Some(Failure { cause, line, text, is_final: false, priority, at });
+                    if rules.max_failed_priority().is_some_and(|max| priority >= max) {
+                        // Nothing more specific exists.
+                        self.finalize_failure();
+                    }
                 }
             }
             _ if self.failure.is_some() => {}
@@ -212,25 +252,45 @@ impl StartupTracker {
             return;
         }
         self.ended = true;
-        if self.ready.is_some() || self.failure.is_some() {
+        if self.ready.is_some() {
+            return;
+        }
+        if self.failure.is_some() {
+            self.finalize_failure();
             return;
         }
         if status == Status::Failed {
             let at = self.last_error.as_ref().or(self.last_line.as_ref());
             let cause: Arc<str> = UNKNOWN_CAUSE.into();
             let line = at.map(|m| m.line);
-            self.events.push(Event::Failed { line, cause: cause.clone() });
-            self.failure = Some(Failure { cause, line, text: at.map(|m| m.text.clone()), priority: i32::MIN });
+            let text = at.map(|m| m.text.clone());
+            self.failure = Some(Failure { cause, line, text, is_final: false, priority: i32::MIN, at: None });
+            self.finalize_failure();
         } else {
             self.events.push(Event::Exited { status: status.name() });
         }
+    }
+
+    /// A retry superseded this attempt: no line of it can follow, so its failure (if
+    /// any) is final.
+    pub fn supersede(&mut self) {
+        if self.ready.is_none() {
+            self.finalize_failure();
+        }
+    }
+
+    /// Makes the failure final, with its one `failed` event.
+    fn finalize_failure(&mut self) {
+        let Some(f) = self.failure.as_mut().filter(|f| !f.is_final) else { return };
+        f.is_final = true;
+        self.events.push(Event::Failed { line: f.line, cause: f.cause.clone() });
     }
 
     /// Where the attempt stands.
     pub fn phase(&self) -> Phase {
         if self.ready.is_some() {
             Phase::Ready
-        } else if self.failure.is_some() {
+        } else if self.failure.as_ref().is_some_and(|f| f.is_final) {
             Phase::Failed
         } else if self.ended {
             Phase::Exited
@@ -251,8 +311,14 @@ impl StartupTracker {
         self.ready.is_some() || self.ended
     }
 
-    /// The answer for attempt number `attempt`.
-    pub fn snapshot(&self, attempt: u32) -> StartupSnapshot {
+    /// True once a rule matched.
+    pub fn matched(&self) -> bool {
+        self.matched
+    }
+
+    /// The answer for attempt number `attempt`; `own_rules`: the job has rules of its
+    /// own (it is tracked from the start, see the module docs).
+    pub fn snapshot(&self, attempt: u32, own_rules: bool) -> StartupSnapshot {
         StartupSnapshot {
             attempt,
             phase: self.phase(),
@@ -261,6 +327,7 @@ impl StartupTracker {
             progress: self.progress.clone(),
             events: self.events.clone(),
             complete: self.is_complete(),
+            tracked: own_rules || self.matched,
         }
     }
 }

@@ -37,9 +37,9 @@ use crate::logs::{
 };
 use crate::telemetry;
 use crate::upstream::{now_ms, PowerJobClient, UpstreamError};
-pub use notify::{signature, FAILED_SETTLE};
+pub use notify::signature;
 pub use redis::StoreError;
-pub use startup::Startup;
+pub use startup::{Startup, StartupKey};
 use store::Store;
 
 /// Back-off after consecutive failed refreshes: the interval doubled at most this often…

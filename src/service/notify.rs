@@ -9,9 +9,10 @@
 //!
 //! The watcher long-polls [`LogService::startup`] and hands each configured event of
 //! each attempt to a delivery task, once: `ready` when the ready line is read;
-//! `failed` once the attempt is over (its most specific cause), or [`FAILED_SETTLE`]
-//! after the first failure line if the job keeps running, or when a retry supersedes
-//! the attempt; `exited` when the attempt ended without either. It ends when the
+//! `failed` once the failure is final (`failure.final`: the attempt ended, a retry
+//! superseded it, its cause is the most specific one, or `startup.failure_settle_ms`
+//! passed on the lines' timestamps), with that final cause only; `exited` when the
+//! attempt ended without either. It ends when the
 //! current attempt's state is complete and the log is complete, at shutdown, or after
 //! [`MAX_WATCH`].
 //!
@@ -43,9 +44,6 @@ use crate::logs::Status;
 use crate::telemetry;
 use crate::upstream::UpstreamError;
 
-/// A failure line not followed by the end of the attempt is delivered after this long
-/// (a later line may still name a more specific cause until then).
-pub const FAILED_SETTLE: Duration = Duration::from_secs(10);
 /// A watcher gives up after this long whatever happens.
 pub const MAX_WATCH: Duration = Duration::from_secs(24 * 3600);
 /// How long one long-poll of the watcher waits.
@@ -204,8 +202,6 @@ impl LogService {
         let shutdown = self.inner.shutdown.clone();
         let end = Instant::now() + MAX_WATCH;
         let mut known: (Option<u32>, Option<usize>) = (None, None);
-        // (attempt, when its first failure was seen)
-        let mut failed_since: Option<(u32, Instant)> = None;
         let mut errors = 0u32;
         loop {
             let now = Instant::now();
@@ -216,9 +212,7 @@ impl LogService {
                 tracing::warn!(instance.id = id, job = %target.job, "webhook watcher gave up after {MAX_WATCH:?}");
                 return false;
             }
-            let settle = failed_since.map(|(_, at)| (at + FAILED_SETTLE).saturating_duration_since(now));
-            let wait = settle.map_or(POLL_WAIT, |s| s.clamp(Duration::from_millis(10), POLL_WAIT));
-            let s = match self.startup(id, wait, known).await {
+            let s = match self.startup(id, POLL_WAIT, known).await {
                 Ok(s) => {
                     errors = 0;
                     s
@@ -240,13 +234,9 @@ impl LogService {
             let snap = &s.snapshot;
             // Attempts a retry superseded: their ready or failure, if not delivered yet.
             for earlier in self.earlier_attempts(id) {
-                self.offer(id, target, &earlier, true, s.status);
+                self.offer(id, target, &earlier, s.status);
             }
-            if snap.failure.is_some() && failed_since.is_none_or(|(a, _)| a != snap.attempt) {
-                failed_since = Some((snap.attempt, Instant::now()));
-            }
-            let settled = failed_since.is_some_and(|(a, at)| a == snap.attempt && at.elapsed() >= FAILED_SETTLE);
-            self.offer(id, target, snap, settled, s.status);
+            self.offer(id, target, snap, s.status);
             let log_complete = self.inner.store.get(id).is_some_and(|e| e.is_complete());
             if snap.complete && log_complete {
                 return true;
@@ -264,18 +254,16 @@ impl LogService {
         }
     }
 
-    /// Hands the events of `snap` that are due to delivery, each once; `over`: its
-    /// failure is final (the attempt ended, was superseded, or the failure settled).
-    fn offer(&self, id: i64, target: &Arc<Target>, snap: &StartupSnapshot, over: bool, status: Status) {
+    /// Hands the events of `snap` that are due to delivery, each once (a failure only
+    /// once it is final: the cause delivered is never replaced).
+    fn offer(&self, id: i64, target: &Arc<Target>, snap: &StartupSnapshot, status: Status) {
         // (event, cause, line, text)
         let mut due: Vec<Due<'_>> = Vec::new();
         if let Some(r) = &snap.ready {
             due.push((NotifyEvent::Ready, None, Some(r.line), Some(&r.text)));
         }
-        if let Some(f) = &snap.failure {
-            if over || snap.complete {
-                due.push((NotifyEvent::Failed, Some(&f.cause), f.line, f.text.as_deref()));
-            }
+        if let Some(f) = snap.failure.as_ref().filter(|f| f.is_final) {
+            due.push((NotifyEvent::Failed, Some(&f.cause), f.line, f.text.as_deref()));
         }
         if snap.phase == Phase::Exited {
             let status = snap.events.iter().find_map(|e| match e {

@@ -8,7 +8,9 @@
 //!
 //! The rules of an instance: those of the configured job it was run as through
 //! powertail ([`LogService::started_as`]); else those of the configured job whose
-//! `job_id` PowerJob reports for it; else the built-ins.
+//! `job_id` PowerJob reports for it; else the built-ins. A job with rules of its own is
+//! tracked from the start; one with the built-ins only once a rule matched; one with no
+//! rules (`builtin_rules = false` and none of its own) never (`tracked: false`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,18 +40,39 @@ pub struct Startup {
     pub stale: bool,
 }
 
+/// What a waiter compares (see [`Startup::key`]).
+pub type StartupKey = (u32, usize, bool, Option<(Arc<str>, bool)>, bool);
+
 impl Startup {
-    /// What a waiter compares: (attempt, events, complete).
-    pub fn key(&self) -> (u32, usize, bool) {
-        (self.snapshot.attempt, self.snapshot.events.len(), self.snapshot.complete)
+    /// What a waiter compares: (attempt, events, complete, the failure's cause and
+    /// finality, tracked). A provisional failure adds no event, yet is news.
+    pub fn key(&self) -> StartupKey {
+        let s = &self.snapshot;
+        let failure = s.failure.as_ref().map(|f| (f.cause.clone(), f.is_final));
+        (s.attempt, s.events.len(), s.complete, failure, s.tracked)
+    }
+}
+
+/// The rules of one job, and whether any of them are the job's own.
+#[derive(Clone)]
+struct JobRules {
+    set: Arc<RuleSet>,
+    own: bool,
+}
+
+impl JobRules {
+    fn builtin() -> Self {
+        JobRules { set: RuleSet::builtin().clone(), own: false }
     }
 }
 
 /// The rules per job, and the job each instance run through powertail was run as.
 pub(super) struct StartupRules {
-    by_name: HashMap<String, Arc<RuleSet>>,
-    by_job_id: HashMap<i64, Arc<RuleSet>>,
-    started: moka::sync::Cache<i64, Arc<RuleSet>>,
+    by_name: HashMap<String, JobRules>,
+    by_job_id: HashMap<i64, JobRules>,
+    started: moka::sync::Cache<i64, JobRules>,
+    /// `startup.failure_settle_ms`.
+    settle_ms: i64,
 }
 
 impl StartupRules {
@@ -57,13 +80,14 @@ impl StartupRules {
         let mut by_name = HashMap::new();
         let mut by_job_id = HashMap::new();
         for (name, job) in &config.jobs {
+            let own = !job.startup_rules.is_empty();
             let rules = match job.rules() {
-                Ok(_) if job.startup_rules.is_empty() && job.builtin_rules => RuleSet::builtin().clone(),
-                Ok(r) => Arc::new(r),
+                Ok(_) if !own && job.builtin_rules => JobRules::builtin(),
+                Ok(r) => JobRules { set: Arc::new(r), own },
                 Err(e) => {
                     // Validated with the configuration: not reached.
                     tracing::error!(job = name, error = %e, "start-up rules unusable; using the built-ins");
-                    RuleSet::builtin().clone()
+                    JobRules::builtin()
                 }
             };
             by_job_id.entry(job.job_id).or_insert_with(|| rules.clone());
@@ -76,14 +100,15 @@ impl StartupRules {
                 .max_capacity(STARTED_CAPACITY)
                 .time_to_idle(Duration::from_secs(7 * 86_400))
                 .build(),
+            settle_ms: i64::try_from(config.startup.failure_settle_ms).unwrap_or(i64::MAX),
         }
     }
 
-    fn for_instance(&self, id: i64, job_id: Option<i64>) -> Arc<RuleSet> {
+    fn for_instance(&self, id: i64, job_id: Option<i64>) -> JobRules {
         self.started
             .get(&id)
             .or_else(|| job_id.and_then(|j| self.by_job_id.get(&j).cloned()))
-            .unwrap_or_else(|| RuleSet::builtin().clone())
+            .unwrap_or_else(JobRules::builtin)
     }
 }
 
@@ -95,6 +120,8 @@ pub(super) struct StartupState {
     trackers: Vec<StartupTracker>,
     /// Served lines fed so far.
     fed: usize,
+    /// The rules are the job's own (tracked from the start).
+    own: bool,
 }
 
 impl LogService {
@@ -116,10 +143,15 @@ impl LogService {
         let state = entry.startup.lock().expect("startup lock poisoned");
         let attempts = &view.attempts;
         let earlier = state.trackers.len().saturating_sub(1);
+        let own = state.own;
         state.trackers[..earlier]
             .iter()
             .enumerate()
-            .map(|(k, t)| t.snapshot(attempts.get(k).map_or(k as u32 + 1, |a| a.attempt)))
+            .map(|(k, t)| {
+                let mut t = t.clone();
+                t.supersede();
+                t.snapshot(attempts.get(k).map_or(k as u32 + 1, |a| a.attempt), own)
+            })
             .collect()
     }
 
@@ -137,13 +169,17 @@ impl LogService {
         known_in: (Option<u32>, Option<usize>),
     ) -> Result<Startup, ServiceError> {
         let entry = self.entry(id)?;
-        // What the client knows: as sent, or the state at its first look.
+        // What the client knows: as sent, or the state at its first look; and the rest of
+        // the state at the first look (a provisional failure, `tracked`: no event).
         let mut known = None;
+        let mut first: Option<StartupKey> = None;
         self.poll(&entry, wait, |stale, last| {
             let s = self.startup_of(&entry, stale);
             let (attempt, events) = (s.snapshot.attempt, s.snapshot.events.len());
             let k = *known.get_or_insert((known_in.0.unwrap_or(attempt), known_in.1.unwrap_or(events)));
-            (s.snapshot.complete || (attempt, events) != k || last).then_some(s)
+            let key = s.key();
+            let moved = first.get_or_insert_with(|| key.clone()) != &key;
+            (s.snapshot.complete || (attempt, events) != k || moved || last).then_some(s)
         })
         .await
     }
@@ -157,13 +193,15 @@ impl LogService {
 
     fn startup_of(&self, entry: &Entry, stale: bool) -> Startup {
         let job_id = self.gate(entry).job_id;
-        let rules = self.inner.startup_rules.for_instance(entry.id, job_id);
+        let JobRules { set: rules, own } = self.inner.startup_rules.for_instance(entry.id, job_id);
+        let settle_ms = self.inner.startup_rules.settle_ms;
+        let fresh = || StartupState { rules: Some(rules.clone()), own, ..StartupState::default() };
         loop {
             let follower = entry.follower.read().expect("follower lock poisoned");
             let view = entry.view.read().expect("view lock poisoned");
             let mut state = entry.startup.lock().expect("startup lock poisoned");
             if !state.rules.as_ref().is_some_and(|r| Arc::ptr_eq(r, &rules)) {
-                *state = StartupState { rules: Some(rules.clone()), ..StartupState::default() };
+                *state = fresh();
             }
             let attempts = &view.attempts;
             let wanted = attempts.len().max(1).max(state.trackers.len());
@@ -171,7 +209,7 @@ impl LogService {
             let count = view.visible.min(follower.line_count());
             if state.fed > count {
                 // Rebuilt under a new epoch (cluster mode): fed anew.
-                *state = StartupState { rules: Some(rules.clone()), ..StartupState::default() };
+                *state = fresh();
                 state.trackers.resize_with(wanted, StartupTracker::default);
             }
             let end = count.min(state.fed + FEED_CHUNK);
@@ -180,7 +218,7 @@ impl LogService {
             for (i, line) in follower.lines_in(from..end).iter().enumerate() {
                 let index = (from + i) as u64;
                 let k = attempts.iter().rposition(|a| a.from_line <= index).unwrap_or(0);
-                trackers[k].feed(&rules, index, line);
+                trackers[k].feed(&rules, settle_ms, index, line);
             }
             state.fed = end;
             if end < count {
@@ -188,10 +226,13 @@ impl LogService {
             }
             let status = view.status;
             let last = state.trackers.len() - 1;
+            for earlier in &mut state.trackers[..last] {
+                earlier.supersede();
+            }
             state.trackers[last].observe_status(status, view.complete);
             return Startup {
                 instance_id: entry.id,
-                snapshot: state.trackers[last].snapshot(attempts.last().map_or(1, |a| a.attempt)),
+                snapshot: state.trackers[last].snapshot(attempts.last().map_or(1, |a| a.attempt), own),
                 status,
                 stale,
             };

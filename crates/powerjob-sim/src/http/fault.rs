@@ -74,6 +74,10 @@ pub enum FaultKind {
     /// page's `totalPages` replaced by this value. Pages past the real end answer
     /// `data: ""` as they do for any index past the end, with the same absurd count.
     TotalPages(u64),
+    /// `/instance/log` only (other paths skip it): as [`FaultKind::TotalPages`], but only
+    /// page 0's answer carries the count; every other page carries the true one (a
+    /// proxy or server that lies on the first page only).
+    FirstPageTotalPages(u64),
 }
 
 impl Simulator {
@@ -84,7 +88,10 @@ impl Simulator {
         let pos = shared.faults.iter().position(|f| {
             let path_matches = f.path.as_deref().is_none_or(|p| p == path);
             let applies = match f.kind {
-                FaultKind::Preparing | FaultKind::ServerException | FaultKind::TotalPages(_) => path == "/instance/log",
+                FaultKind::Preparing
+                | FaultKind::ServerException
+                | FaultKind::TotalPages(_)
+                | FaultKind::FirstPageTotalPages(_) => path == "/instance/log",
                 _ => true,
             };
             path_matches && applies
@@ -104,7 +111,14 @@ impl Simulator {
 /// Outermost layer: counts every request and plays the first matching fault.
 pub(super) async fn count_and_inject(State(sim): State<Simulator>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
-    *sim.shared().counters.entry(path.clone()).or_default() += 1;
+    {
+        let mut shared = sim.shared();
+        *shared.counters.entry(path.clone()).or_default() += 1;
+        let index = req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("index=")));
+        if let (true, Some(index)) = (path == "/instance/log", index) {
+            *shared.counters.entry(format!("{path}?index={index}")).or_default() += 1;
+        }
+    }
     match sim.take_fault(&path) {
         None => next.run(req).await,
         Some(FaultKind::Delay(delay)) => {
@@ -116,7 +130,8 @@ pub(super) async fn count_and_inject(State(sim): State<Simulator>, req: Request,
             tokio::time::sleep(delay).await;
             reset()
         }
-        Some(FaultKind::TotalPages(total)) => with_total_pages(next.run(req).await, total).await,
+        Some(FaultKind::TotalPages(total)) => with_total_pages(next.run(req).await, total, false).await,
+        Some(FaultKind::FirstPageTotalPages(total)) => with_total_pages(next.run(req).await, total, true).await,
         Some(FaultKind::Http500) => spring_error(StatusCode::INTERNAL_SERVER_ERROR, &path),
         Some(FaultKind::Preparing) => ok(json::string_page(&StringPage::simple(PREPARING))),
         Some(FaultKind::ServerException) => {
@@ -139,7 +154,7 @@ fn reset() -> Response {
 
 /// `response` with `data.totalPages` set to `total` if it is a success page; any other
 /// answer (a failure envelope, a 5.x auth error) as it was.
-async fn with_total_pages(response: Response, total: u64) -> Response {
+async fn with_total_pages(response: Response, total: u64, first_only: bool) -> Response {
     let (parts, body) = response.into_parts();
     let Ok(bytes) = to_bytes(body, usize::MAX).await else {
         return spring_error(StatusCode::INTERNAL_SERVER_ERROR, "/instance/log");
@@ -149,7 +164,7 @@ async fn with_total_pages(response: Response, total: u64) -> Response {
         Err(_) => return Response::from_parts(parts, Body::from(bytes)),
     };
     let is_page = value["success"] == true && value["data"].get("totalPages").is_some();
-    if !is_page {
+    if !is_page || first_only && value["data"]["index"] != 0 {
         return Response::from_parts(parts, Body::from(bytes));
     }
     value["data"]["totalPages"] = json!(total);

@@ -173,6 +173,13 @@ impl Simulator {
         self.shared().counters.get(path).copied().unwrap_or(0)
     }
 
+    /// `/instance/log` requests received for pages `from_index` and later.
+    pub fn log_requests_from(&self, from_index: u64) -> u64 {
+        let shared = self.shared();
+        let past = |key: &str| key.strip_prefix("/instance/log?index=").and_then(|i| i.parse::<u64>().ok());
+        shared.counters.iter().filter(|(k, _)| past(k).is_some_and(|i| i >= from_index)).map(|(_, n)| n).sum()
+    }
+
     /// Sets every request counter to zero.
     pub fn reset_counters(&self) {
         self.shared().counters.clear();
