@@ -111,12 +111,7 @@ async fn a_vllm_start_goes_from_loading_to_ready_and_stays_ready() {
     let lines = app.get(&format!("/llm/logs?instanceId={id}&limit=10000")).await;
     let mut tracker = StartupTracker::default();
     for (i, l) in lines["lines"].as_array().unwrap().iter().enumerate() {
-        tracker.feed(
-            RuleSet::builtin(),
-            powertail::config::FAILURE_SETTLE_MS as i64,
-            i as u64,
-            l.as_str().unwrap(),
-        );
+        tracker.feed(RuleSet::builtin(), powertail::config::FAILURE_SETTLE_MS as i64, i as u64, l.as_str().unwrap());
     }
     assert_eq!(&serde_json::to_value(tracker.events()).unwrap(), &last["events"]);
 }
