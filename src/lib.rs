@@ -14,13 +14,15 @@
 //! * [`http`]: the axum router behind [`http::Front`], thin handlers, [`http::ApiError`];
 //! * [`telemetry`]: Prometheus metrics, per-route request counts and latencies, log output (a leaf);
 //! * [`sim`]: a protocol-faithful PowerJob simulator for tests and the demo;
-//! * [`demo`]: `powertail demo`, the simulator with sample LLM jobs behind the real service.
+//! * [`demo`]: `powertail demo`, the simulator with sample LLM jobs behind the real service;
+//! * [`push_cli`]: `powertail push`, stdin to stdout with each line pushed (a leaf).
 
 pub mod app;
 pub mod config;
 pub mod demo;
 pub mod http;
 pub mod logs;
+pub mod push_cli;
 pub mod service;
 pub mod sim;
 pub mod telemetry;

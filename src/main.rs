@@ -34,6 +34,8 @@ enum Command {
         #[arg(long, hide = true, env = "POWERTAIL_DEMO_SCALE", default_value_t = 1.0, value_parser = parse_scale)]
         scale: f64,
     },
+    /// Copy stdin to stdout and push each line to powertail (token: `POWERTAIL_TOKEN`).
+    Push(powertail::push_cli::PushArgs),
 }
 
 /// Large buffers (each complete log packed into one, downloads, big answers) are mapped
@@ -81,6 +83,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             powertail::telemetry::init_logging(false, "info")?;
             powertail::demo::run(listen, scale, cli.config.as_deref(), shutdown_signal()).await?;
         }
+        Command::Push(args) => powertail::push_cli::run(args).await?,
     }
     Ok(())
 }
