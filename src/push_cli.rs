@@ -53,14 +53,14 @@ pub struct PushArgs {
     #[arg(long, value_parser = parse_instance_id)]
     pub instance_id: String,
     /// powertail's root URL.
-    #[arg(long, env = "POWERTAIL_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "POWERTAIL_URL", hide_env_values = true, default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// Names this pusher run (`source` of each batch); default `<worker>/<random hex>`.
     #[arg(long)]
     pub source: Option<String>,
     /// The worker's address as PowerJob writes it in its log lines; default this host's
     /// address and port 27777.
-    #[arg(long, env = "POWERTAIL_WORKER")]
+    #[arg(long, env = "POWERTAIL_WORKER", hide_env_values = true)]
     pub worker: Option<String>,
     /// Take each line's level from a leading DEBUG, INFO, WARN(ING), ERROR, CRITICAL or
     /// FATAL word (after an optional `(…)` prefix, in optional brackets); else INFO.
@@ -189,45 +189,32 @@ impl Splitter {
 }
 
 /// Runs `powertail push`: returns at end of input, once the last batches are sent or the
-/// close timeout passed. Never fails because of powertail; a bad URL is an error.
+/// close timeout passed. Never fails: a bad `--url` is said on stderr and the lines still
+/// pass, unpushed (the pipe must not break because of powertail).
 ///
 /// # Errors
-/// When the URL is not an http(s) URL or the HTTP client cannot be built.
+/// None from powertail or the URL; only a failure of the runtime itself.
 pub async fn run(args: PushArgs) -> anyhow::Result<()> {
-    let base = url::Url::parse(&args.url).map_err(|e| anyhow::anyhow!("--url `{}`: {e}", args.url))?;
-    if !matches!(base.scheme(), "http" | "https") {
-        anyhow::bail!("--url must be an http(s) URL, not `{}`", args.url);
-    }
-    let endpoint = format!("{}/llm/logs/{}/append", args.url.trim_end_matches('/'), args.instance_id);
-    let token = std::env::var(ENV_TOKEN).ok().filter(|t| !t.trim().is_empty());
-    let http = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).timeout(REQUEST_TIMEOUT).build()?;
-    let worker = args.worker.clone().unwrap_or_else(default_worker);
-    let source = args.source.clone().unwrap_or_else(|| format!("{worker}/{:016x}", rand::random::<u64>()));
     let stats = Arc::new(Stats::default());
     let (tx, rx) = mpsc::channel::<Line>(QUEUE_CAPACITY);
-
-    let sender = Sender {
-        http,
-        endpoint,
-        authority: base.host_str().unwrap_or_default().to_owned(),
-        token,
-        source,
-        worker,
-        seq: 0,
-        max_batch: MAX_BATCH_SIZE,
-        stats: Arc::clone(&stats),
-        warned: false,
+    let sending = match Sender::new(&args, Arc::clone(&stats)) {
+        Ok(sender) => Some(tokio::spawn(sender.run(rx))),
+        Err(e) => {
+            eprintln!("powertail push: {e}; the lines pass but are not pushed");
+            stats.disabled.store(true, Ordering::Relaxed);
+            None
+        }
     };
-    let sending = tokio::spawn(sender.run(rx));
 
     let level_from_prefix = args.level_from_prefix;
     let reader_stats = Arc::clone(&stats);
     tokio::task::spawn_blocking(move || copy_and_queue(&tx, &reader_stats, level_from_prefix)).await?;
 
-    let close_timeout = Duration::from_millis(args.close_timeout_ms);
-    let abort = sending.abort_handle();
-    if tokio::time::timeout(close_timeout, sending).await.is_err() {
-        abort.abort();
+    if let Some(sending) = sending {
+        let abort = sending.abort_handle();
+        if tokio::time::timeout(Duration::from_millis(args.close_timeout_ms), sending).await.is_err() {
+            abort.abort();
+        }
     }
     eprintln!("{}", summary(&stats));
     Ok(())
@@ -281,8 +268,10 @@ fn summary(stats: &Stats) -> String {
         queued.saturating_sub(sent + rejected),
         get(&stats.retries),
     );
-    if stats.disabled.load(Ordering::Relaxed) {
-        s.push_str(&format!("; pushing turned off after HTTP {}", get(&stats.disabled_by)));
+    match (stats.disabled.load(Ordering::Relaxed), get(&stats.disabled_by)) {
+        (false, _) => {}
+        (true, 0) => s.push_str("; pushing off (see above)"),
+        (true, status) => s.push_str(&format!("; pushing turned off after HTTP {status}")),
     }
     s
 }
@@ -302,6 +291,35 @@ struct Sender {
 }
 
 impl Sender {
+    fn new(args: &PushArgs, stats: Arc<Stats>) -> Result<Self, String> {
+        // The URL is not echoed: it may hold a password.
+        let base = url::Url::parse(&args.url).map_err(|e| format!("--url is not a URL ({e})"))?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(format!("--url must be an http(s) URL, not {}:", base.scheme()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| format!("no HTTP client: {e}"))?;
+        let worker = args.worker.clone().unwrap_or_else(default_worker);
+        Ok(Self {
+            http,
+            endpoint: format!("{}/llm/logs/{}/append", args.url.trim_end_matches('/'), args.instance_id),
+            authority: match base.port() {
+                Some(port) => format!("{}:{port}", base.host_str().unwrap_or_default()),
+                None => base.host_str().unwrap_or_default().to_owned(),
+            },
+            token: std::env::var(ENV_TOKEN).ok().filter(|t| !t.trim().is_empty()),
+            source: args.source.clone().unwrap_or_else(|| format!("{worker}/{:016x}", rand::random::<u64>())),
+            worker,
+            seq: 0,
+            max_batch: MAX_BATCH_SIZE,
+            stats,
+            warned: false,
+        })
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Line>) {
         let mut final_sent = false;
         while let Some(first) = rx.recv().await {
@@ -399,7 +417,7 @@ impl Sender {
                     (answer.status().as_u16(), retry_after)
                 }
                 Err(e) => {
-                    self.warn(&format!("{}: {}", self.authority, e.without_url()));
+                    self.warn(&causes(&e.without_url()));
                     (0, None)
                 }
             };
@@ -454,9 +472,22 @@ impl Sender {
     /// count, and the summary says what became of the lines.
     fn warn(&mut self, what: &str) {
         if !std::mem::replace(&mut self.warned, true) {
-            eprintln!("powertail push: push to {} failed ({what}); retrying, the lines still pass", self.endpoint);
+            eprintln!("powertail push: push to {} failed ({what}); retrying, the lines still pass", self.authority);
         }
     }
+}
+
+/// An error and its causes, `a: b: c` (reqwest's own message says little).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    for _ in 0..8 {
+        let Some(cause) = next else { break };
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -305,3 +305,14 @@ fn with_nothing_listening_the_pipe_still_flows_and_exits_0_promptly() {
     assert!(stderr.contains("2000 lines, 0 pushed"), "{stderr}");
     assert!(!stderr.contains(TOKEN));
 }
+
+#[test]
+fn a_bad_url_is_said_and_the_lines_still_pass() {
+    let child = spawn_push("ftp://user:pw-7@example.invalid/", &[]);
+    let (status, stdout, stderr, _) = pipe_through(child, b"a\nb");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout, b"a\nb");
+    assert!(stderr.contains("--url must be an http(s) URL"), "{stderr}");
+    assert!(stderr.contains("2 lines, 0 pushed in 0 batches, 2 dropped"), "{stderr}");
+    assert!(!stderr.contains("pw-7") && !stderr.contains(TOKEN), "{stderr}");
+}
