@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -237,3 +239,18 @@ def test_bad_arguments_are_refused() -> None:
         Pusher("ftp://x", 1)
     with Pusher(None, 1, echo=None) as p, pytest.raises(ValueError):
         p.log("x", "LOUD")  # type: ignore[arg-type]
+
+
+def test_a_pusher_never_closed_is_closed_at_exit(server: Recorder) -> None:
+    script = (
+        "from powertail_client import Pusher\n"
+        f"p = Pusher({server.url!r}, {INSTANCE!r}, linger=30.0)\n"
+        "for i in range(3):\n"
+        "    p.log(f'line {i}')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "line 0\nline 1\nline 2\n"  # the echo: PowerJob's copy
+    bodies = server.wait_final()
+    assert texts(bodies) == ["line 0", "line 1", "line 2"]
+    assert [b["seq"] for b in bodies] == list(range(len(bodies)))

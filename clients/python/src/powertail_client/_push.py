@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import atexit
 import collections
 import json
 import logging
@@ -21,7 +22,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import IO, Any, Deque, Dict, List, Literal, Optional
+from typing import IO, Any, Deque, Dict, List, Literal, Optional, Set, Union
 
 import httpx
 
@@ -41,6 +42,16 @@ ENV_WORKER = "POWERTAIL_WORKER"
 _IDLE_POLL_S = 0.2
 
 _LOG = logging.getLogger("powertail_client.push")
+
+#: Pushers not closed yet: closed at interpreter exit (the rest and ``final: true``), so
+#: that a script that forgets :meth:`Pusher.close` loses nothing.
+_OPEN: Set["Pusher"] = set()
+
+
+@atexit.register
+def _close_open_pushers() -> None:
+    for pusher in list(_OPEN):
+        pusher.close()
 
 
 @dataclass(frozen=True)
@@ -90,8 +101,9 @@ class Pusher:
     that a reader gets them within a second instead of after PowerJob's 5 s flush and
     10 s file cache. Same contract as the Java ``PushLogger``:
 
-    * :meth:`log` writes the line to ``echo`` (default ``sys.stdout``, which the
-      processor running the script copies to PowerJob's online log, the fallback) and
+    * :meth:`log` writes the line to ``echo`` (default ``"stdout"``: ``sys.stdout`` as it
+      is at each call, which the processor running the script copies to PowerJob's
+      online log, the fallback; ``None``: push only) and
       puts it in a bounded queue (``queue_capacity``, 10 000); when the queue is full the
       push of the line is dropped and counted. It never blocks on the network and never
       raises for it.
@@ -106,7 +118,8 @@ class Pusher:
       ``give_up_after`` (60 s); 401, 403, 404, 405 turn pushing off for the run; another
       4xx drops that batch.
     * :meth:`close` (or leaving the ``with`` block) sends the rest and a batch with
-      ``final: true``, waiting at most ``close_timeout`` (3 s).
+      ``final: true``, waiting at most ``close_timeout`` (3 s); a pusher not closed is
+      closed at interpreter exit.
 
     ``url`` None only echoes (pushing is opt-in). ``token`` needs the ``logs:push``
     scope; it is sent as ``Authorization: Bearer`` and never logged.
@@ -119,7 +132,7 @@ class Pusher:
         *,
         token: Optional[str] = None,
         worker: Optional[str] = None,
-        echo: Optional[IO[str]] = sys.stdout,
+        echo: Union[IO[str], None, Literal["stdout"]] = "stdout",
         batch_size: int = 20,
         max_batch_size: int = 200,
         linger: float = 0.1,
@@ -173,6 +186,7 @@ class Pusher:
             )
             self._sender = threading.Thread(target=self._run, name=f"powertail-push-{self.instance_id}", daemon=True)
             self._sender.start()
+            _OPEN.add(self)
 
     @classmethod
     def from_env(cls, instance_id: InstanceId, **kwargs: Any) -> "Pusher":
@@ -209,10 +223,11 @@ class Pusher:
         # reach PowerJob and the push in the same order.
         with self._order:
             ts = int(time.time() * 1000)
-            if self._echo is not None:
+            echo = sys.stdout if self._echo == "stdout" else self._echo
+            if echo is not None:
                 try:
-                    self._echo.write(text + "\n")
-                    self._echo.flush()
+                    echo.write(text + "\n")
+                    echo.flush()
                 except (OSError, ValueError):
                     pass  # a closed stdout must not fail the script
             return self._offer(_Line(ts, level, text))
@@ -258,6 +273,7 @@ class Pusher:
             self._closing = True
             self._abandon_at = time.monotonic() + self._close_timeout
             self._cond.notify_all()
+        _OPEN.discard(self)
         if self._sender is not None:
             self._sender.join(self._close_timeout)
             if self._sender.is_alive():
