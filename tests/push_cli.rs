@@ -27,7 +27,8 @@ struct Recorded {
     body: Value,
 }
 
-type Script = Arc<dyn Fn(usize) -> StatusCode + Send + Sync>;
+/// The answer to the n-th request; `None` hangs it (never answered).
+type Script = Arc<dyn Fn(usize) -> Option<StatusCode> + Send + Sync>;
 
 #[derive(Clone)]
 struct Recorder {
@@ -37,7 +38,7 @@ struct Recorder {
 
 impl Recorder {
     /// Serves on 127.0.0.1:0 in its own thread; `script(n)` answers the n-th request.
-    fn start(script: impl Fn(usize) -> StatusCode + Send + Sync + 'static) -> (Self, SocketAddr) {
+    fn start(script: impl Fn(usize) -> Option<StatusCode> + Send + Sync + 'static) -> (Self, SocketAddr) {
         let recorder = Self { seen: Arc::default(), script: Arc::new(script) };
         let state = recorder.clone();
         let (tx, rx) = mpsc::channel();
@@ -86,7 +87,10 @@ async fn append(
         seen.push(Recorded { instance, authorization, raw, body });
         seen.len() - 1
     };
-    ((r.script)(n), "{}")
+    match (r.script)(n) {
+        Some(status) => (status, "{}"),
+        None => std::future::pending().await,
+    }
 }
 
 /// `powertail push` with `args`, pushing to `url`, all three streams piped.
@@ -108,8 +112,8 @@ fn spawn_push(url: &str, args: &[&str]) -> Child {
         .expect("the powertail binary runs")
 }
 
-/// Feeds `input` and closes stdin; returns (exit status, stdout, stderr, how long it took
-/// after the input was closed). Fails after 30 s.
+/// Feeds `input` and closes stdin; returns (exit status, stdout (empty if not piped),
+/// stderr, how long it took after the input was closed). Fails after 30 s.
 fn pipe_through(mut child: Child, input: &[u8]) -> (ExitStatus, Vec<u8>, String, Duration) {
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_vec();
@@ -119,12 +123,12 @@ fn pipe_through(mut child: Child, input: &[u8]) -> (ExitStatus, Vec<u8>, String,
         drop(stdin);
         done_tx.send(Instant::now()).unwrap();
     });
-    let stdout = read_all(child.stdout.take().unwrap());
+    let stdout = child.stdout.take().map(read_all);
     let stderr = read_all(child.stderr.take().unwrap());
     let closed_at = done_rx.recv_timeout(Duration::from_secs(30)).expect("stdin written");
     let status = wait(&mut child, Duration::from_secs(30));
     let took = closed_at.elapsed();
-    let out = stdout.recv_timeout(Duration::from_secs(5)).unwrap();
+    let out = stdout.map_or_else(Vec::new, |rx| rx.recv_timeout(Duration::from_secs(5)).unwrap());
     let err = stderr.recv_timeout(Duration::from_secs(5)).unwrap();
     (status, out, String::from_utf8(err).unwrap(), took)
 }
@@ -166,7 +170,7 @@ fn seqs(seen: &[Recorded]) -> Vec<u64> {
 
 #[test]
 fn every_byte_passes_and_every_line_is_pushed_once_in_order() {
-    let (server, addr) = Recorder::start(|_| StatusCode::OK);
+    let (server, addr) = Recorder::start(|_| Some(StatusCode::OK));
     let mut input = b"first line\nwindows\r\nprogress 10%\rprogress 20%\rbytes \xff\xfe end\n\n".to_vec();
     for i in 0..300 {
         input.extend_from_slice(format!("line {i}\n").as_bytes());
@@ -214,7 +218,7 @@ fn every_byte_passes_and_every_line_is_pushed_once_in_order() {
 
 #[test]
 fn each_line_passes_and_is_pushed_before_the_input_ends() {
-    let (server, addr) = Recorder::start(|_| StatusCode::OK);
+    let (server, addr) = Recorder::start(|_| Some(StatusCode::OK));
     let mut child = spawn_push(&format!("http://{addr}"), &[]);
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
@@ -247,7 +251,7 @@ fn each_line_passes_and_is_pushed_before_the_input_ends() {
 
 #[test]
 fn levels_from_prefixes_when_asked() {
-    let (server, addr) = Recorder::start(|_| StatusCode::OK);
+    let (server, addr) = Recorder::start(|_| Some(StatusCode::OK));
     let input = b"INFO 11-25 loading\nWARNING 11-25 slow\n(APIServer pid=7) ERROR 11-25 CUDA out of memory\nplain\n";
     let child = spawn_push(&format!("http://{addr}"), &["--level-from-prefix"]);
     let (status, stdout, _, _) = pipe_through(child, input);
@@ -264,7 +268,8 @@ fn levels_from_prefixes_when_asked() {
 
 #[test]
 fn retried_under_the_same_seq_on_503() {
-    let (server, addr) = Recorder::start(|n| if n < 2 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK });
+    let (server, addr) =
+        Recorder::start(|n| Some(if n < 2 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }));
     let child = spawn_push(&format!("http://{addr}"), &[]);
     let (status, stdout, stderr, _) = pipe_through(child, b"a\nb\n");
     assert!(status.success());
@@ -279,7 +284,7 @@ fn retried_under_the_same_seq_on_503() {
 
 #[test]
 fn a_404_turns_pushing_off_and_the_lines_still_pass() {
-    let (server, addr) = Recorder::start(|_| StatusCode::NOT_FOUND);
+    let (server, addr) = Recorder::start(|_| Some(StatusCode::NOT_FOUND));
     let input: Vec<u8> = (0..500).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
     let child = spawn_push(&format!("http://{addr}"), &[]);
     let (status, stdout, stderr, _) = pipe_through(child, &input);
@@ -315,4 +320,35 @@ fn a_bad_url_is_said_and_the_lines_still_pass() {
     assert!(stderr.contains("--url must be an http(s) URL"), "{stderr}");
     assert!(stderr.contains("2 lines, 0 pushed in 0 batches, 2 dropped"), "{stderr}");
     assert!(!stderr.contains("pw-7") && !stderr.contains(TOKEN), "{stderr}");
+}
+
+#[test]
+fn a_hung_server_drops_and_counts_and_the_pipe_still_flows() {
+    let (server, addr) = Recorder::start(|_| None);
+    let input: Vec<u8> = (0..20_000).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
+    let child = spawn_push(&format!("http://{addr}"), &["--close-timeout-ms", "500"]);
+    let (status, stdout, stderr, after_eof) = pipe_through(child, &input);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout, input);
+    assert!(after_eof < Duration::from_secs(5), "exited {after_eof:?} after the end of input");
+    assert!(server.bodies().len() <= 1, "one batch in flight at most, never answered");
+    // 10 000 queued behind the one in flight at most; the rest dropped and counted.
+    let counted = |what: &str| -> u64 {
+        let at = stderr.find(what).unwrap_or_else(|| panic!("{what} in {stderr}"));
+        stderr[..at].rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(counted(" pushed in"), 0);
+    assert!(counted(" dropped,") >= 20_000 - 10_000 - 200, "{stderr}");
+    assert_eq!(counted(" dropped,") + counted(" abandoned,"), 20_000, "{stderr}");
+}
+
+#[test]
+fn a_closed_stdout_does_not_stop_reading_or_pushing() {
+    let (server, addr) = Recorder::start(|_| Some(StatusCode::OK));
+    let mut child = spawn_push(&format!("http://{addr}"), &[]);
+    drop(child.stdout.take()); // the pipe's reader went away
+    let input: Vec<u8> = (0..1000).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
+    let (status, _, stderr, _) = pipe_through(child, &input);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(texts(&server.bodies()), (0..1000).map(|i| format!("line {i}")).collect::<Vec<_>>());
 }
