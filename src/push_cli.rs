@@ -302,7 +302,6 @@ impl Sender {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| format!("no HTTP client: {e}"))?;
-        let worker = args.worker.clone().unwrap_or_else(default_worker);
         Ok(Self {
             http,
             endpoint: format!("{}/llm/logs/{}/append", args.url.trim_end_matches('/'), args.instance_id),
@@ -311,8 +310,9 @@ impl Sender {
                 None => base.host_str().unwrap_or_default().to_owned(),
             },
             token: std::env::var(ENV_TOKEN).ok().filter(|t| !t.trim().is_empty()),
-            source: args.source.clone().unwrap_or_else(|| format!("{worker}/{:016x}", rand::random::<u64>())),
-            worker,
+            // Filled in by `run`, off the pipe's path: naming the host may wait for DNS.
+            source: args.source.clone().unwrap_or_default(),
+            worker: args.worker.clone().unwrap_or_default(),
             seq: 0,
             max_batch: MAX_BATCH_SIZE,
             stats,
@@ -321,6 +321,13 @@ impl Sender {
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Line>) {
+        if self.worker.is_empty() {
+            self.worker =
+                tokio::task::spawn_blocking(default_worker).await.unwrap_or_else(|_| "127.0.0.1:27777".into());
+        }
+        if self.source.is_empty() {
+            self.source = format!("{}/{:016x}", self.worker, rand::random::<u64>());
+        }
         let mut final_sent = false;
         while let Some(first) = rx.recv().await {
             // The line's own time stamp starts its linger, bounded so that a wall clock set

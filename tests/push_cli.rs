@@ -264,6 +264,13 @@ fn levels_from_prefixes_when_asked() {
         .map(|l| l["level"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(levels, ["INFO", "WARN", "ERROR", "INFO"]);
+    // Without --worker and --source: this host's address, port 27777, and a random run name.
+    let first = &server.bodies()[0].body;
+    let worker = first["worker"].as_str().unwrap();
+    assert!(worker.ends_with(":27777") && worker.parse::<SocketAddr>().is_ok(), "{worker}");
+    let source = first["source"].as_str().unwrap();
+    let run = source.strip_prefix(&format!("{worker}/")).unwrap_or_else(|| panic!("{source}"));
+    assert!(run.len() == 16 && run.bytes().all(|b| b.is_ascii_hexdigit()), "{source}");
 }
 
 #[test]
