@@ -20,7 +20,8 @@
 //! * [`telemetry`]: Prometheus metrics, per-route request counts and latencies, log output (a leaf);
 //! * [`demo`]: `powertail demo`, the simulator with sample LLM jobs behind the real service;
 //!   [`demo::replicas`]: `powertail demo --replicas N`, the same behind N replicas in cluster
-//!   mode on one Redis.
+//!   mode on one Redis;
+//! * [`push_cli`]: `powertail push`, stdin to stdout with each line pushed (a leaf).
 //!
 //! Apart from the service, the workspace crate `crates/powerjob-sim` (`powerjob_sim`) is a
 //! protocol-faithful PowerJob server simulator (4.3.x and 5.1.x) for the tests and the demo.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod logs;
+pub mod push_cli;
 pub mod service;
 pub mod telemetry;
 pub mod upstream;

@@ -49,6 +49,8 @@ enum Command {
         #[arg(long, hide = true, default_value = "demo-1")]
         node_id: String,
     },
+    /// Copy stdin to stdout and push each line to powertail (token: `POWERTAIL_TOKEN`).
+    Push(powertail::push_cli::PushArgs),
 }
 
 /// Large buffers (each complete log packed into one, downloads, big answers) are mapped
@@ -136,6 +138,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
                 (None, _) => powertail::demo::run(listen, scale, config, shutdown_signal()).await?,
             }
         }
+        Command::Push(args) => powertail::push_cli::run(args).await?,
     }
     Ok(())
 }

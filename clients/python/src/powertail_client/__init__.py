@@ -10,6 +10,7 @@ model server's start-up.
 """
 
 from ._client import CONNECT_BUDGET_S, CONNECT_TIMEOUT_S, MAX_WAIT_S, Client
+from ._push import PushStats, Pusher
 from ._sse import ServerSentEvent, SSEDecoder
 from ._types import Attempt, Failure, InstanceId, JobRef, LineRef, LogPage, Progress, RunAnswer, StartupState
 from .errors import (
@@ -68,6 +69,8 @@ __all__ = [
     "PayloadTooLargeError",
     "PowertailConnectionError",
     "PowertailError",
+    "PushStats",
+    "Pusher",
     "Progress",
     "RateLimitedError",
     "RequestError",
