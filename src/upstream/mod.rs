@@ -447,6 +447,11 @@ impl PowerJobClient {
         Ok(env)
     }
 
+    /// The `appId` PowerJob assigned to `app_name`, once authenticated.
+    pub fn app_id(&self) -> Option<i64> {
+        self.session().app_id
+    }
+
     fn session(&self) -> Session {
         self.inner.session.read().expect("session lock poisoned").clone()
     }
