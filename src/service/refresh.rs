@@ -221,15 +221,14 @@ impl LogService {
 
 /// What PowerJob says an instance is, in a form that tells instances of two PowerJob
 /// clusters with the same id apart: its app, its job and when it was created (none of
-/// them changes when it runs again).
+/// them changes when it runs again, unlike its trigger times and its worker).
 pub(super) fn origin(info: &InstanceInfo) -> String {
     let or_dash = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
     format!(
-        "appId={} jobId={} created={} expected={}",
+        "appId={} jobId={} created={}",
         or_dash(info.app_id),
         or_dash(info.job_id),
-        info.gmt_create.as_deref().unwrap_or("-"),
-        or_dash(info.expected_trigger_time)
+        info.gmt_create.as_deref().unwrap_or("-")
     )
 }
 

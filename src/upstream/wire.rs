@@ -52,9 +52,7 @@ pub struct InstanceInfo {
     /// text: it only tells instances apart).
     #[serde(default)]
     pub gmt_create: Option<String>,
-    /// When it was meant to run, epoch ms.
-    #[serde(default)]
-    pub expected_trigger_time: Option<i64>,
+
     /// Status code (§3).
     pub status: i64,
     /// Processor result or system reason.

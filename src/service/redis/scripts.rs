@@ -36,12 +36,14 @@ pub(super) const APPEND: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED another replica holds the lease') end
 local n = tonumber(redis.call('HGET', KEYS[2], 'next') or '-1')
 if n ~= tonumber(ARGV[2]) then return redis.error_reply('CONFLICT ' .. n) end
--- A long append (many chunks) must not outlast the lease.
-redis.call('PEXPIRE', KEYS[1], ARGV[10])
 for i = 11, #ARGV do
   n = n + 1
   redis.call('XADD', KEYS[3], n .. '-0', 'l', ARGV[i])
 end
+-- A long append (many chunks) must not outlast the lease. (Not the first write: out
+-- of memory, Redis refuses a script at its first write that needs memory, and lets
+-- one that wrote already go on.)
+redis.call('PEXPIRE', KEYS[1], ARGV[10])
 if ARGV[9] ~= '1' then
   -- Not the last chunk: the lines only (a state nobody appended to expires soon).
   redis.call('HSET', KEYS[2], 'next', n)
