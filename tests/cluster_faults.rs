@@ -87,6 +87,35 @@ async fn logs(base: &str, id: i64, from: u64) -> (u16, Value) {
     get_json(&reqwest::Client::new(), &format!("{base}/llm/logs?instanceId={id}&fromLine={from}")).await
 }
 
+/// Fault 2. On the lease holder, a cursor past the lines it shows (served by another
+/// replica from a commit this one has not shown yet) forces no refresh: the holder
+/// writes those lines itself. 20 such polls within one refresh interval read
+/// PowerJob's status at most twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
+async fn a_cursor_ahead_of_the_holder_forces_no_powerjob_read() {
+    let redis = RedisServer::start();
+    let sim = Simulator::spawn(sim_config(200, 60_000)).await.unwrap();
+    let extra = "lease_ms = 10000\n[logs]\nrefresh_interval_ms = 4000";
+    let a = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), extra)).await;
+    let id = run(&sim, 0);
+    let (_, body) = wait_for(Duration::from_secs(20), "a first line", || async {
+        let (status, body) = logs(a.base(), id, 0).await;
+        (status == 200 && body["totalLines"].as_u64() > Some(0)).then_some((status, body))
+    })
+    .await;
+    let ahead = body["totalLines"].as_u64().unwrap() + 5;
+    let before = sim.requests("/openApi/fetchInstanceInfo");
+    for _ in 0..20 {
+        let (status, body) = logs(a.base(), id, ahead).await;
+        assert_eq!((status, &body["complete"]), (200, &Value::Bool(false)), "{}", brief(&body));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reads = sim.requests("/openApi/fetchInstanceInfo") - before;
+    assert!(reads <= 2, "{reads} status reads for 20 polls within one refresh interval");
+    a.stop().await;
+}
+
 /// Fault 3. A replica without the lease, whose view shows the instance's status (no
 /// line yet), counts as holding it: while its refresh hangs (Redis paused) it answers
 /// from that view after `read_wait_ms`, `stale`, as the holder does; never 504.

@@ -234,3 +234,29 @@ impl Entry {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(source: Source) -> View {
+        View { visible: 10, source, ..View::default() }
+    }
+
+    #[test]
+    fn only_a_mirror_syncs_for_a_cursor_ahead_and_only_a_shared_view_is_behind() {
+        let cases = [(Source::Local, false, false), (Source::Holder, false, true), (Source::Mirror, true, true)];
+        for (source, sync, behind) in cases {
+            let v = view(source);
+            assert_eq!((v.needs_sync(11), v.behind(11)), (sync, behind), "{source:?} ahead");
+            assert_eq!((v.needs_sync(10), v.behind(10)), (false, false), "{source:?} at the end");
+        }
+    }
+
+    #[test]
+    fn a_view_holds_the_instance_once_its_status_or_a_line_is_known() {
+        assert!(!View::default().held());
+        assert!(View { status: Status::Running, ..View::default() }.held());
+        assert!(View { visible: 1, ..View::default() }.held());
+    }
+}
