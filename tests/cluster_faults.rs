@@ -82,6 +82,26 @@ async fn raw(base: &str, id: i64) -> String {
     resp.text().await.unwrap()
 }
 
+/// Append script calls of many lines in Redis's slow log (every command, with
+/// `slowlog-log-slower-than 0`): their number, and their median and longest time in µs.
+fn script_calls(redis: &RedisServer) -> (usize, i64, i64) {
+    let Reply::Array(Some(entries)) = redis.try_cmd(&["SLOWLOG", "GET", "100000"]).unwrap() else {
+        panic!("SLOWLOG GET")
+    };
+    let mut durations = Vec::new();
+    for entry in entries {
+        let Reply::Array(Some(fields)) = entry else { continue };
+        // (The slow log keeps 32 arguments of a command, and says how many more.)
+        let is_script = matches!(&fields[3], Reply::Array(Some(args)) if args[0].text().starts_with("EVAL")
+            && args.len() == 32);
+        if let (true, Reply::Int(us)) = (is_script, &fields[2]) {
+            durations.push(*us);
+        }
+    }
+    durations.sort_unstable();
+    (durations.len(), durations.get(durations.len() / 2).copied().unwrap_or(0), durations.last().copied().unwrap_or(0))
+}
+
 /// `GET /llm/logs` of `base` from line `from`.
 async fn logs(base: &str, id: i64, from: u64) -> (u16, Value) {
     get_json(&reqwest::Client::new(), &format!("{base}/llm/logs?instanceId={id}&fromLine={from}")).await
@@ -180,8 +200,11 @@ async fn keys_of_an_unknown_id_expire_soon() {
 async fn every_replica_says_stale_while_the_holder_cannot_read_powerjob() {
     let redis = RedisServer::start();
     let sim = Simulator::spawn(sim_config(200, 20_000)).await.unwrap();
-    let a = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), "")).await;
-    let b = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), "")).await;
+    // (A lease that outlasts the holder's back-off: it stays the holder throughout, and
+    // the other replica never reads PowerJob itself.)
+    let extra = "lease_ms = 60000";
+    let a = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), extra)).await;
+    let b = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), extra)).await;
     let id = run(&sim, 0);
     // A reads first: it holds the lease.
     let mut cursor = Cursor::new(id);
@@ -249,6 +272,8 @@ async fn follow_whole(base: &str, id: i64) -> Vec<String> {
 async fn a_big_append_goes_in_chunks_and_readers_see_it_whole() {
     let (redis, sim, a, b, id) = big_finished_log().await;
     let prefix = test_key_prefix();
+    redis.cmd(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
+    redis.cmd(&["CONFIG", "SET", "slowlog-max-len", "100000"]);
     // A reads first: it holds the lease and appends the whole log.
     let (status, body) = logs(a.base(), id, 0).await;
     assert!(status == 200 || status == 504, "{}", brief(&body));
@@ -258,6 +283,10 @@ async fn a_big_append_goes_in_chunks_and_readers_see_it_whole() {
     let (_, metrics) = a.get("/metrics").await;
     let appends = counter(metrics.as_str().unwrap(), "powertail_store_appends_total");
     assert!(appends >= (BIG / 2_000) as u64, "{appends} appends for {BIG} lines");
+    let (calls, median, longest) = script_calls(&redis);
+    eprintln!(
+        "{appends} appends for {BIG} lines; {calls} long ones held Redis {median} µs (median), {longest} µs at most"
+    );
     assert_eq!(marks(&redis, &prefix, id), Some((BIG as u64, BIG as u64)));
     assert_eq!(redis.cmd(&["XLEN", &key(&prefix, id, "lines")]), BIG.to_string());
 }
