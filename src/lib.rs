@@ -9,7 +9,9 @@
 //! * [`config`]: `config.toml` + `POWERTAIL_<SECTION>__<KEY>` overrides, validated;
 //! * [`upstream`]: the PowerJob client (4.3.x and 5.1.x), wire types, [`upstream::UpstreamError`];
 //! * [`logs`]: the pure core (paging, merge, completeness), unit- and property-tested;
-//! * [`service`]: [`service::LogService`], on-demand single-flight refreshes, the two-tier store;
+//! * [`service`]: [`service::LogService`]: entries and their published views, reads and
+//!   long-polls, on-demand single-flight refreshes, the two-tier store, cluster mode (the
+//!   shared line log on Redis), start-up state and webhooks (its module docs map each file);
 //! * [`app`]: [`app::AppState`], API tokens and named jobs;
 //! * [`http`]: the axum router behind [`http::Front`], thin handlers, [`http::ApiError`];
 //! * [`telemetry`]: Prometheus metrics, per-route request counts and latencies, log output (a leaf);
