@@ -102,8 +102,7 @@ pub struct SharedLog {
     append_script: Script,
     commit_script: Script,
     rotate_script: Script,
-    renew_script: Script,
-    release_script: Script,
+    lease_script: Script,
     identity_script: Script,
     /// The PowerJob app this replica follows (`powerjob.app_name`).
     app_name: String,
@@ -173,8 +172,7 @@ impl SharedLog {
             append_script: Script::new(scripts::APPEND),
             commit_script: Script::new(scripts::COMMIT),
             rotate_script: Script::new(scripts::ROTATE),
-            renew_script: Script::new(scripts::RENEW),
-            release_script: Script::new(scripts::RELEASE),
+            lease_script: Script::new(scripts::LEASE),
             identity_script: Script::new(scripts::IDENTITY),
             app_name: app_name.to_owned(),
             identity: std::sync::Mutex::new(Identity::Unchecked),
@@ -189,17 +187,6 @@ impl SharedLog {
     /// `cluster.key_prefix`.
     pub fn prefix(&self) -> &str {
         &self.prefix
-    }
-
-    /// Gives up the lease of `id` if this replica holds it.
-    pub async fn release(&self, id: i64) -> Result<(), StoreError> {
-        let mut conn = self.connection(&self.reads).await?;
-        let reply: Result<i64, RedisError> =
-            self.release_script.key(self.key(id, "lease")).arg(&self.token).invoke_async(&mut conn).await;
-        match reply {
-            Ok(_) => Ok(()),
-            Err(e) => Err(self.failed(&self.reads, "release", &e).await),
-        }
     }
 
     /// The pub/sub channel of commits.
@@ -381,7 +368,8 @@ impl SharedLog {
                 to += 1;
             }
             let last = to == lines.len();
-            next = self.append_chunk(id, next, &lines[from..to], &flags[from..to], meta, last).await?;
+            let chunk = (&lines[from..to], &flags[from..to]);
+            next = self.append_chunk(id, next, chunk, last.then_some(meta)).await?;
             if last {
                 return Ok(next);
             }
@@ -389,21 +377,19 @@ impl SharedLog {
         }
     }
 
-    /// One call of the append script: `lines` after line `expected`; with `last`, the
-    /// meta and the commit too.
+    /// One call of the append script: the `(lines, flags)` of `chunk` after line
+    /// `expected`; with the meta (the last chunk), the meta and the commit too.
     async fn append_chunk(
         &self,
         id: i64,
         expected: u64,
-        lines: &[&str],
-        flags: &[bool],
-        meta: &SharedMeta,
-        last: bool,
+        (lines, flags): (&[&str], &[bool]),
+        meta: Option<&SharedMeta>,
     ) -> Result<u64, StoreError> {
         let slot = if self.waits_for_replicas() { &self.writes } else { &self.reads };
         let mut conn = self.connection(slot).await?;
-        let complete = meta.complete;
-        let meta = if last { serde_json::to_string(meta).expect("meta serialises") } else { String::new() };
+        let (last, complete) = (meta.is_some(), meta.is_some_and(|m| m.complete));
+        let meta = meta.map(|m| serde_json::to_string(m).expect("meta serialises")).unwrap_or_default();
         let mut inv = self.append_script.prepare_invoke();
         inv.key(self.key(id, "lease")).key(self.key(id, "state")).key(self.key(id, "lines"));
         inv.arg(&self.token).arg(expected).arg(meta);
@@ -466,17 +452,23 @@ impl SharedLog {
     /// Renews this replica's lease of `id` (during a long refresh); `false` when it is
     /// not held any more.
     pub async fn renew(&self, id: i64) -> Result<bool, StoreError> {
+        self.lease_op(id, self.lease_ms, "renew").await
+    }
+
+    /// Gives up the lease of `id` if this replica holds it.
+    pub async fn release(&self, id: i64) -> Result<(), StoreError> {
+        self.lease_op(id, 0, "release").await.map(drop)
+    }
+
+    /// The lease script: renews this replica's lease of `id` for `ms`, or (0) deletes
+    /// it; `false` when this replica does not hold it.
+    async fn lease_op(&self, id: i64, ms: u64, op: &'static str) -> Result<bool, StoreError> {
         let mut conn = self.connection(&self.reads).await?;
-        let reply: Result<i64, RedisError> = self
-            .renew_script
-            .key(self.key(id, "lease"))
-            .arg(&self.token)
-            .arg(self.lease_ms)
-            .invoke_async(&mut conn)
-            .await;
+        let reply: Result<i64, RedisError> =
+            self.lease_script.key(self.key(id, "lease")).arg(&self.token).arg(ms).invoke_async(&mut conn).await;
         match reply {
             Ok(n) => Ok(n == 1),
-            Err(e) => Err(self.failed(&self.reads, "renew", &e).await),
+            Err(e) => Err(self.failed(&self.reads, op, &e).await),
         }
     }
 

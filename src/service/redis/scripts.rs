@@ -77,13 +77,16 @@ end
 return c
 ";
 
-/// Renews the lease if this token holds it.
-pub(super) const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+/// Renews the lease (KEYS[1]) for ARGV[2] ms, or with 0 gives it up, if this token
+/// (ARGV[1]) holds it; 1 if it did.
+pub(super) const LEASE: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '0' then
+  redis.call('DEL', KEYS[1])
+else
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
 end
-return 0
+return 1
 ";
 
 /// Names the sequence anew unless another replica did first.
@@ -93,14 +96,6 @@ if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then
   return ARGV[2]
 end
 return redis.call('HGET', KEYS[1], 'epoch')
-";
-
-/// Gives the lease up if this token holds it.
-pub(super) const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
 ";
 
 /// Records which PowerJob app the key prefix belongs to (KEYS[1], a hash), or checks
