@@ -22,6 +22,7 @@ use super::redis::{SharedLog, StoreError, Tick};
 use super::{LogService, ServiceError};
 use crate::logs::{Follower, SharedMeta, Status};
 use crate::telemetry;
+use crate::upstream::UpstreamError;
 
 impl LogService {
     /// One refresh of `entry` in cluster mode (see the module docs).
@@ -70,11 +71,7 @@ impl LogService {
     /// load, and two replicas that each outlast the lease take turns for ever). The
     /// renewals run in a task of their own, so that the refresh's own work (applying a
     /// long log holds its task) never delays them.
-    async fn refresh_renewing(
-        &self,
-        entry: &Entry,
-        shared: &Arc<SharedLog>,
-    ) -> Result<(), crate::upstream::UpstreamError> {
+    async fn refresh_renewing(&self, entry: &Entry, shared: &Arc<SharedLog>) -> Result<(), UpstreamError> {
         let period = shared.lease() / 3;
         let (renewer, id) = (shared.clone(), entry.id);
         let renewals = tokio::spawn(async move {
@@ -107,12 +104,22 @@ impl LogService {
         let known = self.gate(entry).origin.clone();
         let mine = match known {
             Some(o) => o,
-            None => {
-                let info = self.inner.client.instance_info(entry.id).await?;
-                let o = super::refresh::origin(&info);
-                self.gate(entry).origin = Some(o.clone());
-                o
-            }
+            None => match self.inner.client.instance_info(entry.id).await {
+                Ok(info) => {
+                    let o = super::refresh::origin(&info);
+                    self.gate(entry).origin = Some(o.clone());
+                    o
+                }
+                // This replica's PowerJob does not know the id: not its instance.
+                Err(e @ UpstreamError::InstanceNotFound(_)) => return Err(e.into()),
+                // PowerJob cannot say now: the store serves as before (checked again at
+                // the next refresh), rather than a replica that cannot reach PowerJob
+                // refusing what the store holds.
+                Err(e) => {
+                    tracing::debug!(instance.id = entry.id, error = %e, "origin not checked: PowerJob unreadable");
+                    return Ok(());
+                }
+            },
         };
         if stored == mine {
             return Ok(());
