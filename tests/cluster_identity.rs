@@ -20,7 +20,7 @@ use serde_json::Value;
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The default `key_prefix`: both clusters keep it, as a new user would.
-const DEFAULT_PREFIX: &str = "key_prefix = \"powertail\"";
+const DEFAULT_PREFIX: &str = "key_prefix = \"pt\"";
 
 /// The fast simulator with job 12 logging `n` lines tagged `tag` over `ms`.
 fn sim_config(tag: &str, n: usize, ms: i64) -> SimConfig {
@@ -115,17 +115,17 @@ async fn a_replica_of_another_powerjob_refuses_the_key_prefix() {
     let a = Replica::spawn(&cluster_config(&sim_a.url(), &redis.url(), DEFAULT_PREFIX)).await;
     // (Its appId is known once it authenticated: `/readyz` does.)
     wait_until(Duration::from_secs(10), "A ready, the prefix recorded", || async {
-        a.get("/readyz").await.0 == 200 && redis.cmd(&["HGET", "powertail:powerjob", "appId"]) == "1"
+        a.get("/readyz").await.0 == 200 && redis.cmd(&["HGET", "pt:powerjob", "appId"]) == "1"
     })
     .await;
-    assert_eq!(redis.cmd(&["HGETALL", "powertail:powerjob"]), "appName\nllm-test-platform\nappId\n1");
+    assert_eq!(redis.cmd(&["HGETALL", "pt:powerjob"]), "appName\nllm-test-platform\nappId\n1");
 
     // Another app name.
     let sim_b =
         Simulator::spawn(SimConfig { app_name: "other-app".into(), ..sim_config("cluster-b", 10, 500) }).await.unwrap();
     let extra = format!("{DEFAULT_PREFIX}\n[powerjob]\napp_name = \"other-app\"");
     let b = Replica::spawn(&cluster_config(&sim_b.url(), &redis.url(), &extra)).await;
-    let want = "the shared store (Redis) refuses this replica: key prefix \"powertail\" belongs to PowerJob app \
+    let want = "the shared store (Redis) refuses this replica: key prefix \"pt\" belongs to PowerJob app \
                 \"llm-test-platform\", and this replica follows app \"other-app\". Replicas of two PowerJob clusters \
                 must not share one: set another [cluster] key_prefix for this one (or give it its own Redis)";
     assert_refused(&b, run(&sim_b), want).await;
@@ -134,7 +134,7 @@ async fn a_replica_of_another_powerjob_refuses_the_key_prefix() {
     // The same name, another appId.
     let sim_c = Simulator::spawn(SimConfig { app_id: 7, ..sim_config("cluster-c", 10, 500) }).await.unwrap();
     let c = Replica::spawn(&cluster_config(&sim_c.url(), &redis.url(), DEFAULT_PREFIX)).await;
-    let want = "the shared store (Redis) refuses this replica: key prefix \"powertail\" belongs to the PowerJob where \
+    let want = "the shared store (Redis) refuses this replica: key prefix \"pt\" belongs to the PowerJob where \
                 app \"llm-test-platform\" has appId 1; this replica's PowerJob gives it appId 7, so it is another \
                 PowerJob cluster. Replicas of two PowerJob clusters must not share one: set another [cluster] \
                 key_prefix for this one (or give it its own Redis)";
