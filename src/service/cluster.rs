@@ -2,14 +2,18 @@
 //! [`super::redis`] for the keys and scripts).
 //!
 //! Each refresh starts with a *tick*: it renews or takes the instance's lease and reads
-//! the shared state.
+//! the shared state (once the key prefix is known to belong to this replica's PowerJob,
+//! and the instance's lines, if any, to this PowerJob's instance of that id).
+//! Both roles then *bring* the follower *to* N lines of the store with its meta:
 //!
-//! * The lease is another replica's: *sync*. Read the committed lines this replica does
-//!   not hold yet, take the shared meta, show them. PowerJob is not read (but for the
-//!   status of an instance nobody has written yet, so that an unknown one gets 404).
-//! * The lease is ours: *catch up* with the store (the lines another holder appended
-//!   before), refresh from PowerJob as in memory mode, then *write back* what changed
-//!   with the fenced append. Readers see the lines once committed.
+//! * The lease is another replica's: *sync* to the committed lines, and show them with
+//!   the meta (also the writer's failure to read PowerJob: `stale`). PowerJob is not
+//!   read (but for the status of an instance nobody has written yet, so that an unknown
+//!   one gets 404, and once per entry to check the instance's origin).
+//! * The lease is ours: *catch up* to every appended line (another holder's, perhaps
+//!   not all committed), refresh from PowerJob as in memory mode, then *write back*
+//!   what changed with the fenced append (in chunks). Readers see the lines once
+//!   committed.
 //!
 //! Whatever fails, nothing readers saw changes: a failed append leaves the lines hidden
 //! and the follower is rebuilt from the store before its next use.
