@@ -13,7 +13,9 @@
 //!   console login, replays), `transport` (failover across `addresses`), `ops` (instance
 //!   info, log pages, downloads, runs), wire types, [`upstream::UpstreamError`];
 //! * [`logs`]: the pure core (paging, merge, completeness), unit- and property-tested;
-//! * [`service`]: [`service::LogService`], on-demand single-flight refreshes, the two-tier store;
+//! * [`service`]: [`service::LogService`]: entries and their published views, reads and
+//!   long-polls, on-demand single-flight refreshes, the two-tier store, cluster mode (the
+//!   shared line log on Redis), start-up state and webhooks (its module docs map each file);
 //! * [`http`]: the axum router behind [`http::Front`], thin handlers, the one error enum
 //!   [`http::ApiError`]; `state` ([`http::AppState`], named jobs, wait permits), `auth`
 //!   (API tokens, the `Authorized<Scope>` extractor, the run rate), `extract`;

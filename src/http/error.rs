@@ -77,6 +77,9 @@ pub enum ApiError {
     /// the instance, or not the lines asked for (503).
     #[error("{0}; this replica holds nothing of the instance, or not the lines asked for, yet")]
     StoreUnavailable(String),
+    /// Cluster mode: the shared store holds this instance id for another PowerJob (409).
+    #[error("{0}")]
+    InstanceConflict(String),
 }
 
 impl From<crate::service::ServiceError> for ApiError {
@@ -88,6 +91,7 @@ impl From<crate::service::ServiceError> for ApiError {
             }
             crate::service::ServiceError::EpochMismatch(epoch) => ApiError::EpochMismatch(epoch),
             crate::service::ServiceError::Store(e) => ApiError::StoreUnavailable(e.to_string()),
+            crate::service::ServiceError::InstanceConflict(m) => ApiError::InstanceConflict(m),
         }
     }
 }
@@ -107,6 +111,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::EpochMismatch(_) => StatusCode::GONE,
+            ApiError::InstanceConflict(_) => StatusCode::CONFLICT,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(e) => match e {
                 UpstreamError::InstanceNotFound(_) => StatusCode::NOT_FOUND,
@@ -134,6 +139,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::EpochMismatch(_) => "epoch_mismatch",
+            ApiError::InstanceConflict(_) => "instance_conflict",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Upstream(e) => match e {
                 UpstreamError::InstanceNotFound(_) => "instance_not_found",

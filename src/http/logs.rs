@@ -184,7 +184,9 @@ pub async fn get_logs(
     let _permit = if q.wait_ms > 0 { Some(state.wait_permit()?) } else { None };
     // Serialised while the lines are borrowed: no copy, no reference-count traffic.
     let epoch = q.epoch.as_deref();
-    let body = logs.read_with(q.instance_id, q.from_line, q.limit as usize, wait, epoch, encode_answer).await?;
+    let req =
+        crate::service::ReadRequest { id: q.instance_id, from_line: q.from_line, limit: q.limit as usize, wait, epoch };
+    let body = logs.read_with(req, encode_answer).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 

@@ -30,14 +30,18 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Err(e) => json!({ "ok": false, "node": state.logs.node(), "error": e.to_string() }),
     });
     let error = match (upstream, store) {
-        (Err(e), _) => Some(ApiError::Upstream(e)),
-        (Ok(()), Some(Err(e))) => Some(ApiError::StoreUnavailable(e.to_string())),
+        (Err(e), _) => {
+            let e = ApiError::Upstream(e);
+            Some((e.code(), e.to_string()))
+        }
+        // (The store's own words: not a read's "this replica holds nothing of the instance".)
+        (Ok(()), Some(Err(e))) => Some(("store_unavailable", e.to_string())),
         (Ok(()), _) => None,
     };
     let mut body = match &error {
         None => json!({ "status": "ready" }),
         // The same code as any other route answering this failure; the status is 503.
-        Some(e) => json!({ "status": "not_ready", "error": { "code": e.code(), "message": e.to_string() } }),
+        Some((code, message)) => json!({ "status": "not_ready", "error": { "code": code, "message": message } }),
     };
     if let Some(s) = store_json {
         body["store"] = s;

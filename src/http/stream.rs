@@ -32,7 +32,7 @@ use super::extract::{digits, strict_query, ApiPath};
 use super::logs::{parse_epoch, parse_instance_id, past_end};
 use super::startup::startup_json;
 use super::state::AppState;
-use crate::service::{LogPage, LogService, ServiceError, StartupKey};
+use crate::service::{LogPage, LogService, ReadRequest, ServiceError, StartupKey};
 use crate::telemetry;
 
 /// Lines in one event at most.
@@ -66,7 +66,8 @@ pub async fn stream_logs(
     let permit = state.wait_permit()?;
     // The first read answers HTTP errors (unknown instance, PowerJob down) before the
     // stream starts.
-    let first = state.logs.read(id, from, BATCH_LINES, Duration::ZERO, epoch.as_deref()).await?;
+    let req = ReadRequest { id, from_line: from, limit: BATCH_LINES, wait: Duration::ZERO, epoch: epoch.as_deref() };
+    let first = state.logs.read(req).await?;
     if reconnect && first.complete && from >= first.total_lines {
         // An `EventSource` reconnecting after `end`: 204 makes it stop for good.
         return Ok(StatusCode::NO_CONTENT.into_response());
@@ -119,7 +120,11 @@ impl Streamer {
         loop {
             let page = match self.first.take() {
                 Some(p) => Ok(p),
-                None => self.logs.read(self.id, self.from, BATCH_LINES, WAIT, Some(&self.epoch)).await,
+                None => {
+                    let epoch = Some(&*self.epoch);
+                    let req = ReadRequest { id: self.id, from_line: self.from, limit: BATCH_LINES, wait: WAIT, epoch };
+                    self.logs.read(req).await
+                }
             };
             let page = match page {
                 Ok(mut p) => {

@@ -42,6 +42,23 @@ pub struct SharedMeta {
     /// the service fills it in, so every replica applies the job's start-up rules).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<i64>,
+    /// The writer could not read PowerJob at its last refresh (not follower state
+    /// either: the service fills it in, so every replica answers `stale` alike).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub upstream_failing: bool,
+    /// What PowerJob said this instance is (app, job, creation), as the writer read it:
+    /// a replica whose PowerJob says otherwise of the same id follows another PowerJob
+    /// and must not serve these lines (the service fills it in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+}
+
+impl SharedMeta {
+    /// The part the follower itself keeps ([`Follower::shared_meta`]): without what the
+    /// service fills in.
+    pub fn follower_part(&self) -> SharedMeta {
+        SharedMeta { job_id: None, upstream_failing: false, origin: None, ..self.clone() }
+    }
 }
 
 /// The layout version written by this build.
@@ -62,6 +79,8 @@ impl Follower {
             upstream_lost: d.upstream_lost,
             truncated: d.truncated,
             job_id: None,
+            upstream_failing: false,
+            origin: None,
         }
     }
 

@@ -2,14 +2,18 @@
 //! [`super::redis`] for the keys and scripts).
 //!
 //! Each refresh starts with a *tick*: it renews or takes the instance's lease and reads
-//! the shared state.
+//! the shared state (once the key prefix is known to belong to this replica's PowerJob,
+//! and the instance's lines, if any, to this PowerJob's instance of that id).
+//! Both roles then *bring* the follower *to* N lines of the store with its meta:
 //!
-//! * The lease is another replica's: *sync*. Read the committed lines this replica does
-//!   not hold yet, take the shared meta, show them. PowerJob is not read (but for the
-//!   status of an instance nobody has written yet, so that an unknown one gets 404).
-//! * The lease is ours: *catch up* with the store (the lines another holder appended
-//!   before), refresh from PowerJob as in memory mode, then *write back* what changed
-//!   with the fenced append. Readers see the lines once committed.
+//! * The lease is another replica's: *sync* to the committed lines, and show them with
+//!   the meta (also the writer's failure to read PowerJob: `stale`). PowerJob is not
+//!   read (but for the status of an instance nobody has written yet, so that an unknown
+//!   one gets 404, and once per entry to check the instance's origin).
+//! * The lease is ours: *catch up* to every appended line (another holder's, perhaps
+//!   not all committed), refresh from PowerJob as in memory mode, then *write back*
+//!   what changed with the fenced append (in chunks). Readers see the lines once
+//!   committed.
 //!
 //! Whatever fails, nothing readers saw changes: a failed append leaves the lines hidden
 //! and the follower is rebuilt from the store before its next use.
@@ -17,16 +21,19 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::entry::{Entry, Source, View};
 use super::redis::{SharedLog, StoreError, Tick};
-use super::{Entry, LogService, ServiceError, View};
+use super::{LogService, ServiceError};
 use crate::logs::{Follower, SharedMeta, Status};
 use crate::telemetry;
+use crate::upstream::UpstreamError;
 
 impl LogService {
     /// One refresh of `entry` in cluster mode (see the module docs).
-    pub(super) async fn refresh_shared(&self, entry: &Arc<Entry>, shared: &SharedLog) -> Result<(), ServiceError> {
+    pub(super) async fn refresh_shared(&self, entry: &Arc<Entry>, shared: &Arc<SharedLog>) -> Result<(), ServiceError> {
         // A complete log is only rechecked now and then: its holder keeps the lease
         // until after its next recheck, so that the other replicas do not take turns.
+        shared.ensure_identity(self.inner.client.app_id()).await?;
         let extra = if entry.is_complete() { self.inner.recheck_complete.as_millis() as u64 } else { 0 };
         let tick = shared.tick(entry.id, &self.inner.store.new_epoch(), extra).await?;
         let known = entry.epoch();
@@ -39,6 +46,7 @@ impl LogService {
             // old lines under it: the follower is rebuilt first.)
             entry.reload.store(true, Ordering::Relaxed);
         }
+        self.check_origin(entry, shared, &tick).await?;
         let was_holder = entry.holder.swap(tick.holder, Ordering::Relaxed);
         if tick.holder != was_holder {
             let change = if tick.holder { "acquired" } else { "lost" };
@@ -49,42 +57,93 @@ impl LogService {
             return self.sync(entry, shared, &tick).await;
         }
         let tick = self.catch_up(entry, shared, &tick, !was_holder || tick.acquired).await?;
-        let meta_before = self.meta_of(entry);
+        let failing = tick.meta.as_ref().is_some_and(|m| m.upstream_failing);
+        let meta_before = SharedMeta { upstream_failing: failing, ..self.meta_of(entry) };
         let before = entry.follower.read().expect("follower lock poisoned").line_count();
         let refreshed = self.refresh_renewing(entry, shared).await;
         // Whatever the refresh changed goes to the store, also after a failed read (it
-        // may have kept records it saw: `Follower::salvage`). The first meta only after
-        // PowerJob answered: the other replicas read an instance nobody wrote themselves.
-        let first = tick.meta.is_none() && refreshed.is_ok();
-        let written = self.write_back(entry, shared, &tick, before, &meta_before, first).await;
+        // may have kept records it saw: `Follower::salvage`), and so does the failure:
+        // every replica then answers `stale`, as this one does.
+        let written = self.write_back(entry, shared, &tick, before, &meta_before, refreshed.is_ok()).await;
         refreshed?;
         written
     }
 
     /// [`LogService::refresh`], renewing the lease meanwhile: a refresh can outlast it
-    /// (a slow PowerJob), and another replica would then read PowerJob too (its append,
-    /// or this one's, would be refused: safe, but twice the load).
-    async fn refresh_renewing(&self, entry: &Entry, shared: &SharedLog) -> Result<(), crate::upstream::UpstreamError> {
-        let refresh = self.refresh(entry);
-        tokio::pin!(refresh);
+    /// (a slow PowerJob, or a long log to apply), and another replica would then read
+    /// PowerJob too (its append, or this one's, would be refused: safe, but twice the
+    /// load, and two replicas that each outlast the lease take turns for ever). The
+    /// renewals run in a task of their own, so that the refresh's own work (applying a
+    /// long log holds its task) never delays them.
+    async fn refresh_renewing(&self, entry: &Entry, shared: &Arc<SharedLog>) -> Result<(), UpstreamError> {
         let period = shared.lease() / 3;
-        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        loop {
-            tokio::select! {
-                result = &mut refresh => return result,
-                _ = renew.tick() => {
-                    // (Lost or unreachable: the append at the end finds out and is refused.)
-                    let _ = shared.renew(entry.id).await;
-                }
+        let (renewer, id) = (shared.clone(), entry.id);
+        let renewals = tokio::spawn(async move {
+            let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            loop {
+                renew.tick().await;
+                // (Lost or unreachable: the append at the end finds out and is refused.)
+                let _ = renewer.renew(id).await;
             }
-        }
+        });
+        let result = self.refresh(entry).await;
+        renewals.abort();
+        result
     }
 
-    /// The follower's meta with the instance's job.
+    /// The follower's meta with the instance's job and origin (PowerJob read well).
     fn meta_of(&self, entry: &Entry) -> SharedMeta {
-        let mut meta = entry.follower.read().expect("follower lock poisoned").shared_meta();
-        meta.job_id = self.gate(entry).job_id;
-        meta
+        let meta = entry.follower.read().expect("follower lock poisoned").shared_meta();
+        let gate = self.gate(entry);
+        SharedMeta { job_id: gate.job_id, origin: gate.origin.clone(), ..meta }
+    }
+
+    /// The store's lines of `entry` must be of the instance this replica's PowerJob
+    /// knows under that id: another PowerJob cluster sharing the Redis and the key
+    /// prefix may have written the same id (ids restart with a fresh server, and
+    /// snowflake ids can meet). On a mismatch nothing of it is served: the follower
+    /// is dropped, and the read is refused ([`ServiceError::InstanceConflict`]).
+    async fn check_origin(&self, entry: &Entry, shared: &SharedLog, tick: &Tick) -> Result<(), ServiceError> {
+        let Some(stored) = tick.meta.as_ref().and_then(|m| m.origin.clone()) else { return Ok(()) };
+        let known = self.gate(entry).origin.clone();
+        let mine = match known {
+            Some(o) => o,
+            None => match self.inner.client.instance_info(entry.id).await {
+                Ok(info) => {
+                    let o = super::refresh::origin(&info);
+                    self.gate(entry).origin = Some(o.clone());
+                    o
+                }
+                // This replica's PowerJob does not know the id: not its instance.
+                Err(e @ UpstreamError::InstanceNotFound(_)) => return Err(e.into()),
+                // PowerJob cannot say now: the store serves as before (checked again at
+                // the next refresh), rather than a replica that cannot reach PowerJob
+                // refusing what the store holds.
+                Err(e) => {
+                    tracing::debug!(instance.id = entry.id, error = %e, "origin not checked: PowerJob unreadable");
+                    return Ok(());
+                }
+            },
+        };
+        if stored == mine {
+            return Ok(());
+        }
+        *entry.follower.write().expect("follower lock poisoned") = Follower::default();
+        entry.reload.store(true, Ordering::Relaxed);
+        entry.publish(View { epoch: tick.epoch.clone(), source: Source::Mirror, ..View::default() });
+        if tick.holder {
+            // (The other PowerJob's replicas refresh it, not this one.)
+            let _ = shared.release(entry.id).await;
+            entry.holder.store(false, Ordering::Relaxed);
+        }
+        metrics::counter!(telemetry::STORE_ERRORS, "op" => "sync", "kind" => "instance_conflict").increment(1);
+        Err(ServiceError::InstanceConflict(format!(
+            "instance {id} in the shared store belongs to another PowerJob: the store holds {stored}, this \
+             replica's PowerJob says {mine}. Two PowerJob clusters share this Redis and [cluster] key_prefix \
+             \"{prefix}\": give each its own key_prefix (or its own Redis)",
+            id = entry.id,
+            prefix = shared.prefix()
+        )))
     }
 
     /// When this replica holds more lines than the store (and all of them were
@@ -117,33 +176,21 @@ impl LogService {
             // PowerJob does not know it): its status, so that readers get a status or a
             // 404 rather than an empty log of unknown state.
             let info = self.inner.client.instance_info(entry.id).await?;
-            let view = View { epoch: tick.epoch.clone(), status: Status::from_code(info.status), ..View::default() };
+            self.gate(entry).origin = Some(super::refresh::origin(&info));
+            self.bring_to(entry, shared, 0, None, false).await?;
+            let status = Status::from_code(info.status);
+            let view = View { epoch: tick.epoch.clone(), status, source: Source::Mirror, ..View::default() };
             entry.publish(view);
             return Ok(());
         };
-        if meta.job_id.is_some() {
-            self.gate(entry).job_id = meta.job_id;
-        }
-        let target = usize::try_from(tick.committed).unwrap_or(usize::MAX);
-        let local = entry.follower.read().expect("follower lock poisoned").line_count();
-        if entry.reload.load(Ordering::Relaxed) || local > target {
-            // Rolled back under us (a failover lost lines), or lines of a failed append.
-            let f = self.load(shared, entry.id, 0, target, meta, Follower::default()).await?;
-            *entry.follower.write().expect("follower lock poisoned") = f;
-            entry.reload.store(false, Ordering::Relaxed);
-        } else if local < target {
-            let (lines, flags) = shared.read_lines(entry.id, local as u64, target as u64).await?;
-            entry.follower.write().expect("follower lock poisoned").extend_shared(&lines, &flags, meta);
-        } else if entry.follower.read().expect("follower lock poisoned").shared_meta()
-            != (SharedMeta { job_id: None, ..meta.clone() })
-        {
-            entry.follower.write().expect("follower lock poisoned").extend_shared::<&str>(&[], &[], meta);
-        }
+        self.bring_to(entry, shared, tick.committed, Some(meta), false).await?;
         let view = {
             let f = entry.follower.read().expect("follower lock poisoned");
-            let mut view = View::of(&f, target, tick.epoch.clone());
+            let visible = usize::try_from(tick.committed).unwrap_or(usize::MAX);
+            let mut view = View::of(&f, visible, tick.epoch.clone(), Source::Mirror);
             // Complete only when every appended line is committed.
             view.complete &= tick.committed == tick.next;
+            view.writer_stale = meta.upstream_failing;
             view
         };
         entry.publish(view);
@@ -151,8 +198,9 @@ impl LogService {
     }
 
     /// The holder: brings the follower to the store's `next` (lines another holder
-    /// appended; the whole log after a failed append), dropping the upstream model when
-    /// the lease was just taken (another writer may have moved on since it was read).
+    /// appended, perhaps not all committed yet; the whole log after a failed append),
+    /// dropping the upstream model when the lease was just taken (another writer may
+    /// have moved on since it was read).
     async fn catch_up(
         &self,
         entry: &Arc<Entry>,
@@ -161,39 +209,62 @@ impl LogService {
         new_holder: bool,
     ) -> Result<Tick, ServiceError> {
         let epoch = self.check_rollback(entry, shared, tick).await?;
-        let tick = &Tick { epoch, ..tick.clone() };
-        let next = usize::try_from(tick.next).unwrap_or(usize::MAX);
-        let local = entry.follower.read().expect("follower lock poisoned").line_count();
-        if let Some(meta) = &tick.meta {
-            if meta.job_id.is_some() {
-                let mut gate = self.gate(entry);
-                gate.job_id = gate.job_id.or(meta.job_id);
-            }
-            if entry.reload.load(Ordering::Relaxed) || local > next {
-                let f = self.load(shared, entry.id, 0, next, meta, Follower::default()).await?;
-                *entry.follower.write().expect("follower lock poisoned") = f;
-                entry.reload.store(false, Ordering::Relaxed);
-            } else if local < next {
-                let (lines, flags) = shared.read_lines(entry.id, local as u64, next as u64).await?;
-                entry.follower.write().expect("follower lock poisoned").extend_shared(&lines, &flags, meta);
-            } else if new_holder {
-                entry.follower.write().expect("follower lock poisoned").extend_shared::<&str>(&[], &[], meta);
-            }
-        } else if local > 0 || entry.reload.load(Ordering::Relaxed) {
-            // A new sequence (the old one was lost): start over.
-            *entry.follower.write().expect("follower lock poisoned") = Follower::default();
-            entry.reload.store(false, Ordering::Relaxed);
-        }
-        let mut committed = tick.committed;
-        if shared.waits_for_replicas() && tick.committed < tick.next && shared.commit(entry.id, tick.next).await? {
-            committed = tick.next;
-        }
-        self.show(entry, committed, tick);
-        Ok(Tick { committed, ..tick.clone() })
+        let tick = Tick { epoch, ..tick.clone() };
+        self.bring_to(entry, shared, tick.next, tick.meta.as_ref(), new_holder).await?;
+        self.show(entry, tick.committed, &tick, tick.meta.as_ref().is_some_and(|m| m.upstream_failing));
+        Ok(tick)
     }
 
-    /// Appends what the refresh added after line `before` (and the meta, if it changed)
-    /// to the store; shows it once committed.
+    /// Brings this process's follower to the first `target` lines of the store, with
+    /// the store's `meta` (`None`: nobody wrote one yet). With `fresh`, the follower
+    /// takes the meta even when nothing changed (which drops its upstream model).
+    async fn bring_to(
+        &self,
+        entry: &Entry,
+        shared: &SharedLog,
+        target: u64,
+        meta: Option<&SharedMeta>,
+        fresh: bool,
+    ) -> Result<(), ServiceError> {
+        let target = usize::try_from(target).unwrap_or(usize::MAX);
+        let reload = entry.reload.load(Ordering::Relaxed);
+        let local = entry.follower.read().expect("follower lock poisoned").line_count();
+        // (Lines without a meta: the first append was cut between two chunks.)
+        let default_meta = SharedMeta::default();
+        let meta = match meta {
+            Some(meta) => meta,
+            None if target > 0 => &default_meta,
+            None => {
+                if local > 0 || reload {
+                    // A new sequence (the old one was lost): start over.
+                    *entry.follower.write().expect("follower lock poisoned") = Follower::default();
+                    entry.reload.store(false, Ordering::Relaxed);
+                }
+                return Ok(());
+            }
+        };
+        if meta.job_id.is_some() {
+            // (The store's word: the writer read it from PowerJob.)
+            self.gate(entry).job_id = meta.job_id;
+        }
+        if reload || local > target {
+            // Rolled back under us (a failover lost lines), or lines of a failed append.
+            let f = self.load(shared, entry.id, target, meta).await?;
+            *entry.follower.write().expect("follower lock poisoned") = f;
+            entry.reload.store(false, Ordering::Relaxed);
+        } else if local < target {
+            let (lines, flags) = shared.read_lines(entry.id, local as u64, target as u64).await?;
+            entry.follower.write().expect("follower lock poisoned").extend_shared(&lines, &flags, meta);
+        } else if fresh || entry.follower.read().expect("follower lock poisoned").shared_meta() != meta.follower_part()
+        {
+            entry.follower.write().expect("follower lock poisoned").extend_shared::<&str>(&[], &[], meta);
+        }
+        Ok(())
+    }
+
+    /// Appends what the refresh added after line `before` (and the meta, if it changed,
+    /// with whether PowerJob could be read: `upstream_ok`) to the store; shows it once
+    /// committed. Also commits what an earlier append left uncommitted.
     async fn write_back(
         &self,
         entry: &Arc<Entry>,
@@ -201,14 +272,20 @@ impl LogService {
         tick: &Tick,
         before: usize,
         meta_before: &SharedMeta,
-        first: bool,
+        upstream_ok: bool,
     ) -> Result<(), ServiceError> {
-        let meta = self.meta_of(entry);
+        let meta = SharedMeta { upstream_failing: !upstream_ok, ..self.meta_of(entry) };
         let (lines, flags): (Vec<Arc<str>>, Vec<bool>) = {
             let f = entry.follower.read().expect("follower lock poisoned");
             (f.lines_in(before..f.line_count()).to_vec(), f.unit_flags(before))
         };
-        if lines.is_empty() && meta == *meta_before && !first {
+        // The first meta only after PowerJob answered: the other replicas read an
+        // instance nobody wrote themselves.
+        let first = tick.meta.is_none() && upstream_ok;
+        if lines.is_empty() && meta == *meta_before && !first && tick.committed == tick.next {
+            return Ok(());
+        }
+        if lines.is_empty() && tick.meta.is_none() && !upstream_ok {
             return Ok(());
         }
         let texts: Vec<&str> = lines.iter().map(|l| &**l).collect();
@@ -231,38 +308,49 @@ impl LogService {
         };
         let committed =
             if !shared.waits_for_replicas() || shared.commit(entry.id, next).await? { next } else { tick.committed };
-        self.show(entry, committed, &Tick { next, ..tick.clone() });
+        self.show(entry, committed, &Tick { next, ..tick.clone() }, meta.upstream_failing);
         Ok(())
     }
 
     /// Shows the holder's first `committed` lines to readers.
-    fn show(&self, entry: &Entry, committed: u64, tick: &Tick) {
+    fn show(&self, entry: &Entry, committed: u64, tick: &Tick, writer_stale: bool) {
         let view = {
             let f = entry.follower.read().expect("follower lock poisoned");
-            View::of(&f, usize::try_from(committed).unwrap_or(usize::MAX), tick.epoch.clone())
+            let visible = usize::try_from(committed).unwrap_or(usize::MAX);
+            View { writer_stale, ..View::of(&f, visible, tick.epoch.clone(), Source::Holder) }
         };
         entry.publish(view);
     }
 
-    /// A follower with lines `from..to` of the store appended to `base`.
-    async fn load(
-        &self,
-        shared: &SharedLog,
-        id: i64,
-        from: usize,
-        to: usize,
-        meta: &SharedMeta,
-        mut base: Follower,
-    ) -> Result<Follower, StoreError> {
-        let (lines, flags) = shared.read_lines(id, from as u64, to as u64).await?;
-        base.extend_shared(&lines, &flags, meta);
-        Ok(base)
+    /// A follower with the first `to` lines of the store and `meta`.
+    async fn load(&self, shared: &SharedLog, id: i64, to: usize, meta: &SharedMeta) -> Result<Follower, StoreError> {
+        let (lines, flags) = shared.read_lines(id, 0, to as u64).await?;
+        let mut f = Follower::default();
+        f.extend_shared(&lines, &flags, meta);
+        Ok(f)
     }
 
     /// Cluster mode: listens for other replicas' commits and syncs the entries this
     /// replica holds at once (the timer of one refresh interval is the fallback).
     pub(super) fn start_wake_ups(&self) {
         let Some(shared) = self.inner.shared.clone() else { return };
+        // At start-up: whether the key prefix belongs to this PowerJob's app (logged when
+        // not; `/readyz` and every read say so too): its name at once, its `appId` once
+        // authenticated (one authentication now, else at the first read).
+        let (client, check) = (self.inner.client.clone(), shared.clone());
+        let stop = self.inner.shutdown.clone();
+        tokio::spawn(async move {
+            let checked = async {
+                if check.ensure_identity(client.app_id()).await.is_ok() && client.app_id().is_none() {
+                    let _ = client.probe().await;
+                    let _ = check.ensure_identity(client.app_id()).await;
+                }
+            };
+            tokio::select! {
+                () = checked => {}
+                () = stop.cancelled() => {}
+            }
+        });
         let (weak, again) = (Arc::downgrade(&self.inner), Arc::downgrade(&self.inner));
         let stop = self.inner.shutdown.clone();
         tokio::spawn(shared.subscribe(

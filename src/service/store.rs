@@ -20,7 +20,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use super::{Entry, ServiceError};
+use super::entry::Entry;
+use super::ServiceError;
 use crate::config::Config;
 use crate::telemetry;
 use crate::upstream::now_ms;
@@ -30,9 +31,10 @@ use crate::upstream::now_ms;
 /// never repeats one) and the number of entries created so far.
 ///
 /// The epoch lives on the [`Entry`], not in the pure `Follower`: it names the store's
-/// copy of the sequence, not anything the follower computes. A shared store (Redis,
-/// coming) will create it with the sequence itself (set once, when the sequence key is
-/// created) and hand it to every replica, so that a restart of one keeps it.
+/// copy of the sequence, not anything the follower computes. In cluster mode the shared
+/// store (Redis) creates it with the sequence itself (set once, when the sequence key is
+/// created, from an epoch this process proposes) and hands it to every replica, so that
+/// a restart of one keeps it.
 pub(super) struct Epochs {
     boot: u64,
     created: AtomicU64,

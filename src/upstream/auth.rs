@@ -182,6 +182,11 @@ impl PowerJobClient {
         }
     }
 
+    /// The `appId` PowerJob assigned to `app_name`, once authenticated.
+    pub fn app_id(&self) -> Option<i64> {
+        self.session().app_id
+    }
+
     pub(super) fn session(&self) -> Session {
         self.inner.session.read().expect("session lock poisoned").clone()
     }

@@ -14,6 +14,7 @@ import pytest
 from powertail_client import (
     Client,
     EpochMismatchError,
+    InstanceConflictError,
     OverloadedError,
     RateLimitedError,
     RetryableError,
@@ -180,6 +181,16 @@ def test_a_replica_without_its_store_is_retried_then_typed(serve: Callable[[List
     assert isinstance(caught.value, RetryableError) and not isinstance(caught.value, UpstreamError)
     assert (caught.value.status, caught.value.retry_after) == (503, 0.0)
     assert len(fake.requests) == 2
+
+
+def test_an_instance_of_another_powerjob_is_typed_and_not_retried(serve: Callable[[List[Reply]], FakeServer]) -> None:
+    fake = serve([error(409, "instance_conflict", None)] * 2)
+    with Client(fake.url, max_retries=3) as client:
+        with pytest.raises(InstanceConflictError) as caught:
+            client.read("5")
+    assert not isinstance(caught.value, RetryableError)
+    assert caught.value.status == 409
+    assert len(fake.requests) == 1
 
 
 def test_run_job_is_never_retried(serve: Callable[[List[Reply]], FakeServer]) -> None:

@@ -41,6 +41,12 @@ class ConflictError(PowertailError):
     """409 ``conflict``: stop/cancel/retry in a state PowerJob refuses."""
 
 
+class InstanceConflictError(PowertailError):
+    """409 ``instance_conflict`` (cluster mode): the shared store holds this instance id
+    for another PowerJob (two PowerJob clusters share one Redis and ``key_prefix``);
+    nothing of it is served. Not retryable: the configuration must change."""
+
+
 class RetryableError(PowertailError):
     """Refused for now (429, 503): ``retry_after`` says when to try again.
 
@@ -153,6 +159,7 @@ _BY_CODE: Dict[str, Type[PowertailError]] = {
     "instance_not_found": InstanceNotFoundError,
     "job_not_found": JobNotFoundError,
     "conflict": ConflictError,
+    "instance_conflict": InstanceConflictError,
     "epoch_mismatch": EpochMismatchError,
     "rate_limited": RateLimitedError,
     "overloaded": OverloadedError,

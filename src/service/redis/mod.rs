@@ -6,13 +6,15 @@
 //!   tag byte (`u`: the line starts a unit, `c`: it continues one) and the text;
 //! * `<prefix>:{<id>}:state`: a Hash, `epoch` (set once, when the sequence is created),
 //!   `next` (lines appended), `committed` (lines readers may see) and `meta` (the
-//!   follower's [`SharedMeta`], as of `next`);
+//!   follower's [`SharedMeta`], as of the last complete append); it expires after
+//!   [`UNWRITTEN_RETAIN_MS`] until the first append (an id PowerJob does not know);
 //! * `<prefix>:{<id>}:lease`: the token of the replica that refreshes the instance.
 //!
 //! Every change goes through one Lua script, so it is atomic: [`SharedLog::tick`] renews
 //! or takes the lease and reads the state; [`SharedLog::append`] checks the token and
 //! the expected `next` before it writes anything (a paused former holder is refused,
-//! never forks the sequence; Redis also refuses a repeated stream ID); with
+//! never forks the sequence; Redis also refuses a repeated stream ID), in chunks of a
+//! few milliseconds of Redis time, the meta and the commit with the last one; with
 //! `commit_replicas > 0`, [`SharedLog::commit`] moves `committed` once `WAIT` confirmed
 //! the lines. Each commit is published on `<prefix>:appended` as `"<id> <committed>"`;
 //! a tick that finds the lease held by another replica publishes `"<id> want"` there, so
@@ -21,7 +23,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError, Script};
 use secrecy::ExposeSecret;
@@ -29,42 +30,27 @@ use tokio::sync::Mutex;
 
 use crate::config::ClusterConfig;
 use crate::logs::SharedMeta;
+pub use error::StoreError;
+use error::Target;
+use identity::Identity;
+
+mod error;
+mod identity;
+mod scripts;
+mod wakeups;
 
 /// Lines read from the stream per request.
 const READ_BATCH: usize = 10_000;
-
-/// A failure of the shared store.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// Redis could not be reached or did not answer in time.
-    #[error("the shared store (Redis) is unreachable: {0}")]
-    Unavailable(String),
-    /// Redis refused a write for lack of memory (`maxmemory`, `noeviction`).
-    #[error("the shared store (Redis) is out of memory: the write was refused whole")]
-    OutOfMemory,
-    /// Another replica holds the instance's lease now.
-    #[error("another replica holds the lease of this instance")]
-    Fenced,
-    /// The shared log is not where this replica expected it (another writer, a failover).
-    #[error("the shared log holds {0} lines, not the number expected")]
-    Conflict(i64),
-    /// A reply this build does not understand (a newer replica's meta, a foreign key).
-    #[error("unexpected data in the shared store: {0}")]
-    Protocol(String),
-}
-
-impl StoreError {
-    /// The `kind` label of the error metric.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            StoreError::Unavailable(_) => "unavailable",
-            StoreError::OutOfMemory => "oom",
-            StoreError::Fenced => "fenced",
-            StoreError::Conflict(_) => "conflict",
-            StoreError::Protocol(_) => "protocol",
-        }
-    }
-}
+/// At most this many lines per append script call…
+const APPEND_CHUNK_LINES: usize = 2_000;
+/// …and about this many bytes: each call holds Redis about 10 ms at most (100 000 lines
+/// in one call held it 414 ms), and a chunk that is not the last shows nothing to
+/// readers (see [`scripts::APPEND`]).
+const APPEND_CHUNK_BYTES: usize = 1 << 20;
+/// How long the state of an instance nobody appended to yet lives (an id PowerJob does
+/// not know, mistyped or probed): 10 minutes, not `retain_complete_ms`. The first
+/// append makes it permanent (or gives it `retain_complete_ms` once complete).
+pub const UNWRITTEN_RETAIN_MS: u64 = 600_000;
 
 /// What [`SharedLog::tick`] found.
 #[derive(Debug, Clone)]
@@ -97,6 +83,8 @@ enum Source {
 /// The shared line log; cheap to share (`Arc`).
 pub struct SharedLog {
     source: Source,
+    /// Where it connects, for messages.
+    target: Target,
     /// Reads, lease ticks, and (with `commit_replicas = 0`) appends.
     reads: Mutex<Option<MultiplexedConnection>>,
     /// Appends and their `WAIT`, which blocks the connection it runs on.
@@ -114,80 +102,13 @@ pub struct SharedLog {
     append_script: Script,
     commit_script: Script,
     rotate_script: Script,
-    renew_script: Script,
+    lease_script: Script,
+    identity_script: Script,
+    /// The PowerJob app this replica follows (`powerjob.app_name`).
+    app_name: String,
+    /// Whether the key prefix was found to belong to this PowerJob.
+    identity: std::sync::Mutex<Identity>,
 }
-
-const TICK: &str = r"
-local role = 'other'
-local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  role = 'held'
-elseif not cur then
-  -- Out of memory (noeviction), Redis refuses the SET: read on without the lease.
-  local taken = redis.pcall('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  if type(taken) ~= 'table' or not taken.err then role = 'acquired' end
-else
-  -- Another replica holds it, and this one has readers: ask the holder to refresh
-  -- (it refreshes only for its own readers otherwise).
-  redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' want')
-end
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('HSET', KEYS[2], 'epoch', ARGV[3], 'next', 0, 'committed', 0)
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
-end
-local s = redis.call('HMGET', KEYS[2], 'epoch', 'next', 'committed', 'meta')
-return {role, s[1], s[2], s[3], s[4]}
-";
-
-const APPEND: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED another replica holds the lease') end
-local n = tonumber(redis.call('HGET', KEYS[2], 'next') or '-1')
-if n ~= tonumber(ARGV[2]) then return redis.error_reply('CONFLICT ' .. n) end
-for i = 9, #ARGV do
-  n = n + 1
-  redis.call('XADD', KEYS[3], n .. '-0', 'l', ARGV[i])
-end
-redis.call('HSET', KEYS[2], 'next', n, 'meta', ARGV[3])
-if ARGV[4] == '1' then redis.call('HSET', KEYS[2], 'committed', n) end
-if ARGV[5] == '1' then
-  redis.call('PEXPIRE', KEYS[2], ARGV[6])
-  redis.call('PEXPIRE', KEYS[3], ARGV[6])
-else
-  redis.call('PERSIST', KEYS[2])
-  redis.call('PERSIST', KEYS[3])
-end
-if ARGV[4] == '1' then redis.call('PUBLISH', ARGV[7], ARGV[8] .. ' ' .. n) end
-return n
-";
-
-const COMMIT: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED another replica holds the lease') end
-local n = tonumber(redis.call('HGET', KEYS[2], 'next') or '-1')
-local c = tonumber(ARGV[2])
-if c > n then return redis.error_reply('CONFLICT ' .. n) end
-if c > tonumber(redis.call('HGET', KEYS[2], 'committed') or '0') then
-  redis.call('HSET', KEYS[2], 'committed', c)
-  redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. c)
-end
-return c
-";
-
-const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-";
-
-const ROTATE: &str = r"
-if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
-  return ARGV[2]
-end
-return redis.call('HGET', KEYS[1], 'epoch')
-";
 
 impl SharedLog {
     /// A store as configured; connects lazily (the first command), so a Redis that is
@@ -195,7 +116,7 @@ impl SharedLog {
     ///
     /// # Errors
     /// A URL the Redis client refuses (never echoed: it may hold a password).
-    pub fn new(config: &ClusterConfig) -> Result<Self, StoreError> {
+    pub fn new(config: &ClusterConfig, app_name: &str) -> Result<Self, StoreError> {
         // rustls needs a process-wide crypto provider for `rediss://`; reqwest brings ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let source = match &config.redis_url {
@@ -224,8 +145,19 @@ impl SharedLog {
                 Source::Sentinel(Mutex::new(client))
             }
         };
+        let target = match &source {
+            Source::Direct(c) => {
+                let info = c.get_connection_info();
+                Target { addr: info.addr().to_string(), db: info.redis_settings().db() }
+            }
+            Source::Sentinel(_) => Target {
+                addr: format!("the primary of {:?} (Sentinel)", config.sentinel_master.clone().unwrap_or_default()),
+                db: 0,
+            },
+        };
         Ok(SharedLog {
             source,
+            target,
             reads: Mutex::new(None),
             writes: Mutex::new(None),
             prefix: config.key_prefix.clone(),
@@ -236,17 +168,25 @@ impl SharedLog {
             commit_timeout_ms: config.commit_timeout_ms,
             retain_ms: config.retain_complete_ms,
             timeout: Duration::from_millis(config.command_timeout_ms),
-            tick_script: Script::new(TICK),
-            append_script: Script::new(APPEND),
-            commit_script: Script::new(COMMIT),
-            rotate_script: Script::new(ROTATE),
-            renew_script: Script::new(RENEW),
+            tick_script: Script::new(scripts::TICK),
+            append_script: Script::new(scripts::APPEND),
+            commit_script: Script::new(scripts::COMMIT),
+            rotate_script: Script::new(scripts::ROTATE),
+            lease_script: Script::new(scripts::LEASE),
+            identity_script: Script::new(scripts::IDENTITY),
+            app_name: app_name.to_owned(),
+            identity: std::sync::Mutex::new(Identity::Unchecked),
         })
     }
 
     /// This replica's name.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// `cluster.key_prefix`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// The pub/sub channel of commits.
@@ -271,7 +211,7 @@ impl SharedLog {
                 tokio::time::timeout(self.timeout, s.async_get_client())
                     .await
                     .map_err(|_| StoreError::Unavailable("no sentinel answered in time".into()))?
-                    .map_err(|e| unavailable(&e))
+                    .map_err(|e| self.target.connect_failed(&e))
             }
         }
     }
@@ -289,7 +229,10 @@ impl SharedLog {
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(self.timeout))
                 .set_response_timeout(Some(self.timeout + Duration::from_millis(self.commit_timeout_ms)));
-            client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| unavailable(&e))
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| self.target.connect_failed(&e))
         };
         let conn = connected.await.inspect_err(|e| {
             metrics::counter!(crate::telemetry::STORE_ERRORS, "op" => "connect", "kind" => e.kind()).increment(1);
@@ -317,7 +260,7 @@ impl SharedLog {
             }
             _ if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() => {
                 *slot.lock().await = None;
-                unavailable(e)
+                self.target.unreachable(e)
             }
             _ => StoreError::Protocol(format!("{} ({})", e.category(), e.code().unwrap_or("-"))),
         };
@@ -339,7 +282,7 @@ impl SharedLog {
             .arg(&self.token)
             .arg(self.lease_ms + extra_ms)
             .arg(new_epoch)
-            .arg(self.retain_ms)
+            .arg(UNWRITTEN_RETAIN_MS.min(self.retain_ms))
             .arg(self.channel())
             .arg(id)
             .invoke_async(&mut conn)
@@ -402,6 +345,11 @@ impl SharedLog {
     /// Appends `lines` (with their unit flags) after line `expected` and stores `meta`,
     /// if this replica still holds the lease and the log has exactly `expected` lines.
     /// Returns the new `next`; with `commit_replicas = 0` they are committed too.
+    ///
+    /// A long append goes in chunks ([`APPEND_CHUNK_LINES`], [`APPEND_CHUNK_BYTES`]),
+    /// each fenced by the `next` the one before left: readers see nothing of it before
+    /// the last chunk (which moves the meta and `committed`), and a holder that stops
+    /// between two leaves lines its successor takes as its own and goes on from.
     pub async fn append(
         &self,
         id: i64,
@@ -410,16 +358,45 @@ impl SharedLog {
         flags: &[bool],
         meta: &SharedMeta,
     ) -> Result<u64, StoreError> {
+        let mut next = expected;
+        let mut from = 0;
+        loop {
+            let mut to = from;
+            let mut bytes = 0;
+            while to < lines.len() && to - from < APPEND_CHUNK_LINES && bytes < APPEND_CHUNK_BYTES {
+                bytes += lines[to].len() + 1;
+                to += 1;
+            }
+            let last = to == lines.len();
+            let chunk = (&lines[from..to], &flags[from..to]);
+            next = self.append_chunk(id, next, chunk, last.then_some(meta)).await?;
+            if last {
+                return Ok(next);
+            }
+            from = to;
+        }
+    }
+
+    /// One call of the append script: the `(lines, flags)` of `chunk` after line
+    /// `expected`; with the meta (the last chunk), the meta and the commit too.
+    async fn append_chunk(
+        &self,
+        id: i64,
+        expected: u64,
+        (lines, flags): (&[&str], &[bool]),
+        meta: Option<&SharedMeta>,
+    ) -> Result<u64, StoreError> {
         let slot = if self.waits_for_replicas() { &self.writes } else { &self.reads };
         let mut conn = self.connection(slot).await?;
-        let complete = meta.complete;
-        let meta = serde_json::to_string(meta).expect("meta serialises");
+        let (last, complete) = (meta.is_some(), meta.is_some_and(|m| m.complete));
+        let meta = meta.map(|m| serde_json::to_string(m).expect("meta serialises")).unwrap_or_default();
         let mut inv = self.append_script.prepare_invoke();
         inv.key(self.key(id, "lease")).key(self.key(id, "state")).key(self.key(id, "lines"));
         inv.arg(&self.token).arg(expected).arg(meta);
         inv.arg(if self.waits_for_replicas() { "0" } else { "1" });
         inv.arg(if complete { "1" } else { "0" });
         inv.arg(self.retain_ms).arg(self.channel()).arg(id);
+        inv.arg(if last { "1" } else { "0" }).arg(self.lease_ms);
         for (line, &flag) in lines.iter().zip(flags) {
             let mut v = Vec::with_capacity(line.len() + 1);
             v.push(if flag { b'u' } else { b'c' });
@@ -475,17 +452,23 @@ impl SharedLog {
     /// Renews this replica's lease of `id` (during a long refresh); `false` when it is
     /// not held any more.
     pub async fn renew(&self, id: i64) -> Result<bool, StoreError> {
+        self.lease_op(id, self.lease_ms, "renew").await
+    }
+
+    /// Gives up the lease of `id` if this replica holds it.
+    pub async fn release(&self, id: i64) -> Result<(), StoreError> {
+        self.lease_op(id, 0, "release").await.map(drop)
+    }
+
+    /// The lease script: renews this replica's lease of `id` for `ms`, or (0) deletes
+    /// it; `false` when this replica does not hold it.
+    async fn lease_op(&self, id: i64, ms: u64, op: &'static str) -> Result<bool, StoreError> {
         let mut conn = self.connection(&self.reads).await?;
-        let reply: Result<i64, RedisError> = self
-            .renew_script
-            .key(self.key(id, "lease"))
-            .arg(&self.token)
-            .arg(self.lease_ms)
-            .invoke_async(&mut conn)
-            .await;
+        let reply: Result<i64, RedisError> =
+            self.lease_script.key(self.key(id, "lease")).arg(&self.token).arg(ms).invoke_async(&mut conn).await;
         match reply {
             Ok(n) => Ok(n == 1),
-            Err(e) => Err(self.failed(&self.reads, "renew", &e).await),
+            Err(e) => Err(self.failed(&self.reads, op, &e).await),
         }
     }
 
@@ -531,82 +514,6 @@ impl SharedLog {
             Err(e) => Err(self.failed(&self.reads, "ping", &e).await),
         }
     }
-
-    /// Delivers every message to `on_message` until `stop`: a commit (`id`,
-    /// `Some(committed)`), or another replica's readers waiting for `id` (`None`),
-    /// reconnecting and resubscribing after any failure; `on_resubscribed` runs after
-    /// each (re)subscription, since messages published meanwhile are lost.
-    pub async fn subscribe(
-        self: Arc<Self>,
-        stop: tokio_util::sync::CancellationToken,
-        on_message: impl Fn(i64, Option<u64>) + Send + 'static,
-        on_resubscribed: impl Fn() + Send + 'static,
-    ) {
-        let mut backoff = Duration::from_millis(100);
-        let mut warned = false;
-        while !stop.is_cancelled() {
-            let subscribed = async {
-                let client = self.client().await?;
-                let mut pubsub = tokio::time::timeout(self.timeout, client.get_async_pubsub())
-                    .await
-                    .map_err(|_| StoreError::Unavailable("timed out".into()))?
-                    .map_err(|e| unavailable(&e))?;
-                pubsub.subscribe(self.channel()).await.map_err(|e| unavailable(&e))?;
-                Ok::<_, StoreError>(pubsub)
-            };
-            let mut pubsub = match subscribed.await {
-                Ok(p) => p,
-                Err(e) => {
-                    if !warned {
-                        tracing::warn!(error = %e, "cannot subscribe to the shared store's wake-ups; retrying");
-                        warned = true;
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = stop.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                    continue;
-                }
-            };
-            if warned {
-                tracing::info!("subscribed to the shared store's wake-ups again");
-            }
-            warned = false;
-            backoff = Duration::from_millis(100);
-            on_resubscribed();
-            let mut messages = pubsub.on_message();
-            loop {
-                tokio::select! {
-                    msg = messages.next() => {
-                        let Some(msg) = msg else { break };
-                        let payload: String = msg.get_payload().unwrap_or_default();
-                        if let Some((id, what)) = payload.split_once(' ') {
-                            if let Ok(id) = id.parse() {
-                                match what {
-                                    "want" => on_message(id, None),
-                                    n => {
-                                        if let Ok(n) = n.parse() {
-                                            on_message(id, Some(n));
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    () = stop.cancelled() => return,
-                }
-            }
-            metrics::counter!(crate::telemetry::STORE_ERRORS, "op" => "subscribe", "kind" => "unavailable")
-                .increment(1);
-        }
-    }
-}
-
-fn unavailable(e: &RedisError) -> StoreError {
-    // The category and the OS error only: never the URL (it may hold a password).
-    let detail = if e.is_timeout() { "timed out".to_owned() } else { e.category().to_owned() };
-    StoreError::Unavailable(detail)
 }
 
 fn parse_meta(text: &str) -> Result<SharedMeta, StoreError> {

@@ -1,0 +1,120 @@
+//! The Lua scripts of the shared line log: every change is one script, so it is atomic
+//! (see the parent module for the keys).
+
+/// Renews or takes the lease (KEYS[1]) and reads the state (KEYS[2]), creating the
+/// sequence with its epoch if there is none. ARGV: token, lease ms, new epoch, expiry of
+/// a state nobody appended to yet (ms), channel, instance id.
+pub(super) const TICK: &str = r"
+local role = 'other'
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  role = 'held'
+elseif not cur then
+  -- Out of memory (noeviction), Redis refuses the SET: read on without the lease.
+  local taken = redis.pcall('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if type(taken) ~= 'table' or not taken.err then role = 'acquired' end
+else
+  -- Another replica holds it, and this one has readers: ask the holder to refresh
+  -- (it refreshes only for its own readers otherwise).
+  redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' want')
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[2], 'epoch', ARGV[3], 'next', 0, 'committed', 0)
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+local s = redis.call('HMGET', KEYS[2], 'epoch', 'next', 'committed', 'meta')
+return {role, s[1], s[2], s[3], s[4]}
+";
+
+/// The fenced append: checks the token and the expected `next`, then adds the lines.
+/// ARGV: token, expected next, meta, commit ('1'), complete ('1'), retain ms, channel,
+/// instance id, last chunk ('1'), lease ms (renewed), then one tagged line each. A chunk that is not the
+/// last adds lines and moves `next` only: meta, `committed` and the message move with
+/// the last one, so readers never see part of an append.
+pub(super) const APPEND: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED another replica holds the lease') end
+local n = tonumber(redis.call('HGET', KEYS[2], 'next') or '-1')
+if n ~= tonumber(ARGV[2]) then return redis.error_reply('CONFLICT ' .. n) end
+for i = 11, #ARGV do
+  n = n + 1
+  redis.call('XADD', KEYS[3], n .. '-0', 'l', ARGV[i])
+end
+-- A long append (many chunks) must not outlast the lease. (Not the first write: out
+-- of memory, Redis refuses a script at its first write that needs memory, and lets
+-- one that wrote already go on.)
+redis.call('PEXPIRE', KEYS[1], ARGV[10])
+if ARGV[9] ~= '1' then
+  -- Not the last chunk: the lines only (a state nobody appended to expires soon).
+  redis.call('HSET', KEYS[2], 'next', n)
+  redis.call('PERSIST', KEYS[2])
+  redis.call('PERSIST', KEYS[3])
+  return n
+end
+redis.call('HSET', KEYS[2], 'next', n, 'meta', ARGV[3])
+if ARGV[4] == '1' then redis.call('HSET', KEYS[2], 'committed', n) end
+if ARGV[5] == '1' then
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+  redis.call('PEXPIRE', KEYS[3], ARGV[6])
+else
+  redis.call('PERSIST', KEYS[2])
+  redis.call('PERSIST', KEYS[3])
+end
+if ARGV[4] == '1' then redis.call('PUBLISH', ARGV[7], ARGV[8] .. ' ' .. n) end
+return n
+";
+
+/// Moves `committed` (after `WAIT`) if the token still holds the lease.
+pub(super) const COMMIT: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED another replica holds the lease') end
+local n = tonumber(redis.call('HGET', KEYS[2], 'next') or '-1')
+local c = tonumber(ARGV[2])
+if c > n then return redis.error_reply('CONFLICT ' .. n) end
+if c > tonumber(redis.call('HGET', KEYS[2], 'committed') or '0') then
+  redis.call('HSET', KEYS[2], 'committed', c)
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. c)
+end
+return c
+";
+
+/// Renews the lease (KEYS[1]) for ARGV[2] ms, or with 0 gives it up, if this token
+/// (ARGV[1]) holds it; 1 if it did.
+pub(super) const LEASE: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '0' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+";
+
+/// Names the sequence anew unless another replica did first.
+pub(super) const ROTATE: &str = r"
+if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
+  return ARGV[2]
+end
+return redis.call('HGET', KEYS[1], 'epoch')
+";
+
+/// Records which PowerJob app the key prefix belongs to (KEYS[1], a hash), or checks
+/// it. ARGV: app name, appId ('' while unknown). Returns {'ok'} or {'name'|'id', the
+/// stored value}.
+pub(super) const IDENTITY: &str = r"
+local name = redis.call('HGET', KEYS[1], 'appName')
+if not name then
+  redis.call('HSET', KEYS[1], 'appName', ARGV[1])
+  name = ARGV[1]
+end
+if name ~= ARGV[1] then return {'name', name} end
+if ARGV[2] ~= '' then
+  local id = redis.call('HGET', KEYS[1], 'appId')
+  if not id then
+    redis.call('HSET', KEYS[1], 'appId', ARGV[2])
+    id = ARGV[2]
+  end
+  if id ~= ARGV[2] then return {'id', id} end
+end
+return {'ok', ''}
+";
