@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! * [`clock`]: the wall clock (epoch ms), real or advanced by tests (a leaf);
 //! * [`config`]: `config.toml` + `POWERTAIL_<SECTION>__<KEY>` overrides, validated;
 //! * [`upstream`]: the PowerJob client (4.3.x and 5.1.x), wire types, [`upstream::UpstreamError`];
 //! * [`logs`]: the pure core (paging, merge, completeness), unit- and property-tested;
@@ -17,6 +18,7 @@
 //! * [`demo`]: `powertail demo`, the simulator with sample LLM jobs behind the real service.
 
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod http;
@@ -32,6 +34,7 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
 use crate::app::AppState;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::service::LogService;
 use crate::upstream::PowerJobClient;
@@ -41,8 +44,17 @@ use crate::upstream::PowerJobClient;
 /// # Errors
 /// When the HTTP client cannot be built (TLS initialisation).
 pub fn build(config: &Config, listen: SocketAddr) -> anyhow::Result<AppState> {
+    build_with_clock(config, listen, Clock::real())
+}
+
+/// [`build`] reading the time of day from `clock` (tests pass a [`Clock::manual`] and
+/// advance it, rather than wait out completion windows).
+///
+/// # Errors
+/// As [`build`].
+pub fn build_with_clock(config: &Config, listen: SocketAddr, clock: Clock) -> anyhow::Result<AppState> {
     telemetry::prometheus();
-    let client = PowerJobClient::new(&config.powerjob)?;
+    let client = PowerJobClient::with_clock(&config.powerjob, clock)?;
     Ok(AppState::new(config, LogService::new(config, client)?, listen))
 }
 

@@ -36,7 +36,7 @@ use crate::logs::{
     Timing,
 };
 use crate::telemetry;
-use crate::upstream::{now_ms, PowerJobClient, UpstreamError};
+use crate::upstream::{PowerJobClient, UpstreamError};
 pub use notify::{signature, FAILED_SETTLE};
 pub use redis::StoreError;
 pub use startup::Startup;
@@ -241,6 +241,7 @@ impl LogService {
     pub fn new(config: &Config, client: PowerJobClient) -> Result<Self, StoreError> {
         let read_wait = Duration::from_millis(config.logs.read_wait_ms);
         let shared = config.cluster.as_ref().map(redis::SharedLog::new).transpose()?.map(Arc::new);
+        let clock = client.clock().clone();
         let service = LogService {
             inner: Arc::new(Inner {
                 client,
@@ -249,7 +250,7 @@ impl LogService {
                 recheck_complete: Duration::from_millis(config.logs.recheck_complete_ms),
                 read_wait,
                 first_read_wait: config.request_timeout() + read_wait,
-                store: Store::new(config),
+                store: Store::new(config, clock),
                 startup_rules: startup::StartupRules::new(config),
                 notifier: notify::Notifier::new(config),
                 shutdown: CancellationToken::new(),
@@ -570,7 +571,7 @@ impl LogService {
             task_tracker_address: info.task_tracker_address.clone(),
             running_times: info.running_times.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
         };
-        let now = now_ms();
+        let now = client.clock().now_ms();
         let plan = {
             let mut f = entry.follower.write().expect("follower lock poisoned");
             f.observe(&facts, now, timing);
@@ -593,7 +594,7 @@ impl LogService {
     /// Reads the pages the plan asks for and applies them (see `logs::reader`).
     async fn read_log(&self, entry: &Entry, pages: Pages) -> Result<(), UpstreamError> {
         let src = InstancePages { client: &self.inner.client, id: entry.id };
-        let read_at = now_ms();
+        let read_at = self.inner.client.clock().now_ms();
         // A finished log no longer grows (but for late lines, which are checked later by
         // the usual window read): download it whole rather than page by page.
         let whole_file_ok = entry.follower.read().expect("follower lock poisoned").status().is_final();
@@ -701,7 +702,7 @@ impl PageSource for InstancePages<'_> {
     }
 
     fn now_ms(&self) -> i64 {
-        now_ms()
+        self.client.clock().now_ms()
     }
 
     async fn whole_file(&self) -> Result<Option<Vec<u8>>, UpstreamError> {

@@ -140,6 +140,32 @@ pub struct SimConfig {
     /// unreliable and the processor may ignore the interrupt). `false`: the lines not
     /// logged yet at the stop are never logged.
     pub logs_after_stop: bool,
+    /// The server's time of day: the wall clock by default; a test gives its own (e.g.
+    /// `powertail::clock::Clock::now_fn`) to move the server's time forward with it.
+    pub clock: SimClock,
+}
+
+/// The time of day a simulator reads (epoch ms): the wall clock, or a function a test
+/// gives it. The core itself never reads a clock: [`super::http`] passes `now` in.
+#[derive(Clone, Default)]
+pub struct SimClock(Option<Arc<dyn Fn() -> i64 + Send + Sync>>);
+
+impl SimClock {
+    /// Time read from `now` (epoch ms).
+    pub fn from_fn(now: Arc<dyn Fn() -> i64 + Send + Sync>) -> Self {
+        SimClock(Some(now))
+    }
+
+    /// The test's function, `None` for the wall clock.
+    pub fn custom(&self) -> Option<&(dyn Fn() -> i64 + Send + Sync)> {
+        self.0.as_deref()
+    }
+}
+
+impl std::fmt::Debug for SimClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "SimClock(custom)" } else { "SimClock(wall)" })
+    }
 }
 
 impl Default for SimConfig {
@@ -166,6 +192,7 @@ impl Default for SimConfig {
             clean_interval_ms: 120_000,
             clean_age_ms: 600_000,
             logs_after_stop: false,
+            clock: SimClock::default(),
         }
     }
 }

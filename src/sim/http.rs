@@ -215,7 +215,13 @@ impl Simulator {
     /// Runs `f` on the core with the current time (scripting from tests).
     pub fn with_core<R>(&self, f: impl FnOnce(&mut SimCore, i64) -> R) -> R {
         let mut core = self.core.lock().expect("sim core poisoned");
-        f(&mut core, Self::now())
+        f(&mut core, self.time())
+    }
+
+    /// This server's now, epoch ms: [`SimConfig::clock`] (the wall clock, [`Simulator::now`],
+    /// unless the test gave its own).
+    pub fn time(&self) -> i64 {
+        self.cfg.clock.custom().map_or_else(Self::now, |now| now())
     }
 
     /// Queues a fault; faults apply in the order they were queued.
@@ -613,7 +619,7 @@ async fn openapi_interceptor(State(sim): State<Simulator>, req: Request, next: N
         if exempt {
             return next.run(req).await;
         }
-        if let Err(rejection) = sim.check_app_token(req.headers(), Simulator::now()) {
+        if let Err(rejection) = sim.check_app_token(req.headers(), sim.time()) {
             return rejection.into_response();
         }
     }
@@ -755,7 +761,7 @@ async fn auth_app(State(sim): State<Simulator>, req: Request) -> Response {
         }
         Ok(false) => result(false, Value::Null, Some("INCORRECT_PASSWORD"), Some("-400")),
         Ok(true) => {
-            let now = Simulator::now();
+            let now = sim.time();
             let expires_at = now.saturating_add(sim.cfg.token_ttl_ms);
             let token = Simulator::issue_token(&json!({
                 "password": password,
@@ -948,7 +954,7 @@ fn check_log_app(sim: &Simulator, p: &Params) -> Result<(), Failure> {
 /// `GET /instance/log` (§4.1–§4.6; 5.x: console JWT and OPS on the app).
 async fn instance_log(State(sim): State<Simulator>, req: Request) -> Response {
     let (headers, p) = Params::read(req).await;
-    let now = Simulator::now();
+    let now = sim.time();
     if let Err(failure) = sim.check_console(&headers, now) {
         return sim.failure(failure);
     }
@@ -968,7 +974,7 @@ async fn instance_log(State(sim): State<Simulator>, req: Request) -> Response {
 /// router is used without [`Simulator::serve`]).
 async fn download_log_url(State(sim): State<Simulator>, req: Request) -> Response {
     let (headers, p) = Params::read(req).await;
-    if let Err(failure) = sim.check_console(&headers, Simulator::now()) {
+    if let Err(failure) = sim.check_console(&headers, sim.time()) {
         return sim.failure(failure);
     }
     if let Err(failure) = check_log_app(&sim, &p) {
@@ -1039,7 +1045,7 @@ async fn console_login(State(sim): State<Simulator>, req: Request) -> Response {
     if password != sim.cfg.console_password {
         return fail("password is incorrect");
     }
-    let expires_at = Simulator::now().saturating_add(sim.cfg.token_ttl_ms);
+    let expires_at = sim.time().saturating_add(sim.cfg.token_ttl_ms);
     let token = Simulator::issue_token(&json!({
         "username": format!("PWJB_{username}"),
         "encryptedToken": md5_hex(password),
@@ -1058,7 +1064,7 @@ async fn console_login(State(sim): State<Simulator>, req: Request) -> Response {
 
 /// `GET /auth/ifLogin` (5.x): the user, or `data: null` without a valid JWT.
 async fn if_login(State(sim): State<Simulator>, headers: HeaderMap) -> Response {
-    match sim.console_user(&headers, Simulator::now()) {
+    match sim.console_user(&headers, sim.time()) {
         Some(user) => ok(Simulator::console_user_json(&user, None)),
         None => ok(Value::Null),
     }

@@ -17,7 +17,9 @@ pub mod file;
 pub mod http;
 pub mod script;
 
-pub use self::core::{Level, LogFile, Record, SimConfig, SimCore, SimJob, StringPage, TimeExpression, Version};
+pub use self::core::{
+    Level, LogFile, Record, SimClock, SimConfig, SimCore, SimJob, StringPage, TimeExpression, Version,
+};
 pub use self::file::LineId;
 pub use self::http::{Fault, FaultKind, SimHandle, Simulator};
 pub use self::script::{JobScript, ScriptLine, ScriptWorker};

@@ -16,7 +16,7 @@ pub mod wire;
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
@@ -29,6 +29,7 @@ use url::Url;
 pub use error::UpstreamError;
 use wire::{AppAuth, ConsoleUser, Envelope, InstanceInfo, StringPage};
 
+use crate::clock::Clock;
 use crate::config::PowerJobConfig;
 use crate::logs::RawPage;
 
@@ -113,6 +114,8 @@ struct Inner {
     login: tokio::sync::Mutex<()>,
     /// When a server last answered in PowerJob's protocol (epoch ms).
     last_ok_ms: AtomicI64,
+    /// The time of day (epoch ms) for `last_ok_ms`.
+    clock: Clock,
     /// The last readiness probe (when, and its result); the lock makes probes single-flight.
     probe: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), UpstreamError>)>>,
 }
@@ -129,6 +132,15 @@ impl PowerJobClient {
     /// # Errors
     /// When the TLS backend cannot be initialised.
     pub fn new(cfg: &PowerJobConfig) -> Result<Self, reqwest::Error> {
+        Self::with_clock(cfg, Clock::real())
+    }
+
+    /// [`PowerJobClient::new`] with the clock the service reads the time of day from
+    /// (a manual one in tests); [`PowerJobClient::clock`] hands it on.
+    ///
+    /// # Errors
+    /// When the TLS backend cannot be initialised.
+    pub fn with_clock(cfg: &PowerJobConfig, clock: Clock) -> Result<Self, reqwest::Error> {
         let timeout = Duration::from_millis(cfg.request_timeout_ms);
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
@@ -154,9 +166,15 @@ impl PowerJobClient {
                 session: RwLock::new(Session::default()),
                 login: tokio::sync::Mutex::new(()),
                 last_ok_ms: AtomicI64::new(0),
+                clock,
                 probe: tokio::sync::Mutex::new(None),
             }),
         })
+    }
+
+    /// The clock this client and the service built on it read the time of day from.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     /// The HTTP client (rustls, the configured timeouts and CA), shared with the webhooks.
@@ -178,7 +196,7 @@ impl PowerJobClient {
     /// The probe's failure ([`UpstreamError::Timeout`] past [`PROBE_TIMEOUT`]).
     pub async fn ready(&self, recent: Duration) -> Result<(), UpstreamError> {
         let recent_ms = i64::try_from(recent.as_millis()).unwrap_or(i64::MAX);
-        if now_ms().saturating_sub(self.last_ok_ms()) <= recent_ms {
+        if self.inner.clock.now_ms().saturating_sub(self.last_ok_ms()) <= recent_ms {
             return Ok(());
         }
         let mut last = self.inner.probe.lock().await;
@@ -285,7 +303,7 @@ impl PowerJobClient {
             .is_some_and(|v| v.starts_with("application/octet-stream"));
         let ok = raw.status == StatusCode::OK && is_file;
         if ok {
-            self.inner.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+            self.inner.last_ok_ms.store(self.inner.clock.now_ms(), Ordering::Relaxed);
         }
         Ok(ok.then(|| raw.body.to_vec()))
     }
@@ -443,7 +461,7 @@ impl PowerJobClient {
             let head: String = String::from_utf8_lossy(&raw.body[..raw.body.len().min(60)]).chars().collect();
             UpstreamError::Protocol(format!("{what} answered a body that is not PowerJob JSON ({e}): {head:?}"))
         })?;
-        self.inner.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+        self.inner.last_ok_ms.store(self.inner.clock.now_ms(), Ordering::Relaxed);
         Ok(env)
     }
 
@@ -655,7 +673,7 @@ fn join(base: &Url, path: &str) -> String {
     format!("{}{}", base.as_str().trim_end_matches('/'), path)
 }
 
-/// Wall-clock epoch milliseconds.
+/// Wall-clock epoch milliseconds ([`Clock::real`]; the service reads its [`Clock`]).
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    Clock::real().now_ms()
 }
