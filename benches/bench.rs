@@ -10,6 +10,8 @@
 //! `cluster-readload` (`scripts/bench.sh --cluster`).
 
 mod cluster;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,35 +92,15 @@ fn config(sim: &SimHandle, cache_ms: u64, flush_ms: u64, refresh_ms: u64, extra_
     .unwrap()
 }
 
-async fn serve(config: &Config) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = powertail::build(config, addr).unwrap();
-    tokio::spawn(powertail::run(listener, state, std::future::pending()));
-    format!("http://{addr}")
+/// One powertail in this process (the harness's [`common::Server`]); it serves until
+/// dropped.
+async fn serve(config: &Config) -> common::Server {
+    common::Server::start(config).await
 }
 
 /// A finished instance of `n` lines, delivered long ago.
 fn finished_instance(sim: &SimHandle, n: i64, tag: &str) -> i64 {
-    sim.with_core(|c, now| {
-        let id = c.create_instance(12, None, now - 600_000);
-        c.dispatch(id, now - 600_000);
-        c.set_running(id, now - 600_000);
-        let records = (0..n)
-            .map(|k| Record {
-                log_time: now - 500_000 + k,
-                level: Level::Info,
-                content: format!("{tag} processed batch {k}: 512 samples, loss=0.{:04}", k % 10_000),
-                worker: "10.0.0.21:27777".into(),
-            })
-            .collect();
-        c.deliver(id, records, now - 400_000);
-        c.finish(id, 5, "ok", now - 300_000);
-        // Apply the arrivals and syncs now: left to the first request, 1 000 of them
-        // (10 million lines) would stall the simulator past the client's timeout.
-        c.tick(now);
-        id
-    })
+    common::delivered_instance(sim, n, tag, true)
 }
 
 // ---- 1. upstream amplification ----------------------------------------------------
@@ -153,7 +135,8 @@ async fn amplification_run(pollers: usize, naive: bool) -> (f64, f64) {
     })
     .await
     .unwrap();
-    let base = serve(&config(&sim, 1_000, 500, 250, "")).await;
+    let server = serve(&config(&sim, 1_000, 500, 250, "")).await;
+    let base = server.base.clone();
     let id = sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     sim.reset_counters();
@@ -261,7 +244,8 @@ async fn followcost_run(viewers: usize) -> FollowCost {
     let mut cfg = config(&sim, 10_000, 5_000, 1_000, "");
     cfg.powerjob.clock_skew_ms = 1_000;
     cfg.logs.first_read_delay_ms = 8_000;
-    let base = serve(&cfg).await;
+    let server = serve(&cfg).await;
+    let base = server.base.clone();
     let id = sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
     let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build().unwrap();
     // Warm up: past the first read delay and the first full read.
@@ -314,7 +298,8 @@ async fn catchup() {
     let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
     let id = finished_instance(&sim, 200_000, "catch-up");
     let other = finished_instance(&sim, 200_000, "catch-up");
-    let base = serve(&config(&sim, 10_000, 5_000, 1_000, "")).await;
+    let server = serve(&config(&sim, 10_000, 5_000, 1_000, "")).await;
+    let base = server.base.clone();
     let http = reqwest::Client::new();
     // Page by page, as a client of /instance/log would.
     sim.reset_counters();
@@ -372,7 +357,8 @@ async fn hotpath() {
     }
     let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
     let id = finished_instance(&sim, 10_000, "hot");
-    let base = serve(&config(&sim, 10_000, 5_000, 1_000, "")).await;
+    let server = serve(&config(&sim, 10_000, 5_000, 1_000, "")).await;
+    let base = server.base.clone();
     let url = format!("{base}/llm/logs?instanceId={id}&fromLine=5000&limit=100");
     // Warm up until the log is complete and cached.
     let http = reqwest::Client::new();
@@ -595,7 +581,8 @@ async fn freshness() {
     println!("## Freshness: a new line to a waiting client\n");
     let sim = Simulator::spawn(SimConfig { log_cache_ms: 1_000, ..SimConfig::default() }).await.unwrap();
     let refresh: i64 = 250;
-    let base = serve(&config(&sim, 1_000, 500, refresh as u64, "")).await;
+    let server = serve(&config(&sim, 1_000, 500, refresh as u64, "")).await;
+    let base = server.base.clone();
     let id = sim.with_core(|c, now| {
         let id = c.create_instance(12, None, now - 10_000);
         c.dispatch(id, now - 10_000);

@@ -36,7 +36,7 @@ printf 'build (cargo test --no-run): %.1f s\n' "$(echo "$built - $start" | bc)"
 
 start=$(date +%s.%N)
 status=0
-cargo test --locked "${cargo_args[@]}" -- --include-ignored >"$log" 2>&1 || status=$?
+cargo test --locked --no-fail-fast "${cargo_args[@]}" -- --include-ignored >"$log" 2>&1 || status=$?
 end=$(date +%s.%N)
 
 # "Running tests/x.rs (target/debug/deps/x-…)" / "Doc-tests powertail", then that

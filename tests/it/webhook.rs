@@ -1,7 +1,7 @@
 //! Webhooks of start-up events (issue 13 part 3), end to end: the demo's vLLM jobs
 //! through the simulator, a receiver on loopback that records every request.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -82,20 +82,18 @@ impl Receiver {
     }
 }
 
-struct App {
-    base: String,
-    http: reqwest::Client,
-    logs: powertail::service::LogService,
-    _demo: powertail::demo::Demo,
+/// The demo app (its `get` asserts 200 and returns the JSON body).
+struct App(common::TestApp);
+
+impl std::ops::Deref for App {
+    type Target = common::TestApp;
+    fn deref(&self) -> &common::TestApp {
+        &self.0
+    }
 }
 
 async fn serve(demo: powertail::demo::Demo) -> App {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = powertail::build(&demo.config, addr).unwrap();
-    let logs = state.logs.clone();
-    tokio::spawn(powertail::run(listener, state, std::future::pending()));
-    App { base: format!("http://{addr}"), http: reqwest::Client::new(), logs, _demo: demo }
+    App(common::TestApp::spawn_app(demo.sim, &demo.config).await)
 }
 
 impl App {
