@@ -25,6 +25,10 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use powertail::sim::{Level, Record};
 use serde_json::{json, Value};
 
+/// One browser at a time: Chromium is heavy on a small machine, and the test threads
+/// (RUST_TEST_THREADS, .cargo/config.toml) are meant for tests that mostly wait.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Driver {
     child: Child,
     port: u16,
@@ -106,6 +110,7 @@ fn in_view(line: u64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn the_viewer_follows_a_vllm_startup_in_chromium() {
+    let _turn = SERIAL.lock().await;
     let driver = start_driver().await;
     // The demo, 5 times faster: the vLLM start-up takes ~6 s.
     let demo = TestApp::demo(0.2, |_| {}).await;
@@ -324,6 +329,7 @@ async fn the_viewer_follows_a_vllm_startup_in_chromium() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn a_cross_origin_event_source_follows_the_stream_and_stops_on_204() {
+    let _turn = SERIAL.lock().await;
     let driver = start_driver().await;
     // The page's server: another port on loopback, so another origin.
     let page_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -433,6 +439,7 @@ return 0;"#
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn the_module_follows_a_scripted_server_in_chromium() {
+    let _turn = SERIAL.lock().await;
     use axum::extract::{RawQuery, State};
     use axum::http::{HeaderMap, StatusCode};
     use std::sync::{Arc, Mutex};

@@ -92,8 +92,11 @@ async fn the_holder_refreshes_for_readers_on_another_replica() {
     let redis = RedisServer::start();
     let sim_cfg = common::steps(300).text(|k, _| format!("[INFO] step {k}")).over(4_000).sim(12);
     let sim = Simulator::spawn(sim_cfg).await.unwrap();
-    let a = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), "")).await;
-    let b = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), "")).await;
+    // A 2 s lease (the harness's is 600 ms): shorter than the 6 s run and sync, so it
+    // would lapse without the holder's help, and long enough that a loaded machine's
+    // late renewal is not taken for a lapse.
+    let a = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), "lease_ms = 2000")).await;
+    let b = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), "lease_ms = 2000")).await;
     let id = common::run_job(&sim, 12);
     let node_a = a.get("/readyz").await.1["store"]["node"].as_str().unwrap().to_owned();
     // A reads first and takes the lease; from then on only B is read.

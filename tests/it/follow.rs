@@ -369,8 +369,9 @@ async fn a_log_held_by_another_server_is_paged_not_downloaded() {
 
 #[tokio::test]
 async fn an_idle_instance_is_evicted_and_read_again_transparently() {
+    // Idle for 10 s of the test's clock, moved forward below: never by a slow machine.
     let app = TestApp::spawn_config(sim_with(script(400, 3_000), |_| {}), "", |c| {
-        c.logs.idle_evict_ms = 150;
+        c.logs.idle_evict_ms = 10_000;
     })
     .await;
     let id = run(&app);
@@ -384,7 +385,7 @@ async fn an_idle_instance_is_evicted_and_read_again_transparently() {
     }
     // Nobody reads for a while: the instance is dropped from the cache…
     assert!(app.logs.is_cached(id));
-    app.clock.advance(Duration::from_millis(600));
+    app.clock.advance(Duration::from_millis(10_600));
     assert!(!app.logs.is_cached(id), "evicted after idle_evict_ms");
     app.sim.reset_counters();
     // …and read again from PowerJob when asked, continuing the same cursor.

@@ -322,11 +322,22 @@ both_wires!(the_line_cap_cuts_the_log, line_cap_v4, line_cap_v5);
 #[tokio::test]
 async fn growing_logs_are_bounded_in_bytes() {
     let tag = "x".repeat(200); // 5 000 lines of ~280 bytes: over a MiB while it still runs
-    let app = spawn(sim(Version::V4, script(&tag, 12_000, 20_000, 0, 5), |_| {}), |c| {
+    let app = spawn(sim(Version::V4, script(&tag, 12_000, 120_000, 0, 5), |_| {}), |c| {
         c.logs.max_following_bytes = 1 << 20;
     })
     .await;
     let id = run(&app);
+    // The first 55 s of the 120 s run, 5 s (500 lines) at a time, each step read as it
+    // grows: the run still goes on for a minute then, however loaded the machine (it
+    // failed once when a 20 s run had ended first). (A step's last lines may wait for
+    // the worker's next flush.)
+    for step in 1..=11u64 {
+        app.clock.advance(Duration::from_secs(5));
+        wait_until(DEADLINE, "a step read", || async {
+            app.logs(id, 0).await["totalLines"].as_u64().unwrap() + 100 >= step * 500
+        })
+        .await;
+    }
     wait_until(DEADLINE, "over a MiB held", || async {
         app.logs(id, 0).await["totalLines"].as_u64().unwrap() >= 5_000
     })

@@ -228,9 +228,12 @@ async fn requests_beyond_the_concurrency_limit_are_shed_with_503() {
 
 #[tokio::test]
 async fn growing_logs_are_never_evicted_for_size_and_their_number_is_capped() {
-    // (The run lasts 8 s: still growing when the second log is asked for below, also on
-    // a loaded machine.)
-    let app = TestApp::spawn_config(sim_with_job(12_000, 8_000, |_| {}), "", |c| {
+    // The run lasts 60 s of the test's clock, played 2.6 s (520 lines) at a time, each
+    // step read as it grows: still growing when the second log is asked for below, however
+    // loaded the machine (it failed once when an 8 s run had ended first). The second log
+    // is job 13's, a few lines, so that its first read at the end is small.
+    let cfg = sim_with_job(12_000, 60_000, |c| c.jobs.push(steps(10).over(120_000).job(13)));
+    let app = TestApp::spawn_config(cfg, "", |c| {
         c.logs.cache_max_bytes = 1 << 20; // far below one log of ~1.3 MB
         c.logs.max_followed_instances = 1;
     })
@@ -238,18 +241,26 @@ async fn growing_logs_are_never_evicted_for_size_and_their_number_is_capped() {
     let id = app.run_job(12);
     let mut read: Vec<String> = Vec::new();
     let deadline = Deadline::after(DEADLINE);
+    let mut played = 0; // the lines logged by the test's clock so far
     while read.len() < 5_000 {
         deadline.check(|| format!("{} lines read", read.len()));
+        // (A step's last lines may wait for the worker's next flush.)
+        if read.len() + 100 >= played {
+            app.clock.advance(Duration::from_millis(2_600));
+            played += 520;
+        }
         let body = app.logs(id, read.len() as u64).await;
         read.extend(serde_json::from_value::<Vec<String>>(body["lines"].clone()).unwrap());
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     assert!(app.logs.is_cached(id), "a growing log stays however big");
     // A second growing log is refused while the first is followed.
-    let other = app.run_job(12);
+    let other = app.run_job(13);
     let resp = app.http.get(format!("{}/llm/logs?instanceId={other}", app.base)).send().await.unwrap();
     assert_eq!(resp.status(), 503);
     assert!(resp.headers().contains_key("retry-after"));
+    // The rest of the run, its sync and the completion window.
+    app.clock.advance(Duration::from_secs(40));
     let follow = app.follow_from(id, read, DEADLINE).await;
     let want = app.sim.with_core(|c, _| c.final_lines(id));
     assert_eq!(follow.lines.len(), want.len());
