@@ -70,26 +70,20 @@ fn machine() -> String {
     format!("{cpus} CPUs ({model}), {mem} GiB RAM, profiling build (release + line tables)")
 }
 
-/// Adapter configuration for a simulator, with `[logs]` overrides.
+/// Adapter configuration for a simulator, with `[logs]` overrides: the harness's
+/// ([`common::app_config_toml`]) with the bench's timing and PowerJob's own sync delay.
 fn config(sim: &SimHandle, cache_ms: u64, flush_ms: u64, refresh_ms: u64, extra_logs: &str) -> Config {
-    Config::from_toml(&format!(
-        r#"
-        [powerjob]
-        addresses = ["{}"]
-        app_name = "llm-test-platform"
-        app_password = "secret"
-        request_timeout_ms = 10000
-        log_cache_ms = {cache_ms}
-        worker_flush_ms = {flush_ms}
-        clock_skew_ms = 100
-        [logs]
-        refresh_interval_ms = {refresh_ms}
-        first_read_delay_ms = 200
-        {extra_logs}
-        "#,
-        sim.url()
-    ))
-    .unwrap()
+    let base = common::app_config_toml(&[sim.url()], "");
+    let text = common::cluster::merge_toml(
+        &base,
+        "[powerjob]",
+        &format!(
+            "request_timeout_ms = 10000\nlog_cache_ms = {cache_ms}\nworker_flush_ms = {flush_ms}\n\
+             sync_delay_ms = {}\n[logs]\nrefresh_interval_ms = {refresh_ms}\nfirst_read_delay_ms = 200\n{extra_logs}",
+            SimConfig::default().sync_delay_ms
+        ),
+    );
+    Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
 /// One powertail in this process (the harness's [`common::Server`]); it serves until
@@ -451,13 +445,7 @@ async fn memory() {
         t.await.unwrap();
     }
     let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    let gauge = |name: &str| {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let gauge = |name: &str| common::metric(&metrics, name);
     let peak = rss(child.id());
     let _ = child.kill();
     let _ = child.wait();
@@ -489,20 +477,9 @@ async fn memory_growing(bin: &std::path::Path) {
     let ids: Vec<i64> = (0..40)
         .map(|k| {
             sim.with_core(|c, now| {
-                let id = c.create_instance(12, None, now - 600_000);
-                c.dispatch(id, now - 600_000);
-                c.set_running(id, now - 600_000);
-                let records = (0..10_000)
-                    .map(|n| Record {
-                        log_time: now - 500_000 + n,
-                        level: Level::Info,
-                        content: format!(
-                            "g{k} step {n}: tokens/s=1234.5 kv_cache=41.2% prompt_throughput=88.1 gen=17.3"
-                        ),
-                        worker: "10.0.0.21:27777".into(),
-                    })
-                    .collect();
-                c.deliver(id, records, now - 400_000);
+                let contents = (0..10_000)
+                    .map(|n| format!("g{k} step {n}: tokens/s=1234.5 kv_cache=41.2% prompt_throughput=88.1 gen=17.3"));
+                let id = common::logged_instance(c, now, 600_000, contents, false);
                 c.tick(now);
                 id
             })
@@ -542,7 +519,7 @@ async fn spawn_binary(
     sim: &SimHandle,
     extra_logs: &str,
 ) -> (std::process::Child, String, tempfile::TempDir) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::cluster::free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
     std::fs::write(
@@ -583,17 +560,7 @@ async fn freshness() {
     let refresh: i64 = 250;
     let server = serve(&config(&sim, 1_000, 500, refresh as u64, "")).await;
     let base = server.base.clone();
-    let id = sim.with_core(|c, now| {
-        let id = c.create_instance(12, None, now - 10_000);
-        c.dispatch(id, now - 10_000);
-        c.set_running(id, now - 10_000);
-        c.deliver(
-            id,
-            vec![Record { log_time: now - 9_000, level: Level::Info, content: "start".into(), worker: "w:1".into() }],
-            now - 9_000,
-        );
-        id
-    });
+    let id = sim.with_core(|c, now| common::logged_instance(c, now, 10_000, ["start".to_owned()], false));
     let http = reqwest::Client::new();
     let v: Value = get_json(&http, format!("{base}/llm/logs?instanceId={id}")).await;
     let mut from = v["nextLine"].as_u64().unwrap();

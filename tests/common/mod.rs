@@ -23,7 +23,7 @@ use std::time::Duration;
 use powertail::clock::Clock;
 use powertail::config::Config;
 use powertail::sim::{
-    JobScript, Level, Record, ScriptLine, ScriptWorker, SimClock, SimConfig, SimHandle, SimJob, Simulator,
+    JobScript, Level, Record, ScriptLine, ScriptWorker, SimClock, SimConfig, SimCore, SimHandle, SimJob, Simulator,
 };
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -281,30 +281,52 @@ pub fn shared_clock(sim_cfg: &mut SimConfig) -> Clock {
     clock
 }
 
+/// In `c` at `now`: an instance of job 12 that started `ago_ms` before, logged
+/// `contents` (one INFO record each, 1 ms apart, from `ago_ms * 5/6` before), delivered
+/// `ago_ms * 4/6` before, and, when `finished`, succeeded `ago_ms / 2` before.
+pub fn logged_instance(
+    c: &mut SimCore,
+    now: i64,
+    ago_ms: i64,
+    contents: impl IntoIterator<Item = String>,
+    finished: bool,
+) -> i64 {
+    let id = c.create_instance(12, None, now - ago_ms);
+    c.dispatch(id, now - ago_ms);
+    c.set_running(id, now - ago_ms);
+    let records = contents
+        .into_iter()
+        .zip(0..)
+        .map(|(content, k)| Record {
+            log_time: now - ago_ms * 5 / 6 + k,
+            level: Level::Info,
+            content,
+            worker: "10.0.0.21:27777".into(),
+        })
+        .collect();
+    c.deliver(id, records, now - ago_ms * 4 / 6);
+    if finished {
+        c.finish(id, 5, "ok", now - ago_ms / 2);
+    }
+    id
+}
+
 /// An instance of job 12 that logged `n` lines (`{tag} processed batch {k}: …`) long
 /// ago, then finished (`finished`) or logs nothing more for now; the arrivals and syncs
 /// are applied at once (left to the first request, a thousand such logs would stall the
 /// simulator past a client's timeout).
 pub fn delivered_instance(sim: &SimHandle, n: i64, tag: &str, finished: bool) -> i64 {
     sim.with_core(|c, now| {
-        let id = c.create_instance(12, None, now - 600_000);
-        c.dispatch(id, now - 600_000);
-        c.set_running(id, now - 600_000);
-        let records = (0..n)
-            .map(|k| Record {
-                log_time: now - 500_000 + k,
-                level: Level::Info,
-                content: format!("{tag} processed batch {k}: 512 samples, loss=0.{:04}", k % 10_000),
-                worker: "10.0.0.21:27777".into(),
-            })
-            .collect();
-        c.deliver(id, records, now - 400_000);
-        if finished {
-            c.finish(id, 5, "ok", now - 300_000);
-        }
+        let contents = (0..n).map(|k| format!("{tag} processed batch {k}: 512 samples, loss=0.{:04}", k % 10_000));
+        let id = logged_instance(c, now, 600_000, contents, finished);
         c.tick(now);
         id
     })
+}
+
+/// The value of the first Prometheus sample whose line starts with `name`, 0 when absent.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).unwrap_or(0.0)
 }
 
 /// Runs job `job_id` in `sim` now; the new instance's id.

@@ -313,22 +313,7 @@ async fn long_poll_answers_when_lines_arrive_and_raw_serves_text() {
 
 /// A finished instance of 20 000 lines (200 pages), finished 30 s ago.
 fn big_finished_log(app: &TestApp) -> i64 {
-    app.sim.with_core(|c, now| {
-        let id = c.create_instance(12, None, now - 60_000);
-        c.dispatch(id, now - 60_000);
-        c.set_running(id, now - 60_000);
-        let records = (0..20_000)
-            .map(|k| Record {
-                log_time: now - 50_000 + k,
-                level: Level::Info,
-                content: format!("row {k}"),
-                worker: "10.0.0.21:27777".into(),
-            })
-            .collect();
-        c.deliver(id, records, now - 40_000);
-        c.finish(id, 5, "ok", now - 30_000);
-        id
-    })
+    app.sim.with_core(|c, now| common::logged_instance(c, now, 60_000, (0..20_000).map(|k| format!("row {k}")), true))
 }
 
 #[tokio::test]

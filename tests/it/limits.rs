@@ -157,17 +157,7 @@ async fn an_outage_is_retried_with_back_off_not_a_storm() {
     let follow = app.follow(id, DEADLINE).await;
     assert_eq!(follow.lines.len(), 100);
     // A second, running instance to keep refreshing, then PowerJob fails every request.
-    let id = app.sim.with_core(|c, now| {
-        let id = c.create_instance(12, None, now - 5_000);
-        c.dispatch(id, now - 5_000);
-        c.set_running(id, now - 5_000);
-        c.deliver(
-            id,
-            vec![Record { log_time: now - 4_000, level: Level::Info, content: "hello".into(), worker: "w:1".into() }],
-            now - 4_000,
-        );
-        id
-    });
+    let id = app.sim.with_core(|c, now| common::logged_instance(c, now, 5_000, ["hello".to_owned()], false));
     while app.logs(id, 0).await["totalLines"] != 1 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

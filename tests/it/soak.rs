@@ -77,9 +77,9 @@ async fn two_hundred_instances_under_random_faults_end_exact() {
                 let job = if k % 4 == 0 { 13 } else { 12 };
                 let id = sim.with_core(|c, now| c.run_job(job, None, 0, now)).unwrap();
                 let mut got: Vec<String> = Vec::new();
-                let deadline = Instant::now() + Duration::from_millis(job_ms as u64 + 120_000);
+                let deadline = common::Deadline::after(Duration::from_millis(job_ms as u64 + 120_000));
                 loop {
-                    assert!(Instant::now() < deadline, "instance {id} never completed");
+                    deadline.check(|| format!("instance {id} completed"));
                     let resp = http
                         .get(format!("{base}/llm/logs?instanceId={id}&fromLine={}", got.len()))
                         .send()
@@ -109,13 +109,7 @@ async fn two_hundred_instances_under_random_faults_end_exact() {
     }
     let injected = chaos.await.unwrap();
     let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
-    let gauge = |name: &str| {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let gauge = |name: &str| common::metric(&metrics, name);
     let cache = gauge("powertail_cache_bytes");
     eprintln!(
         "soak: {instances} instances × ~{lines} lines, {injected} fault bursts, {:.1} s, cache {:.1} MiB of {} MiB",

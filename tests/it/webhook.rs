@@ -112,7 +112,7 @@ impl App {
     /// Waits until the instance's log is complete and its webhook watcher has ended:
     /// nothing more can be delivered for it.
     async fn until_done(&self, id: &str) {
-        let end = Instant::now() + DEADLINE;
+        let deadline = common::Deadline::after(DEADLINE);
         let mut from = 0;
         loop {
             let page = self.get(&format!("/llm/logs?instanceId={id}&fromLine={from}&waitMs=2000")).await;
@@ -120,13 +120,10 @@ impl App {
             if page["complete"] == true {
                 break;
             }
-            assert!(Instant::now() < end, "the log is not complete in {DEADLINE:?}");
+            deadline.check(|| "the log is complete");
         }
         let n: i64 = id.parse().unwrap();
-        while self.logs.is_watched(n) {
-            assert!(Instant::now() < end, "the watcher did not end in {DEADLINE:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::wait_until(deadline.left(), "the watcher ended", || async { !self.logs.is_watched(n) }).await;
     }
 }
 
@@ -295,7 +292,7 @@ async fn a_failure_while_the_job_runs_on_is_delivered_once_it_settled() {
     assert!(after >= powertail::service::FAILED_SETTLE, "not before the failure settled: {after:?}");
     // The job's end changes nothing: delivered once.
     let n: i64 = id.parse().unwrap();
-    let end = Instant::now() + DEADLINE;
+    let deadline = common::Deadline::after(DEADLINE);
     let mut from = 0;
     loop {
         let page = app.logs_wait(n, from, 1000).await;
@@ -303,7 +300,7 @@ async fn a_failure_while_the_job_runs_on_is_delivered_once_it_settled() {
         if page["complete"] == true && !app.logs.is_watched(n) {
             break;
         }
-        assert!(Instant::now() < end, "not complete in {DEADLINE:?}: {page}");
+        deadline.check(|| format!("complete, the watcher ended: {page}"));
         if page["complete"] == true {
             tokio::time::sleep(Duration::from_millis(20)).await; // the watcher's end
         }
