@@ -10,6 +10,8 @@
 //! `cluster-readload` (`scripts/bench.sh --cluster`).
 
 mod cluster;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,57 +70,31 @@ fn machine() -> String {
     format!("{cpus} CPUs ({model}), {mem} GiB RAM, profiling build (release + line tables)")
 }
 
-/// Adapter configuration for a simulator, with `[logs]` overrides.
+/// Adapter configuration for a simulator, with `[logs]` overrides: the harness's
+/// ([`common::app_config_toml`]) with the bench's timing and PowerJob's own sync delay.
 fn config(sim: &SimHandle, cache_ms: u64, flush_ms: u64, refresh_ms: u64, extra_logs: &str) -> Config {
-    Config::from_toml(&format!(
-        r#"
-        [powerjob]
-        addresses = ["{}"]
-        app_name = "llm-test-platform"
-        app_password = "secret"
-        request_timeout_ms = 10000
-        log_cache_ms = {cache_ms}
-        worker_flush_ms = {flush_ms}
-        clock_skew_ms = 100
-        [logs]
-        refresh_interval_ms = {refresh_ms}
-        first_read_delay_ms = 200
-        {extra_logs}
-        "#,
-        sim.url()
-    ))
-    .unwrap()
+    let base = common::app_config_toml(&[sim.url()], "");
+    let text = common::cluster::merge_toml(
+        &base,
+        "[powerjob]",
+        &format!(
+            "request_timeout_ms = 10000\nlog_cache_ms = {cache_ms}\nworker_flush_ms = {flush_ms}\n\
+             sync_delay_ms = {}\n[logs]\nrefresh_interval_ms = {refresh_ms}\nfirst_read_delay_ms = 200\n{extra_logs}",
+            SimConfig::default().sync_delay_ms
+        ),
+    );
+    Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
-async fn serve(config: &Config) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = powertail::build(config, addr).unwrap();
-    tokio::spawn(powertail::run(listener, state, std::future::pending()));
-    format!("http://{addr}")
+/// One powertail in this process (the harness's [`common::Server`]); it serves until
+/// dropped.
+async fn serve(config: &Config) -> common::Server {
+    common::Server::start(config).await
 }
 
 /// A finished instance of `n` lines, delivered long ago.
 fn finished_instance(sim: &SimHandle, n: i64, tag: &str) -> i64 {
-    sim.with_core(|c, now| {
-        let id = c.create_instance(12, None, now - 600_000);
-        c.dispatch(id, now - 600_000);
-        c.set_running(id, now - 600_000);
-        let records = (0..n)
-            .map(|k| Record {
-                log_time: now - 500_000 + k,
-                level: Level::Info,
-                content: format!("{tag} processed batch {k}: 512 samples, loss=0.{:04}", k % 10_000),
-                worker: "10.0.0.21:27777".into(),
-            })
-            .collect();
-        c.deliver(id, records, now - 400_000);
-        c.finish(id, 5, "ok", now - 300_000);
-        // Apply the arrivals and syncs now: left to the first request, 1 000 of them
-        // (10 million lines) would stall the simulator past the client's timeout.
-        c.tick(now);
-        id
-    })
+    common::delivered_instance(sim, n, tag, true)
 }
 
 // ---- 1. upstream amplification ----------------------------------------------------
@@ -153,7 +129,8 @@ async fn amplification_run(pollers: usize, naive: bool) -> (f64, f64) {
     })
     .await
     .unwrap();
-    let base = serve(&config(&sim, 1_000, 500, 250, "")).await;
+    let server = serve(&config(&sim, 1_000, 500, 250, "")).await;
+    let base = server.base.clone();
     let id = sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     sim.reset_counters();
@@ -261,7 +238,8 @@ async fn followcost_run(viewers: usize) -> FollowCost {
     let mut cfg = config(&sim, 10_000, 5_000, 1_000, "");
     cfg.powerjob.clock_skew_ms = 1_000;
     cfg.logs.first_read_delay_ms = 8_000;
-    let base = serve(&cfg).await;
+    let server = serve(&cfg).await;
+    let base = server.base.clone();
     let id = sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
     let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build().unwrap();
     // Warm up: past the first read delay and the first full read.
@@ -314,7 +292,8 @@ async fn catchup() {
     let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
     let id = finished_instance(&sim, 200_000, "catch-up");
     let other = finished_instance(&sim, 200_000, "catch-up");
-    let base = serve(&config(&sim, 10_000, 5_000, 1_000, "")).await;
+    let server = serve(&config(&sim, 10_000, 5_000, 1_000, "")).await;
+    let base = server.base.clone();
     let http = reqwest::Client::new();
     // Page by page, as a client of /instance/log would.
     sim.reset_counters();
@@ -372,7 +351,8 @@ async fn hotpath() {
     }
     let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
     let id = finished_instance(&sim, 10_000, "hot");
-    let base = serve(&config(&sim, 10_000, 5_000, 1_000, "")).await;
+    let server = serve(&config(&sim, 10_000, 5_000, 1_000, "")).await;
+    let base = server.base.clone();
     let url = format!("{base}/llm/logs?instanceId={id}&fromLine=5000&limit=100");
     // Warm up until the log is complete and cached.
     let http = reqwest::Client::new();
@@ -465,13 +445,7 @@ async fn memory() {
         t.await.unwrap();
     }
     let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    let gauge = |name: &str| {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let gauge = |name: &str| common::metric(&metrics, name);
     let peak = rss(child.id());
     let _ = child.kill();
     let _ = child.wait();
@@ -503,20 +477,9 @@ async fn memory_growing(bin: &std::path::Path) {
     let ids: Vec<i64> = (0..40)
         .map(|k| {
             sim.with_core(|c, now| {
-                let id = c.create_instance(12, None, now - 600_000);
-                c.dispatch(id, now - 600_000);
-                c.set_running(id, now - 600_000);
-                let records = (0..10_000)
-                    .map(|n| Record {
-                        log_time: now - 500_000 + n,
-                        level: Level::Info,
-                        content: format!(
-                            "g{k} step {n}: tokens/s=1234.5 kv_cache=41.2% prompt_throughput=88.1 gen=17.3"
-                        ),
-                        worker: "10.0.0.21:27777".into(),
-                    })
-                    .collect();
-                c.deliver(id, records, now - 400_000);
+                let contents = (0..10_000)
+                    .map(|n| format!("g{k} step {n}: tokens/s=1234.5 kv_cache=41.2% prompt_throughput=88.1 gen=17.3"));
+                let id = common::logged_instance(c, now, 600_000, contents, false);
                 c.tick(now);
                 id
             })
@@ -556,7 +519,7 @@ async fn spawn_binary(
     sim: &SimHandle,
     extra_logs: &str,
 ) -> (std::process::Child, String, tempfile::TempDir) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::cluster::free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
     std::fs::write(
@@ -595,18 +558,9 @@ async fn freshness() {
     println!("## Freshness: a new line to a waiting client\n");
     let sim = Simulator::spawn(SimConfig { log_cache_ms: 1_000, ..SimConfig::default() }).await.unwrap();
     let refresh: i64 = 250;
-    let base = serve(&config(&sim, 1_000, 500, refresh as u64, "")).await;
-    let id = sim.with_core(|c, now| {
-        let id = c.create_instance(12, None, now - 10_000);
-        c.dispatch(id, now - 10_000);
-        c.set_running(id, now - 10_000);
-        c.deliver(
-            id,
-            vec![Record { log_time: now - 9_000, level: Level::Info, content: "start".into(), worker: "w:1".into() }],
-            now - 9_000,
-        );
-        id
-    });
+    let server = serve(&config(&sim, 1_000, 500, refresh as u64, "")).await;
+    let base = server.base.clone();
+    let id = sim.with_core(|c, now| common::logged_instance(c, now, 10_000, ["start".to_owned()], false));
     let http = reqwest::Client::new();
     let v: Value = get_json(&http, format!("{base}/llm/logs?instanceId={id}")).await;
     let mut from = v["nextLine"].as_u64().unwrap();

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! * [`clock`]: the wall clock (epoch ms), real or advanced by tests (a leaf);
 //! * [`config`]: `config.toml` + `POWERTAIL_<SECTION>__<KEY>` overrides, validated; one
 //!   file per section (`server`, `powerjob`, `logs`, `jobs` with webhooks and start-up
 //!   rules, `auth`, `cluster`) and `error` (one line per problem: key, value, what is allowed);
@@ -30,6 +31,7 @@
 //! It writes its own JSON and depends on nothing of powertail; its own layout map is in
 //! its `lib.rs`.
 
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod http;
@@ -49,6 +51,7 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::AppState;
 use crate::service::LogService;
@@ -59,8 +62,17 @@ use crate::upstream::PowerJobClient;
 /// # Errors
 /// When the HTTP client cannot be built (TLS initialisation).
 pub fn build(config: &Config, listen: SocketAddr) -> anyhow::Result<AppState> {
+    build_with_clock(config, listen, Clock::real())
+}
+
+/// [`build`] reading the time of day from `clock` (tests pass a [`Clock::manual`] and
+/// advance it, rather than wait out completion windows).
+///
+/// # Errors
+/// As [`build`].
+pub fn build_with_clock(config: &Config, listen: SocketAddr, clock: Clock) -> anyhow::Result<AppState> {
     telemetry::prometheus();
-    let client = PowerJobClient::new(&config.powerjob)?;
+    let client = PowerJobClient::with_clock(&config.powerjob, clock)?;
     Ok(AppState::new(config, LogService::new(config, client)?, listen))
 }
 

@@ -14,13 +14,20 @@
 //! `cargo test -- --include-ignored` (what CI and the README run), where a missing
 //! browser fails it.
 
-use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::cluster::free_port;
+use common::{wait_until, TestApp};
 use fantoccini::{Client, ClientBuilder, Locator};
 use powertail::sim::{Level, Record};
 use serde_json::{json, Value};
+
+/// One browser at a time: Chromium is heavy on a small machine, and the test threads
+/// (RUST_TEST_THREADS, .cargo/config.toml) are meant for tests that mostly wait.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Driver {
     child: Child,
@@ -33,10 +40,6 @@ impl Drop for Driver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn start_driver() -> Driver {
@@ -52,11 +55,10 @@ async fn start_driver() -> Driver {
         .stderr(Stdio::null())
         .spawn()
         .expect("chromedriver starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not listen");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(20), "chromedriver listens", || async {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
     Driver { child, port, _profile: tempfile::tempdir().unwrap() }
 }
 
@@ -85,14 +87,8 @@ async fn js(c: &Client, script: &str) -> Value {
 
 /// Waits until `script` returns true.
 async fn wait_js(c: &Client, script: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if js(c, script).await == Value::Bool(true) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for `{script}`");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(timeout, &format!("`{script}` returns true"), || async { js(c, script).await == Value::Bool(true) })
+        .await;
 }
 
 /// With `POWERTAIL_UPDATE_SCREENSHOT`, a screenshot of this state in the temp dir (to look at).
@@ -114,14 +110,11 @@ fn in_view(line: u64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn the_viewer_follows_a_vllm_startup_in_chromium() {
+    let _turn = SERIAL.lock().await;
     let driver = start_driver().await;
     // The demo, 5 times faster: the vLLM start-up takes ~6 s.
-    let demo = powertail::demo::setup("127.0.0.1:0".parse().unwrap(), 0.2).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = powertail::build(&demo.config, addr).unwrap();
-    tokio::spawn(powertail::run(listener, state, std::future::pending()));
-    let base = format!("http://{addr}");
+    let demo = TestApp::demo(0.2, |_| {}).await;
+    let base = demo.base.clone();
     let c = browser(&driver).await;
 
     // An empty page says what to do.
@@ -336,18 +329,13 @@ async fn the_viewer_follows_a_vllm_startup_in_chromium() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn a_cross_origin_event_source_follows_the_stream_and_stops_on_204() {
+    let _turn = SERIAL.lock().await;
     let driver = start_driver().await;
-    let demo = powertail::demo::setup("127.0.0.1:0".parse().unwrap(), 0.2).await.unwrap();
     // The page's server: another port on loopback, so another origin.
     let page_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", page_listener.local_addr().unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut config = demo.config.clone();
-    config.server.cors_allowed_origins = vec![origin.clone()];
-    let state = powertail::build(&config, addr).unwrap();
-    tokio::spawn(powertail::run(listener, state, std::future::pending()));
-    let base = format!("http://{addr}");
+    let demo = TestApp::demo(0.2, |c| c.server.cors_allowed_origins = vec![origin.clone()]).await;
+    let base = demo.base.clone();
 
     // A finished instance with 1 000 lines.
     let id = demo.sim.with_core(|core, now| {
@@ -387,22 +375,10 @@ stream("{base}", "{id}", {{ onLines: (l) => mod.lines += l.length, onStatus: () 
 
     // The log must be complete first (the late-line window), as a platform would see it.
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let body: Value = http
-            .get(format!("{base}/llm/logs?instanceId={id}&fromLine=1000"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if body["complete"] == true {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the log did not complete: {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until(Duration::from_secs(60), "the log is complete", || async {
+        demo.get(&format!("/llm/logs?instanceId={id}&fromLine=1000")).await.1["complete"] == true
+    })
+    .await;
 
     let c = browser(&driver).await;
     c.goto(&format!("{origin}/")).await.unwrap();
@@ -463,6 +439,7 @@ return 0;"#
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn the_module_follows_a_scripted_server_in_chromium() {
+    let _turn = SERIAL.lock().await;
     use axum::extract::{RawQuery, State};
     use axum::http::{HeaderMap, StatusCode};
     use std::sync::{Arc, Mutex};

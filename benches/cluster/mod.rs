@@ -12,21 +12,19 @@
 //! kills the real binary with SIGKILL.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use powertail::config::Config;
 use powertail::sim::{JobScript, Level, Record, SimConfig, SimHandle, SimJob, Simulator};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// The Redis server the scenarios start (Debian package `redis-server`).
-const REDIS_SERVER: &str = "/usr/bin/redis-server";
+use crate::common::cluster::{redis_available, RedisServer, Replica, REDIS_SERVER};
+use crate::common::Server;
 
 /// The cluster scenarios, in the order `cluster` runs them.
 pub const SCENARIOS: [&str; 6] =
@@ -55,12 +53,11 @@ pub async fn run(name: &str) {
 
 // ---- Redis -------------------------------------------------------------------------------
 
-/// A `redis-server` child process on 127.0.0.1 and a free port, without persistence and
-/// with `maxmemory-policy noeviction` (what powertail requires); killed on drop.
+/// The harness's `redis-server` ([`RedisServer`]: 127.0.0.1, a free port, no
+/// persistence, `maxmemory-policy noeviction`; killed on drop), with an async connection
+/// for the scenarios' commands and a client for subscriptions.
 struct Redis {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+    server: RedisServer,
     conn: redis::aio::MultiplexedConnection,
     client: redis::Client,
 }
@@ -68,39 +65,17 @@ struct Redis {
 impl Redis {
     /// `None` when the binary is missing.
     async fn start() -> Option<Redis> {
-        if !Path::new(REDIS_SERVER).is_file() {
+        if !redis_available() {
             return None;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("redis.log")).unwrap();
-        let mut child = Command::new(REDIS_SERVER)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--maxmemory-policy", "noeviction"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
-        for _ in 0..400 {
-            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                if redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok() {
-                    return Some(Redis { child, port, _dir: dir, conn, client });
-                }
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("redis-server exited with {status}: {}", read(&dir.path().join("redis.log")));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server did not answer PING within 20 s")
+        let server = RedisServer::start(); // returns once it answers PING
+        let client = redis::Client::open(server.url()).unwrap();
+        let conn = client.get_multiplexed_async_connection().await.unwrap();
+        Some(Redis { server, conn, client })
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        self.server.url()
     }
 
     /// One command; panics on an error.
@@ -165,21 +140,6 @@ impl Redis {
     }
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn read(path: &Path) -> String {
-    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
-}
-
 // ---- replicas ----------------------------------------------------------------------------
 
 /// A replica's `[cluster]` keys: Redis, key prefix, node id, extra lines.
@@ -208,92 +168,12 @@ fn config_text(pj: &str, cache_ms: u64, flush_ms: u64, refresh_ms: u64, shared: 
     text
 }
 
-/// One powertail in this process on a free port; [`Node::stop`] shuts it down.
-struct Node {
-    base: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
-}
+/// One powertail in this process on a free port (the harness's [`Server`]).
+type Node = Server;
 
-impl Node {
-    async fn start(text: &str) -> Node {
-        let config = Config::from_toml(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = powertail::build(&config, addr).unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(powertail::run(listener, state, async {
-            let _ = stopped.await;
-        }));
-        Node { base: format!("http://{addr}"), stop: Some(stop), task: Some(task) }
-    }
-
-    /// Shuts it down as SIGTERM would (long-polls answer at once) and waits for it.
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let _ = tokio::time::timeout(Duration::from_secs(15), self.task.take().unwrap()).await;
-    }
-}
-
-/// The real binary (`target/<profile>/powertail serve`) as a child process on a fixed
-/// free port, so that it can be killed with SIGKILL and started again at the same place.
-struct Process {
-    child: Option<Child>,
-    base: String,
-    dir: tempfile::TempDir,
-}
-
-impl Process {
-    async fn spawn(text: &str) -> Process {
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("config.toml"), format!("[server]\nlisten = \"127.0.0.1:{port}\"\n{text}"))
-            .unwrap();
-        let mut p = Process { child: None, base: format!("http://127.0.0.1:{port}"), dir };
-        p.start().await;
-        p
-    }
-
-    async fn start(&mut self) {
-        let stderr =
-            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("stderr")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_powertail"))
-            .arg("serve")
-            .arg("--config")
-            .arg(self.dir.path().join("config.toml"))
-            .env("RUST_LOG", "warn")
-            .env_remove("POWERTAIL_CLUSTER__REDIS_URL")
-            .stdin(Stdio::null())
-            .stdout(stderr.try_clone().unwrap())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let http = reqwest::Client::new();
-        for _ in 0..400 {
-            if let Ok(r) = http.get(format!("{}/healthz", self.base)).timeout(Duration::from_secs(1)).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("powertail at {} did not start: {}", self.base, read(&self.dir.path().join("stderr")));
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+/// The real binary as a child process on a fixed free port, so that it can be killed
+/// with SIGKILL and started again at the same place (the harness's [`Replica`]).
+type Process = Replica;
 
 /// Upstream requests as one PowerJob saw them: (which endpoint, path, when).
 type RequestLog = Arc<Mutex<Vec<(usize, String, Instant)>>>;
@@ -439,22 +319,7 @@ fn running_job(lines: usize) -> SimJob {
 
 /// A running instance that logged `n` lines long ago and logs nothing more for now.
 fn growing_instance(sim: &SimHandle, n: i64, tag: &str) -> i64 {
-    sim.with_core(|c, now| {
-        let id = c.create_instance(12, None, now - 600_000);
-        c.dispatch(id, now - 600_000);
-        c.set_running(id, now - 600_000);
-        let records = (0..n)
-            .map(|k| Record {
-                log_time: now - 500_000 + k,
-                level: Level::Info,
-                content: format!("{tag} processed batch {k}: 512 samples, loss=0.{:04}", k % 10_000),
-                worker: "10.0.0.21:27777".into(),
-            })
-            .collect();
-        c.deliver(id, records, now - 400_000);
-        c.tick(now);
-        id
-    })
+    crate::common::delivered_instance(sim, n, tag, false)
 }
 
 /// The `p`-th percentile (nearest rank) of `v`, sorted in place.
@@ -559,7 +424,7 @@ async fn upstream_run(redis: &Redis, replicas: usize, shared: bool, per_instance
     let mut nodes = Vec::new();
     for k in 0..replicas {
         let s = Shared { redis_url: redis.url(), prefix: &key_prefix, node: format!("pt-{k}"), extra: "" };
-        nodes.push(Node::start(&config_text(&sim.url(), 1_000, 500, 1_000, shared.then_some(&s))).await);
+        nodes.push(Node::start_toml(&config_text(&sim.url(), 1_000, 500, 1_000, shared.then_some(&s))).await);
     }
     let ids: Vec<(i64, i64)> =
         (0..UP_INSTANCES).map(|_| sim.with_core(|c, now| (c.run_job(12, None, 0, now).unwrap(), now))).collect();
@@ -618,10 +483,10 @@ async fn hotpath(redis: &Redis) {
     let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
     let complete = super::finished_instance(&sim, 10_000, "hot");
     let growing = growing_instance(&sim, 10_000, "grow");
-    let mem = Node::start(&config_text(&sim.url(), 10_000, 5_000, 1_000, None)).await;
+    let mem = Node::start_toml(&config_text(&sim.url(), 10_000, 5_000, 1_000, None)).await;
     let key_prefix = prefix("hot");
     let s = Shared { redis_url: redis.url(), prefix: &key_prefix, node: "pt-0".into(), extra: "" };
-    let clu = Node::start(&config_text(&sim.url(), 10_000, 5_000, 1_000, Some(&s))).await;
+    let clu = Node::start_toml(&config_text(&sim.url(), 10_000, 5_000, 1_000, Some(&s))).await;
     let http = reqwest::Client::new();
     for node in [&mem, &clu] {
         for (id, want_complete) in [(complete, true), (growing, false)] {
@@ -747,7 +612,7 @@ async fn memory(redis: &Redis) {
     let text_bytes: usize = lines.iter().map(String::len).sum();
     let key_prefix = prefix("mem");
     let s = Shared { redis_url: redis.url(), prefix: &key_prefix, node: "pt-0".into(), extra: "" };
-    let node = Node::start(&config_text(&sim.url(), 10_000, 5_000, 1_000, Some(&s))).await;
+    let node = Node::start_toml(&config_text(&sim.url(), 10_000, 5_000, 1_000, Some(&s))).await;
     let used_before: u64 = info_field(redis, "memory", "used_memory").await;
     let _: () = redis.cmd(&["SLOWLOG", "RESET"]).await;
     let http = reqwest::Client::new();
@@ -900,7 +765,7 @@ async fn takeover(redis: &Redis) {
         procs.push(Process::spawn(&config_text(&url, 1_000, 500, 1_000, Some(&s))).await);
     }
     let id = sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
-    let bases: Arc<Vec<String>> = Arc::new(procs.iter().map(|p| p.base.clone()).collect());
+    let bases: Arc<Vec<String>> = Arc::new(procs.iter().map(|p| p.base().to_owned()).collect());
     let alive: Arc<Vec<AtomicBool>> = Arc::new((0..TAKEOVER_REPLICAS).map(|_| AtomicBool::new(true)).collect());
     // Every answer with lines: (when, fromLine, nextLine).
     let answers: Arc<Mutex<Vec<(Instant, u64, u64)>>> = Arc::new(Mutex::new(Vec::new()));
@@ -1059,7 +924,7 @@ async fn takeover(redis: &Redis) {
         let fresh_pages = {
             let tag = 100 + round;
             let (url, task) = tagged_endpoint(&sim, tag, requests.clone()).await;
-            let fresh = Node::start(&config_text(&url, 1_000, 500, 1_000, None)).await;
+            let fresh = Node::start_toml(&config_text(&url, 1_000, 500, 1_000, None)).await;
             let _ = try_json(
                 &reqwest::Client::new(),
                 &format!("{}/llm/logs?instanceId={id}", fresh.base),
@@ -1085,7 +950,7 @@ async fn takeover(redis: &Redis) {
             fmt(ms(first_line)),
             up.map_or("–".to_owned(), |v| format!("{:.2}", v / 4000.0)),
         );
-        procs[h].start().await;
+        procs[h].respawn().await;
         alive[h].store(true, Ordering::Relaxed);
     }
     // Until the job ends: every watcher must then hold exactly PowerJob's lines.
@@ -1187,9 +1052,9 @@ async fn wakeup(redis: &Redis) {
         let s = Shared { redis_url: redis.url(), prefix: &key_prefix, node: node.into(), extra: "" };
         config_text(&sim.url(), 500, 5_000, 1_000, Some(&s))
     };
-    let mem = Node::start(&config_text(&sim.url(), 500, 5_000, 1_000, None)).await;
-    let a = Node::start(&text("pt-a")).await;
-    let b = Node::start(&text("pt-b")).await;
+    let mem = Node::start_toml(&config_text(&sim.url(), 500, 5_000, 1_000, None)).await;
+    let a = Node::start_toml(&text("pt-a")).await;
+    let b = Node::start_toml(&text("pt-b")).await;
     let http = reqwest::Client::new();
     // A reads first and holds the lease; B follows from the store.
     let first = |base: &str, id: i64| format!("{base}/llm/logs?instanceId={id}");
@@ -1365,7 +1230,7 @@ async fn readload_run(redis: &Redis, watchers: usize) -> LoadRun {
     let mut nodes = Vec::new();
     for k in 0..LOAD_REPLICAS {
         let s = Shared { redis_url: redis.url(), prefix: &key_prefix, node: format!("pt-{k}"), extra: "" };
-        nodes.push(Node::start(&config_text(&sim.url(), 1_000, 500, 1_000, Some(&s))).await);
+        nodes.push(Node::start_toml(&config_text(&sim.url(), 1_000, 500, 1_000, Some(&s))).await);
     }
     let (commits, stop_commits) = redis.collect_commits(&key_prefix).await;
     let ids: Vec<(i64, i64)> =

@@ -158,6 +158,7 @@ impl LogService {
         let read_wait = Duration::from_millis(config.logs.read_wait_ms);
         let app_name = &config.powerjob.app_name;
         let shared = config.cluster.as_ref().map(|c| redis::SharedLog::new(c, app_name)).transpose()?.map(Arc::new);
+        let clock = client.clock().clone();
         let service = LogService {
             inner: Arc::new(Inner {
                 client,
@@ -166,7 +167,7 @@ impl LogService {
                 recheck_complete: Duration::from_millis(config.logs.recheck_complete_ms),
                 read_wait,
                 first_read_wait: config.request_timeout() + read_wait,
-                store: Store::new(config),
+                store: Store::new(config, clock),
                 startup_rules: startup::StartupRules::new(config),
                 notifier: notify::Notifier::new(config),
                 shutdown: CancellationToken::new(),

@@ -18,7 +18,7 @@ use super::{LogService, ServiceError};
 use crate::logs::{refresh_log, InstanceFacts, PageSource, Pages, Plan, RawPage, ReadError, SnapshotError, Status};
 use crate::telemetry;
 use crate::upstream::wire::InstanceInfo;
-use crate::upstream::{now_ms, PowerJobClient, UpstreamError};
+use crate::upstream::{PowerJobClient, UpstreamError};
 
 impl LogService {
     /// Starts a refresh of `entry` when one is due and none is in flight, waits for the
@@ -174,7 +174,7 @@ impl LogService {
             task_tracker_address: info.task_tracker_address.clone(),
             running_times: info.running_times.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
         };
-        let now = now_ms();
+        let now = self.inner.client.clock().now_ms();
         let plan = {
             let mut f = entry.follower.write().expect("follower lock poisoned");
             f.observe(&facts, now, timing);
@@ -198,7 +198,7 @@ impl LogService {
     /// Reads the pages the plan asks for and applies them (see `logs::reader`).
     async fn read_log(&self, entry: &Entry, pages: Pages) -> Result<(), UpstreamError> {
         let src = InstancePages { client: &self.inner.client, id: entry.id };
-        let read_at = now_ms();
+        let read_at = self.inner.client.clock().now_ms();
         // A finished log no longer grows (but for late lines, which are checked later by
         // the usual window read): download it whole rather than page by page.
         let whole_file_ok = entry.follower.read().expect("follower lock poisoned").status().is_final();
@@ -246,7 +246,7 @@ impl PageSource for InstancePages<'_> {
     }
 
     fn now_ms(&self) -> i64 {
-        now_ms()
+        self.client.clock().now_ms()
     }
 
     async fn whole_file(&self) -> Result<Option<Vec<u8>>, UpstreamError> {

@@ -22,9 +22,9 @@ use std::sync::{Arc, OnceLock};
 
 use super::entry::Entry;
 use super::ServiceError;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::telemetry;
-use crate::upstream::now_ms;
 
 /// Names the sequences this store creates: a random boot id (64 bits, drawn when the
 /// store is built, so a restarted process, or a second router in one test process,
@@ -61,10 +61,12 @@ pub(super) struct Store {
     idle_ms: i64,
     max_following: usize,
     max_following_bytes: u64,
+    /// The time of day (idle ages).
+    clock: Clock,
 }
 
 impl Store {
-    pub(super) fn new(config: &Config) -> Self {
+    pub(super) fn new(config: &Config, clock: Clock) -> Self {
         let complete = moka::sync::Cache::builder()
             .max_capacity(config.logs.cache_max_bytes)
             .weigher(|_, e: &Arc<Entry>| u32::try_from(e.weight()).unwrap_or(u32::MAX))
@@ -82,6 +84,7 @@ impl Store {
             idle_ms: i64::try_from(config.logs.idle_evict_ms).unwrap_or(i64::MAX),
             max_following: config.logs.max_followed_instances,
             max_following_bytes: config.logs.max_following_bytes,
+            clock,
         }
     }
 
@@ -91,7 +94,7 @@ impl Store {
             telemetry::cached_counter(&HITS, telemetry::CACHE_HITS).increment(1);
             return Ok(e);
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut following = self.following.lock().expect("store lock poisoned");
         if let Some(e) = following.get(&id).filter(|e| !self.idle(e, now)) {
             telemetry::cached_counter(&HITS, telemetry::CACHE_HITS).increment(1);
@@ -175,7 +178,12 @@ impl Store {
 
     pub(super) fn contains(&self, id: i64) -> bool {
         self.complete.contains_key(&id)
-            || self.following.lock().expect("store lock poisoned").get(&id).is_some_and(|e| !self.idle(e, now_ms()))
+            || self
+                .following
+                .lock()
+                .expect("store lock poisoned")
+                .get(&id)
+                .is_some_and(|e| !self.idle(e, self.clock.now_ms()))
     }
 
     /// (instances held, bytes held)

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::transport::{join, Target};
 use super::wire::{AppAuth, ConsoleUser, Envelope};
-use super::{now_ms, PowerJobClient, UpstreamError, LOG_TARGET};
+use super::{PowerJobClient, UpstreamError, LOG_TARGET};
 
 /// Response header set by 5.1.x's OpenAPI interceptor.
 const AUTH_PASSED: &str = "X-POWERJOB-AUTH-PASSED";
@@ -54,7 +54,7 @@ impl PowerJobClient {
     /// The probe's failure ([`UpstreamError::Timeout`] past [`PROBE_TIMEOUT`]).
     pub async fn ready(&self, recent: Duration) -> Result<(), UpstreamError> {
         let recent_ms = i64::try_from(recent.as_millis()).unwrap_or(i64::MAX);
-        if now_ms().saturating_sub(self.last_ok_ms()) <= recent_ms {
+        if self.inner.clock.now_ms().saturating_sub(self.last_ok_ms()) <= recent_ms {
             return Ok(());
         }
         let mut last = self.inner.probe.lock().await;

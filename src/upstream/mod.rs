@@ -24,7 +24,7 @@ pub mod wire;
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use secrecy::SecretString;
 use url::Url;
@@ -33,6 +33,7 @@ pub use auth::Version;
 pub use error::UpstreamError;
 pub use ops::InstanceOp;
 
+use crate::clock::Clock;
 use crate::config::PowerJobConfig;
 
 /// The tracing target of every event and span of the client, whichever of its files
@@ -62,6 +63,8 @@ struct Inner {
     login: tokio::sync::Mutex<()>,
     /// When a server last answered in PowerJob's protocol (epoch ms).
     last_ok_ms: AtomicI64,
+    /// The time of day (epoch ms) for `last_ok_ms`.
+    clock: Clock,
     /// The last readiness probe (when, and its result); the lock makes probes single-flight.
     probe: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), UpstreamError>)>>,
 }
@@ -72,6 +75,15 @@ impl PowerJobClient {
     /// # Errors
     /// When the TLS backend cannot be initialised.
     pub fn new(cfg: &PowerJobConfig) -> Result<Self, reqwest::Error> {
+        Self::with_clock(cfg, Clock::real())
+    }
+
+    /// [`PowerJobClient::new`] with the clock the service reads the time of day from
+    /// (a manual one in tests); [`PowerJobClient::clock`] hands it on.
+    ///
+    /// # Errors
+    /// When the TLS backend cannot be initialised.
+    pub fn with_clock(cfg: &PowerJobConfig, clock: Clock) -> Result<Self, reqwest::Error> {
         let timeout = Duration::from_millis(cfg.request_timeout_ms);
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
@@ -97,9 +109,15 @@ impl PowerJobClient {
                 session: RwLock::new(auth::Session::default()),
                 login: tokio::sync::Mutex::new(()),
                 last_ok_ms: AtomicI64::new(0),
+                clock,
                 probe: tokio::sync::Mutex::new(None),
             }),
         })
+    }
+
+    /// The clock this client and the service built on it read the time of day from.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     /// The HTTP client (rustls, the configured timeouts and CA), shared with the webhooks.
@@ -113,7 +131,7 @@ impl PowerJobClient {
     }
 }
 
-/// Wall-clock epoch milliseconds.
+/// Wall-clock epoch milliseconds ([`Clock::real`]; the service reads its [`Clock`]).
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    Clock::real().now_ms()
 }

@@ -8,7 +8,7 @@ use url::Url;
 
 use super::transport::{join, Target};
 use super::wire::{InstanceInfo, StringPage};
-use super::{now_ms, PowerJobClient, UpstreamError, LOG_TARGET};
+use super::{PowerJobClient, UpstreamError, LOG_TARGET};
 use crate::logs::RawPage;
 
 /// The instance operations of the OpenAPI.
@@ -116,7 +116,7 @@ impl PowerJobClient {
             .is_some_and(|v| v.starts_with("application/octet-stream"));
         let ok = raw.status == StatusCode::OK && is_file;
         if ok {
-            self.inner.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+            self.inner.last_ok_ms.store(self.inner.clock.now_ms(), Ordering::Relaxed);
         }
         Ok(ok.then(|| raw.body.to_vec()))
     }

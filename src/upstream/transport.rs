@@ -12,7 +12,7 @@ use url::Url;
 
 use super::auth::AUTH_APP;
 use super::wire::Envelope;
-use super::{now_ms, PowerJobClient, UpstreamError, LOG_TARGET};
+use super::{PowerJobClient, UpstreamError, LOG_TARGET};
 
 /// Which servers a request may go to.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +42,7 @@ impl PowerJobClient {
             let head: String = String::from_utf8_lossy(&raw.body[..raw.body.len().min(60)]).chars().collect();
             UpstreamError::Protocol(format!("{what} answered a body that is not PowerJob JSON ({e}): {head:?}"))
         })?;
-        self.inner.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+        self.inner.last_ok_ms.store(self.inner.clock.now_ms(), Ordering::Relaxed);
         Ok(env)
     }
 

@@ -16,7 +16,6 @@
 
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
-use std::future::Future;
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::{TcpListener as StdListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -24,9 +23,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use powertail::config::Config;
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 use super::Follow;
 
@@ -46,35 +43,8 @@ pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Polls `cond` every 20 ms until it holds; panics naming `what` after `deadline`.
-pub async fn wait_until<F, Fut>(deadline: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    wait_for(deadline, what, || {
-        let fut = cond();
-        async move { fut.await.then_some(()) }
-    })
-    .await;
-}
-
-/// Polls `probe` every 20 ms until it yields a value and returns it; panics naming
-/// `what` after `deadline`.
-pub async fn wait_for<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let until = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < until, "not within {deadline:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+#[allow(unused_imports, reason = "the cluster tests import them from here")]
+pub use super::{wait_for, wait_until};
 
 // ---------------------------------------------------------------------------------
 // Redis
@@ -701,61 +671,8 @@ impl Drop for Replica {
     }
 }
 
-/// One replica in this process: `powertail::build` + `powertail::run` on its own port,
-/// for tests that need no signals. Dropping it shuts it down (gracefully).
-pub struct InProcess {
-    base: String,
-    pub http: reqwest::Client,
-    pub logs: powertail::service::LogService,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-}
-
-impl InProcess {
-    /// Serves `config` (its `listen` is ignored: 127.0.0.1 and a free port).
-    pub async fn start(config: &Config) -> Self {
-        super::init_tracing();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = powertail::build(config, addr).unwrap();
-        let logs = state.logs.clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(powertail::run(listener, state, async {
-            let _ = stopped.await;
-        }));
-        InProcess {
-            base: format!("http://{addr}"),
-            http: reqwest::Client::new(),
-            logs,
-            stop: Some(stop),
-            server: Some(server),
-        }
-    }
-
-    /// [`start`](Self::start) with configuration text (e.g. from [`cluster_config`]).
-    pub async fn start_toml(config_toml: &str) -> Self {
-        let config = Config::from_toml(config_toml).unwrap_or_else(|e| panic!("{e}\n{config_toml}"));
-        Self::start(&config).await
-    }
-
-    /// `http://127.0.0.1:<port>`
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    /// `GET path` → (status, JSON body, or the text as a JSON string).
-    pub async fn get(&self, path: &str) -> (u16, Value) {
-        get_json(&self.http, &format!("{}{path}", self.base)).await
-    }
-
-    /// Shuts it down as SIGTERM would, and waits (at most 15 s) until it stopped.
-    pub async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let server = self.server.take().unwrap();
-        let result = tokio::time::timeout(Duration::from_secs(15), server).await.expect("the server stops");
-        result.expect("the server task").expect("the server's listener");
-    }
-}
+/// One replica in this process, for tests that need no signals: the shared [`super::Server`].
+pub type InProcess = super::Server;
 
 /// A client's cursor on one instance's log, as the viewer keeps it: the lines read so
 /// far (`fromLine` of the next poll is their number) and the epoch of its first answer,

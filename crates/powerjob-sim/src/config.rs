@@ -77,6 +77,32 @@ pub struct SimConfig {
     /// How instances are numbered: by default snowflake ids of their creation time with
     /// a random machine id, so ids differ on every start, as on a real server.
     pub instance_ids: InstanceIds,
+    /// The server's time of day: the wall clock by default; a test gives its own (e.g.
+    /// `powertail::clock::Clock::now_fn`) to move the server's time forward with it.
+    pub clock: SimClock,
+}
+
+/// The time of day a simulator reads (epoch ms): the wall clock, or a function a test
+/// gives it. The core itself never reads a clock: the HTTP layer passes `now` in.
+#[derive(Clone, Default)]
+pub struct SimClock(Option<Arc<dyn Fn() -> i64 + Send + Sync>>);
+
+impl SimClock {
+    /// Time read from `now` (epoch ms).
+    pub fn from_fn(now: Arc<dyn Fn() -> i64 + Send + Sync>) -> Self {
+        SimClock(Some(now))
+    }
+
+    /// The test's function, `None` for the wall clock.
+    pub fn custom(&self) -> Option<&(dyn Fn() -> i64 + Send + Sync)> {
+        self.0.as_deref()
+    }
+}
+
+impl std::fmt::Debug for SimClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "SimClock(custom)" } else { "SimClock(wall)" })
+    }
 }
 
 impl Default for SimConfig {
@@ -104,6 +130,7 @@ impl Default for SimConfig {
             clean_age_ms: 600_000,
             logs_after_stop: false,
             instance_ids: InstanceIds::random(),
+            clock: SimClock::default(),
         }
     }
 }

@@ -27,7 +27,7 @@ pub mod json;
 pub mod script;
 pub mod types;
 
-pub use self::config::{SimConfig, SimJob};
+pub use self::config::{SimClock, SimConfig, SimJob};
 pub use self::core::SimCore;
 pub use self::file::LineId;
 pub use self::http::{Fault, FaultKind, SimHandle, Simulator};

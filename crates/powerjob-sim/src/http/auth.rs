@@ -208,7 +208,7 @@ pub(super) async fn openapi_interceptor(State(sim): State<Simulator>, req: Reque
         if exempt {
             return next.run(req).await;
         }
-        if let Err(rejection) = sim.check_app_token(req.headers(), Simulator::now()) {
+        if let Err(rejection) = sim.check_app_token(req.headers(), sim.time()) {
             return rejection.into_response();
         }
     }
@@ -244,7 +244,7 @@ pub(super) async fn auth_app(State(sim): State<Simulator>, req: Request) -> Resp
         }
         Ok(false) => result(false, Value::Null, Some("INCORRECT_PASSWORD"), Some("-400")),
         Ok(true) => {
-            let now = Simulator::now();
+            let now = sim.time();
             let expires_at = now.saturating_add(sim.cfg.token_ttl_ms);
             let jti = format!("{:032x}", rand::random::<u128>());
             let claims = json::app_token_claims(password, sim.cfg.app_id, encrypt_type, expires_at / 1000, &jti);
@@ -291,7 +291,7 @@ pub(super) async fn console_login(State(sim): State<Simulator>, req: Request) ->
     if password != sim.cfg.console_password {
         return fail("password is incorrect");
     }
-    let expires_at = Simulator::now().saturating_add(sim.cfg.token_ttl_ms);
+    let expires_at = sim.time().saturating_add(sim.cfg.token_ttl_ms);
     let jti = format!("{:032x}", rand::random::<u128>());
     let token =
         Simulator::issue_token(&json::console_token_claims(username, &md5_hex(password), expires_at / 1000, &jti));
@@ -306,7 +306,7 @@ pub(super) async fn console_login(State(sim): State<Simulator>, req: Request) ->
 
 /// `GET /auth/ifLogin` (5.x): the user, or `data: null` without a valid JWT.
 pub(super) async fn if_login(State(sim): State<Simulator>, headers: HeaderMap) -> Response {
-    match sim.console_user(&headers, Simulator::now()) {
+    match sim.console_user(&headers, sim.time()) {
         Some(user) => ok(json::console_user(&user, None)),
         None => ok(Value::Null),
     }

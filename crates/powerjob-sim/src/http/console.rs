@@ -25,7 +25,7 @@ fn check_log_app(sim: &Simulator, p: &Params) -> Result<(), Failure> {
 /// `GET /instance/log` (§4.1–§4.6; 5.x: console JWT and OPS on the app).
 pub(super) async fn instance_log(State(sim): State<Simulator>, req: Request) -> Response {
     let (headers, p) = Params::read(req).await;
-    let now = Simulator::now();
+    let now = sim.time();
     if let Err(failure) = sim.check_console(&headers, now) {
         return sim.failure(failure);
     }
@@ -45,7 +45,7 @@ pub(super) async fn instance_log(State(sim): State<Simulator>, req: Request) -> 
 /// router is used without [`Simulator::serve`]).
 pub(super) async fn download_log_url(State(sim): State<Simulator>, req: Request) -> Response {
     let (headers, p) = Params::read(req).await;
-    if let Err(failure) = sim.check_console(&headers, Simulator::now()) {
+    if let Err(failure) = sim.check_console(&headers, sim.time()) {
         return sim.failure(failure);
     }
     if let Err(failure) = check_log_app(&sim, &p) {

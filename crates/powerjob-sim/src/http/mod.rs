@@ -143,7 +143,13 @@ impl Simulator {
     /// Runs `f` on the core with the current time (scripting from tests).
     pub fn with_core<R>(&self, f: impl FnOnce(&mut SimCore, i64) -> R) -> R {
         let mut core = self.core.lock().expect("sim core poisoned");
-        f(&mut core, Self::now())
+        f(&mut core, self.time())
+    }
+
+    /// This server's now, epoch ms: [`SimConfig::clock`] (the wall clock, [`Simulator::now`],
+    /// unless the test gave its own).
+    pub fn time(&self) -> i64 {
+        self.cfg.clock.custom().map_or_else(Self::now, |now| now())
     }
 
     /// Queues a fault; faults apply in the order they were queued.

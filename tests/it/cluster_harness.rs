@@ -3,7 +3,7 @@
 //! binary with signals. The Redis tests need Debian's redis-server and are ignored
 //! without `--include-ignored` (CI runs them).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use common::cluster::{
     RedisServer, Replica, Reply,
 };
 use powertail::config::Config;
-use powertail::sim::{JobScript, SimConfig, SimJob, Simulator};
+use powertail::sim::{SimConfig, Simulator};
 
 #[test]
 #[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
@@ -191,15 +191,9 @@ async fn a_replica_process_serves_pauses_dies_and_respawns() {
 /// sends the epoch of its first answer with every later poll.
 #[tokio::test]
 async fn an_in_process_replica_serves_a_follow_and_stops() {
-    let text: String = (0..60).map(|k| format!("[INFO] step {k}\n")).collect();
-    let job = SimJob {
-        id: 12,
-        name: "j".into(),
-        job_params: String::new(),
-        script: Some(std::sync::Arc::new(JobScript::from_text(&text, 1_500, 5, "ok"))),
-    };
-    let sim = Simulator::spawn(SimConfig { jobs: vec![job], ..common::fast_sim() }).await.unwrap();
-    let id = sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
+    let sim_cfg = common::steps(60).text(|k, _| format!("[INFO] step {k}")).over(1_500).sim(12);
+    let sim = Simulator::spawn(sim_cfg).await.unwrap();
+    let id = common::run_job(&sim, 12);
     let p = InProcess::start_toml(&common::app_config_toml(&[sim.url()], "")).await;
     assert_eq!(p.get("/healthz").await.0, 200);
     let follow = follow_across(&[p.base(), p.base()], id, Duration::from_secs(30)).await;

@@ -1,14 +1,12 @@
 //! Cluster mode: an `EventSource` that loses its replica resumes on another one with
 //! `Last-Event-ID` (and its epoch), and gets every line once, in the shared order.
 
-mod common;
+use crate::common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::cluster::{cluster_config, InProcess, RedisServer};
-use common::fast_sim;
-use powertail::sim::{JobScript, SimJob, Simulator};
+use powertail::sim::Simulator;
 use serde_json::Value;
 
 /// Reads SSE events of `resp` until `stop(event, data)` says so; returns them.
@@ -46,21 +44,11 @@ fn lines_of(events: &[(String, Value)]) -> Vec<String> {
 #[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
 async fn a_stream_resumes_on_another_replica_with_last_event_id() {
     let redis = RedisServer::start();
-    let mut text = String::new();
-    for k in 0..500 {
-        text.push_str(&format!("[INFO] step {k}\n"));
-    }
-    let mut sim_cfg = fast_sim();
-    sim_cfg.jobs = vec![SimJob {
-        id: 12,
-        name: "j".into(),
-        job_params: String::new(),
-        script: Some(Arc::new(JobScript::from_text(&text, 4_000, 5, "ok"))),
-    }];
+    let sim_cfg = common::steps(500).text(|k, _| format!("[INFO] step {k}")).over(4_000).sim(12);
     let sim = Simulator::spawn(sim_cfg).await.unwrap();
     let a = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), "")).await;
     let b = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), "")).await;
-    let id = sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
+    let id = common::run_job(&sim, 12);
 
     // On A until some lines came, then the connection drops (A is gone for this client).
     let resp = a.http.get(format!("{}/llm/logs/{id}/stream", a.base())).send().await.unwrap();
@@ -102,21 +90,14 @@ async fn a_stream_resumes_on_another_replica_with_last_event_id() {
 #[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
 async fn the_holder_refreshes_for_readers_on_another_replica() {
     let redis = RedisServer::start();
-    let mut text = String::new();
-    for k in 0..300 {
-        text.push_str(&format!("[INFO] step {k}\n"));
-    }
-    let mut sim_cfg = fast_sim();
-    sim_cfg.jobs = vec![SimJob {
-        id: 12,
-        name: "j".into(),
-        job_params: String::new(),
-        script: Some(Arc::new(JobScript::from_text(&text, 4_000, 5, "ok"))),
-    }];
+    let sim_cfg = common::steps(300).text(|k, _| format!("[INFO] step {k}")).over(4_000).sim(12);
     let sim = Simulator::spawn(sim_cfg).await.unwrap();
-    let a = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), "")).await;
-    let b = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), "")).await;
-    let id = sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
+    // A 2 s lease (the harness's is 600 ms): shorter than the 6 s run and sync, so it
+    // would lapse without the holder's help, and long enough that a loaded machine's
+    // late renewal is not taken for a lapse.
+    let a = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), "lease_ms = 2000")).await;
+    let b = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), "lease_ms = 2000")).await;
+    let id = common::run_job(&sim, 12);
     let node_a = a.get("/readyz").await.1["store"]["node"].as_str().unwrap().to_owned();
     // A reads first and takes the lease; from then on only B is read.
     let (status, _) = a.get(&format!("/llm/logs?instanceId={id}")).await;

@@ -3,18 +3,21 @@
 //! log must be exact. Bounded: ~40 s with the defaults; `SOAK_INSTANCES`, `SOAK_LINES`
 //! and `SOAK_JOB_MS` (each job's duration) scale it up (figures in BENCHMARKS.md).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{app_config, fast_sim, sorted, TestApp};
-use powertail::sim::{Fault, FaultKind, JobScript, Level, ScriptLine, ScriptWorker, SimJob, Simulator};
+use common::{fast_sim, sorted, TestApp};
+use powertail::sim::{Fault, FaultKind, JobScript, Level, ScriptLine, ScriptWorker, SimJob};
 use rand::{Rng, SeedableRng};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
+
+/// The cache bound of the soak run.
+const CACHE_MAX_BYTES: u64 = 64 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_instances_under_random_faults_end_exact() {
@@ -38,11 +41,11 @@ async fn two_hundred_instances_under_random_faults_end_exact() {
         SimJob { id: 12, name: "plain".into(), job_params: String::new(), script: Some(Arc::new(plain)) },
         SimJob { id: 13, name: "skewed".into(), job_params: String::new(), script: Some(Arc::new(skewed)) },
     ];
-    let sim = Simulator::spawn(cfg).await.unwrap();
-    let mut config = app_config(&[sim.url()], "");
-    config.logs.refresh_interval_ms = 100;
-    config.logs.cache_max_bytes = 64 << 20;
-    let app = TestApp::spawn_app(sim, &config).await;
+    let app = TestApp::spawn_config(cfg, "", |c| {
+        c.logs.refresh_interval_ms = 100;
+        c.logs.cache_max_bytes = CACHE_MAX_BYTES;
+    })
+    .await;
 
     let started = Instant::now();
     let chaos = {
@@ -74,9 +77,9 @@ async fn two_hundred_instances_under_random_faults_end_exact() {
                 let job = if k % 4 == 0 { 13 } else { 12 };
                 let id = sim.with_core(|c, now| c.run_job(job, None, 0, now)).unwrap();
                 let mut got: Vec<String> = Vec::new();
-                let deadline = Instant::now() + Duration::from_millis(job_ms as u64 + 120_000);
+                let deadline = common::Deadline::after(Duration::from_millis(job_ms as u64 + 120_000));
                 loop {
-                    assert!(Instant::now() < deadline, "instance {id} never completed");
+                    deadline.check(|| format!("instance {id} completed"));
                     let resp = http
                         .get(format!("{base}/llm/logs?instanceId={id}&fromLine={}", got.len()))
                         .send()
@@ -106,19 +109,13 @@ async fn two_hundred_instances_under_random_faults_end_exact() {
     }
     let injected = chaos.await.unwrap();
     let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
-    let gauge = |name: &str| {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let gauge = |name: &str| common::metric(&metrics, name);
     let cache = gauge("powertail_cache_bytes");
     eprintln!(
         "soak: {instances} instances × ~{lines} lines, {injected} fault bursts, {:.1} s, cache {:.1} MiB of {} MiB",
         started.elapsed().as_secs_f64(),
         cache / 1_048_576.0,
-        config.logs.cache_max_bytes >> 20
+        CACHE_MAX_BYTES >> 20
     );
-    assert!(cache <= config.logs.cache_max_bytes as f64);
+    assert!(cache <= CACHE_MAX_BYTES as f64);
 }

@@ -8,57 +8,36 @@
 //! ignored without `--include-ignored`, which CI passes. (Memory mode, where a restart
 //! answers 410 to an old epoch, is tests/epoch.rs.)
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::cluster::{
     brief, cluster_config, get_json, merge_toml, test_key_prefix, wait_for, wait_until, Cursor, InProcess, RedisServer,
     Replica, Reply,
 };
-use common::{app_config_toml, fast_sim};
-use powertail::sim::{
-    Fault, FaultKind, JobScript, Level, ScriptLine, ScriptWorker, SimConfig, SimHandle, SimJob, Simulator,
-};
+use common::{app_config_toml, fast_sim, steps, Deadline};
+use powertail::sim::{Fault, FaultKind, JobScript, SimConfig, SimHandle, Simulator};
 use serde_json::{json, Value};
 
 /// How long a follow to `complete` may take (the runs last a few seconds).
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A run of `n` lines of worker 1 over `ms`; with `late > 0`, a second worker whose
-/// clock is 400 ms behind logs `late` lines meanwhile: its batches sort before lines
-/// already served (mid-log inserts upstream, appended at the end by powertail).
+/// clock is 400 ms behind logs `late` lines meanwhile ([`common::Steps::late`]).
 fn script(n: usize, ms: i64, late: usize) -> JobScript {
-    let text: String = (0..n).map(|k| format!("[INFO] step {k} of {n}\n")).collect();
-    let mut s = JobScript::from_text(&text, ms, 5, "ok");
-    if late > 0 {
-        s.workers.push(ScriptWorker { address: "10.0.0.22:27777".into(), clock_skew_ms: -400, flush_phase_ms: 130 });
-        let step = ms / late as i64;
-        for k in 0..late {
-            s.lines.push(ScriptLine {
-                at_ms: k as i64 * step,
-                level: Level::Info,
-                content: format!("worker-2 shard {k}"),
-                worker: 1,
-            });
-        }
-    }
-    s
+    steps(n).over(ms).late(late).script()
 }
 
 /// The fast simulator with job 12 playing `script`.
 fn sim_config(script: JobScript) -> SimConfig {
-    SimConfig {
-        jobs: vec![SimJob { id: 12, name: "j".into(), job_params: String::new(), script: Some(Arc::new(script)) }],
-        ..fast_sim()
-    }
+    SimConfig { jobs: vec![common::sim_job(12, script)], ..fast_sim() }
 }
 
 /// Runs job 12 now; its instance id.
 fn run(sim: &SimHandle) -> i64 {
-    sim.with_core(|c, now| c.run_job(12, None, 0, now)).expect("job 12 exists")
+    common::run_job(sim, 12)
 }
 
 /// Every line the simulator's server can ever serve for `id`.
@@ -393,9 +372,9 @@ async fn a_paused_holder_resuming_after_its_lease_moved_is_fenced() {
     let from = cursor.lines.len();
     let epoch = cursor.epoch.clone().unwrap();
     let mut held_reads = Vec::new();
-    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = Deadline::after(Duration::from_secs(10));
     while sim.requests("/instance/log") == log_reads {
-        assert!(tokio::time::Instant::now() < until, "the holder did not read the log");
+        deadline.check(|| "the holder did not read the log");
         let url = format!("{}/llm/logs?instanceId={id}&fromLine={from}&epoch={epoch}", all[h]);
         held_reads.push(tokio::spawn(get_json_owned(url)));
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -406,14 +385,14 @@ async fn a_paused_holder_resuming_after_its_lease_moved_is_fenced() {
 
     // The others go on: one takes the lease and appends past the paused holder's view.
     let fenced_before = error_replies(&redis, "FENCED");
-    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = Deadline::after(Duration::from_secs(20));
     loop {
         cursor.poll(others[cursor.polls % 2], 0).await;
         let moved = lease_node(&redis, &prefix, id).is_some_and(|n| n != holder);
         if moved && redis_state(&redis, &prefix, id).next > next_at_pause {
             break;
         }
-        assert!(tokio::time::Instant::now() < until, "no other replica took the lease and appended");
+        deadline.check(|| "no other replica took the lease and appended");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     replicas[h].sigcont();
@@ -673,9 +652,9 @@ async fn replicas_serve_what_they_hold_while_redis_is_unreachable() {
         // Back by itself: fresh answers under the same epoch, the other instance served,
         // PowerJob read again.
         for base in bases {
-            let until = tokio::time::Instant::now() + Duration::from_secs(15);
+            let deadline = Deadline::after(Duration::from_secs(15));
             while cursor.poll(base, 0).await["stale"] != false {
-                assert!(tokio::time::Instant::now() < until, "{outage:?}: {base} stays stale");
+                deadline.check(|| format!("{outage:?}: {base} stays stale"));
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let url = format!("{base}/llm/logs?instanceId={other}");
@@ -788,12 +767,12 @@ async fn an_append_past_maxmemory_fails_whole_and_readers_keep_the_committed_lin
     let id = run(&sim);
     let mut cursor = Cursor::new(id);
     let lines_key = key(&prefix, id, "lines");
-    let until = tokio::time::Instant::now() + DEADLINE;
+    let deadline = Deadline::after(DEADLINE);
     let mut refused = 0;
     while refused == 0 {
         let body = cursor.poll(both[cursor.polls % 2], 0).await;
         assert_ne!(body["complete"], true, "the whole log fitted: make it longer");
-        assert!(tokio::time::Instant::now() < until, "no append refused for lack of memory");
+        deadline.check(|| "no append refused for lack of memory");
         refused = oom_appends(&a).await + oom_appends(&b).await;
         tokio::time::sleep(Duration::from_millis(40)).await;
     }

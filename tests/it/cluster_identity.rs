@@ -4,15 +4,13 @@
 //! Every test here needs `redis-server` (Debian package `redis-server`); they are
 //! ignored without `--include-ignored`, which CI passes.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cluster::{
+use crate::common::cluster::{
     brief, cluster_config, free_port, get_json, wait_for, wait_until, Cursor, InProcess, RedisServer, Replica,
 };
-use common::fast_sim;
+use crate::common::fast_sim;
 use powertail::sim::{InstanceIds, JobScript, SimConfig, SimHandle, SimJob, Simulator};
 use serde_json::Value;
 

@@ -1,7 +1,7 @@
 //! Cluster mode: the Redis password (in `cluster.redis_url`) never reaches logs, errors,
 //! metrics or `/readyz`, when Redis refuses it or when it is right.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +33,7 @@ async fn the_redis_password_never_leaks() {
     let sim = Simulator::spawn(sim_cfg).await.unwrap();
     let url = |pw: &str| format!("redis://:{pw}@127.0.0.1:{}/0", redis.port());
     let config = |pw: &str| format!("{}\n[server]\nlog_level = \"debug\"\n", cluster_config(&sim.url(), &url(pw), ""));
-    let id = sim.with_core(|c, now| c.run_job(12, None, 0, now)).expect("the default sim has job 12");
+    let id = common::run_job(&sim, 12);
 
     // A wrong password: Redis refuses every command; the answers say so without it.
     let wrong = Replica::spawn(&config(WRONG)).await;

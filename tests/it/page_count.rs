@@ -3,12 +3,10 @@
 //! real end of the log per refresh, whatever page 0 claims (on main a refresh asked for
 //! page after page up to the line cap: ~930 requests past the end in 10 s).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{app_config, fast_sim, TestApp};
+use crate::common::{app_config, fast_sim, TestApp};
 use powertail::sim::{Fault, FaultKind, JobScript, SimJob, Simulator};
 use tokio::time::Instant;
 

@@ -1,7 +1,7 @@
 //! TLS to PowerJob (rustls): an `https://` server whose certificate is signed by a
 //! private CA is followed when `powerjob.ca_file` names that CA, and refused otherwise.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,7 +110,7 @@ async fn https_powerjob_with_a_private_ca() {
 
     config.powerjob.ca_file = Some(ca_file);
     let app = TestApp::spawn_app(plain, &config).await;
-    let id = app.sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
+    let id = app.run_job(12);
     let follow = app.follow(id, Duration::from_secs(30)).await;
     assert_eq!(follow.lines, app.sim.with_core(|c, _| c.final_lines(id)));
 }

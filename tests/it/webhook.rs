@@ -1,7 +1,7 @@
 //! Webhooks of start-up events (issue 13 part 3), end to end: the demo's vLLM jobs
 //! through the simulator, a receiver on loopback that records every request.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -82,20 +82,18 @@ impl Receiver {
     }
 }
 
-struct App {
-    base: String,
-    http: reqwest::Client,
-    logs: powertail::service::LogService,
-    _demo: powertail::demo::Demo,
+/// The demo app (its `get` asserts 200 and returns the JSON body).
+struct App(common::TestApp);
+
+impl std::ops::Deref for App {
+    type Target = common::TestApp;
+    fn deref(&self) -> &common::TestApp {
+        &self.0
+    }
 }
 
 async fn serve(demo: powertail::demo::Demo) -> App {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = powertail::build(&demo.config, addr).unwrap();
-    let logs = state.logs.clone();
-    tokio::spawn(powertail::run(listener, state, std::future::pending()));
-    App { base: format!("http://{addr}"), http: reqwest::Client::new(), logs, _demo: demo }
+    App(common::TestApp::spawn_app(demo.sim, &demo.config).await)
 }
 
 impl App {
@@ -114,7 +112,7 @@ impl App {
     /// Waits until the instance's log is complete and its webhook watcher has ended:
     /// nothing more can be delivered for it.
     async fn until_done(&self, id: &str) {
-        let end = Instant::now() + DEADLINE;
+        let deadline = common::Deadline::after(DEADLINE);
         let mut from = 0;
         loop {
             let page = self.get(&format!("/llm/logs?instanceId={id}&fromLine={from}&waitMs=2000")).await;
@@ -122,13 +120,10 @@ impl App {
             if page["complete"] == true {
                 break;
             }
-            assert!(Instant::now() < end, "the log is not complete in {DEADLINE:?}");
+            deadline.check(|| "the log is complete");
         }
         let n: i64 = id.parse().unwrap();
-        while self.logs.is_watched(n) {
-            assert!(Instant::now() < end, "the watcher did not end in {DEADLINE:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::wait_until(deadline.left(), "the watcher ended", || async { !self.logs.is_watched(n) }).await;
     }
 }
 
@@ -299,7 +294,7 @@ async fn a_failure_while_the_job_runs_on_is_delivered_once_it_settled() {
     assert!(after >= Duration::from_millis(5_000), "not before the failure settled: {after:?}");
     // The job's end changes nothing: delivered once.
     let n: i64 = id.parse().unwrap();
-    let end = Instant::now() + DEADLINE;
+    let deadline = common::Deadline::after(DEADLINE);
     let mut from = 0;
     loop {
         let page = app.logs_wait(n, from, 1000).await;
@@ -307,7 +302,7 @@ async fn a_failure_while_the_job_runs_on_is_delivered_once_it_settled() {
         if page["complete"] == true && !app.logs.is_watched(n) {
             break;
         }
-        assert!(Instant::now() < end, "not complete in {DEADLINE:?}: {page}");
+        deadline.check(|| format!("complete, the watcher ended: {page}"));
         if page["complete"] == true {
             tokio::time::sleep(Duration::from_millis(20)).await; // the watcher's end
         }

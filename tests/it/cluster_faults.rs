@@ -4,16 +4,14 @@
 //! Every test here needs `redis-server` (Debian package `redis-server`); they are
 //! ignored without `--include-ignored`, which CI passes.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cluster::{
+use crate::common::cluster::{
     brief, cluster_config, get_json, test_key_prefix, wait_for, wait_until, Cursor, InProcess, RedisServer, Replica,
     Reply,
 };
-use common::fast_sim;
+use crate::common::fast_sim;
 use powertail::sim::{Fault, FaultKind, JobScript, SimConfig, SimHandle, SimJob, Simulator};
 use serde_json::Value;
 

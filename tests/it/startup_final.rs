@@ -8,8 +8,6 @@
 //! * Jobs that are no model servers (noisy-batch, multi-worker) are `tracked: false`
 //!   all along; a vLLM job is tracked once its first start-up line matched.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -5,15 +5,13 @@
 //! under the same epoch after the sentinel promotes the replica (and the old primary,
 //! back, becomes its replica).
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::cluster::{free_port, merge_toml, next_node_id, test_key_prefix, wait_until, InProcess, RedisServer};
-use common::fast_sim;
-use powertail::sim::{JobScript, SimJob, Simulator};
+use powertail::sim::Simulator;
 
 /// One `redis-server --sentinel` watching `master_port` as `powertail`.
 struct Sentinel {
@@ -76,17 +74,7 @@ async fn a_sentinel_failover_mid_log_loses_and_repeats_nothing() {
     })
     .await;
 
-    let mut text = String::new();
-    for k in 0..600 {
-        text.push_str(&format!("[INFO] step {k}\n"));
-    }
-    let mut sim_cfg = fast_sim();
-    sim_cfg.jobs = vec![SimJob {
-        id: 12,
-        name: "j".into(),
-        job_params: String::new(),
-        script: Some(Arc::new(JobScript::from_text(&text, 9_000, 5, "ok"))),
-    }];
+    let sim_cfg = common::steps(600).text(|k, _| format!("[INFO] step {k}")).over(9_000).sim(12);
     let sim = Simulator::spawn(sim_cfg).await.unwrap();
     let prefix = test_key_prefix();
     let config = |node: String| {
@@ -100,11 +88,11 @@ async fn a_sentinel_failover_mid_log_loses_and_repeats_nothing() {
     };
     let a = InProcess::start_toml(&config(next_node_id())).await;
     let b = InProcess::start_toml(&config(next_node_id())).await;
-    let id = sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
+    let id = common::run_job(&sim, 12);
 
     // Follow, each poll on the other replica; kill the primary once lines flow.
     let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = common::Deadline::after(Duration::from_secs(60));
     let (mut lines, mut epoch) = (Vec::<String>::new(), None::<String>);
     let (mut killed, mut back) = (false, false);
     for poll in 0.. {
@@ -116,7 +104,7 @@ async fn a_sentinel_failover_mid_log_loses_and_repeats_nothing() {
         let resp = http.get(url).send().await.unwrap();
         let status = resp.status().as_u16();
         let body: serde_json::Value = resp.json().await.unwrap();
-        assert!(tokio::time::Instant::now() < deadline, "not complete in time: {body}");
+        deadline.check(|| format!("not complete: {body}"));
         if status == 503 {
             // Only while the sentinel has not promoted the replica yet.
             assert_eq!(body["error"]["code"], "store_unavailable", "{body}");

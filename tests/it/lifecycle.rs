@@ -3,15 +3,14 @@
 //! restart and a head clean-up, placeholders on a first read, a stalled server, an
 //! absurd page count and the memory caps. Each case runs on the 4.3 and the 5.1 wire.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{app_config, fast_sim, TestApp};
+use common::{fast_sim, wait_until, TestApp};
 use powertail::config::Config;
-use powertail::sim::{Fault, FaultKind, JobScript, SimConfig, SimHandle, SimJob, Simulator, TimeExpression, Version};
+use powertail::sim::{Fault, FaultKind, JobScript, SimConfig, SimJob, TimeExpression, Version};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -58,27 +57,20 @@ fn script(tag: &str, n: usize, ms: i64, trace_every: usize, final_status: i32) -
 fn sim(version: Version, script: JobScript, f: impl FnOnce(&mut SimConfig)) -> SimConfig {
     let mut cfg = fast_sim();
     cfg.version = version;
-    cfg.jobs = vec![SimJob { id: 12, name: "job".into(), job_params: String::new(), script: Some(Arc::new(script)) }];
+    cfg.jobs = vec![SimJob { name: "job".into(), ..common::sim_job(12, script) }];
     f(&mut cfg);
     cfg
 }
 
-fn config(sim: &SimHandle, version: Version, f: impl FnOnce(&mut Config)) -> Config {
-    let extra = if version == Version::V5 { CONSOLE } else { "" };
-    let mut c = app_config(&[sim.url()], extra);
-    f(&mut c);
-    c
-}
-
+/// The simulator and the adapter on one manual clock ([`TestApp::spawn_config`]); 5.x
+/// with the console account.
 async fn spawn(cfg: SimConfig, f: impl FnOnce(&mut Config)) -> TestApp {
-    let version = cfg.version;
-    let sim = Simulator::spawn(cfg).await.unwrap();
-    let c = config(&sim, version, f);
-    TestApp::spawn_app(sim, &c).await
+    let extra = if cfg.version == Version::V5 { CONSOLE } else { "" };
+    TestApp::spawn_config(cfg, extra, f).await
 }
 
 fn run(app: &TestApp) -> i64 {
-    app.sim.with_core(|core, now| core.run_job(12, None, 0, now)).expect("job 12 exists")
+    app.run_job(12)
 }
 
 fn counts(lines: &[String]) -> HashMap<&str, usize> {
@@ -87,15 +79,6 @@ fn counts(lines: &[String]) -> HashMap<&str, usize> {
         *m.entry(l.as_str()).or_default() += 1;
     }
     m
-}
-
-/// Waits until `f` holds, polling; panics with `what` after `deadline`.
-async fn until<F: std::future::Future<Output = bool>>(what: &str, deadline: Duration, mut f: impl FnMut() -> F) {
-    let end = Instant::now() + deadline;
-    while !f().await {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(40)).await;
-    }
 }
 
 // 1. A retry under the same instanceId, through powertail and from the console.
@@ -149,7 +132,7 @@ async fn retry_from_the_console(version: Version) {
     let n = first.lines.len();
     // Retried behind powertail's back (the console, or PowerJob's retry policy).
     app.sim.with_core(|c, now| c.retry_instance(id, now)).unwrap();
-    until("the retry to be seen by a read", DEADLINE, || async {
+    wait_until(DEADLINE, "the retry to be seen by a read", || async {
         let body = app.logs(id, n as u64).await;
         body["complete"] == false && body["attempt"] == 2
     })
@@ -189,8 +172,10 @@ async fn a_stopped_process_that_keeps_logging(version: Version) {
     let cfg = sim(version, script("job", 100, 1_600, 0, 5), |c| c.logs_after_stop = true);
     let app = spawn(cfg, |_| {}).await;
     let id = run(&app);
-    until("some lines", DEADLINE, || async { app.logs_wait(id, 1, 2_000).await["totalLines"].as_u64().unwrap() > 1 })
-        .await;
+    wait_until(DEADLINE, "some lines", || async {
+        app.logs_wait(id, 1, 2_000).await["totalLines"].as_u64().unwrap() > 1
+    })
+    .await;
     let (status, body) = post(&app, &format!("/llm/instances/{id}/stop")).await;
     assert_eq!(status, 200, "{body}");
     let follow = app.follow(id, DEADLINE).await;
@@ -210,7 +195,8 @@ both_wires!(a_stopped_process_that_keeps_logging, stopped_process_v4, stopped_pr
 async fn repeated_traces_across_a_restart(version: Version) {
     let app = spawn(sim(version, script("job", 120, 3_000, 4, 5), |_| {}), |_| {}).await;
     let id = run(&app);
-    until("half the log", DEADLINE, || async { app.logs(id, 0).await["totalLines"].as_u64().unwrap() >= 150 }).await;
+    wait_until(DEADLINE, "half the log", || async { app.logs(id, 0).await["totalLines"].as_u64().unwrap() >= 150 })
+        .await;
     let before = serde_json::from_value::<Vec<String>>(app.logs(id, 0).await["lines"].clone()).unwrap();
     app.sim.restart();
     let follow = app.follow_from(id, before, DEADLINE).await;
@@ -237,8 +223,10 @@ async fn repeated_traces_across_a_head_clean_up(version: Version) {
     });
     let app = spawn(cfg, |_| {}).await;
     let id = run(&app);
-    until("a third of the log", DEADLINE, || async { app.logs(id, 0).await["totalLines"].as_u64().unwrap() >= 200 })
-        .await;
+    wait_until(DEADLINE, "a third of the log", || async {
+        app.logs(id, 0).await["totalLines"].as_u64().unwrap() >= 200
+    })
+    .await;
     assert!(app.sim.clean_now() > 0, "the head was cleaned");
     let follow = app.follow(id, DEADLINE).await;
     let records = follow.lines.iter().filter(|l| l.contains(" step ")).count();
@@ -274,7 +262,7 @@ async fn a_stalled_server_does_not_stall_readers(version: Version) {
     let app =
         spawn(sim(version, script("job", 400, 20_000, 0, 5), |_| {}), |c| c.powerjob.request_timeout_ms = 8_000).await;
     let id = run(&app);
-    until("some lines", DEADLINE, || async { app.logs(id, 0).await["totalLines"].as_u64().unwrap() > 5 }).await;
+    wait_until(DEADLINE, "some lines", || async { app.logs(id, 0).await["totalLines"].as_u64().unwrap() > 5 }).await;
     app.sim.inject(Fault::always(Some("/instance/log"), FaultKind::Hang(Duration::from_secs(6))));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut stale = 0;
@@ -292,6 +280,8 @@ async fn a_stalled_server_does_not_stall_readers(version: Version) {
     assert!(t.elapsed() < Duration::from_millis(3_000), "a long-poll took {:?}", t.elapsed());
     assert_eq!(body["stale"], true);
     app.sim.clear_faults();
+    // The rest of the 20 s run, its sync and the completion window: not waited out.
+    app.clock.advance(Duration::from_secs(25));
     let follow = app.follow(id, DEADLINE).await;
     assert_eq!(follow.lines, app.sim.with_core(|c, _| c.final_lines(id)));
 }
@@ -312,7 +302,8 @@ async fn an_absurd_page_count_fails_one_refresh(version: Version) {
     let requests = app.sim.requests("/instance/log");
     assert!(requests <= 10, "{requests} page requests for one refresh");
     app.sim.clear_faults();
-    until("a good answer", DEADLINE, || async { app.get(&format!("/llm/logs?instanceId={id}")).await.0 == 200 }).await;
+    wait_until(DEADLINE, "a good answer", || async { app.get(&format!("/llm/logs?instanceId={id}")).await.0 == 200 })
+        .await;
     let follow = app.follow(id, DEADLINE).await;
     assert_eq!(follow.lines, app.sim.with_core(|c, _| c.final_lines(id)));
 }
@@ -331,13 +322,26 @@ both_wires!(the_line_cap_cuts_the_log, line_cap_v4, line_cap_v5);
 #[tokio::test]
 async fn growing_logs_are_bounded_in_bytes() {
     let tag = "x".repeat(200); // 5 000 lines of ~280 bytes: over a MiB while it still runs
-    let app = spawn(sim(Version::V4, script(&tag, 12_000, 20_000, 0, 5), |_| {}), |c| {
+    let app = spawn(sim(Version::V4, script(&tag, 12_000, 120_000, 0, 5), |_| {}), |c| {
         c.logs.max_following_bytes = 1 << 20;
     })
     .await;
     let id = run(&app);
-    until("over a MiB held", DEADLINE, || async { app.logs(id, 0).await["totalLines"].as_u64().unwrap() >= 5_000 })
+    // The first 55 s of the 120 s run, 5 s (500 lines) at a time, each step read as it
+    // grows: the run still goes on for a minute then, however loaded the machine (it
+    // failed once when a 20 s run had ended first). (A step's last lines may wait for
+    // the worker's next flush.)
+    for step in 1..=11u64 {
+        app.clock.advance(Duration::from_secs(5));
+        wait_until(DEADLINE, "a step read", || async {
+            app.logs(id, 0).await["totalLines"].as_u64().unwrap() + 100 >= step * 500
+        })
         .await;
+    }
+    wait_until(DEADLINE, "over a MiB held", || async {
+        app.logs(id, 0).await["totalLines"].as_u64().unwrap() >= 5_000
+    })
+    .await;
     app.logs(id, 0).await; // one more refresh: its weight is counted
     let other = run(&app);
     let resp = app.http.get(format!("{}/llm/logs?instanceId={other}", app.base)).send().await.unwrap();

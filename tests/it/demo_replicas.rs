@@ -3,12 +3,10 @@
 //! with the demo's shortened timings, the same complete log through either replica, and
 //! a Ctrl-C (SIGTERM) that stops the replicas too.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::cluster::{get_json, Cursor, RedisServer};
+use crate::common::cluster::{get_json, Cursor, RedisServer};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Command;

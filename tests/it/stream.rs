@@ -2,7 +2,7 @@
 //! server's lines, and a reconnect with `Last-Event-ID` resumes where it stopped (and
 //! gets 204 No Content once the log is complete and nothing follows its id).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,7 +71,7 @@ async fn a_stream_follows_to_the_end_and_resumes_with_last_event_id() {
         script: Some(Arc::new(JobScript::from_text(&text, 2_000, 5, "ok"))),
     }];
     let app = TestApp::spawn(cfg).await;
-    let id = app.sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
+    let id = app.run_job(12);
 
     // Read two batches, then drop the connection.
     let first = events(&app, &format!("/llm/logs/{id}/stream"), None, Some(2)).await;
@@ -125,26 +125,18 @@ async fn a_stream_follows_to_the_end_and_resumes_with_last_event_id() {
 
 #[tokio::test]
 async fn shutdown_ends_streams_with_a_final_event_and_answers_long_polls() {
-    let sim = powertail::sim::Simulator::spawn(fast_sim()).await.unwrap();
-    let id = sim.with_core(|c, now| c.create_instance(12, None, now)); // never logs
-    let config = common::app_config(&[sim.url()], "");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = powertail::build(&config, listener.local_addr().unwrap()).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(powertail::run(listener, state, async {
-        let _ = stopped.await;
-    }));
-    let http = reqwest::Client::new();
+    let mut app = TestApp::spawn(fast_sim()).await;
+    let id = app.sim.with_core(|c, now| c.create_instance(12, None, now)); // never logs
+    let (base, http) = (app.base.clone(), app.http.clone());
     let stream = http.get(format!("{base}/llm/logs/{id}/stream")).send().await.unwrap();
     let poll = tokio::spawn(http.get(format!("{base}/llm/logs?instanceId={id}&waitMs=30000")).send());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
-    stop.send(()).unwrap();
+    app.server.begin_stop();
     let text = tokio::time::timeout(Duration::from_secs(5), stream.text()).await.expect("the stream ends").unwrap();
     assert!(text.contains("event: shutdown"), "{text}");
     let answer = poll.await.unwrap().unwrap();
     assert_eq!(answer.status(), 200, "the long-poll is answered, not cut");
-    tokio::time::timeout(Duration::from_secs(5), server).await.expect("the server stops").unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), app.stop()).await.expect("the server stops");
     assert!(started.elapsed() < powertail::DRAIN_TIMEOUT);
 }

@@ -1,7 +1,7 @@
 //! The job side: run a named job with params → instanceId → follow its log to
 //! complete, against both simulator versions; stop, retry, tokens and the allow-list.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! simulator, `GET /llm/instances/{id}/startup` as a long-poll, a retry's own phase,
 //! the `startup` event of the log stream, and per-job rules from the configuration.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use powertail::config::Config;
@@ -10,23 +10,23 @@ use powertail::logs::rules::{RuleKind, RuleSet, RuleSpec};
 use powertail::logs::startup::StartupTracker;
 use serde_json::{json, Value};
 
+use crate::common::{Deadline, TestApp};
+
 const DEADLINE: Duration = Duration::from_secs(40);
 
-struct App {
-    base: String,
-    http: reqwest::Client,
-    demo: powertail::demo::Demo,
+/// The demo app (its `get` asserts 200 and returns the JSON body).
+struct App(TestApp);
+
+impl std::ops::Deref for App {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.0
+    }
 }
 
 /// The demo 10 times faster (a vLLM start-up takes ~3 s), `f` applied to its config.
 async fn spawn(f: impl FnOnce(&mut Config)) -> App {
-    let mut demo = powertail::demo::setup("127.0.0.1:0".parse().unwrap(), 0.1).await.unwrap();
-    f(&mut demo.config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = powertail::build(&demo.config, addr).unwrap();
-    tokio::spawn(powertail::run(listener, state, std::future::pending()));
-    App { base: format!("http://{addr}"), http: reqwest::Client::new(), demo }
+    App(TestApp::demo(0.1, f).await)
 }
 
 impl App {
@@ -48,7 +48,7 @@ impl App {
 
     /// Long-polls the start-up state until `done` holds; returns every answer.
     async fn until(&self, url: &str, done: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let end = Instant::now() + DEADLINE;
+        let deadline = Deadline::after(DEADLINE);
         let mut answers: Vec<Value> = Vec::new();
         loop {
             let q = match answers.last() {
@@ -62,7 +62,7 @@ impl App {
             if done(&a) {
                 return answers;
             }
-            assert!(Instant::now() < end, "not done in {DEADLINE:?}: {a}");
+            deadline.check(|| format!("not done: {a}"));
         }
     }
 
@@ -211,7 +211,7 @@ async fn a_jobs_own_rules_apply_to_its_runs_also_from_the_console() {
     assert_eq!(last["failure"]["cause"], "port_busy");
     assert!(last["failure"]["text"].as_str().unwrap().contains("[ERROR] port 8000 is in use"));
     // Run behind powertail's back: the job id PowerJob reports picks the rules.
-    let id = app.demo.sim.with_core(|c, now| c.run_job(14, None, 0, now)).unwrap();
+    let id = app.sim.with_core(|c, now| c.run_job(14, None, 0, now)).unwrap();
     let last = app.until(&format!("/llm/instances/{id}/startup"), |a| a["phase"] == "failed").await.pop().unwrap();
     assert_eq!(last["failure"]["cause"], "port_busy");
     // Another job keeps the built-ins.

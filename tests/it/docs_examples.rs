@@ -2,18 +2,16 @@
 //! same fields (issue 21, item 9: the README's `GET /llm/logs` example lacked `epoch`),
 //! each of the same JSON type.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::{fast_sim, TestApp};
+use crate::common::{fast_sim, TestApp};
 use powertail::sim::{Level, Record};
 use serde_json::Value;
 
 /// The JSON after the README's `# first read` curl: the `# ` comment lines up to the
 /// first blank one, joined.
 fn readme_logs_example() -> Value {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let start = readme.find("# first read\n").expect("the README's first read example");
     let text: String = readme[start..]
         .lines()
@@ -26,7 +24,7 @@ fn readme_logs_example() -> Value {
 
 /// The first ```json block after "`GET /llm/logs`" in docs/API.md.
 fn api_logs_example() -> Value {
-    let api = include_str!("../docs/API.md");
+    let api = include_str!("../../docs/API.md");
     let from = api.find("`GET /llm/logs`").unwrap();
     let block = &api[from..];
     let start = block.find("```json\n").unwrap() + "```json\n".len();

@@ -1,35 +1,27 @@
 //! Limits, faults and security: waiting-client cap, job-run rate limit, CORS, a server
 //! restart and revoked tokens mid-follow, and a bounded retry rate during an outage.
 
-mod common;
+use crate::common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{app_config, fast_sim, sorted, TestApp};
-use powertail::sim::{Fault, FaultKind, JobScript, Level, Record, SimConfig, SimJob, Simulator, Version};
+use common::{fast_sim, sorted, steps, Deadline, TestApp};
+use powertail::sim::{Fault, FaultKind, Level, Record, SimConfig, Version};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
 fn sim_with_job(lines: usize, ms: i64, f: impl FnOnce(&mut SimConfig)) -> SimConfig {
-    let text: String = (0..lines).map(|k| format!("[INFO] step {k}\n")).collect();
-    let mut cfg = fast_sim();
-    cfg.jobs = vec![SimJob {
-        id: 12,
-        name: "j".into(),
-        job_params: String::new(),
-        script: Some(Arc::new(JobScript::from_text(&text, ms, 5, "ok"))),
-    }];
+    let mut cfg = steps(lines).text(|k, _| format!("[INFO] step {k}")).over(ms).sim(12);
     f(&mut cfg);
     cfg
 }
 
 #[tokio::test]
 async fn waiting_clients_are_capped_with_retry_after() {
-    let sim = Simulator::spawn(fast_sim()).await.unwrap();
-    let mut config = app_config(&[sim.url()], "");
-    config.server.max_waiting_clients = 1;
-    let app = TestApp::spawn_app(sim, &config).await;
+    let app = TestApp::spawn_config(fast_sim(), "", |c| {
+        c.server.max_waiting_clients = 1;
+    })
+    .await;
     let id = app.sim.with_core(|c, now| c.create_instance(12, None, now)); // waits forever
     let url = format!("{}/llm/logs?instanceId={id}&waitMs=3000", app.base);
     let first = tokio::spawn(app.http.get(&url).send());
@@ -46,10 +38,10 @@ async fn waiting_clients_are_capped_with_retry_after() {
 
 #[tokio::test]
 async fn job_runs_are_rate_limited_per_caller() {
-    let sim = Simulator::spawn(sim_with_job(5, 100, |_| {})).await.unwrap();
-    let mut config = app_config(&[sim.url()], "");
-    config.auth.runs_per_minute = 2;
-    let app = TestApp::spawn_app(sim, &config).await;
+    let app = TestApp::spawn_config(sim_with_job(5, 100, |_| {}), "", |c| {
+        c.auth.runs_per_minute = 2;
+    })
+    .await;
     let run = || app.http.post(format!("{}/llm/jobs/12/run", app.base)).send();
     // Refused requests are not runs: they do not use up the caller's allowance.
     for _ in 0..3 {
@@ -70,10 +62,10 @@ async fn job_runs_are_rate_limited_per_caller() {
 
 #[tokio::test]
 async fn cors_only_for_configured_origins() {
-    let sim = Simulator::spawn(fast_sim()).await.unwrap();
-    let mut config = app_config(&[sim.url()], "");
-    config.server.cors_allowed_origins = vec!["https://platform.example.com".into()];
-    let app = TestApp::spawn_app(sim, &config).await;
+    let app = TestApp::spawn_config(fast_sim(), "", |c| {
+        c.server.cors_allowed_origins = vec!["https://platform.example.com".into()];
+    })
+    .await;
     let preflight = |origin: &'static str| {
         app.http
             .request(reqwest::Method::OPTIONS, format!("{}/llm/logs?instanceId=1", app.base))
@@ -145,7 +137,7 @@ async fn revoked_tokens_mid_follow_are_renewed() {
         c.openapi_auth = true;
     });
     let app = TestApp::spawn_with(cfg, "console_username = \"ADMIN\"\nconsole_password = \"powerjob_admin\"").await;
-    let id = app.sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
+    let id = app.run_job(12);
     let sim = app.sim.sim.clone();
     let revoker = tokio::spawn(async move {
         for _ in 0..3 {
@@ -161,21 +153,11 @@ async fn revoked_tokens_mid_follow_are_renewed() {
 #[tokio::test]
 async fn an_outage_is_retried_with_back_off_not_a_storm() {
     let app = TestApp::spawn(sim_with_job(100, 200, |_| {})).await;
-    let id = app.sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
+    let id = app.run_job(12);
     let follow = app.follow(id, DEADLINE).await;
     assert_eq!(follow.lines.len(), 100);
     // A second, running instance to keep refreshing, then PowerJob fails every request.
-    let id = app.sim.with_core(|c, now| {
-        let id = c.create_instance(12, None, now - 5_000);
-        c.dispatch(id, now - 5_000);
-        c.set_running(id, now - 5_000);
-        c.deliver(
-            id,
-            vec![Record { log_time: now - 4_000, level: Level::Info, content: "hello".into(), worker: "w:1".into() }],
-            now - 4_000,
-        );
-        id
-    });
+    let id = app.sim.with_core(|c, now| common::logged_instance(c, now, 5_000, ["hello".to_owned()], false));
     while app.logs(id, 0).await["totalLines"] != 1 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -218,10 +200,10 @@ async fn an_outage_is_retried_with_back_off_not_a_storm() {
 
 #[tokio::test]
 async fn requests_beyond_the_concurrency_limit_are_shed_with_503() {
-    let sim = Simulator::spawn(fast_sim()).await.unwrap();
-    let mut config = app_config(&[sim.url()], "");
-    config.server.max_concurrent_requests = 1;
-    let app = TestApp::spawn_app(sim, &config).await;
+    let app = TestApp::spawn_config(fast_sim(), "", |c| {
+        c.server.max_concurrent_requests = 1;
+    })
+    .await;
     let id = app.sim.with_core(|c, now| c.create_instance(12, None, now));
     let holder = tokio::spawn(app.http.get(format!("{}/llm/logs?instanceId={id}&waitMs=2000", app.base)).send());
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -236,26 +218,39 @@ async fn requests_beyond_the_concurrency_limit_are_shed_with_503() {
 
 #[tokio::test]
 async fn growing_logs_are_never_evicted_for_size_and_their_number_is_capped() {
-    // (The run lasts 8 s: still growing when the second log is asked for below, also on
-    // a loaded machine.)
-    let sim = Simulator::spawn(sim_with_job(12_000, 8_000, |_| {})).await.unwrap();
-    let mut config = app_config(&[sim.url()], "");
-    config.logs.cache_max_bytes = 1 << 20; // far below one log of ~1.3 MB
-    config.logs.max_followed_instances = 1;
-    let app = TestApp::spawn_app(sim, &config).await;
-    let id = app.sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
+    // The run lasts 60 s of the test's clock, played 2.6 s (520 lines) at a time, each
+    // step read as it grows: still growing when the second log is asked for below, however
+    // loaded the machine (it failed once when an 8 s run had ended first). The second log
+    // is job 13's, a few lines, so that its first read at the end is small.
+    let cfg = sim_with_job(12_000, 60_000, |c| c.jobs.push(steps(10).over(120_000).job(13)));
+    let app = TestApp::spawn_config(cfg, "", |c| {
+        c.logs.cache_max_bytes = 1 << 20; // far below one log of ~1.3 MB
+        c.logs.max_followed_instances = 1;
+    })
+    .await;
+    let id = app.run_job(12);
     let mut read: Vec<String> = Vec::new();
+    let deadline = Deadline::after(DEADLINE);
+    let mut played = 0; // the lines logged by the test's clock so far
     while read.len() < 5_000 {
+        deadline.check(|| format!("{} lines read", read.len()));
+        // (A step's last lines may wait for the worker's next flush.)
+        if read.len() + 100 >= played {
+            app.clock.advance(Duration::from_millis(2_600));
+            played += 520;
+        }
         let body = app.logs(id, read.len() as u64).await;
         read.extend(serde_json::from_value::<Vec<String>>(body["lines"].clone()).unwrap());
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     assert!(app.logs.is_cached(id), "a growing log stays however big");
     // A second growing log is refused while the first is followed.
-    let other = app.sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
+    let other = app.run_job(13);
     let resp = app.http.get(format!("{}/llm/logs?instanceId={other}", app.base)).send().await.unwrap();
     assert_eq!(resp.status(), 503);
     assert!(resp.headers().contains_key("retry-after"));
+    // The rest of the run, its sync and the completion window.
+    app.clock.advance(Duration::from_secs(40));
     let follow = app.follow_from(id, read, DEADLINE).await;
     let want = app.sim.with_core(|c, _| c.final_lines(id));
     assert_eq!(follow.lines.len(), want.len());

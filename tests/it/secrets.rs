@@ -1,7 +1,7 @@
 //! No password or token ever appears in logs (captured at TRACE level), error answers
 //! or metrics, across logins, renewals, failures and job runs.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -3,82 +3,26 @@
 //! idle growing log dropped) gets 410 `epoch_mismatch` with the current epoch, never
 //! lines of another sequence, also on the very first request after a restart.
 
-mod common;
+use crate::common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{app_config, fast_sim};
-use powertail::config::Config;
-use powertail::sim::{JobScript, SimHandle, SimJob, Simulator};
+use common::{app_config, run_job, shared_clock, steps, wait_for, wait_until, Server};
+use powertail::sim::Simulator;
 use serde_json::Value;
-use tokio::sync::oneshot;
 
-/// One powertail process: a fresh `powertail::build` + `run` on its own port.
-struct Process {
-    base: String,
-    http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Process {
-    async fn start(config: &Config) -> Self {
-        common::init_tracing();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = powertail::build(config, listener.local_addr().unwrap()).unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(powertail::run(listener, state, async {
-            let _ = stopped.await;
-        }));
-        Process { base, http: reqwest::Client::new(), stop: Some(stop), server }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await.expect("the server stops");
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
-        let status = resp.status().as_u16();
-        let body = resp.text().await.unwrap();
-        (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
-    }
-
-    /// Reads until at least `n` lines came from line 0 (without epoch); the last answer.
-    async fn read_until(&self, id: i64, n: usize) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let (status, body) = self.get(&format!("/llm/logs?instanceId={id}&fromLine=0")).await;
-            assert_eq!(status, 200, "{body}");
-            if body["lines"].as_array().unwrap().len() >= n {
-                return body;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no {n} lines in time: {body}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+/// Reads until at least `n` lines came from line 0 (without epoch); the last answer.
+async fn read_until(p: &Server, id: i64, n: usize) -> Value {
+    wait_for(Duration::from_secs(20), &format!("{n} lines"), || async {
+        let (status, body) = p.get(&format!("/llm/logs?instanceId={id}&fromLine=0")).await;
+        assert_eq!(status, 200, "{body}");
+        (body["lines"].as_array().unwrap().len() >= n).then_some(body)
+    })
+    .await
 }
 
 fn sim_config() -> powertail::sim::SimConfig {
-    let mut text = String::new();
-    for k in 0..400 {
-        text.push_str(&format!("[INFO] step {k}\n"));
-    }
-    let mut cfg = fast_sim();
-    cfg.jobs = vec![SimJob {
-        id: 12,
-        name: "j".into(),
-        job_params: String::new(),
-        script: Some(Arc::new(JobScript::from_text(&text, 6_000, 5, "ok"))),
-    }];
-    cfg
-}
-
-fn run(sim: &SimHandle) -> i64 {
-    sim.with_core(|c, now| c.run_job(12, None, 0, now)).expect("job 12 exists")
+    steps(400).text(|k, _| format!("[INFO] step {k}")).over(6_000).sim(12)
 }
 
 fn epoch_of(body: &Value) -> String {
@@ -102,7 +46,7 @@ fn gone(status: u16, body: &Value, current: Option<&str>) -> String {
 }
 
 /// The first SSE event of a stream that must start: (event, data).
-async fn first_event(p: &Process, path: &str) -> (String, Value) {
+async fn first_event(p: &Server, path: &str) -> (String, Value) {
     let mut resp = p.http.get(format!("{}{path}", p.base)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut buf = String::new();
@@ -123,13 +67,15 @@ async fn first_event(p: &Process, path: &str) -> (String, Value) {
 
 #[tokio::test]
 async fn a_restarted_process_answers_410_with_its_epoch_to_the_old_one() {
-    let sim = Simulator::spawn(sim_config()).await.unwrap();
+    let mut sim_cfg = sim_config();
+    let clock = shared_clock(&mut sim_cfg);
+    let sim = Simulator::spawn(sim_cfg).await.unwrap();
     let config = app_config(&[sim.url()], "");
-    let id = run(&sim);
+    let id = run_job(&sim, 12);
 
     // The first process serves the growing log under E1, in every answer.
-    let first = Process::start(&config).await;
-    let body = first.read_until(id, 20).await;
+    let first = Server::start_with_clock(&config, clock.clone()).await;
+    let body = read_until(&first, id, 20).await;
     let e1 = epoch_of(&body);
     let (status, again) = first.get(&format!("/llm/logs?instanceId={id}&fromLine=20&epoch={e1}")).await;
     assert_eq!((status, epoch_of(&again)), (200, e1.clone()), "{again}");
@@ -143,7 +89,7 @@ async fn a_restarted_process_answers_410_with_its_epoch_to_the_old_one() {
 
     // A restarted process: its very first answer to E1 is 410 with its own epoch, at
     // once, without reading PowerJob (a new sequence cannot be E1's).
-    let second = Process::start(&config).await;
+    let second = Server::start_with_clock(&config, clock.clone()).await;
     sim.reset_counters();
     let (status, body) = second.get(&format!("/llm/logs?instanceId={id}&fromLine=20&epoch={e1}")).await;
     let e2 = gone(status, &body, None);
@@ -165,7 +111,7 @@ async fn a_restarted_process_answers_410_with_its_epoch_to_the_old_one() {
     gone(410, &body, Some(&e2));
 
     // Without an epoch: served as before, under E2.
-    let body = second.read_until(id, 1).await;
+    let body = read_until(&second, id, 1).await;
     assert_eq!(epoch_of(&body), e2);
     // Later, E1 still gets 410 and E2 is served.
     let (status, body) = second.get(&format!("/llm/logs?instanceId={id}&fromLine=0&epoch={e1}")).await;
@@ -178,15 +124,11 @@ async fn a_restarted_process_answers_410_with_its_epoch_to_the_old_one() {
     assert_eq!(raw.headers()["powertail-epoch"].to_str().unwrap(), e2);
 
     // The `end` event carries it too, and a bad epoch is a 400 like any bad input.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, body) = second.get(&format!("/llm/logs?instanceId={id}&fromLine=100000")).await;
-        if body["complete"] == true {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not complete: {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    clock.advance(Duration::from_secs(10)); // the rest of the 6 s run, its sync, the window
+    wait_until(Duration::from_secs(30), "complete", || async {
+        second.get(&format!("/llm/logs?instanceId={id}&fromLine=100000")).await.1["complete"] == true
+    })
+    .await;
     let (event, data) = first_event(&second, &format!("/llm/logs/{id}/stream?fromLine=100000&epoch={e2}")).await;
     assert_eq!((event.as_str(), epoch_of(&data)), ("end", e2.clone()));
     let (status, body) = second.get(&format!("/llm/logs?instanceId={id}&epoch=")).await;
@@ -196,14 +138,16 @@ async fn a_restarted_process_answers_410_with_its_epoch_to_the_old_one() {
 
 #[tokio::test]
 async fn an_idle_evicted_growing_log_gets_a_new_epoch() {
-    let sim = Simulator::spawn(sim_config()).await.unwrap();
+    let mut sim_cfg = sim_config();
+    let clock = shared_clock(&mut sim_cfg);
+    let sim = Simulator::spawn(sim_cfg).await.unwrap();
     let mut config = app_config(&[sim.url()], "");
     config.logs.idle_evict_ms = 150;
-    let id = run(&sim);
-    let p = Process::start(&config).await;
-    let e1 = epoch_of(&p.read_until(id, 10).await);
+    let id = run_job(&sim, 12);
+    let p = Server::start_with_clock(&config, clock.clone()).await;
+    let e1 = epoch_of(&read_until(&p, id, 10).await);
     // Nobody reads for a while: the growing log is dropped, and its order with it.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    clock.advance(Duration::from_millis(600));
     let (status, body) = p.get(&format!("/llm/logs?instanceId={id}&fromLine=10&epoch={e1}")).await;
     let e2 = gone(status, &body, None);
     assert_ne!(e2, e1);

@@ -2,12 +2,12 @@
 //! followed like a browser does, through every pitfall of protocol §6, to an exact
 //! final result.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{app_config, fast_sim, sorted, TestApp};
+use common::{app_config, fast_sim, sorted, Deadline, TestApp};
 use powertail::sim::{
     Fault, FaultKind, JobScript, Level, Record, ScriptLine, ScriptWorker, SimConfig, SimJob, Simulator, Version,
 };
@@ -43,7 +43,7 @@ fn sim_with(script: JobScript, f: impl FnOnce(&mut SimConfig)) -> SimConfig {
 }
 
 fn run(app: &TestApp) -> i64 {
-    app.sim.with_core(|core, now| core.run_job(12, None, 0, now)).expect("job 12 exists")
+    app.run_job(12)
 }
 
 #[tokio::test]
@@ -313,22 +313,7 @@ async fn long_poll_answers_when_lines_arrive_and_raw_serves_text() {
 
 /// A finished instance of 20 000 lines (200 pages), finished 30 s ago.
 fn big_finished_log(app: &TestApp) -> i64 {
-    app.sim.with_core(|c, now| {
-        let id = c.create_instance(12, None, now - 60_000);
-        c.dispatch(id, now - 60_000);
-        c.set_running(id, now - 60_000);
-        let records = (0..20_000)
-            .map(|k| Record {
-                log_time: now - 50_000 + k,
-                level: Level::Info,
-                content: format!("row {k}"),
-                worker: "10.0.0.21:27777".into(),
-            })
-            .collect();
-        c.deliver(id, records, now - 40_000);
-        c.finish(id, 5, "ok", now - 30_000);
-        id
-    })
+    app.sim.with_core(|c, now| common::logged_instance(c, now, 60_000, (0..20_000).map(|k| format!("row {k}")), true))
 }
 
 #[tokio::test]
@@ -369,20 +354,23 @@ async fn a_log_held_by_another_server_is_paged_not_downloaded() {
 
 #[tokio::test]
 async fn an_idle_instance_is_evicted_and_read_again_transparently() {
-    let sim = Simulator::spawn(sim_with(script(400, 3_000), |_| {})).await.unwrap();
-    let mut config = app_config(&[sim.url()], "");
-    config.logs.idle_evict_ms = 150;
-    let app = TestApp::spawn_app(sim, &config).await;
+    // Idle for 10 s of the test's clock, moved forward below: never by a slow machine.
+    let app = TestApp::spawn_config(sim_with(script(400, 3_000), |_| {}), "", |c| {
+        c.logs.idle_evict_ms = 10_000;
+    })
+    .await;
     let id = run(&app);
     let mut read: Vec<String> = Vec::new();
+    let deadline = Deadline::after(DEADLINE);
     while read.len() < 100 {
+        deadline.check(|| format!("{} lines read", read.len()));
         let body = app.logs(id, read.len() as u64).await;
         read.extend(serde_json::from_value::<Vec<String>>(body["lines"].clone()).unwrap());
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
     // Nobody reads for a while: the instance is dropped from the cache…
     assert!(app.logs.is_cached(id));
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    app.clock.advance(Duration::from_millis(10_600));
     assert!(!app.logs.is_cached(id), "evicted after idle_evict_ms");
     app.sim.reset_counters();
     // …and read again from PowerJob when asked, continuing the same cursor.

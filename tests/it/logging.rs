@@ -4,13 +4,15 @@
 //! PowerJob address that cannot be reached — while the service serves anyway.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use powertail::sim::{SimConfig, Simulator};
 use serde_json::Value;
 use tokio::sync::mpsc;
+
+use crate::common::cluster::free_port;
+use crate::common::wait_for;
 
 /// How long a test waits for a line it expects.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -28,11 +30,6 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A loopback port nothing listens on (bound, then released).
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Starts the binary with a configuration for PowerJob at `powerjob` and `[server]` keys
@@ -110,15 +107,11 @@ impl Binary {
     /// `GET /healthz` on the binary's listener, retried until it answers 200.
     async fn wait_healthy(&self) {
         let url = format!("http://127.0.0.1:{}/healthz", self.port);
-        let until = Instant::now() + DEADLINE;
-        loop {
-            if let Ok(resp) = reqwest::get(&url).await {
-                assert_eq!(resp.status(), 200);
-                return;
-            }
-            assert!(Instant::now() < until, "{url} did not answer within {DEADLINE:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let status = wait_for(DEADLINE, &format!("{url} answers"), || async {
+            reqwest::get(&url).await.ok().map(|resp| resp.status())
+        })
+        .await;
+        assert_eq!(status, 200);
     }
 }
 

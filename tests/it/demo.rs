@@ -1,9 +1,11 @@
 //! `powertail demo` end to end: a run's `instanceParams` reach the simulated start
 //! script, as they would reach the real one (merged over the job's default params).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
+
+use crate::common::{Deadline, TestApp};
 
 /// How long the scaled vLLM start-up may take to log its start-up lines.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -11,13 +13,8 @@ const DEADLINE: Duration = Duration::from_secs(30);
 #[tokio::test]
 async fn a_demo_run_logs_the_port_of_its_instance_params() {
     // The demo 10 times faster: the vLLM start-up takes ~3 s.
-    let demo = powertail::demo::setup("127.0.0.1:0".parse().unwrap(), 0.1).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = powertail::build(&demo.config, addr).unwrap();
-    tokio::spawn(powertail::run(listener, state, std::future::pending()));
-    let base = format!("http://{addr}");
-    let http = reqwest::Client::new();
+    let app = TestApp::demo(0.1, |_| {}).await;
+    let (base, http) = (&app.base, &app.http);
 
     let resp = http
         .post(format!("{base}/llm/jobs/vllm-start/run"))
@@ -30,10 +27,10 @@ async fn a_demo_run_logs_the_port_of_its_instance_params() {
     let id = run["instanceId"].as_str().unwrap().to_owned();
 
     // Follow the log until the script has said where it starts the server.
-    let until = Instant::now() + DEADLINE;
+    let deadline = Deadline::after(DEADLINE);
     let mut lines: Vec<String> = Vec::new();
     while !lines.iter().any(|l| l.contains("waiting for http://127.0.0.1:")) {
-        assert!(Instant::now() < until, "no start-up line within {DEADLINE:?}: {lines:#?}");
+        deadline.check(|| format!("no start-up line: {lines:#?}"));
         let url = format!("{base}/llm/logs?instanceId={id}&fromLine={}&waitMs=2000", lines.len());
         let page: Value = http.get(url).send().await.unwrap().json().await.unwrap();
         lines.extend(page["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_owned()));

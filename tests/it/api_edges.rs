@@ -3,12 +3,10 @@
 //! totalLines` (never a cursor that waits for ever); an `epoch` that is not an epoch's
 //! shape is a 400, one of that shape that is not the current one a 410.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{fast_sim, TestApp};
+use crate::common::{fast_sim, TestApp};
 use powertail::sim::{JobScript, SimJob};
 use serde_json::{json, Value};
 use tokio::time::Instant;

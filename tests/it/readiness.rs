@@ -1,10 +1,10 @@
 //! `/readyz`: one shared, briefly reused probe whatever the number of callers, and the
 //! same error code as every other route for the same upstream failure.
 
-mod common;
+use crate::common;
 
-use common::{app_config, fast_sim, TestApp};
-use powertail::sim::{Fault, FaultKind, SimConfig, Simulator, Version};
+use common::{fast_sim, TestApp};
+use powertail::sim::{Fault, FaultKind, SimConfig, Version};
 use serde_json::{json, Value};
 
 const INSTANCE: &str = "677182124851200064";
@@ -14,10 +14,10 @@ const INSTANCE: &str = "677182124851200064";
 async fn app(ready_window_ms: u64, f: impl FnOnce(&mut SimConfig)) -> TestApp {
     let mut cfg = SimConfig { version: Version::V5, openapi_auth: true, ..fast_sim() };
     f(&mut cfg);
-    let sim = Simulator::spawn(cfg).await.unwrap();
-    let mut config = app_config(&[sim.url()], "");
-    config.server.ready_window_ms = ready_window_ms;
-    TestApp::spawn_app(sim, &config).await
+    TestApp::spawn_config(cfg, "", |c| {
+        c.server.ready_window_ms = ready_window_ms;
+    })
+    .await
 }
 
 /// `n` concurrent `GET /readyz` → their (status, body).
