@@ -14,89 +14,15 @@
 //! `cargo test -- --include-ignored` (what CI and the README run), where a missing
 //! browser fails it.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::cluster::free_port;
+use common::browser::{browser, js, shot, start_driver, wait_js, SERIAL};
 use common::{wait_until, TestApp};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use powertail::sim::{Level, Record};
 use serde_json::{json, Value};
-
-/// One browser at a time: Chromium is heavy on a small machine, and the test threads
-/// (RUST_TEST_THREADS, .cargo/config.toml) are meant for tests that mostly wait.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-struct Driver {
-    child: Child,
-    port: u16,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_driver() -> Driver {
-    let exists = |p: &str| std::path::Path::new(p).exists();
-    assert!(
-        exists("/usr/bin/chromium") && exists("/usr/bin/chromedriver"),
-        "chromium and chromedriver are required (apt-get install chromium chromium-driver)"
-    );
-    let port = free_port();
-    let child = Command::new("/usr/bin/chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
-    wait_until(Duration::from_secs(20), "chromedriver listens", || async {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await;
-    Driver { child, port, _profile: tempfile::tempdir().unwrap() }
-}
-
-async fn browser(driver: &Driver) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                     "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1280,800", format!("--user-data-dir={}", driver._profile.path().display())],
-        }),
-    );
-    // chromedriver speaks plain HTTP on loopback: no TLS stack needed.
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a WebDriver session")
-}
-
-async fn js(c: &Client, script: &str) -> Value {
-    c.execute(script, vec![]).await.unwrap_or_else(|e| panic!("{script}: {e}"))
-}
-
-/// Waits until `script` returns true.
-async fn wait_js(c: &Client, script: &str, timeout: Duration) {
-    wait_until(timeout, &format!("`{script}` returns true"), || async { js(c, script).await == Value::Bool(true) })
-        .await;
-}
-
-/// With `POWERTAIL_UPDATE_SCREENSHOT`, a screenshot of this state in the temp dir (to look at).
-async fn shot(c: &Client, name: &str) {
-    if std::env::var_os("POWERTAIL_UPDATE_SCREENSHOT").is_some() {
-        std::fs::write(std::env::temp_dir().join(name), c.screenshot().await.unwrap()).unwrap();
-    }
-}
 
 /// A script that is true when the row of `line` is rendered inside the viewport.
 fn in_view(line: u64) -> String {

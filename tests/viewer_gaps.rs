@@ -19,111 +19,33 @@
 //! without a browser). With `POWERTAIL_UPDATE_SCREENSHOT` set they write screenshots
 //! (`viewer-gaps-*.png`) to the temp dir, to look at.
 
-use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+mod common;
+
+use common::browser::{browser, js, shot, start_driver, wait_js, SERIAL};
+use common::cluster::free_port;
+use common::Server;
+use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
-
-struct Driver {
-    child: Child,
-    port: u16,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn start_driver() -> Driver {
-    let exists = |p: &str| std::path::Path::new(p).exists();
-    assert!(
-        exists("/usr/bin/chromium") && exists("/usr/bin/chromedriver"),
-        "chromium and chromedriver are required (apt-get install chromium chromium-driver)"
-    );
-    let port = free_port();
-    let child = Command::new("/usr/bin/chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not listen");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Driver { child, port, _profile: tempfile::tempdir().unwrap() }
-}
-
-async fn browser(driver: &Driver) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                     "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1280,800", format!("--user-data-dir={}", driver._profile.path().display())],
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a WebDriver session")
-}
-
-async fn js(c: &Client, script: &str) -> Value {
-    c.execute(script, vec![]).await.unwrap_or_else(|e| panic!("{script}: {e}"))
-}
-
-/// Waits until `script` returns true.
-async fn wait_js(c: &Client, script: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if js(c, script).await == Value::Bool(true) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for `{script}`");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// With `POWERTAIL_UPDATE_SCREENSHOT`, a screenshot of this state in the temp dir.
-async fn shot(c: &Client, name: &str) {
-    if std::env::var_os("POWERTAIL_UPDATE_SCREENSHOT").is_some() {
-        std::fs::write(std::env::temp_dir().join(name), c.screenshot().await.unwrap()).unwrap();
-    }
-}
 
 async fn text_of(c: &Client, id: &str) -> String {
     c.find(Locator::Id(id)).await.unwrap().text().await.unwrap()
 }
 
 /// The demo (5 times faster: a vLLM start-up takes ~6 s) and powertail in front of it.
-async fn demo() -> (powertail::demo::Demo, String) {
+async fn demo() -> (powertail::demo::Demo, Server) {
     let demo = powertail::demo::setup("127.0.0.1:0".parse().unwrap(), 0.2).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = powertail::build(&demo.config, addr).unwrap();
-    tokio::spawn(powertail::run(listener, state, std::future::pending()));
-    (demo, format!("http://{addr}"))
+    let server = Server::start(&demo.config).await;
+    (demo, server)
 }
 
 #[tokio::test]
 async fn the_favicon_is_served() {
-    let (_demo, base) = demo().await;
+    let (_demo, server) = demo().await;
+    let base = server.base();
     let resp = reqwest::get(format!("{base}/favicon.ico")).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "image/svg+xml");
@@ -137,8 +59,10 @@ async fn the_favicon_is_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn the_viewer_says_what_it_shows_in_chromium() {
+    let _turn = SERIAL.lock().await;
     let driver = start_driver().await;
-    let (demo, base) = demo().await;
+    let (demo, server) = demo().await;
+    let base = server.base();
     let c = browser(&driver).await;
 
     // A bad id in the address: an error that says why, the id left in the field.
@@ -353,6 +277,7 @@ timed("stream", stream("{dead}", "5", {{ connectBudgetMs: 500 }}));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let _turn = SERIAL.lock().await;
     let driver = start_driver().await;
     let c = browser(&driver).await;
 

@@ -27,6 +27,7 @@
 mod cluster;
 mod entry;
 mod notify;
+mod per_job;
 mod read;
 mod redis;
 mod refresh;

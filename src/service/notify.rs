@@ -27,7 +27,7 @@
 //! delivers each event whichever replicas watch the instance; while Redis cannot be
 //! reached, the local claim decides (at least once: receivers drop repeated keys).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +37,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use super::per_job::PerJob;
 use super::LogService;
 use crate::config::{Config, NotifyEvent};
 use crate::logs::startup::{Event, Phase, StartupSnapshot};
@@ -84,37 +85,26 @@ impl Target {
 
 /// The webhooks per job, the instances watched and the keys claimed.
 pub(super) struct Notifier {
-    by_name: HashMap<String, Arc<Target>>,
-    by_job_id: HashMap<i64, Arc<Target>>,
-    started: moka::sync::Cache<i64, Arc<Target>>,
+    targets: PerJob<Arc<Target>>,
     watching: Mutex<HashSet<i64>>,
     claims: moka::sync::Cache<String, ()>,
 }
 
 impl Notifier {
     pub(super) fn new(config: &Config) -> Self {
-        let mut by_name = HashMap::new();
-        let mut by_job_id = HashMap::new();
-        for (name, job) in &config.jobs {
-            let Some(n) = &job.notify else { continue };
-            let target = Arc::new(Target {
-                job: name.clone(),
+        let targets = PerJob::new(config, CLAIMS_CAPACITY, |name, job| {
+            let n = job.notify.as_ref()?;
+            Some(Arc::new(Target {
+                job: name.to_owned(),
                 job_id: job.job_id,
                 url: n.url.clone(),
                 events: n.events.clone(),
                 secret: n.secret.clone(),
                 deadline: Duration::from_millis(n.deadline_ms),
-            });
-            by_job_id.entry(job.job_id).or_insert_with(|| target.clone());
-            by_name.insert(name.clone(), target);
-        }
+            }))
+        });
         Notifier {
-            by_name,
-            by_job_id,
-            started: moka::sync::Cache::builder()
-                .max_capacity(CLAIMS_CAPACITY)
-                .time_to_idle(Duration::from_secs(7 * 86_400))
-                .build(),
+            targets,
             watching: Mutex::new(HashSet::new()),
             claims: moka::sync::Cache::builder()
                 .max_capacity(CLAIMS_CAPACITY)
@@ -124,12 +114,12 @@ impl Notifier {
     }
 
     fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
+        self.targets.is_empty()
     }
 
     /// The webhook of instance `id`: that of the job it was run as, else that of its job id.
     fn for_instance(&self, id: i64, job_id: Option<i64>) -> Option<Arc<Target>> {
-        self.started.get(&id).or_else(|| job_id.and_then(|j| self.by_job_id.get(&j).cloned()))
+        self.targets.for_instance(id, job_id)
     }
 
     /// Claims delivery `key` in this process; `false` when it was claimed already.
@@ -156,10 +146,8 @@ impl LogService {
 
     /// Instance `id` was run as configured job `job`: watch it if the job has a webhook.
     pub(super) fn notify_started(&self, id: i64, job: &str) {
-        let notifier = &self.inner.notifier;
-        if let Some(target) = notifier.by_name.get(job) {
-            notifier.started.insert(id, target.clone());
-            self.watch(id, target.clone());
+        if let Some(target) = self.inner.notifier.targets.started_as(id, job) {
+            self.watch(id, target);
         }
     }
 

@@ -12,10 +12,10 @@
 //! tracked from the start; one with the built-ins only once a rule matched; one with no
 //! rules (`builtin_rules = false` and none of its own) never (`tracked: false`).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::per_job::PerJob;
 use super::{Entry, LogService, ServiceError};
 use crate::config::Config;
 use crate::logs::rules::RuleSet;
@@ -68,18 +68,14 @@ impl JobRules {
 
 /// The rules per job, and the job each instance run through powertail was run as.
 pub(super) struct StartupRules {
-    by_name: HashMap<String, JobRules>,
-    by_job_id: HashMap<i64, JobRules>,
-    started: moka::sync::Cache<i64, JobRules>,
+    rules: PerJob<JobRules>,
     /// `startup.failure_settle_ms`.
     settle_ms: i64,
 }
 
 impl StartupRules {
     pub(super) fn new(config: &Config) -> Self {
-        let mut by_name = HashMap::new();
-        let mut by_job_id = HashMap::new();
-        for (name, job) in &config.jobs {
+        let rules = PerJob::new(config, STARTED_CAPACITY, |name, job| {
             let own = !job.startup_rules.is_empty();
             let rules = match job.rules() {
                 Ok(_) if !own && job.builtin_rules => JobRules::builtin(),
@@ -90,25 +86,13 @@ impl StartupRules {
                     JobRules::builtin()
                 }
             };
-            by_job_id.entry(job.job_id).or_insert_with(|| rules.clone());
-            by_name.insert(name.clone(), rules);
-        }
-        StartupRules {
-            by_name,
-            by_job_id,
-            started: moka::sync::Cache::builder()
-                .max_capacity(STARTED_CAPACITY)
-                .time_to_idle(Duration::from_secs(7 * 86_400))
-                .build(),
-            settle_ms: i64::try_from(config.startup.failure_settle_ms).unwrap_or(i64::MAX),
-        }
+            Some(rules)
+        });
+        StartupRules { rules, settle_ms: i64::try_from(config.startup.failure_settle_ms).unwrap_or(i64::MAX) }
     }
 
     fn for_instance(&self, id: i64, job_id: Option<i64>) -> JobRules {
-        self.started
-            .get(&id)
-            .or_else(|| job_id.and_then(|j| self.by_job_id.get(&j).cloned()))
-            .unwrap_or_else(JobRules::builtin)
+        self.rules.for_instance(id, job_id).unwrap_or_else(JobRules::builtin)
     }
 }
 
@@ -128,9 +112,7 @@ impl LogService {
     /// Remembers that instance `id` was run as the configured job `job` (its start-up
     /// rules apply).
     pub fn started_as(&self, id: i64, job: &str) {
-        if let Some(rules) = self.inner.startup_rules.by_name.get(job) {
-            self.inner.startup_rules.started.insert(id, rules.clone());
-        }
+        self.inner.startup_rules.rules.started_as(id, job);
         // Its webhook, if it has one, is driven from now on.
         self.notify_started(id, job);
     }

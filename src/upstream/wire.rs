@@ -36,15 +36,12 @@ pub struct InstanceInfo {
     /// Owning job.
     pub job_id: Option<i64>,
     /// Owning app.
-    #[serde(default)]
     pub app_id: Option<i64>,
     /// Instance id (> 2^53; JSON number read as i64).
     pub instance_id: i64,
     /// When the instance was created (ISO-8601 text, as PowerJob writes it; kept as
     /// text: it only tells instances apart).
-    #[serde(default)]
     pub gmt_create: Option<String>,
-
     /// Status code (§3).
     pub status: i64,
     /// Processor result or system reason.

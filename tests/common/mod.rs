@@ -13,6 +13,7 @@
 //!   configuration.
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
+pub mod browser;
 pub mod cluster;
 
 use std::future::Future;
@@ -135,6 +136,20 @@ impl Server {
         let status = resp.status().as_u16();
         let body = resp.text().await.unwrap();
         (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+    }
+
+    /// `GET path`, which must answer 200: its JSON body.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+
+    /// `POST /llm/jobs/{job}/run` of a configured job, which must answer 201: its JSON body.
+    pub async fn run_named(&self, job: &str) -> Value {
+        let resp = self.http.post(format!("{}/llm/jobs/{job}/run", self.base)).send().await.unwrap();
+        assert_eq!(resp.status(), 201, "run {job}");
+        resp.json().await.unwrap()
     }
 }
 

@@ -31,16 +31,12 @@ async fn spawn(f: impl FnOnce(&mut Config)) -> App {
 
 impl App {
     async fn get(&self, path: &str) -> Value {
-        let resp = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "{path}");
-        resp.json().await.unwrap()
+        self.get_ok(path).await
     }
 
     /// Runs a configured job; returns (instance id, startupUrl).
     async fn run(&self, job: &str) -> (String, String) {
-        let resp = self.http.post(format!("{}/llm/jobs/{job}/run", self.base)).send().await.unwrap();
-        assert_eq!(resp.status(), 201);
-        let body: Value = resp.json().await.unwrap();
+        let body = self.run_named(job).await;
         let id = body["instanceId"].as_str().unwrap().to_owned();
         assert_eq!(body["startupUrl"], format!("/llm/instances/{id}/startup"));
         (id, body["startupUrl"].as_str().unwrap().to_owned())

@@ -20,42 +20,39 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::common::TestApp;
+
 const DEADLINE: Duration = Duration::from_secs(60);
 /// The demo's times scaled (a vLLM start-up in ~9 s; the OOM's two causes ~1.2 s apart).
 const SCALE: f64 = 0.3;
 
-struct App {
-    base: String,
-    http: reqwest::Client,
-    logs: powertail::service::LogService,
-    _demo: powertail::demo::Demo,
+/// The demo app (its `get` asserts 200 and returns the JSON body).
+struct App(TestApp);
+
+impl std::ops::Deref for App {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.0
+    }
 }
 
 /// The demo with `hook` (if any) as the webhook of vllm-oom.
 async fn spawn(hook: Option<&str>) -> App {
-    let mut demo = powertail::demo::setup("127.0.0.1:0".parse().unwrap(), SCALE).await.unwrap();
-    if let Some(url) = hook {
-        demo.config.jobs.get_mut("vllm-oom").unwrap().notify = Some(NotifyConfig::to(url.parse().unwrap()));
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = powertail::build(&demo.config, addr).unwrap();
-    let logs = state.logs.clone();
-    tokio::spawn(powertail::run(listener, state, std::future::pending()));
-    App { base: format!("http://{addr}"), http: reqwest::Client::new(), logs, _demo: demo }
+    App(TestApp::demo(SCALE, |config| {
+        if let Some(url) = hook {
+            config.jobs.get_mut("vllm-oom").unwrap().notify = Some(NotifyConfig::to(url.parse().unwrap()));
+        }
+    })
+    .await)
 }
 
 impl App {
     async fn get(&self, path: &str) -> Value {
-        let resp = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "{path}");
-        resp.json().await.unwrap()
+        self.get_ok(path).await
     }
 
     async fn run(&self, job: &str) -> String {
-        let resp = self.http.post(format!("{}/llm/jobs/{job}/run", self.base)).send().await.unwrap();
-        assert_eq!(resp.status(), 201);
-        resp.json::<Value>().await.unwrap()["instanceId"].as_str().unwrap().to_owned()
+        self.run_named(job).await["instanceId"].as_str().unwrap().to_owned()
     }
 
     /// Every `startup` event of the instance's log stream until its `end`.

@@ -98,15 +98,11 @@ async fn serve(demo: powertail::demo::Demo) -> App {
 
 impl App {
     async fn get(&self, path: &str) -> Value {
-        let resp = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "{path}");
-        resp.json().await.unwrap()
+        self.get_ok(path).await
     }
 
     async fn run(&self, job: &str) -> String {
-        let resp = self.http.post(format!("{}/llm/jobs/{job}/run", self.base)).send().await.unwrap();
-        assert_eq!(resp.status(), 201);
-        resp.json::<Value>().await.unwrap()["instanceId"].as_str().unwrap().to_owned()
+        self.run_named(job).await["instanceId"].as_str().unwrap().to_owned()
     }
 
     /// Waits until the instance's log is complete and its webhook watcher has ended:

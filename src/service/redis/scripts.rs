@@ -102,18 +102,17 @@ return redis.call('HGET', KEYS[1], 'epoch')
 /// it. ARGV: app name, appId ('' while unknown). Returns {'ok'} or {'name'|'id', the
 /// stored value}.
 pub(super) const IDENTITY: &str = r"
-local name = redis.call('HGET', KEYS[1], 'appName')
-if not name then
-  redis.call('HSET', KEYS[1], 'appName', ARGV[1])
-  name = ARGV[1]
+-- The stored value of `field`, stored first as `value` when there is none.
+local function claim(field, value)
+  local stored = redis.call('HGET', KEYS[1], field)
+  if stored then return stored end
+  redis.call('HSET', KEYS[1], field, value)
+  return value
 end
+local name = claim('appName', ARGV[1])
 if name ~= ARGV[1] then return {'name', name} end
 if ARGV[2] ~= '' then
-  local id = redis.call('HGET', KEYS[1], 'appId')
-  if not id then
-    redis.call('HSET', KEYS[1], 'appId', ARGV[2])
-    id = ARGV[2]
-  end
+  local id = claim('appId', ARGV[2])
   if id ~= ARGV[2] then return {'id', id} end
 end
 return {'ok', ''}
