@@ -11,7 +11,6 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use super::state::AppState;
 use crate::config::{self, Config};
 
 /// Who made a request (for audit logs): a token's name, or `anonymous`.
@@ -50,11 +49,18 @@ pub struct Authorized<S: RequiredScope> {
     scope: PhantomData<fn() -> S>,
 }
 
-impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
+/// A router state that holds the token policy (the app's `AppState`), so that this
+/// module needs nothing else of it.
+pub trait HasAuth {
+    /// The API-token policy.
+    fn auth(&self) -> &Auth;
+}
+
+impl<S: RequiredScope, St: HasAuth + Send + Sync> FromRequestParts<St> for Authorized<S> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let caller = state.auth.check(parts.headers.get(header::AUTHORIZATION), S::SCOPE)?;
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, ApiError> {
+        let caller = state.auth().check(parts.headers.get(header::AUTHORIZATION), S::SCOPE)?;
         Ok(Authorized { caller, scope: PhantomData })
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 
-use super::auth::{Auth, RunLimiter};
+use super::auth::{Auth, HasAuth, RunLimiter};
 use super::error::ApiError;
 use crate::config::{Config, JobConfig, ServerConfig};
 use crate::service::LogService;
@@ -125,5 +125,11 @@ impl Jobs {
     /// The configured jobs (name, id, description), for the viewer.
     pub fn list(&self) -> Vec<(String, i64, String)> {
         self.named.iter().map(|(n, j)| (n.clone(), j.job_id, j.description.clone())).collect()
+    }
+}
+
+impl HasAuth for AppState {
+    fn auth(&self) -> &Auth {
+        &self.auth
     }
 }

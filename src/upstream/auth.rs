@@ -13,14 +13,12 @@ use serde::de::DeserializeOwned;
 
 use super::transport::{join, Target};
 use super::wire::{AppAuth, ConsoleUser, Envelope};
-use super::{PowerJobClient, UpstreamError, LOG_TARGET};
+use super::{PowerJobClient, UpstreamError, AUTH_APP, LOG_TARGET};
 
 /// Response header set by 5.1.x's OpenAPI interceptor.
 const AUTH_PASSED: &str = "X-POWERJOB-AUTH-PASSED";
 /// 5.x console error codes that mean "log in again".
 const CONSOLE_RELOGIN_CODES: [&str; 2] = ["-100", "-401"];
-/// 5.1.x app authentication; its 404 tells a 4.x server (version detection).
-pub(super) const AUTH_APP: &str = "/openApi/authApp";
 /// The readiness probe gives up after this long.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A readiness probe's result is reused this long (by every caller).

@@ -36,6 +36,9 @@ pub use ops::InstanceOp;
 use crate::clock::Clock;
 use crate::config::PowerJobConfig;
 
+/// 5.1.x app authentication; its 404 tells a 4.x server (version detection; the
+/// transport counts that answer as a probe, not an error).
+const AUTH_APP: &str = "/openApi/authApp";
 /// The tracing target of every event and span of the client, whichever of its files
 /// they come from (log filters and shippers match it; keep it when moving code).
 const LOG_TARGET: &str = "powertail::upstream";

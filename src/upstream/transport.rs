@@ -10,9 +10,8 @@ use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use super::auth::AUTH_APP;
 use super::wire::Envelope;
-use super::{PowerJobClient, UpstreamError, LOG_TARGET};
+use super::{PowerJobClient, UpstreamError, AUTH_APP, LOG_TARGET};
 
 /// Which servers a request may go to.
 #[derive(Debug, Clone, Copy)]
