@@ -13,7 +13,10 @@
 //! * [`upstream`]: the PowerJob client (4.3.x and 5.1.x): `auth` (authApp, assert,
 //!   console login, replays), `transport` (failover across `addresses`), `ops` (instance
 //!   info, log pages, downloads, runs), wire types, [`upstream::UpstreamError`];
-//! * [`logs`]: the pure core (paging, merge, completeness), unit- and property-tested;
+//! * [`logs`]: the pure core, unit- and property-tested: records and units, the follower
+//!   (`follower/plan`, `follower/apply`: paging, merge of late lines, completeness), the
+//!   page reader, start-up rules and tracking, and `merge` (pushed and polled copies of a
+//!   line, served once: issue 19, not wired yet);
 //! * [`service`]: [`service::LogService`]: entries and their published views, reads and
 //!   long-polls, on-demand single-flight refreshes, the two-tier store, cluster mode (the
 //!   shared line log on Redis), start-up state and webhooks (its module docs map each file);

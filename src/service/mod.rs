@@ -10,6 +10,7 @@
 //! | [`redis`] | the shared line log on Redis (keys, scripts, connections) |
 //! | [`store`] | where entries live (growing and complete tiers, epochs) |
 //! | [`startup`], [`notify`] | start-up state and its webhooks |
+//! | [`per_job`] | what is configured per job (rules, webhook), found for an instance |
 //!
 //! Each followed instance is an entry: the pure [`Follower`] behind a `RwLock` (readers
 //! never wait for I/O), a gate that makes refreshes single-flight and at most one per
