@@ -62,7 +62,7 @@ wait_healthy "$DEMO"
 # (410), so schemathesis would warn that the API rejects what the schema allows ("Schema
 # validation mismatch") though the schema says exactly what the server checks. Its
 # `instanceId` is therefore this instance's (the other routes still fuzz the id, whose
-# parsing they share, and tests/api_errors.rs checks bad ids); `epoch` stays fuzzed.
+# parsing they share, and tests/it/api_errors.rs checks bad ids); `epoch` stays fuzzed.
 INSTANCE=$(curl -sf -X POST "$DEMO/llm/jobs/vllm-start/run" | python3 -c 'import json, sys; print(json.load(sys.stdin)["instanceId"])')
 [ -n "$INSTANCE" ] || { echo "could not run vllm-start on the demo" >&2; exit 1; }
 # A schema looser than the server's checks fails the run (the warning is an error here).
