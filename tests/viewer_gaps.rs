@@ -140,12 +140,11 @@ async fn the_viewer_says_what_it_shows_in_chromium() {
     c.find(Locator::Id("verdict")).await.unwrap().click().await.unwrap();
     let sel = format!("#rows .line[data-line=\"{ready}\"] .n");
     wait_js(&c, &format!("return document.querySelector('{sel}') !== null"), Duration::from_secs(5)).await;
-    let gutter = c.find(Locator::Css(&sel)).await.unwrap();
-    assert_eq!(gutter.text().await.unwrap(), (ready + 1).to_string());
-    assert_eq!(
-        gutter.attr("title").await.unwrap().as_deref(),
-        Some(format!("line {} (from 1); API line {ready} (from 0)", ready + 1).as_str())
-    );
+    // Read in one script: the rows are re-rendered as the view scrolls, so an element
+    // handle can go stale between two WebDriver calls.
+    let gutter = js(&c, &format!("const e = document.querySelector('{sel}'); return [e.textContent, e.title]")).await;
+    assert_eq!(gutter[0], (ready + 1).to_string());
+    assert_eq!(gutter[1], format!("line {} (from 1); API line {ready} (from 0)", ready + 1));
     shot(&c, "viewer-gaps-ready.png").await;
 
     // A filter that matches nothing says so; cleared, the lines are back.
@@ -296,7 +295,8 @@ timed("stream", stream("{dead}", "5", {{ connectBudgetMs: 500 }}));
     .await;
     assert_eq!(strip, json!(["warn", "failing…", "badge warn", "failing", false]));
     wait_js(&c, "return document.querySelector('#rows .line[data-line=\"2\"]') !== null", Duration::from_secs(5)).await;
-    let row = c.find(Locator::Css("#rows .line[data-line=\"2\"]")).await.unwrap().attr("class").await.unwrap().unwrap();
+    let row = js(&c, "return document.querySelector('#rows .line[data-line=\"2\"]').className").await;
+    let row = row.as_str().unwrap().to_owned();
     assert!(row.contains("failing") && !row.contains("failed"), "{row}");
     shot(&c, "viewer-gaps-failing.png").await;
 
