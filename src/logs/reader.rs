@@ -244,7 +244,7 @@ pub async fn read_snapshot<S: PageSource>(
     // A page count a later page contradicted (see `read_burst`).
     let mut contradicted = None;
     for _ in 0..MAX_BURST_ATTEMPTS {
-        let burst = read_burst(src, first_page, known.take(), max_pages, pages_read, &mut contradicted).await;
+        let burst = read_burst(src, first_page, known.take(), max_pages, pages_read, &mut contradicted, unproven).await;
         let pages = match burst {
             Ok(pages) => pages,
             Err(ReadError::Snapshot(SnapshotError::Inconsistent(why))) => {
@@ -287,6 +287,7 @@ async fn read_burst<S: PageSource>(
     max_pages: u64,
     pages_read: &mut usize,
     contradicted: &mut Option<u64>,
+    unproven: &mut Vec<RawPage>,
 ) -> Result<Vec<RawPage>, ReadError<S::Error>> {
     let (head, known) = match known {
         Some(p) if p.index == first_page => (p, None),
@@ -307,6 +308,10 @@ async fn read_burst<S: PageSource>(
             None => read_page(src, end - 1, pages_read).await?,
         };
         if contradicts(total, &page) {
+            // What was read stays a candidate for salvage (the log may be destroyed
+            // before it is read again): a restart can shrink the file under a burst.
+            unproven.extend(pages.iter().cloned());
+            unproven.push(page);
             *contradicted = Some(total);
             return Err(SnapshotError::Inconsistent("a page past the end its own totalPages says").into());
         }
