@@ -17,6 +17,7 @@ mod common;
 
 mod api_edges;
 mod api_errors;
+mod archive_store;
 mod cluster;
 mod cluster_faults;
 mod cluster_harness;
