@@ -8,7 +8,10 @@
 //! and run only when asked: `cluster` (all of them) or `cluster-upstream`,
 //! `cluster-hotpath`, `cluster-memory`, `cluster-takeover`, `cluster-wakeup`,
 //! `cluster-readload` (`scripts/bench.sh --cluster`).
+//!
+//! `archive_restart` (issue 20, `benches/archive_restart/mod.rs`) runs only when asked.
 
+mod archive_restart;
 mod cluster;
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -31,6 +34,7 @@ fn main() {
     } else {
         all.iter()
             .chain(cluster::SCENARIOS.iter())
+            .chain(["archive_restart"].iter())
             .copied()
             .filter(|s| args.iter().any(|a| a == s || (a == "cluster" && s.starts_with("cluster-"))))
             .collect()
@@ -46,6 +50,7 @@ fn main() {
                 "memory" => memory::memory().await,
                 "freshness" => freshness().await,
                 "followcost" => followcost().await,
+                "archive_restart" => archive_restart::archive_restart().await,
                 s => cluster::run(s).await,
             }
         });

@@ -4,9 +4,10 @@
 //!
 //! One file per section: [`server`] (`[server]`), [`powerjob`] (`[powerjob]`),
 //! [`logs`] (`[logs]`), [`jobs`] (`[jobs.<name>]`, webhooks, start-up rules),
-//! [`auth`] (`[auth]`), [`cluster`] (`[cluster]`); [`error`] turns every problem into
+//! [`auth`] (`[auth]`), [`cluster`] (`[cluster]`), [`archive`] (`[archive]`); [`error`] turns every problem into
 //! one line that names the key, the value and what is allowed.
 
+mod archive;
 mod auth;
 mod cluster;
 mod error;
@@ -27,6 +28,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 use url::Url;
 
+pub use archive::{redact as redact_url, ArchiveConfig, ArchiveKind};
 pub use auth::{AuthConfig, Scope, TokenConfig};
 pub use cluster::ClusterConfig;
 pub use error::ConfigError;
@@ -68,6 +70,9 @@ pub struct Config {
     /// Start-up tracking (`[startup]`).
     #[serde(default)]
     pub startup: StartupConfig,
+    /// The archive of complete logs (`[archive]`); off when absent.
+    #[serde(default)]
+    pub archive: ArchiveConfig,
 }
 
 fn empty_secret() -> SecretString {
@@ -196,6 +201,7 @@ impl Config {
             c.validate(self.logs.refresh_interval_ms)?;
         }
         self.startup.validate()?;
+        self.archive.validate(self.cluster.is_some())?;
         for (name, job) in &self.jobs {
             jobs::validate(name, job)?;
         }

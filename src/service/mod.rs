@@ -11,6 +11,7 @@
 //! | [`store`] | where entries live (growing and complete tiers, epochs) |
 //! | [`startup`], [`notify`] | start-up state and its webhooks |
 //! | [`per_job`] | what is configured per job (rules, webhook), found for an instance |
+//! | [`archive`] | the archive: complete logs written once, and read back on a miss |
 //!
 //! Each followed instance is an entry: the pure [`Follower`] behind a `RwLock` (readers
 //! never wait for I/O), a gate that makes refreshes single-flight and at most one per
@@ -25,6 +26,7 @@
 //! something is held, then answers from what is held (`stale` once the refresh is
 //! overdue), so a PowerJob that hangs stalls only that one refresh, never the readers.
 
+mod archive;
 mod cluster;
 mod entry;
 mod notify;
@@ -45,6 +47,7 @@ use crate::logs::lines::LineSlice;
 use crate::logs::{Attempt, Status, Timing};
 use crate::telemetry;
 use crate::upstream::{PowerJobClient, UpstreamError};
+pub use archive::{purge as purge_archive, ArchiveAccess};
 use entry::{Entry, Gate};
 pub use notify::signature;
 pub use read::ReadRequest;
@@ -148,6 +151,11 @@ struct Inner {
     notifier: notify::Notifier,
     /// The shared line log (`[cluster]`); `None`: everything in this process.
     shared: Option<Arc<redis::SharedLog>>,
+    /// The archive (`[archive]`); `None`: off.
+    archiver: Option<archive::Archiver>,
+    /// `archive.url` and `archive.max_connections`, to open it.
+    archive_url: secrecy::SecretString,
+    archive_max_connections: u32,
 }
 
 impl LogService {
@@ -174,9 +182,13 @@ impl LogService {
                 notifier: notify::Notifier::new(config),
                 shutdown: CancellationToken::new(),
                 shared,
+                archiver: archive::Archiver::new(config),
+                archive_url: config.archive.url.clone(),
+                archive_max_connections: config.archive.max_connections,
             }),
         };
         service.start_wake_ups();
+        service.start_archive();
         Ok(service)
     }
 
@@ -199,8 +211,10 @@ impl LogService {
             gate.force = true;
             job_id = gate.job_id;
         }
-        // The new attempt's events (the webhook's watcher may have ended).
+        // The new attempt's events (the webhook's watcher may have ended), and with an
+        // archive its new complete state.
         self.notify_seen(id, job_id);
+        self.follow_to_completion(id, job_id);
     }
 
     fn entry(&self, id: i64) -> Result<Arc<Entry>, ServiceError> {

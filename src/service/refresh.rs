@@ -106,17 +106,21 @@ impl LogService {
 
     /// One refresh, in its own task: reads, records the outcome, wakes the waiters.
     async fn run_refresh(&self, entry: &Arc<Entry>) {
-        let result = match &self.inner.shared {
-            Some(shared) => self.refresh_shared(entry, shared).await,
-            None => {
-                let result = self.refresh(entry).await;
-                // Memory mode: every line is visible as soon as it is read.
-                let view = {
-                    let f = entry.follower.read().expect("follower lock poisoned");
-                    View::of(&f, f.line_count(), entry.epoch(), Source::Local)
-                };
-                entry.publish(view);
-                result.map_err(ServiceError::from)
+        let result = if self.restored_from_archive(entry).await {
+            Ok(())
+        } else {
+            match &self.inner.shared {
+                Some(shared) => self.refresh_clustered(entry, shared).await,
+                None => {
+                    let result = self.refresh(entry).await;
+                    // Memory mode: every line is visible as soon as it is read.
+                    let view = {
+                        let f = entry.follower.read().expect("follower lock poisoned");
+                        View::of(&f, f.line_count(), entry.epoch(), Source::Local)
+                    };
+                    entry.publish(view);
+                    result.map_err(ServiceError::from)
+                }
             }
         };
         let outcome = if result.is_ok() { "ok" } else { "error" };
@@ -147,8 +151,9 @@ impl LogService {
             gate.force
         };
         if entry.is_complete() {
-            // Immutable from now on: into the size-bounded cache of complete logs.
-            self.inner.store.promote(entry);
+            // Immutable from now on: into the size-bounded cache of complete logs (once
+            // archived, with an archive).
+            self.completed(entry);
         } else {
             self.inner.store.demote(entry);
         }
@@ -167,6 +172,7 @@ impl LogService {
         let client = &self.inner.client;
         let timing = &self.inner.timing;
         let info = client.instance_info(entry.id).await?;
+        self.note_instance(entry.id, &info);
         let facts = InstanceFacts {
             status: Status::from_code(info.status),
             actual_trigger_time: info.actual_trigger_time,
