@@ -340,3 +340,65 @@ fn a_cluster_with_a_sqlite_archive_is_refused_saying_why() {
     let e = Config::from_toml(text).unwrap_err().to_string();
     assert!(e.contains("archive.url") && e.contains("only one process") && e.contains("PostgreSQL"), "{e}");
 }
+
+/// A complete run of `lines` lines that finished at `finished_at`, as archived.
+fn old_run(id: i64, finished_at: i64, lines: usize) -> powertail::archive::ArchivedLog {
+    powertail::archive::ArchivedLog {
+        instance_id: id,
+        epoch: format!("00000000000000aa-{id}"),
+        job_id: Some(12),
+        job_name: Some("train".into()),
+        status: powertail::logs::Status::Succeed,
+        started_at: Some(finished_at - 60_000),
+        finished_at: Some(finished_at),
+        archived_at: finished_at + 1_000,
+        lines: (0..lines)
+            .map(|k| format!("2026-01-01 00:00:{:02}.000 [10.0.0.5:27777] INFO old run {id} line {k}", k % 60))
+            .collect(),
+        attempts: vec![powertail::logs::Attempt { attempt: 1, from_line: 0 }],
+        upstream_lost: false,
+        truncated: false,
+        startup: None,
+    }
+}
+
+#[tokio::test]
+async fn retention_deletes_old_runs_and_a_run_powerjob_never_knew_is_served_from_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let db = Archive::open(&url, 2).await.unwrap();
+    let now = powertail::clock::Clock::real().now_ms();
+    let day = 86_400_000;
+    for id in 1..=3 {
+        db.put(&old_run(id, now - 3 * day - id, 20)).await.unwrap();
+    }
+    for id in 4..=5 {
+        db.put(&old_run(id, now - day / 2, 30)).await.unwrap();
+    }
+    let sim = Simulator::spawn(fast_sim()).await.unwrap();
+    let mut config = with_archive(app_config(&[sim.url()], ""), &url);
+    config.archive.retain_days = 2;
+    let p = Server::start(&config).await;
+    wait_for(DEADLINE, "runs finished 3 days ago deleted", || async {
+        let mut gone = true;
+        for id in 1..=3 {
+            gone &= db.has(id).await.unwrap().is_none();
+        }
+        gone.then_some(())
+    })
+    .await;
+    for id in 4..=5 {
+        let epoch = db.has(id).await.unwrap();
+        assert_eq!(epoch.as_deref(), Some(format!("00000000000000aa-{id}").as_str()), "a recent run stays");
+        // PowerJob never knew these ids (its retention, or another server): served as archived.
+        let body = p.get_ok(&format!("/llm/logs?instanceId={id}&fromLine=0&epoch=00000000000000aa-{id}")).await;
+        assert_eq!(body["complete"], true);
+        assert_eq!(body["lines"].as_array().unwrap().len(), 30);
+        assert_eq!(body["lines"][29], old_run(id, 0, 30).lines[29].as_str());
+    }
+    // A purged one is PowerJob's again (which does not know it either).
+    let (status, body) = p.get("/llm/logs?instanceId=1").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("instance_not_found")), "{body}");
+    assert_eq!(sim.requests("/instance/log"), 0);
+    p.stop().await;
+}
