@@ -42,7 +42,12 @@ async fn read_all(
                 let started = Instant::now();
                 for _ in 0..2_000 {
                     let resp = http.get(&url).send().await.unwrap();
-                    assert_eq!(resp.status(), 200);
+                    if matches!(resp.status().as_u16(), 503 | 504) {
+                        // (Phase 1 under load: PowerJob, the simulator, answers slowly.)
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
                     let body: Value = resp.json().await.unwrap();
                     if body["complete"] == true {
                         let n = body["lines"].as_array().unwrap().len();
@@ -66,6 +71,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn config(sim: &SimHandle, archive: Option<&str>) -> Config {
     let mut config = common::app_config(&[sim.url()], "");
     config.logs.cache_max_bytes = 1 << 30;
+    config.powerjob.request_timeout_ms = 20_000;
     if let Some(url) = archive {
         config.archive.url = SecretString::from(url.to_owned());
     }

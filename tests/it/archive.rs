@@ -307,7 +307,7 @@ async fn bad_history_queries_are_400_and_an_archive_that_is_off_is_404() {
         "/llm/search?q=abc&limit=501",
         "/llm/search?q=abc&status=GONE",
         "/llm/search?q=abc&since=yesterday",
-        "/llm/search?q=abc&since=5&until=4",
+        "/llm/search?q=a%00c",
         "/llm/search?q=abc&qq=1",
         "/llm/search?q=abc&q=abd",
         "/llm/jobs/x/runs?limit=-1",
