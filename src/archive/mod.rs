@@ -74,6 +74,13 @@ pub const MIN_QUERY_CHARS: usize = 3;
 /// The most hits or runs one page holds (a larger `limit` is clamped).
 pub const MAX_PAGE: u32 = 1_000;
 
+/// A search first counts the matches of its query in the whole archive, up to this many.
+/// Fewer: every match is taken from the trigram index, joined to its run and sorted (at
+/// most this many rows). More (a common substring): the runs are walked in page order and
+/// each is searched until the page is full, which ends early because hits are dense.
+/// Both plans give the same hits in the same order; only their cost differs.
+pub const SEARCH_PLAN_CAP: i64 = 10_000;
+
 /// How long a call waits for a pooled connection before it answers
 /// [`ArchiveError::Unavailable`]: a database that is down fails fast.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -383,6 +390,18 @@ impl Archive {
     /// As [`put`](Self::put).
     pub async fn usage(&self) -> Result<Usage, ArchiveError> {
         dispatch!(self, db => db.usage())
+    }
+
+    /// This handle with another threshold between the two search plans (see
+    /// [`SEARCH_PLAN_CAP`]): 0 always walks the runs, `i64::MAX` always starts from the
+    /// index. For tests (both plans give the same pages) and benchmarks.
+    #[must_use]
+    pub fn with_search_plan_cap(mut self, cap: i64) -> Archive {
+        match &mut self.db {
+            Db::Sqlite(db) => db.set_plan_cap(cap),
+            Db::Postgres(db) => db.set_plan_cap(cap),
+        }
+        self
     }
 
     /// Closes the pool: waits for connections in use to come back.

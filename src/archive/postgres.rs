@@ -25,6 +25,7 @@ const INSERT_BATCH: usize = 10_000;
 #[derive(Clone)]
 pub struct PgArchive {
     pool: PgPool,
+    plan_cap: i64,
 }
 
 /// PostgreSQL text cannot hold NUL: stored as U+FFFD.
@@ -50,7 +51,11 @@ impl PgArchive {
             .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(PgArchive { pool })
+        Ok(PgArchive { pool, plan_cap: super::SEARCH_PLAN_CAP })
+    }
+
+    pub(super) fn set_plan_cap(&mut self, cap: i64) {
+        self.plan_cap = cap;
     }
 
     pub(super) async fn close(&self) {
@@ -162,17 +167,42 @@ impl PgArchive {
         }))
     }
 
+    /// Two plans, as on SQLite (see [`super::SEARCH_PLAN_CAP`]): few matches in the whole
+    /// archive, the GIN index finds them all and the page is sorted from them; many, the
+    /// runs are walked in page order (an index) and each run's lines scanned in line
+    /// order (the primary key) until the page is full; bitmap and sequential scans, hash
+    /// and merge joins are turned off for that statement so the planner keeps that order.
     pub(super) async fn search(&self, q: &SearchQuery) -> Result<SearchPage, ArchiveError> {
         let cursor = q.cursor.as_deref().map(SearchCursor::decode).transpose()?;
         let limit = query::page_limit(q.limit);
-        let mut qb = sqlx::QueryBuilder::<Postgres>::new(
-            "SELECT l.instance_id, l.attempt, l.line, l.text, r.job_name, r.finished_at, r.sort_at \
-             FROM lines AS l JOIN runs AS r ON r.instance_id = l.instance_id WHERE l.text ILIKE ",
-        );
-        qb.push_bind(query::like_pattern(&q.q));
+        let pattern = query::like_pattern(&q.q);
+        let mut tx = self.pool.begin_with("BEGIN READ ONLY").await?;
+        let matches: i64 = sqlx::query("SELECT count(*) FROM (SELECT 1 FROM lines WHERE text ILIKE $1 LIMIT $2) AS m")
+            .bind(&pattern)
+            .bind(self.plan_cap)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        let mut qb = if matches < self.plan_cap {
+            sqlx::QueryBuilder::<Postgres>::new(
+                "SELECT l.instance_id, l.attempt, l.line, l.text, r.job_name, r.finished_at, r.sort_at \
+                 FROM lines AS l JOIN runs AS r ON r.instance_id = l.instance_id WHERE l.text ILIKE ",
+            )
+        } else {
+            // A nested loop: runs in page order, each run's lines by primary key.
+            for setting in ["enable_bitmapscan", "enable_hashjoin", "enable_mergejoin", "enable_seqscan"] {
+                sqlx::query(&format!("SET LOCAL {setting} = off")).execute(&mut *tx).await?;
+            }
+            sqlx::QueryBuilder::<Postgres>::new(
+                "SELECT l.instance_id, l.attempt, l.line, l.text, r.job_name, r.finished_at, r.sort_at \
+                 FROM runs AS r JOIN lines AS l ON l.instance_id = r.instance_id WHERE l.text ILIKE ",
+            )
+        };
+        qb.push_bind(pattern);
         super::filters::push_search_filters(&mut qb, q, cursor);
         qb.push(" ORDER BY r.sort_at DESC, r.instance_id, l.line LIMIT ").push_bind(i64::from(limit) + 1);
-        let rows = qb.build().fetch_all(&self.pool).await?;
+        let rows = qb.build().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
         super::filters::search_page(&rows, limit, |row| {
             Ok((
                 SearchHit {

@@ -29,6 +29,7 @@ const INSERT_BATCH: usize = 5_000;
 #[derive(Clone)]
 pub struct SqliteArchive {
     pool: SqlitePool,
+    plan_cap: i64,
 }
 
 impl SqliteArchive {
@@ -52,7 +53,11 @@ impl SqliteArchive {
         };
         let pool = pool.connect_with(options).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(SqliteArchive { pool })
+        Ok(SqliteArchive { pool, plan_cap: super::SEARCH_PLAN_CAP })
+    }
+
+    pub(super) fn set_plan_cap(&mut self, cap: i64) {
+        self.plan_cap = cap;
     }
 
     pub(super) async fn close(&self) {
@@ -177,20 +182,42 @@ impl SqliteArchive {
         }))
     }
 
+    /// Two plans (see [`super::SEARCH_PLAN_CAP`]): with few matches in the whole archive,
+    /// every match from the trigram index, joined and sorted; with many, the runs in
+    /// order, each probed through the index within its rowid range, until the page is full.
     pub(super) async fn search(&self, q: &SearchQuery) -> Result<SearchPage, ArchiveError> {
         let cursor = q.cursor.as_deref().map(SearchCursor::decode).transpose()?;
         let limit = query::page_limit(q.limit);
-        // CROSS JOIN fixes the join order: the trigram index first, then each hit's row
-        // and run by primary key.
-        let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
-            "SELECT l.instance_id, l.attempt, l.line, l.text, r.job_name, r.finished_at, r.sort_at \
-             FROM lines_fts CROSS JOIN lines AS l ON l.id = lines_fts.rowid \
-             CROSS JOIN runs AS r ON r.instance_id = l.instance_id WHERE lines_fts MATCH ",
-        );
-        qb.push_bind(query::fts_phrase(&q.q));
+        let phrase = query::fts_phrase(&q.q);
+        let mut conn = self.pool.acquire().await?;
+        let matches: i64 =
+            sqlx::query("SELECT count(*) FROM (SELECT 1 FROM lines_fts WHERE lines_fts MATCH ?1 LIMIT ?2)")
+                .bind(&phrase)
+                .bind(self.plan_cap)
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get(0)?;
+        // CROSS JOIN fixes the join order.
+        let mut qb = if matches < self.plan_cap {
+            // The index first, then each hit's line and run by primary key.
+            sqlx::QueryBuilder::<Sqlite>::new(
+                "SELECT l.instance_id, l.attempt, l.line, l.text, r.job_name, r.finished_at, r.sort_at \
+                 FROM lines_fts CROSS JOIN lines AS l ON l.id = lines_fts.rowid \
+                 CROSS JOIN runs AS r ON r.instance_id = l.instance_id WHERE lines_fts MATCH ",
+            )
+        } else {
+            // The runs in the order of the page (an index), then the index within each.
+            sqlx::QueryBuilder::<Sqlite>::new(
+                "SELECT l.instance_id, l.attempt, l.line, l.text, r.job_name, r.finished_at, r.sort_at \
+                 FROM runs AS r CROSS JOIN lines_fts CROSS JOIN lines AS l ON l.id = lines_fts.rowid \
+                 WHERE lines_fts.rowid BETWEEN r.first_line_id AND r.first_line_id + r.line_count - 1 \
+                 AND lines_fts MATCH ",
+            )
+        };
+        qb.push_bind(phrase);
         super::filters::push_search_filters(&mut qb, q, cursor);
         qb.push(" ORDER BY r.sort_at DESC, r.instance_id, l.line LIMIT ").push_bind(i64::from(limit) + 1);
-        let rows = qb.build().fetch_all(&self.pool).await?;
+        let rows = qb.build().fetch_all(&mut *conn).await?;
         super::filters::search_page(&rows, limit, |row| {
             Ok((
                 SearchHit {
