@@ -28,6 +28,8 @@
 //! Each input is one pure step, given the time: [`Joined::offer`] (a pushed body),
 //! [`Joined::sync`] (after the follower changed), [`Joined::tick`] (a deadline of
 //! [`Joined::next_deadline`] passed: skip a gap, or complete).
+//!
+//! `joined_shared.rs`: what a shared store (cluster mode) keeps of it, and the rebuild.
 
 use std::ops::Range;
 
@@ -464,6 +466,10 @@ impl Join {
         self.batches.quiet_from(quiet_ms).into_iter().chain(unnumbered).max()
     }
 }
+
+#[path = "joined_shared.rs"]
+mod shared;
+pub use shared::JoinMeta;
 
 #[cfg(test)]
 #[path = "joined_tests.rs"]
