@@ -311,3 +311,39 @@ async fn a_push_wakes_a_long_poll_and_a_stream_at_once() {
     assert_eq!(event["lines"], json!([shown(now, "pushed")]));
     assert_eq!(event["push"]["sources"], 1);
 }
+
+#[tokio::test]
+async fn powertail_push_pipes_a_script_into_the_served_log() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let app = spawn().await;
+    let (id, _) = running(&app);
+    let (base, instance) = (app.base.clone(), id.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_powertail"))
+            .args(["push", "--instance-id", &instance, "--url", &base, "--worker", WORKER, "--level-from-prefix"])
+            .env_remove("POWERTAIL_TOKEN")
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the powertail binary runs");
+        let input = "INFO loading\nWARNING slow disk\nprogress 1\nprogress 1\n";
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"INFO loading\nWARNING slow disk\nprogress 1\nprogress 1\n");
+    let page = app.logs(id, 0).await;
+    let lines: Vec<String> = serde_json::from_value(page["lines"].clone()).unwrap();
+    // Each line once, in order, in PowerJob's format, the level read from its prefix
+    // (the text keeps it, as in the OmsLogger record of the same line).
+    let shape: Vec<String> = lines.iter().map(|l| l[24..].to_owned()).collect();
+    let want = ["INFO INFO loading", "WARN WARNING slow disk", "INFO progress 1", "INFO progress 1"];
+    assert_eq!(shape, want.map(|w| format!("[{WORKER}] {w}")));
+    assert_eq!((page["push"]["sources"].clone(), page["push"]["lines"].clone()), (json!(1), json!(4)));
+}
