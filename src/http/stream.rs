@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 use super::auth::{Authorized, ReadLogs};
 use super::error::ApiError;
 use super::extract::{digits, strict_query, ApiPath};
-use super::logs::{parse_epoch, parse_instance_id, past_end};
+use super::logs::{parse_epoch, parse_instance_id, past_end, push_json};
 use super::startup::startup_json;
 use super::state::AppState;
 use crate::service::{LogPage, LogService, ReadRequest, ServiceError, StartupKey};
@@ -91,7 +91,8 @@ pub(super) enum StreamEvent {
     Lines {
         /// The next line (the SSE `id`).
         next: u64,
-        /// `{"epoch","fromLine","nextLine","lines","totalLines","status","stale","attempt","attempts"}`.
+        /// `{"epoch","fromLine","nextLine","lines","totalLines","status","stale","attempt","attempts"}`,
+        /// and `push` once anything was pushed.
         data: Value,
     },
     /// The start-up state changed: the body of `GET /llm/instances/{id}/startup`.
@@ -222,11 +223,14 @@ impl Streamer {
             };
             if !page.lines.is_empty() {
                 let next = page.next_line();
-                let data = json!({
+                let mut data = json!({
                     "epoch": page.epoch, "fromLine": page.from_line, "nextLine": next, "lines": page.lines,
                     "totalLines": page.total_lines, "status": page.status.name(), "stale": page.stale,
                     "attempt": page.attempt, "attempts": page.attempts,
                 });
+                if let Some(push) = &page.push {
+                    data["push"] = push_json(push);
+                }
                 self.from = next;
                 if page.complete {
                     // The end event follows on the next poll of the stream.
