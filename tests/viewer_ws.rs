@@ -1,7 +1,7 @@
 //! The viewer and `powertail.js` over the WebSocket, in a real headless Chromium: the
 //! viewer follows a run over `GET /llm/logs/{id}/ws` (the transport it reports), says how
 //! the lines arrive and how fresh the newest is, and `/?instanceId=…&line=N` opens the log
-//! at line N, highlighted. The module's `follow(…, {transport: "websocket", token})`
+//! at line N, highlighted; a pushed line shows at once, and the page says "pushed". The module's `follow(…, {transport: "websocket", token})`
 //! from another origin authenticates by its first message and gets every line once; where
 //! the WebSocket (and SSE) cannot get through it falls back to long-polls and still gets
 //! every line once.
@@ -160,5 +160,43 @@ window.tokenless = run("{base}", undefined);
     assert_eq!(tokenless["lines"], json!([]));
     let froms: Vec<u64> = serde_json::from_value(proxied["froms"].clone()).unwrap();
     assert!(froms.windows(2).all(|w| w[0] < w[1]), "{froms:?}");
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver"]
+async fn the_viewer_says_when_lines_are_pushed() {
+    let _turn = SERIAL.lock().await;
+    let driver = start_driver().await;
+    // A long run, polled from PowerJob, until the test pushes a line.
+    let app = TestApp::spawn(steps(200).over(30_000).sim(12)).await;
+    let id = app.run_job(12);
+    let c = browser(&driver).await;
+    c.goto(&format!("{}/?instanceId={id}", app.base)).await.unwrap();
+    wait_js(&c, "return window.powertail.lines().length > 0", DEADLINE).await;
+    assert_eq!(js(&c, "return window.powertail.delivery()").await, "polled");
+
+    let now = app.clock.now_ms();
+    let batch = json!({"source": "10.0.0.5:27777/viewer", "seq": 0, "worker": "10.0.0.5:27777", "timestamp": now,
+        "final": false, "lines": [{"ts": now, "level": "WARN", "text": "pushed by the test"}]});
+    let resp = app.http.post(format!("{}/llm/logs/{id}/append", app.base)).json(&batch).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    // Rendered as PowerJob renders its records, shown at once, and said to be pushed.
+    wait_js(
+        &c,
+        "return window.powertail.lines().some(l => / \\[10\\.0\\.0\\.5:27777\\] WARN pushed by the test$/.test(l))",
+        Duration::from_secs(10),
+    )
+    .await;
+    wait_js(&c, "return window.powertail.delivery() === 'pushed'", Duration::from_secs(5)).await;
+    let via = js(&c, "return document.getElementById('via').textContent").await;
+    assert_eq!(via, "lines pushed over WebSocket");
+    let title = js(&c, "return document.getElementById('via').title").await;
+    assert!(title.as_str().unwrap().starts_with("1 line pushed by 1 source,"), "{title}");
+    // What the page holds is the server's log, every line once.
+    let shown: Vec<String> = serde_json::from_value(js(&c, "return window.powertail.lines()").await).unwrap();
+    let served: Vec<String> = serde_json::from_value(app.logs(id, 0).await["lines"].clone()).unwrap();
+    assert_eq!(shown[..], served[..shown.len()]);
+    shot(&c, "viewer-pushed.png").await;
     c.close().await.unwrap();
 }
