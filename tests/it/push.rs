@@ -280,3 +280,34 @@ async fn startup_is_ready_from_a_pushed_line_before_powerjob_has_it() {
     assert_eq!(after["phase"], "ready", "{after}");
     assert_eq!(app.served(id).await, [shown(now, "INFO:     Application startup complete.")]);
 }
+
+#[tokio::test]
+async fn a_push_wakes_a_long_poll_and_a_stream_at_once() {
+    use futures::StreamExt as _;
+    let app = spawn().await;
+    let (id, now) = running(&app);
+    // Known before anything is pushed: a first read (nothing logged yet).
+    assert_eq!(app.logs(id, 0).await["lines"], json!([]));
+    let stream = app.http.get(format!("{}/llm/logs/{id}/stream", app.base)).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut events = stream.bytes_stream();
+    let waiting = {
+        let (http, url) = (app.http.clone(), format!("{}/llm/logs?instanceId={id}&fromLine=0&waitMs=20000", app.base));
+        tokio::spawn(async move { http.get(url).send().await.unwrap().json::<Value>().await.unwrap() })
+    };
+    // (Whether the long-poll is parked before the push or not, it answers with the line
+    // well before its 20 s; the stream surely is: its first read found nothing.)
+    app.push_ok(id, &batch("w/1", 0, &[(now, "pushed")])).await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("the long-poll answers").unwrap();
+    assert_eq!(answer["lines"], json!([shown(now, "pushed")]));
+    assert_eq!(answer["push"]["lines"], 1);
+    let mut text = String::new();
+    while !text.contains("event: lines") || !text.contains("\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("an event").unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    let data = text.lines().find_map(|l| l.strip_prefix("data: ")).expect("a data line");
+    let event: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(event["lines"], json!([shown(now, "pushed")]));
+    assert_eq!(event["push"]["sources"], 1);
+}
