@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::entry::{Entry, Source, View};
-use super::redis::{SharedLog, StoreError, Tick};
+use super::redis::{LineTag, SharedLog, StoreError, Tick};
 use super::{LogService, ServiceError};
 use crate::logs::{Follower, SharedMeta, Status};
 use crate::telemetry;
@@ -35,7 +35,7 @@ impl LogService {
         // until after its next recheck, so that the other replicas do not take turns.
         shared.ensure_identity(self.inner.client.app_id()).await?;
         let extra = if entry.is_complete() { self.inner.recheck_complete.as_millis() as u64 } else { 0 };
-        let tick = shared.tick(entry.id, &self.inner.store.new_epoch(), extra).await?;
+        let tick = shared.tick(entry.id, &self.inner.store.new_epoch(), extra, false).await?;
         let known = entry.epoch();
         if *known != *tick.epoch && !known.is_empty() {
             tracing::warn!(
@@ -253,7 +253,8 @@ impl LogService {
             *entry.follower.write().expect("follower lock poisoned") = f;
             entry.reload.store(false, Ordering::Relaxed);
         } else if local < target {
-            let (lines, flags) = shared.read_lines(entry.id, local as u64, target as u64).await?;
+            let (lines, tags) = shared.read_lines(entry.id, local as u64, target as u64).await?;
+            let flags: Vec<bool> = tags.iter().map(|t| t.starts_unit).collect();
             entry.follower.write().expect("follower lock poisoned").extend_shared(&lines, &flags, meta);
         } else if fresh || entry.follower.read().expect("follower lock poisoned").shared_meta() != meta.follower_part()
         {
@@ -275,9 +276,10 @@ impl LogService {
         upstream_ok: bool,
     ) -> Result<(), ServiceError> {
         let meta = SharedMeta { upstream_failing: !upstream_ok, ..self.meta_of(entry) };
-        let (lines, flags): (Vec<Arc<str>>, Vec<bool>) = {
+        let (lines, flags): (Vec<Arc<str>>, Vec<LineTag>) = {
             let f = entry.follower.read().expect("follower lock poisoned");
-            (f.lines_in(before..f.line_count()).to_vec(), f.unit_flags(before))
+            let flags = f.unit_flags(before).into_iter().map(|starts_unit| LineTag { starts_unit, pushed: false });
+            (f.lines_in(before..f.line_count()).to_vec(), flags.collect())
         };
         // The first meta only after PowerJob answered: the other replicas read an
         // instance nobody wrote themselves.
@@ -289,7 +291,7 @@ impl LogService {
             return Ok(());
         }
         let texts: Vec<&str> = lines.iter().map(|l| &**l).collect();
-        let next = match shared.append(entry.id, before as u64, &texts, &flags, &meta).await {
+        let next = match shared.append(entry.id, before as u64, &texts, &flags, &meta, None).await {
             Ok(next) => next,
             Err(e) => {
                 // Hidden lines, perhaps another writer: rebuild from the store next time.
@@ -324,7 +326,8 @@ impl LogService {
 
     /// A follower with the first `to` lines of the store and `meta`.
     async fn load(&self, shared: &SharedLog, id: i64, to: usize, meta: &SharedMeta) -> Result<Follower, StoreError> {
-        let (lines, flags) = shared.read_lines(id, 0, to as u64).await?;
+        let (lines, tags) = shared.read_lines(id, 0, to as u64).await?;
+        let flags: Vec<bool> = tags.iter().map(|t| t.starts_unit).collect();
         let mut f = Follower::default();
         f.extend_shared(&lines, &flags, meta);
         Ok(f)
