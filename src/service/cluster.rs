@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::entry::{Entry, Source, View};
-use super::redis::{LineTag, SharedLog, StoreError, Tick};
+use super::redis::{LineTag, SharedLog, StoreError, Tick, Wake};
 use super::{LogService, ServiceError};
 use crate::logs::{Follower, SharedMeta, Status};
 use crate::telemetry;
@@ -358,9 +358,9 @@ impl LogService {
         let stop = self.inner.shutdown.clone();
         tokio::spawn(shared.subscribe(
             stop,
-            move |id, committed| {
+            move |id, wake| {
                 if let Some(inner) = weak.upgrade() {
-                    LogService { inner }.woken(id, committed);
+                    LogService { inner }.woken(id, wake);
                 }
             },
             // Messages published while this replica was not subscribed are lost: sync
@@ -369,26 +369,26 @@ impl LogService {
                 if let Some(inner) = again.upgrade() {
                     let service = LogService { inner };
                     for id in service.inner.store.ids() {
-                        service.woken(id, Some(0));
+                        service.woken(id, Wake::Committed(0));
                     }
                 }
             },
         ));
     }
 
-    /// A message about `id`: another replica committed lines or meta up to `committed`
-    /// (this replica syncs, unless it wrote them), or (`None`) another replica's readers
-    /// wait for it (the holder refreshes when due: it does so only for its own readers
-    /// otherwise, and they may all be on other replicas).
-    fn woken(&self, id: i64, committed: Option<u64>) {
+    /// A message about `id`: another replica committed lines or meta (this replica
+    /// syncs, unless it wrote them), or another replica's readers wait for it (the
+    /// holder refreshes when due: it does so only for its own readers otherwise, and
+    /// they may all be on other replicas).
+    fn woken(&self, id: i64, wake: Wake) {
         let Some(entry) = self.inner.store.get(id) else { return };
         let holder = entry.holder.load(Ordering::Relaxed);
         let mut gate = self.gate(&entry);
-        match committed {
+        match wake {
             // (Also when this replica holds that many lines already: the append may
             // have changed the meta only, the status, the completion, a retry.)
-            Some(_) if !holder => gate.force = true,
-            None if holder => {}
+            Wake::Committed(_) if !holder => gate.force = true,
+            Wake::Want if holder => {}
             _ => return,
         }
         let interval = if entry.is_complete() { self.inner.recheck_complete } else { self.inner.refresh_interval };

@@ -39,6 +39,7 @@ use identity::Identity;
 pub use line_tag::LineTag;
 #[allow(unused_imports, reason = "the push endpoint uses them in cluster mode (wiring next)")]
 pub use push::{PushProgress, Queued, QueuedBatch};
+pub use wakeups::Wake;
 
 mod error;
 mod identity;
