@@ -465,6 +465,10 @@ impl Join {
     }
 }
 
+#[path = "joined_shared.rs"]
+mod shared;
+pub use shared::{SharedJoin, JOINED_META_VERSION};
+
 #[cfg(test)]
 #[path = "joined_tests.rs"]
 mod tests;

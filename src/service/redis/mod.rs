@@ -541,7 +541,7 @@ impl SharedLog {
 fn parse_meta(text: &str) -> Result<SharedMeta, StoreError> {
     let meta: SharedMeta =
         serde_json::from_str(text).map_err(|e| StoreError::Protocol(format!("the follower's meta: {e}")))?;
-    if meta.v > crate::logs::follower::SHARED_META_VERSION {
+    if meta.v > crate::logs::joined::JOINED_META_VERSION {
         return Err(StoreError::Protocol(format!("meta version {} is newer than this build's", meta.v)));
     }
     Ok(meta)
