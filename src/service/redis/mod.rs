@@ -37,8 +37,7 @@ pub use error::StoreError;
 use error::Target;
 use identity::Identity;
 pub use line_tag::LineTag;
-#[allow(unused_imports, reason = "the push endpoint uses them in cluster mode (wiring next)")]
-pub use push::{PushProgress, Queued, QueuedBatch};
+pub use push::{PushProgress, QueuedBatch, QUEUE_BATCH};
 pub use wakeups::Wake;
 
 mod error;

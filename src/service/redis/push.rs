@@ -11,10 +11,6 @@
 //!   batch, JSON) and `t` (when it arrived, epoch ms, the receiving replica's clock).
 //!
 //! Both expire with the instance's state.
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the push endpoint calls it in cluster mode (issue 19, wiring next)")
-)]
 
 use std::collections::BTreeMap;
 
@@ -23,8 +19,8 @@ use redis::RedisError;
 use super::{SharedLog, StoreError, UNWRITTEN_RETAIN_MS};
 use crate::logs::merge::{Batch, PushError, MAX_SEQ};
 
-/// Queue entries read per request.
-const QUEUE_BATCH: usize = 64;
+/// Queue entries read per request at most.
+pub const QUEUE_BATCH: usize = 64;
 
 /// What [`SharedLog::push`] made of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
