@@ -393,8 +393,10 @@ impl LogService {
         let mut gate = self.gate(&entry);
         match wake {
             // (Also when this replica holds that many lines already: the append may
-            // have changed the meta only, the status, the completion, a retry.)
-            Wake::Committed(_) if !holder => gate.force = true,
+            // have changed the meta only, the status, the completion, a retry. Not an
+            // entry nobody read here: pushes made it, and a refresh would ask the holder
+            // to read PowerJob for nobody.)
+            Wake::Committed(_) if !holder && gate.last_attempt.is_some() => gate.force = true,
             Wake::Want if holder => {}
             Wake::Push if holder => {
                 drop(gate);

@@ -94,10 +94,11 @@ impl LogService {
             let mut gate = self.gate(entry);
             gate.in_flight = false;
             // A poll that came due meanwhile, for readers of this replica (a drain never
-            // reads PowerJob for nobody).
+            // reads PowerJob for nobody: not for an entry only pushes made).
             let read_lately = self.inner.client.clock().now_ms() - entry.last_read.load(Ordering::Relaxed)
                 < i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
-            (gate.push_due, gate.force || read_lately && gate.due(interval, tokio::time::Instant::now()))
+            let poll = gate.last_attempt.is_some() && read_lately && gate.due(interval, tokio::time::Instant::now());
+            (gate.push_due, gate.force || poll)
         };
         entry.refreshed.send_modify(|v| *v += 1);
         if drain {

@@ -1,0 +1,190 @@
+//! Pushes in cluster mode (issue 19, part 3), end to end: two replicas on one real Redis
+//! that each test starts itself, the simulator behind them, pushes spread over both (a
+//! retry on the other replica is a duplicate), the lease holder killed mid-run. Every
+//! pushed line is served once in the one shared sequence, both replicas serve the very
+//! same lines, and pushes read nothing from PowerJob.
+//!
+//! Every test here needs `redis-server`; they are ignored without `--include-ignored`,
+//! which CI passes.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::cluster::{
+    brief, cluster_config, get_json, test_key_prefix, wait_for, wait_until, Cursor, InProcess, RedisServer,
+};
+use common::fast_sim;
+use powertail::logs::merge::{render, Level};
+use powertail::sim::{Level as SimLevel, Record, SimHandle, Simulator};
+use serde_json::{json, Value};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const WORKER: &str = "10.0.0.21:27777";
+/// The simulator's time zone (Asia/Shanghai), `push.utc_offset_minutes` by default.
+const ZONE: i32 = 480;
+/// Replicas' extra configuration: a body without source counts as ended 1 s after it
+/// came (15 s by default).
+const PUSH: &str = "[push]\nquiet_ms = 1000";
+
+/// A line as PowerJob (and powertail, for a pushed line) shows it.
+fn shown(ts: i64, text: &str) -> String {
+    render(ts, WORKER, Level::Info, text, ZONE).remove(0)
+}
+
+/// An instance of job 12 running for a minute already; (its id, now).
+fn running(sim: &SimHandle) -> (i64, i64) {
+    sim.with_core(|c, now| {
+        let id = c.create_instance(12, None, now - 60_000);
+        c.dispatch(id, now - 60_000);
+        c.set_running(id, now - 60_000);
+        (id, now)
+    })
+}
+
+/// PowerJob receives records `(ts, text)` of instance `id` now.
+fn deliver(sim: &SimHandle, id: i64, records: &[(i64, String)]) {
+    sim.with_core(|c, now| {
+        let records = records
+            .iter()
+            .map(|(ts, text)| Record {
+                log_time: *ts,
+                level: SimLevel::Info,
+                content: text.clone(),
+                worker: WORKER.into(),
+            })
+            .collect();
+        c.deliver(id, records, now);
+        c.tick(now);
+    });
+}
+
+/// The instance succeeded now.
+fn finish(sim: &SimHandle, id: i64) {
+    sim.with_core(|c, now| c.finish(id, 5, "ok", now));
+}
+
+fn batch(source: &str, seq: u64, lines: &[(i64, String)], last: bool) -> Value {
+    let lines: Vec<Value> = lines.iter().map(|(ts, text)| json!({"ts": ts, "level": "INFO", "text": text})).collect();
+    let timestamp = lines.first().map_or(0, |l| l["ts"].as_i64().unwrap());
+    json!({"source": source, "seq": seq, "worker": WORKER, "timestamp": timestamp, "final": last, "lines": lines})
+}
+
+/// `POST {base}/llm/logs/{id}/append`: (status, JSON); `None` when the replica did not
+/// answer (killed).
+async fn try_push(http: &reqwest::Client, base: &str, id: i64, body: &Value) -> Option<(u16, Value)> {
+    let resp = http
+        .post(format!("{base}/llm/logs/{id}/append"))
+        .json(body)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.json().await.ok()?))
+}
+
+async fn push(http: &reqwest::Client, base: &str, id: i64, body: &Value) -> Value {
+    let (status, answer) = try_push(http, base, id, body).await.unwrap_or_else(|| panic!("{base} did not answer"));
+    assert_eq!(status, 200, "{base}: {answer}");
+    answer
+}
+
+fn answer(id: i64, accepted: usize, duplicate: bool, next_seq: Option<u64>) -> Value {
+    json!({"instanceId": id.to_string(), "accepted": accepted, "duplicate": duplicate, "nextSeq": next_seq})
+}
+
+/// Every line `base` serves of `id` now, and its answer.
+async fn served(http: &reqwest::Client, base: &str, id: i64) -> (Vec<String>, Value) {
+    let (status, body) = get_json(http, &format!("{base}/llm/logs?instanceId={id}&limit=10000")).await;
+    assert_eq!(status, 200, "{base}: {}", brief(&body));
+    (serde_json::from_value(body["lines"].clone()).unwrap(), body)
+}
+
+/// Waits until `base` serves `n` lines of `id`; returns them.
+async fn served_when(http: &reqwest::Client, base: &str, id: i64, n: usize) -> Vec<String> {
+    wait_for(DEADLINE, &format!("{n} lines on {base}"), || async {
+        let (lines, _) = served(http, base, id).await;
+        assert!(lines.len() <= n, "{base} serves more than {n} lines: {lines:#?}");
+        (lines.len() == n).then_some(lines)
+    })
+    .await
+}
+
+/// PowerJob's requests so far: (log pages, instance infos).
+fn powerjob_reads(sim: &SimHandle) -> (u64, u64) {
+    (sim.requests("/instance/log"), sim.requests("/openApi/fetchInstanceInfo"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
+async fn pushes_to_either_replica_are_served_once_in_one_sequence_and_read_nothing_from_powerjob() {
+    let redis = RedisServer::start();
+    let sim = Simulator::spawn(fast_sim()).await.unwrap();
+    let a = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), PUSH)).await;
+    let b = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), PUSH)).await;
+    let http = reqwest::Client::new();
+    let (id, now) = running(&sim);
+    let t = now - 1_000;
+    let before = powerjob_reads(&sim);
+
+    // Source w/1: 20 batches of 3 lines, each to one replica and retried on the other.
+    let mut pushed = Vec::new();
+    for seq in 0..20u64 {
+        let lines: Vec<(i64, String)> = (0..3).map(|k| (t + seq as i64 * 10 + k, format!("w1 {seq}.{k}"))).collect();
+        let body = batch("w/1", seq, &lines, seq == 19);
+        let (first, second) = if seq % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        assert_eq!(push(&http, first.base(), id, &body).await, answer(id, 3, false, Some(seq + 1)));
+        assert_eq!(push(&http, second.base(), id, &body).await, answer(id, 0, true, Some(seq + 1)), "a retry");
+        pushed.extend(lines);
+    }
+    // Source w/2: its second batch first (it waits), its first on the other replica.
+    let w2 = |k: i64| (t + 500 + k, format!("w2 {k}"));
+    let ahead = push(&http, b.base(), id, &batch("w/2", 1, &[w2(1)], true)).await;
+    assert_eq!(ahead, answer(id, 1, false, Some(0)));
+    assert_eq!(push(&http, a.base(), id, &batch("w/2", 0, &[w2(0)], false)).await, answer(id, 1, false, Some(2)));
+    pushed.extend([w2(0), w2(1)]);
+    // A batch after its source's end: refused by either replica.
+    let (status, body) = try_push(&http, a.base(), id, &batch("w/2", 2, &[w2(2)], false)).await.unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    // The seed's body (no source): never a duplicate.
+    let seed = json!({"instanceId": id, "timestamp": t + 900, "lines": ["seed line"]});
+    assert_eq!(push(&http, b.base(), id, &seed).await, answer(id, 1, false, None));
+    let seed_line = render(t + 900, "-", Level::Info, "seed line", ZONE).remove(0);
+
+    // Every pushed line, once, in the order the batches apply; on both replicas.
+    let mut want: Vec<String> = pushed.iter().map(|(ts, text)| shown(*ts, text)).collect();
+    want.push(seed_line);
+    // Drained into the shared log with nobody reading: without a read of PowerJob's log,
+    // and one existence check per replica (the first push each took).
+    let state = format!("{}:{{{id}}}:state", test_key_prefix());
+    wait_until(DEADLINE, "the pushes drained", || async {
+        redis.cmd(&["HGET", &state, "next"]) == want.len().to_string()
+    })
+    .await;
+    let after = powerjob_reads(&sim);
+    assert_eq!(after.0, before.0, "log pages read for pushes");
+    assert!(after.1 <= before.1 + 2, "instance infos read for pushes: {before:?} → {after:?}");
+    let on_a = served_when(&http, a.base(), id, want.len()).await;
+    let on_b = served_when(&http, b.base(), id, want.len()).await;
+    assert_eq!(on_a, want);
+    assert_eq!(on_b, want);
+    let (_, body) = served(&http, b.base(), id).await;
+    assert_eq!(body["push"]["sources"], 3, "{}", brief(&body));
+    assert_eq!(body["push"]["lines"], want.len(), "{}", brief(&body));
+
+    // PowerJob gets copies of some pushed lines and a line only it has; the run ends.
+    let mut records: Vec<(i64, String)> = pushed.iter().step_by(4).cloned().collect();
+    records.push((t + 990, "OmsLogger only".to_owned()));
+    deliver(&sim, id, &records);
+    finish(&sim, id);
+    want.push(shown(t + 990, "OmsLogger only"));
+    let mut cursor = Cursor::new(id);
+    let last = cursor.follow(&[a.base(), b.base()], DEADLINE).await;
+    assert_eq!(cursor.lines, want, "every line once, in one sequence: {}", brief(&last));
+    for base in [a.base(), b.base()] {
+        let (lines, body) = served(&http, base, id).await;
+        assert_eq!(lines, want, "{base}");
+        assert_eq!(body["complete"], true, "{base}: {}", brief(&body));
+    }
+}
