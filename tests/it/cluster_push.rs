@@ -12,7 +12,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::cluster::{
-    brief, cluster_config, get_json, test_key_prefix, wait_for, wait_until, Cursor, InProcess, RedisServer,
+    brief, cluster_config, get_json, test_key_prefix, wait_for, wait_until, Cursor, InProcess, RedisServer, Replica,
 };
 use common::fast_sim;
 use powertail::logs::merge::{render, Level};
@@ -186,5 +186,72 @@ async fn pushes_to_either_replica_are_served_once_in_one_sequence_and_read_nothi
         let (lines, body) = served(&http, base, id).await;
         assert_eq!(lines, want, "{base}");
         assert_eq!(body["complete"], true, "{base}: {}", brief(&body));
+    }
+}
+
+/// The lease holder is killed (SIGKILL) while pushes go on, some of them to it; its
+/// pushes are retried on the other replica, which takes over the queue from the entry the
+/// store says was consumed. Then it comes back and takes pushes again. Every pushed line
+/// is served once, in order, by both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
+async fn a_holder_killed_mid_run_is_continued_exactly() {
+    let redis = RedisServer::start();
+    let sim = Simulator::spawn(fast_sim()).await.unwrap();
+    let mut a = Replica::spawn(&cluster_config(&sim.url(), &redis.url(), PUSH)).await;
+    let b = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), PUSH)).await;
+    let node_a = a.get("/readyz").await.1["store"]["node"].as_str().unwrap().to_owned();
+    let prefix = test_key_prefix();
+    let http = reqwest::Client::new();
+    let (id, now) = running(&sim);
+    let lease = format!("{prefix}:{{{id}}}:lease");
+    let t = now - 5_000;
+    let (mut alive, mut killed_holder, mut retried) = (true, false, 0);
+    let mut pushed = Vec::new();
+    for seq in 0..180u64 {
+        if seq == 70 {
+            // A took the lease with its first push and keeps it while it drains.
+            let owner = redis.cmd(&["GET", &lease]);
+            assert!(owner.starts_with(&format!("{node_a}:")), "A ({node_a}) holds the lease, not {owner}");
+            a.kill9();
+            (alive, killed_holder) = (false, true);
+        }
+        if seq == 130 {
+            a.respawn().await;
+            alive = true;
+        }
+        let lines: Vec<(i64, String)> = (0..5).map(|k| (t + seq as i64 * 10 + k, format!("line {seq}.{k}"))).collect();
+        let body = batch("w/1", seq, &lines, seq == 179);
+        let target = if alive && seq % 3 != 2 { a.base() } else { b.base() };
+        match try_push(&http, target, id, &body).await {
+            Some((200, answer)) => assert_eq!(answer["nextSeq"], seq + 1, "{answer}"),
+            other => {
+                // (A died under the request: the batch may be queued already.)
+                assert!(other.is_none() && target == a.base(), "{other:?}");
+                let answer = push(&http, b.base(), id, &body).await;
+                assert_eq!(answer["nextSeq"], seq + 1, "{answer}");
+                retried += 1;
+            }
+        }
+        pushed.extend(lines);
+    }
+    assert!(killed_holder);
+    let mut want: Vec<String> = pushed.iter().map(|(ts, text)| shown(*ts, text)).collect();
+    let on_b = served_when(&http, b.base(), id, want.len()).await;
+    assert_eq!(on_b, want, "every pushed line once, in order ({retried} retried)");
+
+    // PowerJob has a copy of every fifth line and one of its own; the run ends.
+    let mut records: Vec<(i64, String)> = pushed.iter().step_by(5).cloned().collect();
+    records.push((t + 1_900, "OmsLogger only".to_owned()));
+    deliver(&sim, id, &records);
+    finish(&sim, id);
+    want.push(shown(t + 1_900, "OmsLogger only"));
+    let mut cursor = Cursor::new(id);
+    cursor.follow(&[a.base(), b.base()], DEADLINE).await;
+    assert_eq!(cursor.lines, want);
+    for base in [a.base(), b.base()] {
+        let (lines, body) = served(&http, base, id).await;
+        assert_eq!(lines, want, "{base}");
+        assert_eq!((body["complete"].clone(), body["push"]["lines"].clone()), (json!(true), json!(900)), "{base}");
     }
 }
