@@ -161,7 +161,14 @@ impl LogService {
             let texts: Vec<&str> = lines.iter().map(|l| &**l).collect();
             let next = match shared.append(entry.id, before as u64, &texts, &tags, &meta, Some(&progress)).await {
                 Ok(next) => next,
-                Err(e) => return self.append_refused(entry, e).map(|()| None),
+                Err(e) => {
+                    if matches!(e, StoreError::Conflict(_)) {
+                        // Another writer moved the log under this one: drain again, from
+                        // the store (its queue entries are not consumed).
+                        self.gate(entry).push_due = true;
+                    }
+                    return self.append_refused(entry, e).map(|()| None);
+                }
             };
             let committed = if !shared.waits_for_replicas() || shared.commit(entry.id, next).await? {
                 next

@@ -255,3 +255,37 @@ async fn a_holder_killed_mid_run_is_continued_exactly() {
         assert_eq!((body["complete"].clone(), body["push"]["lines"].clone()), (json!(true), json!(900)), "{base}");
     }
 }
+
+/// A batch that arrives ahead of a missing one waits `push.gap_wait_ms`, then the
+/// holder gives the gap up on its own timer (nobody reads meanwhile); the missing batch,
+/// arriving late at the other replica, is a duplicate there too, and PowerJob's copy
+/// fills the gap in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
+async fn a_gap_is_given_up_by_the_holder_and_the_late_batch_is_a_duplicate_on_any_replica() {
+    let redis = RedisServer::start();
+    let sim = Simulator::spawn(fast_sim()).await.unwrap();
+    let extra = format!("{PUSH}\ngap_wait_ms = 300");
+    let a = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), &extra)).await;
+    let b = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), &extra)).await;
+    let http = reqwest::Client::new();
+    let (id, now) = running(&sim);
+    let line = |k: i64| (now - 1_000 + k * 10, format!("line {k}"));
+    assert_eq!(push(&http, a.base(), id, &batch("w/1", 0, &[line(0)], false)).await, answer(id, 1, false, Some(1)));
+    assert_eq!(push(&http, b.base(), id, &batch("w/1", 2, &[line(2)], false)).await, answer(id, 1, false, Some(1)));
+    let state = format!("{}:{{{id}}}:state", test_key_prefix());
+    wait_until(DEADLINE, "the gap given up", || async { redis.cmd(&["HGET", &state, "next"]) == "2" }).await;
+    let late = push(&http, b.base(), id, &batch("w/1", 1, &[line(1)], false)).await;
+    assert_eq!(late, answer(id, 0, true, Some(3)), "given up by the holder");
+    assert_eq!(push(&http, b.base(), id, &batch("w/1", 3, &[line(3)], true)).await, answer(id, 1, false, Some(4)));
+    wait_until(DEADLINE, "batch 3 drained", || async { redis.cmd(&["HGET", &state, "next"]) == "3" }).await;
+    deliver(&sim, id, &[line(0), line(1), line(2), line(3)]);
+    finish(&sim, id);
+    let want: Vec<String> = [0, 2, 3, 1].into_iter().map(line).map(|(ts, text)| shown(ts, &text)).collect();
+    let mut cursor = Cursor::new(id);
+    cursor.follow(&[b.base(), a.base()], DEADLINE).await;
+    assert_eq!(cursor.lines, want);
+    for base in [a.base(), b.base()] {
+        assert_eq!(served(&http, base, id).await.0, want, "{base}");
+    }
+}

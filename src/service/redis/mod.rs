@@ -403,7 +403,9 @@ impl SharedLog {
     ) -> Result<u64, StoreError> {
         let slot = if self.waits_for_replicas() { &self.writes } else { &self.reads };
         let mut conn = self.connection(slot).await?;
-        let (last, complete) = (meta.is_some(), meta.is_some_and(|(m, _)| m.complete));
+        // (The served log's completeness: with pushes, the join's.)
+        let complete = meta.is_some_and(|(m, _)| m.join.as_ref().map_or(m.complete, |j| j.complete));
+        let last = meta.is_some();
         let push = meta.and_then(|(_, p)| p);
         let meta = meta.map(|(m, _)| serde_json::to_string(m).expect("meta serialises")).unwrap_or_default();
         let mut inv = self.append_script.prepare_invoke();
