@@ -11,9 +11,9 @@
 //!   read (but for the status of an instance nobody has written yet, so that an unknown
 //!   one gets 404, and once per entry to check the instance's origin).
 //! * The lease is ours: *catch up* to every appended line (another holder's, perhaps
-//!   not all committed), refresh from PowerJob as in memory mode, then *write back*
-//!   what changed with the fenced append (in chunks). Readers see the lines once
-//!   committed.
+//!   not all committed), *drain* the queue of pushed batches ([`super::cluster_push`]),
+//!   refresh from PowerJob as in memory mode, then *write back* what changed with the
+//!   fenced append (in chunks). Readers see the lines once committed.
 //!
 //! Whatever fails, nothing readers saw changes: a failed append leaves the lines hidden
 //! and the follower is rebuilt from the store before its next use.
