@@ -21,6 +21,7 @@ mod cluster;
 mod cluster_faults;
 mod cluster_harness;
 mod cluster_identity;
+mod cluster_push;
 mod cluster_secrets;
 mod cluster_sentinel;
 mod cluster_stream;
