@@ -12,7 +12,10 @@
 //! * [`fault`]: [`Fault`]s and the outermost layer that counts requests and plays them;
 //! * [`auth`]: 5.x app tokens, console logins and the OpenAPI interceptor;
 //! * [`params`]: request parameters as Spring binds them;
-//! * [`openapi`]: `/openApi/*`; [`console`]: `/instance/*` (logs and downloads).
+//! * [`openapi`]: `/openApi/*`; [`console`]: `/instance/*` (logs and downloads);
+//! * [`push`]: the other side of the worker, the processor pushing its lines to powertail
+//!   ([`Pusher`], [`Simulator::set_pusher`]), and [`push_send`] its sender (batches,
+//!   retries, network faults). [`Simulator::with_core`] hands every run that starts to it.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

@@ -107,7 +107,8 @@ pub struct PushFaults {
     pub delay_ms: u64,
     /// Held back and sent right after the next batch (reordered).
     pub reorder: f64,
-    /// Sent again after its answer (a retry whose first answer was lost).
+    /// Sent again 100 ms after its answer: a retry whose first answer was lost (counted
+    /// in [`PushStats::retries`]).
     pub duplicate: f64,
 }
 
@@ -166,7 +167,7 @@ pub struct PushStats {
     pub dropped_batches: u64,
     /// Lines of those batches.
     pub dropped_lines: u64,
-    /// Retries after a failure (no answer, 408, 425, 429, 5xx).
+    /// Retries after a failure (no answer, 408, 425, 429, 5xx, or a lost answer).
     pub retries: u64,
     /// Batches refused (4xx) or given up after 60 s of retries.
     pub failed_batches: u64,

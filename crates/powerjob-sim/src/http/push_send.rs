@@ -142,6 +142,9 @@ impl Sender {
             self.record(&lines, if twice { Fate::Duplicated } else { Fate::Sent });
             self.deliver(seq, lines.clone(), last).await;
             if twice && !self.off {
+                // The answer was lost on the way back: the pusher retries the same batch.
+                Counters::add(&self.counters.retries, 1);
+                tokio::time::sleep(FIRST_BACKOFF).await;
                 self.send(seq, &lines, last).await;
             }
         }

@@ -164,3 +164,46 @@ async fn drops_are_deterministic_for_a_seed_and_consume_their_seq() {
     assert!(!missing(&runs[0].1).is_empty(), "nothing dropped");
     assert_eq!(missing(&runs[0].1), missing(&runs[1].1));
 }
+
+#[tokio::test]
+async fn reordered_and_delayed_batches_arrive_behind_later_ones_and_every_seq_once() {
+    let (url, received) = receiver(0).await;
+    let text: String = (0..100).map(|k| format!("line {k}\n")).collect();
+    let sim = Simulator::spawn(sim_with(&text, 1_000)).await.unwrap();
+    let faults = PushFaults { reorder: 0.4, delay: 0.2, delay_ms: 300, ..PushFaults::default() };
+    sim.set_pusher(Some(Pusher { seed: 1, record: true, ..Pusher::new(&url).jobs([12]).faults(faults) }));
+    let id = sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
+    until_final(&received, id).await;
+    // The delayed batches come up to 300 ms after the others.
+    for _ in 0..100 {
+        if texts(&received, id).len() == 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let expected: Vec<String> = (0..100).map(|k| format!("line {k}")).collect();
+    assert_eq!(texts(&received, id), expected, "every line once, by seq");
+    let seqs: Vec<u64> = received.lock().unwrap().iter().map(|(_, b)| b["seq"].as_u64().unwrap()).collect();
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..seqs.len() as u64).collect::<Vec<_>>(), "each seq once: {seqs:?}");
+    assert_ne!(seqs, sorted, "nothing overtaken");
+    let fates: Vec<Fate> = sim.pushed_lines(id).iter().map(|l| l.fate).collect();
+    assert!(fates.contains(&Fate::Reordered) && fates.contains(&Fate::Delayed), "{fates:?}");
+}
+
+#[tokio::test]
+async fn a_stopped_run_pushes_what_it_logged_before_the_stop_then_final() {
+    let (url, received) = receiver(0).await;
+    let text: String = (0..100).map(|k| format!("line {k}\n")).collect();
+    let sim = Simulator::spawn(sim_with(&text, 2_000)).await.unwrap();
+    sim.set_pusher(Some(Pusher::new(&url)));
+    let id = sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sim.with_core(|c, now| c.stop_instance(id, now)).unwrap();
+    until_final(&received, id).await;
+    let logged = sim.with_core(|c, _| c.final_lines(id)).len();
+    let pushed = texts(&received, id);
+    assert!(logged > 0 && logged < 100, "{logged}");
+    assert_eq!(pushed.len(), logged, "pushed exactly the lines logged before the stop");
+}
