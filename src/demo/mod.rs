@@ -5,6 +5,11 @@
 //! start-up completes in well under a minute; the adapter is configured to match, and
 //! so is every replica of `powertail demo --replicas N` ([`replicas`]): one simulator,
 //! N processes in cluster mode on one Redis, each with the demo's timings.
+//!
+//! The simulated processors of [`PUSHING_JOBS`] also push every line to the demo's
+//! powertail as they log it (issue 19, [`pusher`]; `--push-drop` loses a share of the
+//! batches), with `push.gap_wait_ms` and `push.quiet_ms` scaled like the other timings;
+//! `multi-worker` pushes nothing, to show the polled path next to the pushed one.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -238,6 +243,9 @@ pub fn config_for(
         [logs]
         refresh_interval_ms = {refresh}
         first_read_delay_ms = {first}
+        [push]
+        gap_wait_ms = {gap}
+        quiet_ms = {quiet}
         "#,
         cache = ms(2_000.0),
         flush = ms(1_000.0),
@@ -245,6 +253,8 @@ pub fn config_for(
         sync = ms(20_000.0),
         refresh = ms(500.0).max(10),
         first = ms(1_500.0),
+        gap = ms(2_000.0),
+        quiet = ms(15_000.0),
     );
     if let Some(cluster) = cluster {
         toml.push_str(&format!(

@@ -173,7 +173,7 @@ pub struct PushStats {
     pub failed_batches: u64,
     /// Sources turned off by 401, 403, 404 or 405.
     pub disabled: u64,
-    /// `final` batches answered 200.
+    /// `final` batches answered 200 (a retried one counts again).
     pub finals: u64,
 }
 
