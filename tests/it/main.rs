@@ -47,3 +47,4 @@ mod startup_final;
 mod stream;
 mod tls;
 mod webhook;
+mod ws;
