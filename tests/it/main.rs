@@ -38,6 +38,7 @@ mod logging;
 mod page_count;
 mod push;
 mod push_cli;
+mod push_e2e;
 mod readiness;
 mod secrets;
 mod sim_fixtures;
