@@ -7,6 +7,7 @@ import java.net.URLEncoder;
 import java.net.http.HttpClient;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
+import java.time.Instant;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -56,6 +57,7 @@ public final class PowertailClient {
     private final Transport transport;
     private final ObjectMapper json;
     private final Duration minPollInterval;
+    private final History history;
     /** How long a streamed body may stay silent before the stream reconnects (tests shorten it). */
     Duration streamReadTimeout = STREAM_READ_TIMEOUT;
 
@@ -63,6 +65,7 @@ public final class PowertailClient {
         this.transport = new Transport(b.baseUrl, b.token, b.timeout, b.maxRetries, b.connectRetryBudget, b.httpClient);
         this.json = transport.json;
         this.minPollInterval = b.minPollInterval;
+        this.history = new History(transport);
     }
 
     /** The HTTP side (tests reach its sleeper and error mapping). */
@@ -632,5 +635,90 @@ public final class PowertailClient {
                 pauses.pause(pause);
             }
         }
+    }
+
+    // --- the archive (issue 20) --------------------------------------------------------
+
+    /**
+     * {@code GET /llm/search}: the first page of archived lines that contain {@code q}
+     * (case-insensitive substring, at least 3 characters, else {@link BadRequestException}).
+     * {@link NotFoundException} when the server has no archive; an archive that is down
+     * (503 {@code archive_unavailable}) is retried, then thrown as
+     * {@link ArchiveUnavailableException}.
+     *
+     * @param q the text to find
+     * @return the first page (up to 50 hits)
+     */
+    public SearchPage search(String q) {
+        return history.search(q, SearchOptions.DEFAULT);
+    }
+
+    /**
+     * {@code GET /llm/search} with filters and paging: pass the answer's
+     * {@code nextCursor} back with {@link SearchOptions#withCursor} for the next page, or
+     * use {@link #searchAll}.
+     *
+     * @param q the text to find (at least 3 characters)
+     * @param options filters, page size and cursor
+     * @return one page
+     */
+    public SearchPage search(String q, SearchOptions options) {
+        return history.search(q, options);
+    }
+
+    /**
+     * Every hit of a search, page after page (lazily: a page is fetched when the previous
+     * one is used up; {@code limit()} the stream to stop early).
+     *
+     * @param q the text to find (at least 3 characters)
+     * @param options filters, page size, and the cursor to start from
+     * @return the hits in the server's order
+     */
+    public Stream<SearchHit> searchAll(String q, SearchOptions options) {
+        return history.searchAll(q, options);
+    }
+
+    /**
+     * {@code GET /llm/jobs/{name}/runs}: the first page of a job's archived runs.
+     *
+     * @param job the job's name
+     * @return the runs, newest first
+     */
+    public RunsPage runs(String job) {
+        return history.runs(job, RunsOptions.DEFAULT);
+    }
+
+    /**
+     * {@code GET /llm/jobs/{name}/runs} with bounds and paging.
+     *
+     * @param job the job's name
+     * @param options time bounds, page size and cursor
+     * @return one page
+     */
+    public RunsPage runs(String job, RunsOptions options) {
+        return history.runs(job, options);
+    }
+
+    /**
+     * Every archived run of a job, page after page (lazily).
+     *
+     * @param job the job's name
+     * @param options time bounds, page size, and the cursor to start from
+     * @return the runs in the server's order
+     */
+    public Stream<RunSummary> allRuns(String job, RunsOptions options) {
+        return history.allRuns(job, options);
+    }
+
+    /**
+     * {@code GET /llm/jobs/{name}/stats}: counts by start-up outcome and failure cause, and
+     * the p50/p95 time to ready, of a job's archived runs.
+     *
+     * @param job the job's name
+     * @param since only runs finished since then, or null for all
+     * @return the statistics
+     */
+    public JobStats stats(String job, Instant since) {
+        return history.stats(job, since);
     }
 }

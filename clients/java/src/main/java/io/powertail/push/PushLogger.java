@@ -459,7 +459,7 @@ public final class PushLogger implements OmsLogger, AutoCloseable {
     /** What happened to the lines so far. */
     public PushStats stats() {
         return pusher == null
-                ? new PushStats(0, 0, 0, 0, 0, 0, 0, true)
+                ? new PushStats(0, 0, 0, 0, 0, 0, 0, true, 0)
                 : pusher.stats();
     }
 

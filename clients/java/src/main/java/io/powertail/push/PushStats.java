@@ -17,6 +17,8 @@ package io.powertail.push;
  * @param pending lines queued and not yet sent, rejected or dropped
  * @param disabled pushing stopped for good (401, 403, 404, 405: no such endpoint, scope or
  *     instance)
+ * @param duplicates batches powertail answered {@code "duplicate": true}: a retry of a batch
+ *     whose first answer was lost (nothing appended twice); their lines count as sent
  */
 public record PushStats(
-        long queued, long dropped, long sent, long rejected, long batches, long retries, long pending, boolean disabled) {}
+        long queued, long dropped, long sent, long rejected, long batches, long retries, long pending, boolean disabled, long duplicates) {}

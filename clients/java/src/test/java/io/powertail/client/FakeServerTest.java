@@ -217,6 +217,8 @@ class FakeServerTest {
                 Map.entry("upstream_unavailable", UpstreamUnavailableException.class),
                 Map.entry("upstream_timeout", UpstreamTimeoutException.class),
                 Map.entry("store_unavailable", StoreUnavailableException.class),
+                Map.entry("archive_unavailable", ArchiveUnavailableException.class),
+                Map.entry("instance_conflict", InstanceConflictException.class),
                 Map.entry("internal", InternalException.class));
         assertEquals(expected.keySet(), Errors.knownCodes());
         Map<String, Integer> status = Map.ofEntries(Map.entry("bad_request", 400), Map.entry("method_not_allowed", 405),
@@ -225,7 +227,8 @@ class FakeServerTest {
                 Map.entry("job_not_found", 404), Map.entry("conflict", 409), Map.entry("epoch_mismatch", 410),
                 Map.entry("rate_limited", 429), Map.entry("overloaded", 503), Map.entry("upstream_error", 502),
                 Map.entry("upstream_unavailable", 503), Map.entry("upstream_timeout", 504),
-                Map.entry("store_unavailable", 503), Map.entry("internal", 500));
+                Map.entry("store_unavailable", 503), Map.entry("archive_unavailable", 503),
+                Map.entry("instance_conflict", 409), Map.entry("internal", 500));
         PowertailClient pt = PowertailClient.builder("http://127.0.0.1:1").build();
         for (Map.Entry<String, Class<? extends PowertailException>> e : expected.entrySet()) {
             int s = status.get(e.getKey());

@@ -63,7 +63,7 @@ class PushLoggerTest {
             assertTrue(bodies.get(2).path("final").asBoolean());
             assertEquals(IntStream.range(40, 45).mapToObj(i -> "line " + i).toList(), texts(bodies.get(2)));
             assertEquals(IntStream.range(0, 45).mapToObj(i -> "INFO line " + i).toList(), oms.lines());
-            assertEquals(new PushStats(45, 0, 45, 0, 3, 0, 0, false), log.stats());
+            assertEquals(new PushStats(45, 0, 45, 0, 3, 0, 0, false, 0), log.stats());
         }
     }
 
