@@ -440,7 +440,16 @@ public final class PushLogger implements OmsLogger, AutoCloseable {
         return sb.toString();
     }
 
+    /** An argument as SLF4J prints it; a {@code toString()} that throws must not fail the task. */
     private static String text(Object o) {
+        try {
+            return textOf(o);
+        } catch (RuntimeException | StackOverflowError e) {
+            return "[FAILED toString()]"; // SLF4J's MessageFormatter says the same
+        }
+    }
+
+    private static String textOf(Object o) {
         if (o instanceof Object[] a) {
             return Arrays.deepToString(a);
         }

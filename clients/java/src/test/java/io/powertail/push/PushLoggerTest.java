@@ -305,6 +305,12 @@ class PushLoggerTest {
             {"array {}", new Object[] {new Object[] {new int[] {1, 2}, "s"}}},
             {"ints {}", new Object[] {new int[] {3, 4}}},
             {"null {}", new Object[] {null}},
+            {"bad toString {}", new Object[] {new Object() {
+                @Override
+                public String toString() {
+                    throw new IllegalStateException("a broken toString must not fail the task");
+                }
+            }}},
         };
         try (RecordingServer server = new RecordingServer()) {
             RecordingOmsLogger oms = new RecordingOmsLogger();
