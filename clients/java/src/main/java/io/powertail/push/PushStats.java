@@ -7,8 +7,8 @@ package io.powertail.push;
  *
  * @param queued lines taken into the queue
  * @param dropped lines not queued: the queue was full (powertail slow or down), the pusher
- *     was closed or disabled, or none was configured. PowerJob's {@code OmsLogger} got
- *     them all the same, so the polled log still has them
+ *     was closed or disabled, the line was below {@code pushLevel}, or none was configured.
+ *     PowerJob's {@code OmsLogger} got them all the same
  * @param sent lines powertail acknowledged (including batches it had already seen)
  * @param rejected queued lines given up: refused by powertail (a 4xx), or not delivered
  *     within the retry window, or abandoned at close

@@ -118,6 +118,11 @@ final class Pusher {
         return true;
     }
 
+    /** Counts a line not pushed on purpose (below the push level). */
+    void skip() {
+        dropped.increment();
+    }
+
     PushStats stats() {
         long q = queued.sum();
         long s = sent.get();

@@ -65,4 +65,34 @@ class RealOmsLoggerTest {
         // The worker's logger printed the same stack trace after "failed: x".
         assertEquals(true, out.contains("failed: x" + System.lineSeparator() + "java.lang.IllegalStateException: boom"), out);
     }
+
+    @Test
+    void with_the_jobs_log_level_as_push_level_both_copies_hold_the_same_lines() throws Exception {
+        PrintStream savedOut = System.out;
+        ByteArrayOutputStream captured = new ByteArrayOutputStream();
+        List<String> pushed = new ArrayList<>();
+        PushStats stats;
+        try (RecordingServer server = new RecordingServer()) {
+            // The job's log level in PowerJob is INFO: its logger drops DEBUG lines.
+            OmsStdOutLogger oms = new OmsStdOutLogger(new LogConfig().setLevel(LogLevel.INFO.getV()));
+            System.setOut(new PrintStream(captured, true, StandardCharsets.UTF_8));
+            try (PushLogger log = PushLogger.builder(server.url(), 1L).omsLogger(oms).pushLevel(Level.INFO).build()) {
+                log.debug("hidden {}", 1);
+                log.info("shown {}", 2);
+                log.debug("hidden {}", 3);
+                log.warn("shown {}", 4);
+                stats = log.stats();
+            } finally {
+                System.setOut(savedOut);
+            }
+            await(Duration.ofSeconds(10), () -> server.accepted().stream().anyMatch(b -> b.path("final").asBoolean()), "final batch");
+            server.accepted().forEach(b -> b.path("lines").forEach(l -> pushed.add(l.path("level").asText() + " " + l.path("text").asText())));
+        }
+        List<String> stdout = Arrays.stream(captured.toString(StandardCharsets.UTF_8).split("\\R"))
+                .filter(l -> l.startsWith("[PowerJob] [")).map(l -> l.substring("[PowerJob] [".length()).replaceFirst("\\] ", " ")).toList();
+        assertEquals(List.of("INFO shown 2", "WARN shown 4"), stdout);
+        assertEquals(stdout, pushed);
+        assertEquals(2, stats.queued(), stats.toString());
+        assertEquals(2, stats.dropped(), stats.toString());
+    }
 }
