@@ -58,6 +58,7 @@ public final class PowertailClient {
     private final ObjectMapper json;
     private final Duration minPollInterval;
     private final History history;
+    private final StreamTransport streamTransport;
     /** How long a streamed body may stay silent before the stream reconnects (tests shorten it). */
     Duration streamReadTimeout = STREAM_READ_TIMEOUT;
 
@@ -66,6 +67,7 @@ public final class PowertailClient {
         this.json = transport.json;
         this.minPollInterval = b.minPollInterval;
         this.history = new History(transport);
+        this.streamTransport = b.streamTransport;
     }
 
     /** The HTTP side (tests reach its sleeper and error mapping). */
@@ -102,6 +104,7 @@ public final class PowertailClient {
         private Duration connectRetryBudget = Duration.ofSeconds(2);
         private Duration minPollInterval = Duration.ofSeconds(1);
         private HttpClient httpClient;
+        private StreamTransport streamTransport = StreamTransport.SSE;
 
         private Builder(String baseUrl) {
             URI uri = URI.create(Objects.requireNonNull(baseUrl, "baseUrl"));
@@ -173,6 +176,18 @@ public final class PowertailClient {
                 throw new IllegalArgumentException("minPollInterval must not be negative");
             }
             this.minPollInterval = value;
+            return this;
+        }
+
+        /**
+         * How {@link PowertailClient#stream} and {@link PowertailClient#streamEvents} follow
+         * a log (default {@link StreamTransport#SSE}).
+         *
+         * @param value SSE, WEBSOCKET, or AUTO (the WebSocket where the server has it)
+         * @return this
+         */
+        public Builder streamTransport(StreamTransport value) {
+            this.streamTransport = Objects.requireNonNull(value, "streamTransport");
             return this;
         }
 
@@ -458,8 +473,62 @@ public final class PowertailClient {
      * @return the events, lazily; close the stream to stop early (it closes the connection)
      */
     public Stream<ServerSentEvent> streamEvents(String instanceId, FollowOptions options) {
-        EventStream it = new EventStream(transport, instanceId(instanceId), options, streamReadTimeout);
+        String id = instanceId(instanceId);
+        if (streamTransport == StreamTransport.SSE) {
+            EventStream it = new EventStream(transport, id, options, streamReadTimeout);
+            return lazy(it, it::close);
+        }
+        WsStream ws = new WsStream(transport, id, options, streamReadTimeout);
+        if (streamTransport == StreamTransport.WEBSOCKET) {
+            return lazy(ws, ws::close);
+        }
+        Fallback it = new Fallback(ws, () -> new EventStream(transport, id, options, streamReadTimeout));
         return lazy(it, it::close);
+    }
+
+    /** {@link StreamTransport#AUTO}: the WebSocket, or SSE when its first handshake finds no route. */
+    private static final class Fallback implements Iterator<ServerSentEvent> {
+        private final WsStream ws;
+        private final java.util.function.Supplier<EventStream> sse;
+        private EventStream fallback;
+        private boolean closed;
+
+        Fallback(WsStream ws, java.util.function.Supplier<EventStream> sse) {
+            this.ws = ws;
+            this.sse = sse;
+        }
+
+        @Override
+        public boolean hasNext() {
+            if (fallback != null) {
+                return fallback.hasNext();
+            }
+            try {
+                return ws.hasNext();
+            } catch (NotFoundException | MethodNotAllowedException e) {
+                if (!ws.unsupported() || closed) {
+                    throw e;
+                }
+                fallback = sse.get();
+                return fallback.hasNext();
+            }
+        }
+
+        @Override
+        public ServerSentEvent next() {
+            if (!hasNext()) {
+                throw new NoSuchElementException();
+            }
+            return fallback != null ? fallback.next() : ws.next();
+        }
+
+        void close() {
+            closed = true;
+            ws.close();
+            if (fallback != null) {
+                fallback.close();
+            }
+        }
     }
 
     // --- jobs and instances ------------------------------------------------------------

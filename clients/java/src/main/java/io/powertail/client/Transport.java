@@ -93,6 +93,14 @@ final class Transport {
         return b;
     }
 
+    /** Adds the token to a WebSocket handshake ({@code Authorization: Bearer}, never in the URL). */
+    void authorize(java.net.http.WebSocket.Builder b) {
+        b.header("User-Agent", USER_AGENT);
+        if (authorization != null) {
+            b.header("Authorization", authorization);
+        }
+    }
+
     /** Whether a failure is one of connecting (nothing was sent). */
     static boolean isConnectFailure(Throwable e) {
         for (Throwable t = e; t != null; t = t.getCause()) {
