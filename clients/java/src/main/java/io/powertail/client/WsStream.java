@@ -47,6 +47,8 @@ final class WsStream implements Iterator<ServerSentEvent> {
     private boolean finished;
     /** Set when the server has no WebSocket route (404/405 on the handshake). */
     private boolean unsupported;
+    /** The last {@code error} message of this socket: what a close 4000 + status refers to. */
+    private JsonNode lastError;
 
     WsStream(Transport transport, String id, FollowOptions options, Duration readTimeout) {
         this.transport = transport;
@@ -116,6 +118,12 @@ final class WsStream implements Iterator<ServerSentEvent> {
         if (signal == ALIVE) {
             return null;
         }
+        if (signal.text() == null && signal.closeCode() != null && signal.closeCode() >= 4000 && signal.closeCode() < 5000) {
+            // This API's refusal after the upgrade: 4000 + the HTTP status, after an `error`
+            // message with its code (an epoch_mismatch was handled with that message).
+            refused(signal.closeCode() - 4000);
+            return null;
+        }
         if (signal.text() == null) {
             String why = signal.error() != null
                     ? Transport.describe(signal.error())
@@ -155,6 +163,9 @@ final class WsStream implements Iterator<ServerSentEvent> {
         ObjectNode body = data.deepCopy();
         body.remove("type");
         ServerSentEvent event = new ServerSentEvent(type, body.toString(), id, null);
+        if (type.equals("error")) {
+            lastError = data;
+        }
         if (type.equals("error") && "epoch_mismatch".equals(data.path("code").asText()) && data.path("epoch").isTextual()) {
             EpochMismatchException rebuilt = new EpochMismatchException("epoch_mismatch", data.path("message").asText(""), 410, null,
                     data.get("epoch").asText());
@@ -173,6 +184,22 @@ final class WsStream implements Iterator<ServerSentEvent> {
             drop(); // the server restarts or sheds this socket: resume from fromLine
         }
         return event;
+    }
+
+    /** After a close 4000 + {@code status}: retried when retryable (429, 503), else thrown typed. */
+    private void refused(int status) {
+        drop();
+        JsonNode e = lastError;
+        lastError = null;
+        String code = e != null && e.path("code").isTextual() ? e.get("code").asText() : "http_error";
+        String message = e != null ? e.path("message").asText("") : "the WebSocket was closed with " + (4000 + status);
+        PowertailException error = Errors.of(code, message, status, null, e != null && e.path("epoch").isTextual() ? e.get("epoch").asText() : null);
+        try {
+            tries.onError(error);
+        } catch (PowertailException ex) {
+            close();
+            throw ex;
+        }
     }
 
     private void broken(String why) {
