@@ -15,6 +15,7 @@ pub mod startup;
 pub mod state;
 pub mod stream;
 pub mod viewer;
+pub mod ws;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -56,6 +57,7 @@ pub const ROUTES: &[telemetry::Route] = &[
     ("get", "/llm/logs"),
     ("get", "/llm/logs/{instanceId}/raw"),
     ("get", "/llm/logs/{instanceId}/stream"),
+    ("get", "/llm/logs/{instanceId}/ws"),
     ("get", "/llm/jobs"),
     ("post", "/llm/jobs/{jobId}/run"),
     ("get", "/llm/instances/{instanceId}"),
@@ -100,6 +102,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/llm/logs/{instance_id}/stream", get(stream::stream_logs))
+        .route("/llm/logs/{instance_id}/ws", get(ws::ws_logs))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

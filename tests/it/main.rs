@@ -45,3 +45,4 @@ mod startup_final;
 mod stream;
 mod tls;
 mod webhook;
+mod ws;
