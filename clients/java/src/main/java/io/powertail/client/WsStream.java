@@ -124,6 +124,11 @@ final class WsStream implements Iterator<ServerSentEvent> {
             refused(signal.closeCode() - 4000);
             return null;
         }
+        if (signal.text() == null && Integer.valueOf(1008).equals(signal.closeCode())) {
+            // Policy: the token was refused (or none was sent to a server that wants one).
+            refused(lastError != null && "forbidden".equals(lastError.path("code").asText()) ? 403 : 401);
+            return null;
+        }
         if (signal.text() == null) {
             String why = signal.error() != null
                     ? Transport.describe(signal.error())

@@ -271,6 +271,24 @@ class FakeServerTest {
     }
 
     @Test
+    void auto_falls_back_to_sse_on_a_server_without_the_websocket_route() throws IOException {
+        String url = serve(
+                error(404, "not_found"),
+                events(0, linesEvent(0, "E", "a", "b"), endEvent(2, "E")));
+        PowertailClient auto = PowertailClient.builder(url).streamTransport(StreamTransport.AUTO).build();
+        try (Stream<String> s = auto.stream("7")) {
+            assertEquals(List.of("a", "b"), s.toList());
+        }
+        assertEquals(List.of("/llm/logs/7/ws", "/llm/logs/7/stream"), seen.stream().map(Seen::path).toList());
+        seen.clear();
+        stop();
+        String url2 = serve(error(404, "not_found"));
+        PowertailClient ws2 = PowertailClient.builder(url2).streamTransport(StreamTransport.WEBSOCKET).build();
+        assertThrows(NotFoundException.class, () -> ws2.stream("7").toList());
+        assertEquals(List.of("/llm/logs/7/ws"), seen.stream().map(Seen::path).toList());
+    }
+
+    @Test
     void a_silent_stream_is_reconnected() throws IOException {
         String url = serve(
                 events(5_000, linesEvent(0, "E", "a")),
