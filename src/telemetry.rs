@@ -56,6 +56,10 @@ pub const STORE_APPENDS: &str = "powertail_store_appends_total";
 /// Lease changes of this replica, by `change` (`acquired`, `lost`, and `fenced` or
 /// `conflict` when an append was refused: another replica holds the lease, or wrote).
 pub const STORE_LEASES: &str = "powertail_store_leases_total";
+/// Pushed lines (issue 19), by `outcome`: `accepted` (taken in: served, or dropped as a
+/// copy of a line PowerJob's log brought first), `late` (the log was complete),
+/// `duplicate` (a batch seen before).
+pub const PUSH_LINES: &str = "powertail_push_lines_total";
 
 /// Log targets capped at `info` whatever the filter says: the WebSocket library traces
 /// every message it receives, and a browser's first message holds its API token.

@@ -4,7 +4,7 @@
 //!
 //! One file per section: [`server`] (`[server]`), [`powerjob`] (`[powerjob]`),
 //! [`logs`] (`[logs]`), [`jobs`] (`[jobs.<name>]`, webhooks, start-up rules),
-//! [`auth`] (`[auth]`), [`cluster`] (`[cluster]`); [`error`] turns every problem into
+//! [`auth`] (`[auth]`), [`cluster`] (`[cluster]`), [`push`] (`[push]`); [`error`] turns every problem into
 //! one line that names the key, the value and what is allowed.
 
 mod auth;
@@ -13,6 +13,7 @@ mod error;
 mod jobs;
 mod logs;
 mod powerjob;
+mod push;
 mod server;
 mod startup;
 
@@ -33,6 +34,7 @@ pub use error::ConfigError;
 pub use jobs::{JobConfig, NotifyConfig, NotifyEvent};
 pub use logs::LogsConfig;
 pub use powerjob::PowerJobConfig;
+pub use push::PushSection;
 pub use server::{parse_listen, LogFormat, ServerConfig};
 pub use startup::{StartupConfig, FAILURE_SETTLE_MS};
 
@@ -68,6 +70,9 @@ pub struct Config {
     /// Start-up tracking (`[startup]`).
     #[serde(default)]
     pub startup: StartupConfig,
+    /// Lines pushed by the processor (`[push]`, issue 19).
+    #[serde(default)]
+    pub push: PushSection,
 }
 
 fn empty_secret() -> SecretString {
@@ -196,6 +201,7 @@ impl Config {
             c.validate(self.logs.refresh_interval_ms)?;
         }
         self.startup.validate()?;
+        self.push.validate()?;
         for (name, job) in &self.jobs {
             jobs::validate(name, job)?;
         }

@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 use super::auth::{Authorized, ReadLogs};
 use super::error::ApiError;
 use super::extract::{digits, strict_query, ApiPath};
-use super::logs::{parse_epoch, parse_instance_id, past_end};
+use super::logs::{parse_epoch, parse_instance_id, past_end, push_json};
 use super::startup::startup_json;
 use super::state::AppState;
 use crate::service::{LogPage, LogService, ReadRequest, ServiceError, StartupKey};
@@ -222,11 +222,14 @@ impl Streamer {
             };
             if !page.lines.is_empty() {
                 let next = page.next_line();
-                let data = json!({
+                let mut data = json!({
                     "epoch": page.epoch, "fromLine": page.from_line, "nextLine": next, "lines": page.lines,
                     "totalLines": page.total_lines, "status": page.status.name(), "stale": page.stale,
                     "attempt": page.attempt, "attempts": page.attempts,
                 });
+                if let Some(push) = &page.push {
+                    data["push"] = push_json(push);
+                }
                 self.from = next;
                 if page.complete {
                     // The end event follows on the next poll of the stream.

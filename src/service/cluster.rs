@@ -24,7 +24,7 @@ use std::sync::Arc;
 use super::entry::{Entry, Source, View};
 use super::redis::{SharedLog, StoreError, Tick};
 use super::{LogService, ServiceError};
-use crate::logs::{Follower, SharedMeta, Status};
+use crate::logs::{Follower, Joined, SharedMeta, Status};
 use crate::telemetry;
 use crate::upstream::UpstreamError;
 
@@ -93,7 +93,7 @@ impl LogService {
 
     /// The follower's meta with the instance's job and origin (PowerJob read well).
     fn meta_of(&self, entry: &Entry) -> SharedMeta {
-        let meta = entry.follower.read().expect("follower lock poisoned").shared_meta();
+        let meta = entry.follower.read().expect("follower lock poisoned").follower().shared_meta();
         let gate = self.gate(entry);
         SharedMeta { job_id: gate.job_id, origin: gate.origin.clone(), ..meta }
     }
@@ -128,7 +128,7 @@ impl LogService {
         if stored == mine {
             return Ok(());
         }
-        *entry.follower.write().expect("follower lock poisoned") = Follower::default();
+        *entry.follower.write().expect("follower lock poisoned") = Joined::default();
         entry.reload.store(true, Ordering::Relaxed);
         entry.publish(View { epoch: tick.epoch.clone(), source: Source::Mirror, ..View::default() });
         if tick.holder {
@@ -237,7 +237,7 @@ impl LogService {
             None => {
                 if local > 0 || reload {
                     // A new sequence (the old one was lost): start over.
-                    *entry.follower.write().expect("follower lock poisoned") = Follower::default();
+                    *entry.follower.write().expect("follower lock poisoned") = Joined::default();
                     entry.reload.store(false, Ordering::Relaxed);
                 }
                 return Ok(());
@@ -250,14 +250,19 @@ impl LogService {
         if reload || local > target {
             // Rolled back under us (a failover lost lines), or lines of a failed append.
             let f = self.load(shared, entry.id, target, meta).await?;
-            *entry.follower.write().expect("follower lock poisoned") = f;
+            *entry.follower.write().expect("follower lock poisoned") = Joined::from(f);
             entry.reload.store(false, Ordering::Relaxed);
         } else if local < target {
             let (lines, flags) = shared.read_lines(entry.id, local as u64, target as u64).await?;
-            entry.follower.write().expect("follower lock poisoned").extend_shared(&lines, &flags, meta);
-        } else if fresh || entry.follower.read().expect("follower lock poisoned").shared_meta() != meta.follower_part()
+            entry.follower.write().expect("follower lock poisoned").follower_mut().extend_shared(&lines, &flags, meta);
+        } else if fresh
+            || entry.follower.read().expect("follower lock poisoned").follower().shared_meta() != meta.follower_part()
         {
-            entry.follower.write().expect("follower lock poisoned").extend_shared::<&str>(&[], &[], meta);
+            entry.follower.write().expect("follower lock poisoned").follower_mut().extend_shared::<&str>(
+                &[],
+                &[],
+                meta,
+            );
         }
         Ok(())
     }
@@ -277,7 +282,7 @@ impl LogService {
         let meta = SharedMeta { upstream_failing: !upstream_ok, ..self.meta_of(entry) };
         let (lines, flags): (Vec<Arc<str>>, Vec<bool>) = {
             let f = entry.follower.read().expect("follower lock poisoned");
-            (f.lines_in(before..f.line_count()).to_vec(), f.unit_flags(before))
+            (f.lines_in(before..f.line_count()).to_vec(), f.follower().unit_flags(before))
         };
         // The first meta only after PowerJob answered: the other replicas read an
         // instance nobody wrote themselves.

@@ -11,8 +11,10 @@
 //! | [`store`] | where entries live (growing and complete tiers, epochs) |
 //! | [`startup`], [`notify`] | start-up state and its webhooks |
 //! | [`per_job`] | what is configured per job (rules, webhook), found for an instance |
+//! | [`push`] | pushed lines (memory mode): merged into the served log, deadlines |
 //!
-//! Each followed instance is an entry: the pure [`Follower`] behind a `RwLock` (readers
+//! Each followed instance is an entry: the pure served log ([`crate::logs::Joined`]: the
+//! [`crate::logs::Follower`] and what was pushed) behind a `RwLock` (readers
 //! never wait for I/O), a gate that makes refreshes single-flight and at most one per
 //! `refresh_interval`, and a `watch` channel that wakes long-polls when lines arrive.
 //! There is no background scan of instances: a refresh starts when someone reads an
@@ -29,6 +31,7 @@ mod cluster;
 mod entry;
 mod notify;
 mod per_job;
+mod push;
 mod read;
 mod redis;
 mod refresh;
@@ -42,11 +45,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::logs::lines::LineSlice;
-use crate::logs::{Attempt, Status, Timing};
+use crate::logs::{Attempt, JoinConfig, PushStats, Status, Timing};
 use crate::telemetry;
 use crate::upstream::{PowerJobClient, UpstreamError};
 use entry::{Entry, Gate};
 pub use notify::signature;
+pub use push::PushFailure;
 pub use read::ReadRequest;
 pub use redis::StoreError;
 pub use startup::{Startup, StartupKey};
@@ -82,6 +86,8 @@ pub struct LogPage<L = Vec<Arc<str>>, A = Vec<Attempt>, E = Arc<str>> {
     pub attempt: u32,
     /// Every run seen and the first line it logged.
     pub attempts: A,
+    /// What pushes brought (`None`: nothing was ever pushed to this instance).
+    pub push: Option<PushStats>,
 }
 
 /// A page whose lines and attempts are borrowed from the follower.
@@ -102,6 +108,7 @@ impl<L, A, E> LogPage<L, A, E> {
             truncated: self.truncated,
             attempt: self.attempt,
             attempts,
+            push: self.push,
         }
     }
 }
@@ -148,6 +155,10 @@ struct Inner {
     notifier: notify::Notifier,
     /// The shared line log (`[cluster]`); `None`: everything in this process.
     shared: Option<Arc<redis::SharedLog>>,
+    /// How pushed lines join PowerJob's (`[push]`).
+    join: JoinConfig,
+    /// Instances PowerJob was asked about for a push.
+    known: push::Known,
 }
 
 impl LogService {
@@ -174,6 +185,8 @@ impl LogService {
                 notifier: notify::Notifier::new(config),
                 shutdown: CancellationToken::new(),
                 shared,
+                join: config.push.join_config(config.logs.max_lines_per_instance),
+                known: push::known_cache(),
             }),
         };
         service.start_wake_ups();

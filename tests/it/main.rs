@@ -35,6 +35,7 @@ mod lifecycle;
 mod limits;
 mod logging;
 mod page_count;
+mod push;
 mod push_cli;
 mod readiness;
 mod secrets;
