@@ -46,6 +46,11 @@ final class LosingProxy implements AutoCloseable {
         return "http://127.0.0.1:" + listener.getLocalPort();
     }
 
+    /** Requests forwarded. */
+    int requests() {
+        return requests.get();
+    }
+
     /** Answers that were dropped after powertail had the request. */
     int lost() {
         return lost.get();
