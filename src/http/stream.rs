@@ -91,7 +91,8 @@ pub(super) enum StreamEvent {
     Lines {
         /// The next line (the SSE `id`).
         next: u64,
-        /// `{"epoch","fromLine","nextLine","lines","totalLines","status","stale","attempt","attempts"}`.
+        /// `{"epoch","fromLine","nextLine","lines","totalLines","status","stale","attempt","attempts"}`,
+        /// and `push` once anything was pushed.
         data: Value,
     },
     /// The start-up state changed: the body of `GET /llm/instances/{id}/startup`.
