@@ -9,7 +9,7 @@
 //! * [`clock`]: the wall clock (epoch ms), real or advanced by tests (a leaf);
 //! * [`config`]: `config.toml` + `POWERTAIL_<SECTION>__<KEY>` overrides, validated; one
 //!   file per section (`server`, `powerjob`, `logs`, `jobs` with webhooks and start-up
-//!   rules, `auth`, `cluster`) and `error` (one line per problem: key, value, what is allowed);
+//!   rules, `auth`, `cluster`, `push`) and `error` (one line per problem: key, value, what is allowed);
 //! * [`upstream`]: the PowerJob client (4.3.x and 5.1.x): `auth` (authApp, assert,
 //!   console login, replays), `transport` (failover across `addresses`), `ops` (instance
 //!   info, log pages, downloads, runs), wire types, [`upstream::UpstreamError`];
@@ -18,14 +18,18 @@
 //!   across runs, runs and start-up statistics per job, retention; imports only `logs`;
 //! * [`logs`]: the pure core, unit- and property-tested: records and units, the follower
 //!   (`follower/plan`, `follower/apply`: paging, merge of late lines, completeness), the
-//!   page reader, start-up rules and tracking, and `merge` (pushed and polled copies of a
-//!   line, served once: issue 19, not wired yet);
+//!   page reader, start-up rules and tracking, `merge` (pushed and polled copies of a
+//!   line, served once) and `joined` (the served log: the follower joined with pushed
+//!   lines, issue 19);
 //! * [`service`]: [`service::LogService`]: entries and their published views, reads and
 //!   long-polls, on-demand single-flight refreshes, the two-tier store, cluster mode (the
-//!   shared line log on Redis), start-up state and webhooks (its module docs map each file);
+//!   shared line log on Redis), pushed lines, start-up state and webhooks (its module
+//!   docs map each file);
 //! * [`http`]: the axum router behind [`http::Front`], thin handlers, the one error enum
 //!   [`http::ApiError`]; `state` ([`http::AppState`], named jobs, wait permits), `auth`
-//!   (API tokens, the `Authorized<Scope>` extractor, the run rate), `extract`;
+//!   (API tokens, the `Authorized<Scope>` extractor, the run rate), `extract`, `push`
+//!   (`POST /llm/logs/{instanceId}/append`); `stream` (Server-Sent Events) and `ws` (the
+//!   WebSocket) write the events of one `Streamer`;
 //! * [`telemetry`]: Prometheus metrics, per-route request counts and latencies, log output (a leaf);
 //! * [`demo`]: `powertail demo`, the simulator with sample LLM jobs behind the real service;
 //!   [`demo::replicas`]: `powertail demo --replicas N`, the same behind N replicas in cluster

@@ -36,7 +36,7 @@ pub struct TokenConfig {
     pub token: SecretString,
     /// Environment variable holding the token (preferred over the file).
     pub token_env: Option<String>,
-    /// `logs:read`, `jobs:run`, `jobs:control`.
+    /// `logs:read`, `logs:push`, `jobs:run`, `jobs:control`.
     pub scopes: Vec<Scope>,
 }
 
@@ -52,6 +52,9 @@ pub enum Scope {
     /// Stop, cancel and retry instances.
     #[serde(rename = "jobs:control")]
     JobsControl,
+    /// Push log lines (`POST /llm/logs/{instanceId}/append`).
+    #[serde(rename = "logs:push")]
+    LogsPush,
 }
 
 impl Scope {
@@ -61,6 +64,7 @@ impl Scope {
             Scope::LogsRead => "logs:read",
             Scope::JobsRun => "jobs:run",
             Scope::JobsControl => "jobs:control",
+            Scope::LogsPush => "logs:push",
         }
     }
 }

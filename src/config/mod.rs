@@ -4,7 +4,8 @@
 //!
 //! One file per section: [`server`] (`[server]`), [`powerjob`] (`[powerjob]`),
 //! [`logs`] (`[logs]`), [`jobs`] (`[jobs.<name>]`, webhooks, start-up rules),
-//! [`auth`] (`[auth]`), [`cluster`] (`[cluster]`), [`archive`] (`[archive]`); [`error`] turns every problem into
+//! [`auth`] (`[auth]`), [`cluster`] (`[cluster]`), [`push`] (`[push]`), [`archive`]
+//! (`[archive]`); [`error`] turns every problem into
 //! one line that names the key, the value and what is allowed.
 
 mod archive;
@@ -14,6 +15,7 @@ mod error;
 mod jobs;
 mod logs;
 mod powerjob;
+mod push;
 mod server;
 mod startup;
 
@@ -35,6 +37,7 @@ pub use error::ConfigError;
 pub use jobs::{JobConfig, NotifyConfig, NotifyEvent};
 pub use logs::LogsConfig;
 pub use powerjob::PowerJobConfig;
+pub use push::PushSection;
 pub use server::{parse_listen, LogFormat, ServerConfig};
 pub use startup::{StartupConfig, FAILURE_SETTLE_MS};
 
@@ -70,6 +73,9 @@ pub struct Config {
     /// Start-up tracking (`[startup]`).
     #[serde(default)]
     pub startup: StartupConfig,
+    /// Lines pushed by the processor (`[push]`, issue 19).
+    #[serde(default)]
+    pub push: PushSection,
     /// The archive of complete logs (`[archive]`); off when absent.
     #[serde(default)]
     pub archive: ArchiveConfig,
@@ -201,6 +207,7 @@ impl Config {
             c.validate(self.logs.refresh_interval_ms)?;
         }
         self.startup.validate()?;
+        self.push.validate()?;
         self.archive.validate(self.cluster.is_some())?;
         for (name, job) in &self.jobs {
             jobs::validate(name, job)?;

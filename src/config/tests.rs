@@ -169,3 +169,25 @@ fn environment_overrides_single_keys() {
         Ok(())
     });
 }
+
+#[test]
+fn the_push_section_has_its_defaults_env_overrides_and_checked_keys() {
+    figment::Jail::expect_with(|jail| {
+        let c = Config::from_toml(MIN).unwrap();
+        assert!(c.push.enabled);
+        assert_eq!((c.push.max_body_bytes, c.push.max_batch_lines, c.push.max_line_bytes), (1 << 20, 1_000, 65_536));
+        assert_eq!((c.push.gap_wait_ms, c.push.window_ms, c.push.retain_ms), (2_000, 1_000, 600_000));
+        assert_eq!((c.push.quiet_ms, c.push.max_sources, c.push.utc_offset_minutes), (15_000, 64, 480));
+        let join = c.push.join_config(c.logs.max_lines_per_instance);
+        assert_eq!((join.merge.window_ms, join.push.gap_wait_ms, join.quiet_ms), (1_000, 2_000, 15_000));
+        jail.set_env("POWERTAIL_PUSH__ENABLED", "false");
+        jail.set_env("POWERTAIL_PUSH__QUIET_MS", "500");
+        let c = Config::from_toml(MIN).unwrap();
+        assert_eq!((c.push.enabled, c.push.quiet_ms), (false, 500));
+        for (key, value) in [("max_batch_lines", "0"), ("utc_offset_minutes", "1000"), ("retain_ms", "10")] {
+            let e = Config::from_toml(&format!("{MIN}\n[push]\n{key} = {value}\n")).unwrap_err().to_string();
+            assert!(e.contains(&format!("push.{key}")), "{e}");
+        }
+        Ok(())
+    });
+}

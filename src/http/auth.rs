@@ -29,6 +29,8 @@ pub struct ReadLogs;
 pub struct RunJobs;
 /// `jobs:control`: stop, cancel and retry instances.
 pub struct ControlJobs;
+/// `logs:push`: push log lines.
+pub struct PushLogs;
 
 impl RequiredScope for ReadLogs {
     const SCOPE: config::Scope = config::Scope::LogsRead;
@@ -38,6 +40,9 @@ impl RequiredScope for RunJobs {
 }
 impl RequiredScope for ControlJobs {
     const SCOPE: config::Scope = config::Scope::JobsControl;
+}
+impl RequiredScope for PushLogs {
+    const SCOPE: config::Scope = config::Scope::LogsPush;
 }
 
 /// A request allowed `S` by [`Auth`]; its rejection is the 401 or 403. Reads only the
@@ -80,10 +85,15 @@ impl Auth {
         }
     }
 
+    /// Whether reads need a token (tokens are configured).
+    pub fn requires_token(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
     /// Checks an `Authorization: Bearer` header's value for `scope`.
     ///
-    /// Without configured tokens reads are open and job control is allowed only when the
-    /// listener is loopback. Tokens are compared in constant time, all of them, always.
+    /// Without configured tokens reads are open, and pushing lines and job control are
+    /// allowed only when the listener is loopback. Tokens are compared in constant time, all of them, always.
     ///
     /// # Errors
     /// 401 without a valid token, 403 when it lacks the scope (or no tokens and not loopback).
@@ -92,10 +102,10 @@ impl Auth {
             if scope == config::Scope::LogsRead || self.loopback {
                 return Ok(Caller(Cow::Borrowed("anonymous")));
             }
-            return Err(ApiError::Forbidden(
-                "running or controlling jobs on a non-loopback listener needs [[auth.tokens]] in the configuration"
-                    .into(),
-            ));
+            let what = if scope == config::Scope::LogsPush { "pushing lines" } else { "running or controlling jobs" };
+            return Err(ApiError::Forbidden(format!(
+                "{what} on a non-loopback listener needs [[auth.tokens]] in the configuration"
+            )));
         }
         let presented = authorization
             .and_then(|v| v.to_str().ok())
@@ -202,5 +212,12 @@ mod tests {
         assert_eq!(open.check(None, config::Scope::JobsRun).unwrap_err().status().as_u16(), 403);
         let local = auth("", "127.0.0.1:8080");
         assert_eq!(local.check(None, config::Scope::JobsControl).unwrap(), Caller(Cow::Borrowed("anonymous")));
+        // Pushing lines likewise.
+        let refused = open.check(None, config::Scope::LogsPush).unwrap_err();
+        assert_eq!(
+            (refused.status().as_u16(), refused.to_string().as_str()),
+            (403, "pushing lines on a non-loopback listener needs [[auth.tokens]] in the configuration")
+        );
+        assert!(local.check(None, config::Scope::LogsPush).is_ok());
     }
 }

@@ -152,8 +152,22 @@ pub fn encode_page(p: &BorrowedPage<'_>) -> Vec<u8> {
         let sep = if k > 0 { "," } else { "" };
         let _ = write!(out, "{sep}{{\"attempt\":{},\"fromLine\":{}}}", a.attempt, a.from_line);
     }
-    out.extend_from_slice(b"]}");
+    out.push(b']');
+    if let Some(push) = &p.push {
+        let _ = write!(
+            out,
+            ",\"push\":{{\"sources\":{},\"lines\":{},\"lastAt\":{}}}",
+            push.sources, push.lines, push.last_at
+        );
+    }
+    out.push(b'}');
     out
+}
+
+/// The `push` field of log answers and stream events (docs/API.md, "Pushing lines"):
+/// sources seen, lines served from pushes, when the last body arrived.
+pub fn push_json(push: &crate::logs::PushStats) -> serde_json::Value {
+    serde_json::json!({"sources": push.sources, "lines": push.lines, "lastAt": push.last_at})
 }
 
 /// [`encode_page`] of `p`, or, when `p` asks for lines past the end of a complete log (a
@@ -234,7 +248,11 @@ mod tests {
         ];
         let lines: Lines = text.into_iter().collect();
         let attempts = [Attempt { attempt: 1, from_line: 0 }, Attempt { attempt: 2, from_line: 9 }];
-        for (upstream_lost, truncated) in [(false, false), (true, false), (false, true)] {
+        let pushed =
+            crate::logs::PushStats { sources: 2, lines: 1234, last_at: 1_764_900_001_120, ..Default::default() };
+        for (upstream_lost, truncated, push) in
+            [(false, false, None), (true, false, None), (false, true, None), (false, false, Some(pushed))]
+        {
             let page = LogPage {
                 instance_id: 677_182_124_851_200_064,
                 epoch: "0123456789abcdef-7",
@@ -248,6 +266,7 @@ mod tests {
                 truncated,
                 attempt: 2,
                 attempts: &attempts[..],
+                push,
             };
             let got: serde_json::Value = serde_json::from_slice(&encode_page(&page)).unwrap();
             let mut want = serde_json::json!({
@@ -261,6 +280,9 @@ mod tests {
             }
             if truncated {
                 want["truncated"] = serde_json::Value::Bool(true);
+            }
+            if push.is_some() {
+                want["push"] = serde_json::json!({"sources": 2, "lines": 1234, "lastAt": 1_764_900_001_120_i64});
             }
             assert_eq!(got, want);
         }

@@ -12,10 +12,12 @@ pub mod history;
 pub mod jobs;
 pub mod logs;
 pub mod ops;
+pub mod push;
 pub mod startup;
 pub mod state;
 pub mod stream;
 pub mod viewer;
+pub mod ws;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -57,6 +59,8 @@ pub const ROUTES: &[telemetry::Route] = &[
     ("get", "/llm/logs"),
     ("get", "/llm/logs/{instanceId}/raw"),
     ("get", "/llm/logs/{instanceId}/stream"),
+    ("get", "/llm/logs/{instanceId}/ws"),
+    ("post", "/llm/logs/{instanceId}/append"),
     ("get", "/llm/jobs"),
     ("post", "/llm/jobs/{jobId}/run"),
     ("get", "/llm/jobs/{name}/runs"),
@@ -86,7 +90,7 @@ pub fn routes(state: AppState) -> Router {
     // No CORS layer at all unless origins are configured.
     let cors = (!state.limits.cors_allowed_origins.is_empty()).then(|| cors(&state.limits.cors_allowed_origins));
     let limited = || DefaultBodyLimit::max(MAX_BODY_BYTES);
-    Router::new()
+    let router = Router::new()
         .route("/llm/logs", get(logs::get_logs))
         .route("/llm/logs/{instance_id}/raw", get(logs::get_raw))
         .route("/", get(viewer::index))
@@ -108,6 +112,15 @@ pub fn routes(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/llm/logs/{instance_id}/stream", get(stream::stream_logs))
+        .route("/llm/logs/{instance_id}/ws", get(ws::ws_logs));
+    // Off: 404 like any unknown route.
+    let router = if state.push.enabled {
+        let limit = DefaultBodyLimit::max(state.push.max_body_bytes);
+        router.route("/llm/logs/{instance_id}/append", post(push::append).layer(limit))
+    } else {
+        router
+    };
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

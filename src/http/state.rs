@@ -9,7 +9,7 @@ use axum::extract::FromRef;
 
 use super::auth::{Auth, HasAuth, RunLimiter};
 use super::error::ApiError;
-use crate::config::{Config, JobConfig, ServerConfig};
+use crate::config::{Config, JobConfig, PushSection, ServerConfig};
 use crate::service::LogService;
 
 /// Shared state of every handler: one `Arc`, so the per-request clone is one atomic
@@ -31,6 +31,8 @@ pub struct Shared {
     pub runs: RunLimiter,
     /// Permits of long-polls and event streams waiting at once.
     pub waiters: Arc<tokio::sync::Semaphore>,
+    /// The push endpoint's limits (`[push]`).
+    pub push: PushSection,
 }
 
 impl std::ops::Deref for AppState {
@@ -56,6 +58,7 @@ impl AppState {
             limits: config.server.clone(),
             runs: RunLimiter::new(config.auth.runs_per_minute),
             waiters: Arc::new(tokio::sync::Semaphore::new(config.server.max_waiting_clients)),
+            push: config.push.clone(),
         }))
     }
 

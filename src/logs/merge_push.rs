@@ -103,6 +103,9 @@ struct SourceState {
     final_seq: Option<u64>,
     /// Batches that arrived ahead of a missing one, and when (epoch ms).
     waiting: BTreeMap<u64, (i64, Batch)>,
+    /// When the source's last batch arrived (epoch ms), a duplicate too: it is alive.
+    #[serde(default)]
+    last_at: i64,
 }
 
 impl SourceState {
@@ -144,6 +147,7 @@ impl PushState {
         }
         let source = self.sources.entry(batch.source.clone()).or_default();
         if seq < source.next_seq || source.waiting.contains_key(&seq) {
+            source.last_at = source.last_at.max(now);
             return Ok(Offer { accepted: 0, duplicate: true, next_seq: source.next_seq, ready: vec![], skipped: 0 });
         }
         match source.final_seq {
@@ -159,6 +163,7 @@ impl PushState {
             }
             _ => {}
         }
+        source.last_at = source.last_at.max(now);
         if batch.is_final {
             source.final_seq = Some(seq);
         }
@@ -194,6 +199,30 @@ impl PushState {
     /// The next batch number `source` applies (0 for a source not seen).
     pub fn next_seq(&self, source: &str) -> u64 {
         self.sources.get(source).map_or(0, |s| s.next_seq)
+    }
+
+    /// Number of sources seen.
+    pub fn source_count(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// True when `source` sent its final batch and every batch before it was applied
+    /// or skipped.
+    pub fn is_done(&self, source: &str) -> bool {
+        self.sources.get(source).is_some_and(SourceState::done)
+    }
+
+    /// True when no batch waits for a missing one.
+    pub fn is_idle(&self) -> bool {
+        self.sources.values().all(|s| s.waiting.is_empty())
+    }
+
+    /// When every source will have ended (epoch ms): done (its final batch and all
+    /// before it applied), or silent for `quiet_ms` since its last batch. `None` when
+    /// every source is done already (or none was seen).
+    pub fn quiet_from(&self, quiet_ms: i64) -> Option<i64> {
+        let open = self.sources.values().filter(|s| !s.done());
+        open.map(|s| s.last_at.saturating_add(quiet_ms)).max()
     }
 
     /// True once every source seen sent its final batch and all before it were applied

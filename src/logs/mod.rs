@@ -9,9 +9,12 @@
 //! * [`lines`]: compact storage of the served lines;
 //! * [`status`]: instance status and the facts the follower needs;
 //! * [`rules`]: start-up rules (regexes over a job's own text) and the built-ins for vLLM;
-//! * [`startup`]: the start-up state of one attempt, computed from its lines.
+//! * [`startup`]: the start-up state of one attempt, computed from its lines;
+//! * [`merge`]: pushed lines and PowerJob's records of the same log call, served once;
+//! * [`joined`]: the served log: the follower's lines joined with pushed ones (issue 19).
 
 pub mod follower;
+pub mod joined;
 pub mod line;
 pub mod lines;
 pub mod merge;
@@ -23,6 +26,7 @@ pub mod status;
 pub mod units;
 
 pub use follower::{Applied, Attempt, Follower, NeedFullRead, Pages, Plan, Probe, SharedMeta, Timing};
+pub use joined::{JoinConfig, Joined, PushStats, Pushed};
 pub use reader::{refresh_log, PageSource, ReadError, ReadOutcome};
 pub use snapshot::{assemble, RawPage, Snapshot, SnapshotError};
 pub use status::{InstanceFacts, Status};

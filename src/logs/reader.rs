@@ -22,12 +22,23 @@
 //! one request past the real end, whose own count contradicts it, and fails the refresh;
 //! the next refresh plans from what the follower holds, as before the failed one.
 
+use std::borrow::{Borrow, BorrowMut};
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
 use super::follower::{Follower, NeedFullRead, Pages, Probe, Timing};
 use super::line::{classify, split_lines, PageText, PAGE_LINES};
 use super::snapshot::{assemble, RawPage, Snapshot, SnapshotError};
+
+/// Runs `f` on the follower in `cell`, read-locked.
+fn with_ref<F: Borrow<Follower>, R>(cell: &RwLock<F>, f: impl FnOnce(&Follower) -> R) -> R {
+    f(Borrow::<Follower>::borrow(&*cell.read().expect("follower lock poisoned")))
+}
+
+/// Runs `f` on the follower in `cell`, write-locked.
+fn with_mut<F: BorrowMut<Follower>, R>(cell: &RwLock<F>, f: impl FnOnce(&mut Follower) -> R) -> R {
+    f(BorrowMut::<Follower>::borrow_mut(&mut *cell.write().expect("follower lock poisoned")))
+}
 
 /// Pages of one snapshot read at once.
 pub const PAGE_PARALLELISM: usize = 4;
@@ -76,40 +87,40 @@ pub struct ReadOutcome {
 }
 
 /// Runs the read of the module docs against `follower` (locked only between reads,
-/// never across one). `read_at` is when this refresh started (epoch ms). With
+/// never across one; it may be held inside something else, such as the served log
+/// [`super::Joined`], which catches up afterwards). `read_at` is when this refresh started (epoch ms). With
 /// `whole_file_ok` (a finished instance), a first read of a log of at least
 /// [`WHOLE_FILE_MIN_PAGES`] pages downloads the file in one request instead of paging.
 ///
 /// # Errors
 /// [`ReadError`] when no usable snapshot could be read; the follower is unchanged then.
-pub async fn refresh_log<S: PageSource>(
+pub async fn refresh_log<S: PageSource, F: BorrowMut<Follower>>(
     src: &S,
-    follower: &RwLock<Follower>,
+    follower: &RwLock<F>,
     pages: Pages,
     read_at: i64,
     timing: &Timing,
     whole_file_ok: bool,
 ) -> Result<ReadOutcome, ReadError<S::Error>> {
     let Pages { probe_page, first_page, .. } = pages;
-    let lock = || follower.write().expect("follower lock poisoned");
     let max_pages = (timing.max_lines as u64).div_ceil(PAGE_LINES) + 1;
     let mut pages_read = 0;
     let probe = read_page(src, probe_page, &mut pages_read).await?;
-    let first_read = follower.read().expect("follower lock poisoned").line_count() == 0;
+    let first_read = with_ref(follower, |f| f.line_count()) == 0;
     if whole_file_ok && first_read && first_page == 0 && probe.index == 0 && probe.total_pages >= WHOLE_FILE_MIN_PAGES {
         if let Some(snapshot) = read_whole_file(src, probe.clone(), max_pages, &mut pages_read).await? {
-            let appended = lock().apply(&snapshot, read_at, timing).map_or(0, |a| a.appended);
+            let appended = with_mut(follower, |f| f.apply(&snapshot, read_at, timing)).map_or(0, |a| a.appended);
             return Ok(ReadOutcome { appended, pages_read });
         }
     }
     // (`read_page` never returns a placeholder: a placeholder tells nothing about the file,
     // and in particular does not prove the rebuild `stable_until` relies on.)
-    let seen = follower.read().expect("follower lock poisoned").probe(&probe);
+    let seen = with_ref(follower, |f| f.probe(&probe));
     if seen == Probe::Unchanged {
-        lock().apply_unchanged(read_at, timing);
+        with_mut(follower, |f| f.apply_unchanged(read_at, timing));
         return Ok(ReadOutcome { appended: 0, pages_read });
     }
-    let stable_until = follower.read().expect("follower lock poisoned").stable_until(timing);
+    let stable_until = with_ref(follower, |f| f.stable_until(timing));
     let big = probe.total_pages >= WHOLE_FILE_MIN_PAGES;
     // The probe is a page read too: what it holds whole must not be lost if the burst
     // that follows finds the log destroyed (a restart between the two reads).
@@ -123,7 +134,7 @@ pub async fn refresh_log<S: PageSource>(
         // time): the download is one request, cut from one file, where the server allows it.
         let head = read_page(src, 0, &mut pages_read).await?;
         if let Some(snapshot) = read_whole_file(src, head, max_pages, &mut pages_read).await? {
-            let applied = lock().apply_with(&snapshot, read_at, timing, false, &unproven);
+            let applied = with_mut(follower, |f| f.apply_with(&snapshot, read_at, timing, false, &unproven));
             return Ok(ReadOutcome { appended: applied.map_or(0, |a| a.appended), pages_read });
         }
     }
@@ -132,7 +143,7 @@ pub async fn refresh_log<S: PageSource>(
         // real: keep the records they hold whole that were never served, so that nothing
         // PowerJob served is lost even if it never serves it again (a sync that collapses
         // the log right after, a restart). A successful read does this as it applies.
-        let salvaged = lock().salvage(&unproven, timing);
+        let salvaged = with_mut(follower, |f| f.salvage(&unproven, timing));
         if salvaged > 0 {
             tracing::debug!(salvaged, "kept whole records of pages never proven consistent");
         }
@@ -142,9 +153,9 @@ pub async fn refresh_log<S: PageSource>(
 
 /// Steps 2–4 of the module docs, once the probe showed that the file changed.
 #[allow(clippy::too_many_arguments)]
-async fn read_changed<S: PageSource>(
+async fn read_changed<S: PageSource, F: BorrowMut<Follower>>(
     src: &S,
-    follower: &RwLock<Follower>,
+    follower: &RwLock<F>,
     seen: Probe,
     probe: RawPage,
     pages: Pages,
@@ -155,23 +166,22 @@ async fn read_changed<S: PageSource>(
     unproven: &mut Vec<RawPage>,
 ) -> Result<ReadOutcome, ReadError<S::Error>> {
     let Pages { tail_page, first_page, .. } = pages;
-    let lock = || follower.write().expect("follower lock poisoned");
     let max_pages = (timing.max_lines as u64).div_ceil(PAGE_LINES) + 1;
     if seen == Probe::Grew {
         // Nothing moved up to the old end: read only what follows it.
         let snapshot =
             read_snapshot(src, tail_page, Some(probe.clone()), stable_until, max_pages, pages_read, unproven).await?;
-        if let Ok(a) = lock().apply_with(&snapshot, read_at, timing, true, unproven) {
+        if let Ok(a) = with_mut(follower, |f| f.apply_with(&snapshot, read_at, timing, true, unproven)) {
             return Ok(ReadOutcome { appended: a.appended, pages_read: *pages_read });
         }
     }
     let snapshot = read_snapshot(src, first_page, Some(probe), stable_until, max_pages, pages_read, unproven).await?;
-    let applied = lock().apply_with(&snapshot, read_at, timing, false, unproven);
+    let applied = with_mut(follower, |f| f.apply_with(&snapshot, read_at, timing, false, unproven));
     let appended = match applied {
         Ok(a) => a.appended,
         Err(NeedFullRead) => {
             let snapshot = read_snapshot(src, 0, None, stable_until, max_pages, pages_read, unproven).await?;
-            lock().apply_with(&snapshot, read_at, timing, false, unproven).map_or(0, |a| a.appended)
+            with_mut(follower, |f| f.apply_with(&snapshot, read_at, timing, false, unproven)).map_or(0, |a| a.appended)
         }
     };
     Ok(ReadOutcome { appended, pages_read: *pages_read })

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{startup, BorrowedPage, LogPage, ServiceError};
-use crate::logs::{Attempt, Follower, Status};
+use crate::logs::{Attempt, Joined, PushStats, Status};
 
 /// Back-off after consecutive failed refreshes: the interval doubled at most this often…
 const MAX_BACKOFF_DOUBLINGS: u32 = 5;
@@ -22,9 +22,9 @@ pub(super) struct Entry {
     pub(super) id: i64,
     /// When a client last read it (epoch ms), for idle eviction.
     pub(super) last_read: AtomicI64,
-    /// The follower; in cluster mode it may hold lines readers must not see yet (see
-    /// `view`).
-    pub(super) follower: RwLock<Follower>,
+    /// The served log: the follower, and the lines pushed to it (`logs::joined`); in
+    /// cluster mode it may hold lines readers must not see yet (see `view`).
+    pub(super) follower: RwLock<Joined>,
     /// What readers see (lock order: follower, then view).
     pub(super) view: RwLock<View>,
     /// Cluster mode: this replica holds the instance's lease (it reads PowerJob).
@@ -41,6 +41,8 @@ pub(super) struct Entry {
     pub(super) weight: AtomicU64,
     /// Start-up trackers, advanced lazily (lock order: follower, then this).
     pub(super) startup: Mutex<startup::StartupState>,
+    /// When the timer task of pushed batches is due (epoch ms; `i64::MAX`: none).
+    pub(super) timer_at: AtomicI64,
 }
 
 /// Where the lines of a [`View`] come from, which says what a cursor past them means.
@@ -76,11 +78,13 @@ pub(super) struct View {
     /// The writer of these lines (another replica) could not read PowerJob at its last
     /// refresh: answers from them are `stale`.
     pub(super) writer_stale: bool,
+    /// What pushes brought (`None`: nothing was ever pushed).
+    pub(super) push: Option<PushStats>,
 }
 
 impl View {
     /// The first `visible` lines of `f` and its state; complete only if that is all.
-    pub(super) fn of(f: &Follower, visible: usize, epoch: Arc<str>, source: Source) -> Self {
+    pub(super) fn of(f: &Joined, visible: usize, epoch: Arc<str>, source: Source) -> Self {
         let visible = visible.min(f.line_count());
         View {
             epoch,
@@ -92,6 +96,7 @@ impl View {
             attempts: f.attempts().to_vec(),
             source,
             writer_stale: false,
+            push: f.push_stats(),
         }
     }
 
@@ -126,6 +131,11 @@ pub(super) struct Gate {
     /// What this process's PowerJob says the instance is ([`super::refresh::origin`]).
     pub(super) origin: Option<String>,
     pub(super) last_error: Option<ServiceError>,
+    /// Cluster mode: a batch was queued while a refresh or a drain was in flight; the
+    /// holder drains the push queue once it ends (`cluster_push`).
+    pub(super) push_due: bool,
+    /// Cluster mode: when the drain timer is due (epoch ms; the joined log's deadline).
+    pub(super) drain_at: Option<i64>,
 }
 
 impl Gate {
@@ -147,7 +157,7 @@ impl Entry {
         Entry {
             id,
             last_read: AtomicI64::new(now),
-            follower: RwLock::new(Follower::default()),
+            follower: RwLock::new(Joined::default()),
             view: RwLock::new(View { epoch, ..View::default() }),
             holder: AtomicBool::new(false),
             reload: AtomicBool::new(false),
@@ -156,6 +166,7 @@ impl Entry {
             refreshed: watch::Sender::new(0),
             weight: AtomicU64::new(0),
             startup: startup::new_state(),
+            timer_at: AtomicI64::new(i64::MAX),
         }
     }
 
@@ -231,6 +242,7 @@ impl Entry {
             truncated: view.truncated,
             attempt: view.attempts.last().map_or(1, |a| a.attempt),
             attempts: &view.attempts,
+            push: view.push,
         })
     }
 }

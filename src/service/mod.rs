@@ -7,13 +7,16 @@
 //! | [`read`] | cursor reads and long-polls, answered from the view |
 //! | [`refresh`] | the single-flight refresh (PowerJob, or the shared store through [`cluster`]) |
 //! | [`cluster`] | cluster mode: lease ticks, syncs from the store, write-back, wake-ups |
+//! | [`cluster_push`] | cluster mode: pushes queued in Redis by any replica, drained by the lease holder |
 //! | [`redis`] | the shared line log on Redis (keys, scripts, connections) |
 //! | [`store`] | where entries live (growing and complete tiers, epochs) |
 //! | [`startup`], [`notify`] | start-up state and its webhooks |
 //! | [`per_job`] | what is configured per job (rules, webhook), found for an instance |
+//! | [`push`] | pushed lines (memory mode): merged into the served log, deadlines |
 //! | [`archive`] | the archive: complete logs written once, and read back on a miss |
 //!
-//! Each followed instance is an entry: the pure [`Follower`] behind a `RwLock` (readers
+//! Each followed instance is an entry: the pure served log ([`crate::logs::Joined`]: the
+//! [`crate::logs::Follower`] and what was pushed) behind a `RwLock` (readers
 //! never wait for I/O), a gate that makes refreshes single-flight and at most one per
 //! `refresh_interval`, and a `watch` channel that wakes long-polls when lines arrive.
 //! There is no background scan of instances: a refresh starts when someone reads an
@@ -28,9 +31,11 @@
 
 mod archive;
 mod cluster;
+mod cluster_push;
 mod entry;
 mod notify;
 mod per_job;
+mod push;
 mod read;
 mod redis;
 mod refresh;
@@ -44,12 +49,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::logs::lines::LineSlice;
-use crate::logs::{Attempt, Status, Timing};
+use crate::logs::{Attempt, JoinConfig, PushStats, Status, Timing};
 use crate::telemetry;
 use crate::upstream::{PowerJobClient, UpstreamError};
 pub use archive::{purge as purge_archive, ArchiveAccess};
 use entry::{Entry, Gate};
 pub use notify::signature;
+pub use push::PushFailure;
 pub use read::ReadRequest;
 pub use redis::StoreError;
 pub use startup::{Startup, StartupKey};
@@ -85,6 +91,8 @@ pub struct LogPage<L = Vec<Arc<str>>, A = Vec<Attempt>, E = Arc<str>> {
     pub attempt: u32,
     /// Every run seen and the first line it logged.
     pub attempts: A,
+    /// What pushes brought (`None`: nothing was ever pushed to this instance).
+    pub push: Option<PushStats>,
 }
 
 /// A page whose lines and attempts are borrowed from the follower.
@@ -105,6 +113,7 @@ impl<L, A, E> LogPage<L, A, E> {
             truncated: self.truncated,
             attempt: self.attempt,
             attempts,
+            push: self.push,
         }
     }
 }
@@ -151,6 +160,10 @@ struct Inner {
     notifier: notify::Notifier,
     /// The shared line log (`[cluster]`); `None`: everything in this process.
     shared: Option<Arc<redis::SharedLog>>,
+    /// How pushed lines join PowerJob's (`[push]`).
+    join: JoinConfig,
+    /// Instances PowerJob was asked about for a push.
+    known: push::Known,
     /// The archive (`[archive]`); `None`: off.
     archiver: Option<archive::Archiver>,
     /// `archive.url` and `archive.max_connections`, to open it.
@@ -182,6 +195,8 @@ impl LogService {
                 notifier: notify::Notifier::new(config),
                 shutdown: CancellationToken::new(),
                 shared,
+                join: config.push.join_config(config.logs.max_lines_per_instance),
+                known: push::known_cache(),
                 archiver: archive::Archiver::new(config),
                 archive_url: config.archive.url.clone(),
                 archive_max_connections: config.archive.max_connections,

@@ -33,6 +33,8 @@ impl LogService {
         cursor: Option<u64>,
         since: Instant,
     ) -> Result<bool, ServiceError> {
+        // (A pushed batch's gap, or the quiet window, may have passed meanwhile.)
+        self.tick_if_due(entry);
         let (complete, needs_sync, held, writer_stale) = {
             let v = entry.view();
             (v.complete, cursor.is_some_and(|c| v.needs_sync(c)), v.held(), v.writer_stale)
@@ -113,12 +115,15 @@ impl LogService {
                 Some(shared) => self.refresh_clustered(entry, shared).await,
                 None => {
                     let result = self.refresh(entry).await;
-                    // Memory mode: every line is visible as soon as it is read.
-                    let view = {
-                        let f = entry.follower.read().expect("follower lock poisoned");
-                        View::of(&f, f.line_count(), entry.epoch(), Source::Local)
-                    };
-                    entry.publish(view);
+                    // Memory mode: every line is visible as soon as it is read (and joined
+                    // with what was pushed; published under the lock, as pushes are).
+                    {
+                        let now = self.inner.client.clock().now_ms();
+                        let mut f = entry.follower.write().expect("follower lock poisoned");
+                        f.sync(&self.inner.join, now);
+                        entry.publish(View::of(&f, f.line_count(), entry.epoch(), Source::Local));
+                    }
+                    self.schedule_tick(entry);
                     result.map_err(ServiceError::from)
                 }
             }
@@ -162,6 +167,10 @@ impl LogService {
             let mut gate = self.gate(entry);
             self.start_refresh_if_due(entry, &mut gate, self.inner.refresh_interval);
         }
+        // Cluster mode: a batch queued meanwhile (`cluster_push`).
+        if self.gate(entry).push_due && entry.holder.load(Ordering::Relaxed) {
+            self.start_drain(entry);
+        }
     }
 
     /// Reads the instance's status and, when the follower's plan says so, its log from
@@ -183,6 +192,7 @@ impl LogService {
         let now = self.inner.client.clock().now_ms();
         let plan = {
             let mut f = entry.follower.write().expect("follower lock poisoned");
+            let f = f.follower_mut();
             f.observe(&facts, now, timing);
             f.plan(&facts, now, timing)
         };

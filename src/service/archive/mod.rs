@@ -48,7 +48,7 @@ use super::{LogService, ServiceError};
 use crate::archive::{Archive, ArchivedLog};
 use crate::config::{ArchiveConfig, Config};
 use crate::logs::units::segment;
-use crate::logs::{Follower, SharedMeta, Status};
+use crate::logs::{Follower, Joined, SharedMeta, Status};
 use crate::upstream::wire::InstanceInfo;
 
 /// The first retry of a failed write waits this long, each next one twice as long…
@@ -337,6 +337,7 @@ impl LogService {
             job_id: None,
             upstream_failing: false,
             origin: None,
+            join: None,
         };
         let mut flags = vec![false; log.lines.len()];
         for r in segment(&log.lines) {
@@ -344,6 +345,8 @@ impl LogService {
         }
         let mut follower = Follower::default();
         follower.extend_shared(&log.lines, &flags, &meta);
+        // (Served as the archive holds it: what was pushed is not told apart any more.)
+        let follower = Joined::from(follower);
         let epoch: Arc<str> = Arc::from(log.epoch.as_str());
         let view = View::of(&follower, follower.line_count(), epoch, Source::Local);
         entry.weight.store(follower.weight(), Ordering::Relaxed);

@@ -102,8 +102,8 @@ impl LogService {
         let a = self.archiver()?;
         let job_id = self.gate(entry).job_id;
         let (started_at, finished_at) = a.times.get(&entry.id).unwrap_or((None, None));
-        let finished_at =
-            finished_at.or_else(|| entry.follower.read().expect("follower lock poisoned").shared_meta().finished_time);
+        let finished_at = finished_at
+            .or_else(|| entry.follower.read().expect("follower lock poisoned").follower().shared_meta().finished_time);
         let startup = self.startup_held(entry.id).filter(|s| s.snapshot.tracked).map(|s| {
             let snap = &s.snapshot;
             let from = view.attempts.last().map_or(0, |at| at.from_line);
