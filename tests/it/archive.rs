@@ -402,3 +402,30 @@ async fn retention_deletes_old_runs_and_a_run_powerjob_never_knew_is_served_from
     assert_eq!(sim.requests("/instance/log"), 0);
     p.stop().await;
 }
+
+#[tokio::test]
+async fn a_log_pushed_to_before_its_first_read_is_named_its_own_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Simulator::spawn(steps(40).over(60_000).sim(12)).await.unwrap();
+    let p = Server::start(&with_archive(app_config(&[sim.url()], ""), &sqlite_url(&dir))).await;
+    let id = common::run_job(&sim, 12);
+    let body = serde_json::json!({"source": "10.0.0.5:27777/a", "seq": 0, "worker": "10.0.0.5:27777",
+        "timestamp": 1_764_900_001_120_i64, "final": false, "lines": ["pushed before any read"]});
+    let resp = p
+        .http
+        .post(format!("{}/llm/logs/{id}/append", p.base))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let page = p.get_ok(&format!("/llm/logs?instanceId={id}&fromLine=0")).await;
+    let epoch = page["epoch"].as_str().unwrap();
+    let (boot, n) = epoch.split_once('-').unwrap_or_else(|| panic!("an epoch's shape: {page}"));
+    assert!(boot.len() == 16 && n.parse::<u64>().is_ok(), "{page}");
+    let again = p.get_ok(&format!("/llm/logs?instanceId={id}&fromLine=0&epoch={epoch}")).await;
+    assert_eq!(again["epoch"], epoch);
+    assert!(again["lines"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().ends_with("pushed before any read")));
+    p.stop().await;
+}

@@ -306,23 +306,37 @@ impl LogService {
                 },
             },
         };
-        match found {
-            Some(log) => {
-                self.restore(entry, &log);
-                true
+        if let Some(log) = found {
+            if self.restore(entry, &log) {
+                return true;
             }
-            None => {
-                if self.inner.shared.is_none() && entry.epoch().is_empty() {
-                    let view = View { epoch: self.inner.store.new_epoch(), ..entry.view().clone() };
-                    entry.publish(view);
-                }
-                false
+        }
+        self.name_epoch(entry);
+        false
+    }
+
+    /// Memory mode with an archive: names a new entry's sequence now, if nothing did yet
+    /// (its first refresh found nothing archived, or lines were pushed before it).
+    pub(super) fn name_epoch(&self, entry: &Entry) {
+        if self.inner.shared.is_some() {
+            return;
+        }
+        let named = {
+            let mut view = entry.view.write().expect("view lock poisoned");
+            let empty = view.epoch.is_empty();
+            if empty {
+                view.epoch = self.inner.store.new_epoch();
             }
+            empty
+        };
+        if named {
+            entry.changed.send_modify(|v| *v += 1);
         }
     }
 
-    /// Serves `log` from `entry`, under its archived epoch.
-    fn restore(&self, entry: &Arc<Entry>, log: &ArchivedLog) {
+    /// Serves `log` from `entry`, under its archived epoch; `false` when the entry got a
+    /// sequence of its own meanwhile (lines pushed before its first refresh).
+    fn restore(&self, entry: &Arc<Entry>, log: &ArchivedLog) -> bool {
         let meta = SharedMeta {
             v: crate::logs::follower::SHARED_META_VERSION,
             status: log.status,
@@ -349,12 +363,14 @@ impl LogService {
         let follower = Joined::from(follower);
         let epoch: Arc<str> = Arc::from(log.epoch.as_str());
         let view = View::of(&follower, follower.line_count(), epoch, Source::Local);
-        entry.weight.store(follower.weight(), Ordering::Relaxed);
-        *entry.follower.write().expect("follower lock poisoned") = follower;
-        {
-            let mut gate = self.gate(entry);
-            gate.job_id = log.job_id.or(gate.job_id);
+        let weight = follower.weight();
+        // (Under the follower's lock, checked again: a push publishes under it too.)
+        let mut held = entry.follower.write().expect("follower lock poisoned");
+        if held.line_count() > 0 || !entry.epoch().is_empty() {
+            return false;
         }
+        *held = follower;
+        entry.weight.store(weight, Ordering::Relaxed);
         if let Some(a) = self.archiver() {
             a.written.insert(entry.id, Written::of(&view));
             a.times.insert(entry.id, (log.started_at, log.finished_at));
@@ -363,8 +379,14 @@ impl LogService {
             }
         }
         entry.publish(view);
+        drop(held);
+        {
+            let mut gate = self.gate(entry);
+            gate.job_id = log.job_id.or(gate.job_id);
+        }
         metrics::counter!(ARCHIVE_RESTORES).increment(1);
         tracing::debug!(instance.id = entry.id, lines = log.lines.len(), epoch = %log.epoch, "served from the archive");
+        true
     }
 
     /// Cluster mode: the refresh of `entry`; a log restored from the archive is only
