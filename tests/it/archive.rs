@@ -110,6 +110,27 @@ async fn a_restart_serves_archived_logs_from_the_archive_even_when_powerjob_lost
         assert_eq!(resp.headers()["powertail-epoch"], epoch.as_str());
         assert_eq!(resp.text().await.unwrap(), lines.iter().map(|l| format!("{l}\n")).collect::<String>());
     }
+    // The event stream of an archived log: its lines under the archived epoch, then its end.
+    let (id, (epoch, lines)) = (ids[0], &served[0]);
+    let mut resp =
+        second.http.get(format!("{}/llm/logs/{id}/stream?fromLine=0&epoch={epoch}", second.base)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut text = String::new();
+    while !text.contains("event: end") {
+        let chunk = tokio::time::timeout(DEADLINE, resp.chunk()).await.unwrap().unwrap().expect("the stream ends");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let streamed: Vec<String> = text
+        .split("\n\n")
+        .filter(|block| block.lines().any(|l| l == "event: lines"))
+        .flat_map(|block| {
+            let data: String = block.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+            let data: Value = serde_json::from_str(&data).unwrap();
+            assert_eq!(data["epoch"], epoch.as_str(), "{data}");
+            serde_json::from_value::<Vec<String>>(data["lines"].clone()).unwrap()
+        })
+        .collect();
+    assert_eq!(&streamed, lines);
     assert_eq!(sim.requests("/instance/log"), 0, "no log read from PowerJob");
     assert_eq!(sim.requests("/openApi/fetchInstanceInfo"), 0, "not even its status");
     let ready = second.get_ok("/readyz").await;
