@@ -101,6 +101,9 @@ refresh_interval_ms = 500
 first_read_delay_ms = 1500
 [jobs.vllm-start]
 job_id = 12
+# The history routes answer from an archive of their own (the demo has its own too).
+[archive]
+url = "sqlite://$WORK/archive.db"
 [[auth.tokens]]
 name = "fuzz"
 token = "$TOKEN"
