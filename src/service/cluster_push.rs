@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use super::entry::Entry;
 use super::push::PushFailure;
-use super::redis::{LineTag, PushProgress, QueuedBatch, SharedLog, StoreError, Tick, QUEUE_BATCH};
+use super::redis::{LineTag, PushProgress, QueuedBatch, SharedLog, StoreError, Tick};
 use super::{LogService, ServiceError};
 use crate::logs::joined::Accepted;
 use crate::logs::merge::Batch;
@@ -30,7 +30,7 @@ use crate::telemetry;
 
 /// Pushed lines read from the queue per append (at least one batch).
 const DRAIN_LINES: usize = 2_000;
-/// Appends of one drain at most (it goes on at the next wake-up).
+/// Appends of one drain at most (another drain goes on after it).
 const DRAIN_ROUNDS: usize = 32;
 
 impl LogService {
@@ -143,7 +143,12 @@ impl LogService {
         mut tick: Tick,
     ) -> Result<Option<Tick>, ServiceError> {
         let failing = tick.meta.as_ref().is_some_and(|m| m.upstream_failing);
-        for _ in 0..DRAIN_ROUNDS {
+        for round in 0.. {
+            if round == DRAIN_ROUNDS {
+                // (A long queue: the rest in a drain of its own, once this one ended.)
+                self.gate(entry).push_due = true;
+                break;
+            }
             let consumed = consumed(&tick);
             let queued = shared.read_queue(entry.id, &consumed, DRAIN_LINES).await?;
             let last = queued.last().map_or(consumed, |q| q.entry.clone());
@@ -177,11 +182,7 @@ impl LogService {
             };
             tick = Tick { next, committed, meta: Some(meta), ..tick };
             self.show(entry, committed, &tick, failing);
-            // (The queue is drained unless a full share was read.)
-            let lines: usize = queued.iter().map(|q| q.batch.lines.len()).sum();
-            if queued.len() < QUEUE_BATCH && lines < DRAIN_LINES {
-                break;
-            }
+            // (Until a read finds the queue empty, and nothing new is due.)
         }
         self.schedule_drain(entry);
         Ok(Some(tick))
