@@ -51,15 +51,21 @@ impl LogService {
         };
         let max_sources = self.inner.join.push.max_sources;
         let queued = shared.push(id, &batch, seed, now, max_sources).await.map_err(ServiceError::from)??;
-        let outcome = if queued.duplicate { "duplicate" } else { "accepted" };
+        let outcome = match (queued.duplicate, queued.late) {
+            (true, _) => "duplicate",
+            (_, true) => "late",
+            _ => "accepted",
+        };
         metrics::counter!(telemetry::PUSH_LINES, "outcome" => outcome).increment(batch.lines.len() as u64);
-        if !queued.duplicate && !entry.holder.load(Ordering::Relaxed) {
+        let queued_now = !queued.duplicate && !queued.late;
+        if queued_now && !entry.holder.load(Ordering::Relaxed) {
             // (The holder drains on the script's wake-up; this replica only when nobody
             // holds the lease: the quiet tick takes it then.)
             self.start_drain(&entry);
         }
-        let accepted = if queued.duplicate { 0 } else { batch.lines.len() };
-        Ok(Accepted { accepted, duplicate: queued.duplicate, next_seq: queued.next_seq, appended: 0, dropped: 0 })
+        let (accepted, dropped) = if queued_now { (batch.lines.len(), 0) } else { (0, batch.lines.len()) };
+        let dropped = if queued.late { dropped } else { 0 };
+        Ok(Accepted { accepted, duplicate: queued.duplicate, next_seq: queued.next_seq, appended: 0, dropped })
     }
 
     /// Drains the push queue of `entry` in a task of its own, unless a refresh or a

@@ -30,6 +30,8 @@ const QUEUE_BYTES: usize = 1 << 20;
 pub struct Queued {
     /// The batch was seen before: nothing was queued.
     pub duplicate: bool,
+    /// The log is complete: the batch was dropped (nothing recorded).
+    pub late: bool,
     /// The source's next batch number expected (`None` for a seed body).
     pub next_seq: Option<u64>,
 }
@@ -103,8 +105,9 @@ impl SharedLog {
         let next = number(&a)?;
         let next_seq = u64::try_from(next).ok();
         Ok(match what.as_str() {
-            "ok" => Ok(Queued { duplicate: false, next_seq: if seed { None } else { next_seq } }),
-            "dup" => Ok(Queued { duplicate: true, next_seq }),
+            "ok" => Ok(Queued { duplicate: false, late: false, next_seq: if seed { None } else { next_seq } }),
+            "dup" => Ok(Queued { duplicate: true, late: false, next_seq }),
+            "late" => Ok(Queued { duplicate: false, late: true, next_seq }),
             "final" => {
                 let final_seq = number(&b)?;
                 Err(PushError::AfterFinal { seq: next as u64, final_seq: final_seq as u64 })
