@@ -385,3 +385,19 @@ async fn a_webhook_fires_on_a_pushed_ready_line_of_a_run_nobody_reads() {
     );
     assert_eq!(got[0]["text"], shown(now, "INFO:     Application startup complete."));
 }
+
+#[tokio::test]
+async fn cluster_mode_refuses_pushes_for_now_without_touching_redis() {
+    let app = TestApp::spawn_config(fast_sim(), "", |c| {
+        // Nothing listens there: a push must not need it (Redis is connected lazily).
+        let toml = crate::common::app_config_toml(&["http://127.0.0.1:9".into()], "");
+        let with =
+            powertail::config::Config::from_toml(&format!("{toml}[cluster]\nredis_url = \"redis://127.0.0.1:9/0\"\n"));
+        c.cluster = with.unwrap().cluster;
+    })
+    .await;
+    let (id, now) = running(&app);
+    let (status, body) = app.push(id, &batch("s", 0, &[(now, "x")])).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("cluster mode"), "{body}");
+}
