@@ -37,7 +37,7 @@ pub use error::StoreError;
 use error::Target;
 use identity::Identity;
 pub use line_tag::LineTag;
-pub use push::{PushProgress, QueuedBatch, QUEUE_BATCH};
+pub use push::{PushProgress, QueuedBatch};
 pub use wakeups::Wake;
 
 mod error;
