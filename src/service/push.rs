@@ -43,9 +43,6 @@ pub enum PushFailure {
     /// The batch bookkeeping refused the batch (409, 400).
     #[error(transparent)]
     Refused(#[from] PushError),
-    /// Cluster mode does not take pushes yet.
-    #[error("pushing lines is not available in cluster mode yet; the lines reach readers through PowerJob's log")]
-    ClusterMode,
 }
 
 impl LogService {
@@ -54,17 +51,18 @@ impl LogService {
     /// # Errors
     /// [`PushFailure`]: an instance PowerJob does not know, PowerJob unreachable for the
     /// existence check, the limits on followed logs, a batch the bookkeeping refuses,
-    /// cluster mode.
+    /// the shared store (cluster mode).
     pub async fn push(&self, id: i64, body: Pushed) -> Result<Accepted, PushFailure> {
-        if self.inner.shared.is_some() {
-            return Err(PushFailure::ClusterMode);
-        }
         let held = self.inner.store.get(id).is_some_and(|e| e.view().held());
         if !held {
             let job_id = self.check_known(id).await?;
             // A run of a job with a webhook (started from the console, say, and read by
             // nobody yet): watched, so that its start-up events fire on pushed lines.
             self.notify_seen(id, job_id);
+        }
+        if let Some(shared) = self.inner.shared.clone() {
+            // Cluster mode: queued in the shared store, drained by the lease holder.
+            return self.push_shared(&shared, id, body).await;
         }
         let entry = self.entry(id)?;
         let now = self.inner.client.clock().now_ms();
