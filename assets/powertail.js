@@ -1,13 +1,15 @@
 // powertail.js: follow a PowerJob instance's log through powertail from a browser.
 // An ES module, no build step, no dependency; served by powertail at /powertail.js.
 //
-//   import { follow, stream, followStartup } from "http://powertail:8080/powertail.js";
+//   import { follow, stream, followStartup, search } from "http://powertail:8080/powertail.js";
 //   const ctl = new AbortController();
 //   await follow("http://powertail:8080", "677182124851200064", {
+//     transport: "websocket",   // pushed over a WebSocket; SSE, then long-poll, where it cannot
 //     onLines: (lines, fromLine) => append(lines),
 //     onStatus: (s) => show(s.status, s.complete, s.attempts),
 //     signal: ctl.signal, token: "…",
 //   });   // resolves with the last answer once the log is complete
+//   const { hits } = await search("http://powertail:8080", "CUDA out of memory", { job: "vllm-start" });
 //
 // See docs/API.md, "Browser module".
 
@@ -61,6 +63,7 @@ function statusOf(body) {
     nextLine: body.nextLine, totalLines: body.totalLines, epoch: body.epoch,
     attempt: body.attempt, attempts: body.attempts || [],
     upstreamLost: !!body.upstreamLost, truncated: !!body.truncated,
+    push: body.push || null,
   };
 }
 
@@ -78,9 +81,10 @@ function connectionError(e, failures, budgetMs) {
  * `onError` and retried after 250 ms, 500 ms, 1 s, ... (doubling, at most 5 s) while less than
  * `connectBudgetMs` (default 2000; `Infinity`: for ever) have passed since the first
  * failure of the row, the last try at the budget's end; then it rejects with a
- * PowertailError `connection_error` (`status` null). Any answer ends the row.
+ * PowertailError `connection_error` (`status` null). Any answer ends the row. With
+ * `once`, any answer that is no 2xx rejects (no retry of a 5xx).
  */
-async function getJson(url, { token, signal, onError, retryMs = 1500, connectBudgetMs = CONNECT_BUDGET_MS }) {
+async function getJson(url, { token, signal, onError, retryMs = 1500, connectBudgetMs = CONNECT_BUDGET_MS, once = false }) {
   let failingSince = null, failures = 0;
   for (;;) {
     let resp, body;
@@ -103,7 +107,7 @@ async function getJson(url, { token, signal, onError, retryMs = 1500, connectBud
     const code = body && body.error ? body.error.code : "http_" + resp.status;
     const message = body && body.error ? body.error.message : "HTTP " + resp.status;
     const err = new PowertailError(resp.status, code, message, body && body.epoch);
-    if (resp.status >= 400 && resp.status < 500) throw err;
+    if ((resp.status >= 400 && resp.status < 500) || once) throw err;
     if (onError) onError(err);
     const retryAfter = Number(resp.headers.get("Retry-After"));
     await sleep(resp.status === 503 && retryAfter > 0 ? retryAfter * 1000 : retryMs, signal);
@@ -111,17 +115,22 @@ async function getJson(url, { token, signal, onError, retryMs = 1500, connectBud
 }
 
 /**
- * Follows a log by long-poll (`GET /llm/logs`) until it is complete.
+ * Follows a log until it is complete: by long-poll (`GET /llm/logs`), or, with
+ * `transport: "websocket"`, pushed over a WebSocket (`GET /llm/logs/{id}/ws`), falling
+ * back to Server-Sent Events (only without a token: an EventSource cannot send one) and
+ * then to long-poll where the WebSocket cannot open (a proxy that does not pass it on).
  *
  * - `onLines(lines, fromLine, answer)`: each new batch, in order, every line once;
  * - `onStatus({status, complete, stale, nextLine, totalLines, attempt, attempts,
- *   upstreamLost, truncated})`: after every answer;
+ *   upstreamLost, truncated, push})`: after every answer (`push`: the answer's `push`
+ *   field, null when nothing was pushed);
  * - `onError(error)`: a passing failure (5xx, network); following goes on;
  * - `connectBudgetMs` (default 2000): how long failed connections are retried in a
  *   row (see `getJson`) before the promise rejects with a PowertailError
  *   `connection_error`; `Infinity` retries for ever (the viewer does);
  * - `signal`: an AbortSignal that stops following (the promise rejects with AbortError);
- * - `token`: an API token, sent as `Authorization: Bearer`;
+ * - `token`: an API token, sent as `Authorization: Bearer` (over a WebSocket: as its
+ *   first message, `{"type":"auth","token"}`; never in a URL);
  * - `fromLine` (default 0), `waitMs` (long-poll, default 15000), `limit` (default 5000);
  * - `epoch`: the epoch `fromLine` belongs to (default: none; learnt from the first
  *   answer, and sent with every later request);
@@ -129,37 +138,190 @@ async function getJson(url, { token, signal, onError, retryMs = 1500, connectBud
  *   restart of powertail, an evicted log): drop every line shown; following starts over
  *   from line 0 under the new `epoch`. Without `onRestart` the promise rejects with that
  *   PowertailError (`code` "epoch_mismatch", `epoch`) instead: never lines of another
- *   sequence appended to the old ones.
+ *   sequence appended to the old ones;
+ * - `transport`: `"poll"` (default) or `"websocket"`; `onTransport(name)` is called with
+ *   `"websocket"`, `"sse"` or `"poll"` whenever the transport in use changes, and
+ *   `onStartup(state)` with the start-up states a WebSocket or SSE stream carries.
  *
- * Resolves with the last answer once `complete`; rejects with a PowertailError on a 4xx
- * or when the connect budget is spent.
+ * Resolves with the last answer (over a stream: its `end` data) once `complete`; rejects
+ * with a PowertailError on a 4xx or when the connect budget is spent.
  */
 export async function follow(baseUrl, instanceId, opts = {}) {
+  const at = { next: opts.fromLine ?? 0, epoch: opts.epoch || null, transport: null };
+  const use = (name) => {
+    if (at.transport === name) return;
+    at.transport = name;
+    if (opts.onTransport) opts.onTransport(name);
+  };
+  if (opts.transport === "websocket" && typeof WebSocket === "function") {
+    use("websocket");
+    const end = await followSocket(base(baseUrl), instanceId, at, opts);
+    if (end) return end;
+    if (!opts.token && typeof EventSource === "function") {
+      use("sse");
+      const end = await followEvents(baseUrl, instanceId, at, opts);
+      if (end) return end;
+    }
+  }
+  use("poll");
+  return followPoll(baseUrl, instanceId, at, opts);
+}
+
+/** The long-poll loop of `follow`, from `at.next` in `at.epoch`. */
+async function followPoll(baseUrl, instanceId, at, opts) {
   const { onLines, onStatus, onError, onRestart, signal, token, connectBudgetMs } = opts;
   const waitMs = opts.waitMs ?? 15000, limit = opts.limit ?? 5000;
-  let next = opts.fromLine ?? 0, epoch = opts.epoch || null;
   for (;;) {
-    const url = `${base(baseUrl)}/llm/logs?instanceId=${enc(instanceId)}&fromLine=${next}&limit=${limit}&waitMs=${waitMs}`
-      + (epoch ? `&epoch=${enc(epoch)}` : "");
+    const url = `${base(baseUrl)}/llm/logs?instanceId=${enc(instanceId)}&fromLine=${at.next}&limit=${limit}&waitMs=${waitMs}`
+      + (at.epoch ? `&epoch=${enc(at.epoch)}` : "");
     let body;
     try {
       body = await getJson(url, { token, signal, onError, connectBudgetMs });
     } catch (e) {
       if (!isEpochMismatch(e) || !onRestart) throw e;
-      epoch = e.epoch; next = 0;
-      onRestart(epoch);
+      at.epoch = e.epoch; at.next = 0;
+      onRestart(at.epoch);
       continue;
     }
     if (signal && signal.aborted) throw abortError();
-    if (body.epoch) epoch = body.epoch;
-    if (body.fromLine === next && body.lines.length) {
+    if (body.epoch) at.epoch = body.epoch;
+    if (body.fromLine === at.next && body.lines.length) {
       if (onLines) onLines(body.lines, body.fromLine, body);
     }
-    next = Math.max(next, body.nextLine);
+    at.next = Math.max(at.next, body.nextLine);
     if (onStatus) onStatus(statusOf(body));
     if (body.complete) return body;
     // Stale: PowerJob unreachable, the cache answered at once; do not spin.
     if (body.lines.length === 0) await sleep(body.stale ? 1500 : 200, signal);
+  }
+}
+
+/** The `ws:`/`wss:` URL of the log's WebSocket (`root` may be "": this page's origin). */
+function socketUrl(root, instanceId, at) {
+  const here = typeof location === "object" && location ? location.href : undefined;
+  const u = new URL(`${root}/llm/logs/${enc(instanceId)}/ws`, here);
+  u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+  if (at.next) u.searchParams.set("fromLine", String(at.next));
+  if (at.epoch) u.searchParams.set("epoch", at.epoch);
+  return u.href;
+}
+
+/** The HTTP status that a close after the upgrade stands for (0: none; see docs/API.md). */
+function closeStatus(code, error) {
+  if (code >= 4000 && code < 5000) return code - 4000;
+  if (code !== 1008) return 0;
+  return { unauthorized: 401, forbidden: 403, bad_request: 400 }[error && error.code] || 401;
+}
+
+/**
+ * One WebSocket connection: sends the token as the first message, hands each message to
+ * `onMessage`; resolves once it closes with whether it opened, the close code and reason,
+ * and the last `error` message. Rejects with AbortError when `signal` aborts.
+ */
+function socketOnce(url, { token, signal, onMessage }) {
+  return new Promise((resolve, reject) => {
+    if (signal && signal.aborted) return reject(abortError());
+    let ws;
+    try { ws = new WebSocket(url); } catch (e) { return resolve({ opened: false, code: 0, reason: String(e), error: null }); }
+    let opened = false, error = null;
+    const abort = () => { ws.close(1000); reject(abortError()); };
+    if (signal) signal.addEventListener("abort", abort, { once: true });
+    ws.onopen = () => {
+      opened = true;
+      if (token) ws.send(JSON.stringify({ type: "auth", token }));
+    };
+    ws.onmessage = (ev) => {
+      let m;
+      try { m = JSON.parse(ev.data); } catch (e) { return; }
+      if (m.type === "error") error = m;
+      onMessage(m);
+    };
+    ws.onclose = (ev) => {
+      if (signal) signal.removeEventListener("abort", abort);
+      resolve({ opened, code: ev.code, reason: ev.reason, error });
+    };
+  });
+}
+
+/**
+ * The WebSocket loop of `follow`: reconnects from `at.next` after a lost connection (a
+ * restart: 1001, a slow client: 1013, the network), starts over on a rebuilt log.
+ * Resolves with the `end` data, or null when WebSockets do not get through (the socket
+ * never opens while plain requests are answered, twice in a row): the caller falls back.
+ */
+async function followSocket(root, instanceId, at, opts) {
+  const { onLines, onStatus, onStartup, onError, onRestart, signal, token, connectBudgetMs } = opts;
+  let unopened = 0;
+  const restart = (epoch) => { at.epoch = epoch; at.next = 0; onRestart(epoch); };
+  for (;;) {
+    let end = null;
+    const r = await socketOnce(socketUrl(root, instanceId, at), { token, signal, onMessage: (m) => {
+      if (m.type === "lines") {
+        if (m.epoch) at.epoch = m.epoch;
+        if (m.fromLine === at.next && m.lines.length && onLines) onLines(m.lines, m.fromLine, m);
+        at.next = Math.max(at.next, m.nextLine);
+        if (onStatus) onStatus(statusOf({ ...m, complete: false }));
+      } else if (m.type === "startup") {
+        if (onStartup) onStartup(m);
+      } else if (m.type === "end") {
+        end = m;
+        if (onStatus) onStatus(statusOf({ ...m, complete: true }));
+      } else if (m.type === "error" && m.code !== "epoch_mismatch") {
+        if (onError) onError(new PowertailError(null, m.code, m.message));
+      }
+    } });
+    if (signal && signal.aborted) throw abortError();
+    if (end) return end;
+    const status = closeStatus(r.code, r.error);
+    if (status) {
+      // Refused after the upgrade (its `error` message says why).
+      const e = r.error || {};
+      const err = new PowertailError(status, e.code || "websocket_" + r.code, e.message || r.reason, e.epoch);
+      if (isEpochMismatch(err) && onRestart) { restart(err.epoch); continue; }
+      if (status < 500) throw err;
+      if (onError) onError(err);
+      await sleep(1500, signal);
+      continue;
+    }
+    if (r.opened) {
+      unopened = 0;
+      // 1001 (a restart), 1013 (too slow), 1006 (the network): resume where it stopped.
+      if (onError) onError(new Error(`the WebSocket closed (${r.code}${r.reason ? ": " + r.reason : ""}); resuming`));
+      await sleep(250, signal);
+      continue;
+    }
+    // It never opened: refused before the upgrade (a page cannot read that answer), the
+    // server unreachable, or no WebSocket on the way. A plain request tells which.
+    const probe = `${root}/llm/logs?instanceId=${enc(instanceId)}&fromLine=${at.next}&limit=1`
+      + (at.epoch ? `&epoch=${enc(at.epoch)}` : "");
+    try {
+      await getJson(probe, { token, signal, onError, connectBudgetMs });
+    } catch (e) {
+      if (isEpochMismatch(e) && onRestart) { restart(e.epoch); continue; }
+      throw e;
+    }
+    if (++unopened >= 2) return null;
+  }
+}
+
+/** The SSE stage of `follow`: `stream` from `at.next`; null when it cannot connect. */
+async function followEvents(baseUrl, instanceId, at, opts) {
+  const { onLines, onStatus } = opts;
+  try {
+    return await stream(baseUrl, instanceId, {
+      ...opts, fromLine: at.next, epoch: at.epoch,
+      onLines: (lines, fromLine, body) => {
+        if (body.epoch) at.epoch = body.epoch;
+        at.next = body.nextLine;
+        if (onLines) onLines(lines, fromLine, body);
+      },
+      onRestart: opts.onRestart && ((epoch) => { at.epoch = epoch; at.next = 0; opts.onRestart(epoch); }),
+      onStatus,
+    });
+  } catch (e) {
+    if (e instanceof PowertailError && e.status !== null) throw e;
+    if (e && e.name === "AbortError") throw e;
+    return null;   // refused or lost: long-poll takes over from `at.next`
   }
 }
 
@@ -280,4 +442,47 @@ export function stream(baseUrl, instanceId, opts = {}) {
     };
     open();
   });
+}
+
+/** `?name=value&…` of the options that are set (undefined and null left out). */
+function queryOf(params) {
+  const q = Object.entries(params).filter(([, v]) => v !== undefined && v !== null && v !== "")
+    .map(([k, v]) => `${k}=${enc(String(v))}`).join("&");
+  return q ? "?" + q : "";
+}
+
+/**
+ * Searches the archive (`GET /llm/search`): every archived line holding `q` (at least 3
+ * characters, case-insensitive), newest runs first. Options: `job`, `status`, `cause`,
+ * `since`, `until` (epoch ms), `limit` (1..500, default 50), `cursor` (the previous
+ * answer's `nextCursor`), and `token`, `signal`, `connectBudgetMs` as for `follow`.
+ * Resolves with `{hits: [{instanceId, attempt, line, text, jobName, finishedAt, url}],
+ * nextCursor, tookMs}`; rejects with a PowertailError on any error answer (400 for a
+ * query too short, 404 when the archive is off, 503 when it is down).
+ */
+export function search(baseUrl, q, opts = {}) {
+  const { job, status, cause, since, until, limit, cursor } = opts;
+  const url = `${base(baseUrl)}/llm/search${queryOf({ q, job, status, cause, since, until, limit, cursor })}`;
+  return getJson(url, { ...opts, once: true });
+}
+
+/**
+ * The archived runs of job `job` (a configured name or a job id), newest first
+ * (`GET /llm/jobs/{job}/runs`): `{job, runs: [{instanceId, attempt, status, startedAt,
+ * finishedAt, phase, readyAfterMs, cause, causeLine, lines}], nextCursor}`. Options:
+ * `since`, `until`, `limit`, `cursor`, and as for `search`.
+ */
+export function runs(baseUrl, job, opts = {}) {
+  const { since, until, limit, cursor } = opts;
+  const url = `${base(baseUrl)}/llm/jobs/${enc(job)}/runs${queryOf({ since, until, limit, cursor })}`;
+  return getJson(url, { ...opts, once: true });
+}
+
+/**
+ * Start-up statistics of job `job` (`GET /llm/jobs/{job}/stats`): `{job, since, runs,
+ * byOutcome, byCause, readyP50Ms, readyP95Ms}`. Options: `since`, and as for `search`.
+ */
+export function stats(baseUrl, job, opts = {}) {
+  const url = `${base(baseUrl)}/llm/jobs/${enc(job)}/stats${queryOf({ since: opts.since })}`;
+  return getJson(url, { ...opts, once: true });
 }

@@ -48,6 +48,7 @@ fuzz() {
     --max-examples "${FUZZ_EXAMPLES:-60}" \
     --request-timeout 40 \
     --exclude-path /llm/logs/{instanceId}/stream \
+    --exclude-path /llm/logs/{instanceId}/ws \
     --no-color \
     "$@")
 }

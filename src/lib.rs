@@ -25,7 +25,8 @@
 //! * [`http`]: the axum router behind [`http::Front`], thin handlers, the one error enum
 //!   [`http::ApiError`]; `state` ([`http::AppState`], named jobs, wait permits), `auth`
 //!   (API tokens, the `Authorized<Scope>` extractor, the run rate), `extract`, `push`
-//!   (`POST /llm/logs/{instanceId}/append`);
+//!   (`POST /llm/logs/{instanceId}/append`); `stream` (Server-Sent Events) and `ws` (the
+//!   WebSocket) write the events of one `Streamer`;
 //! * [`telemetry`]: Prometheus metrics, per-route request counts and latencies, log output (a leaf);
 //! * [`demo`]: `powertail demo`, the simulator with sample LLM jobs behind the real service;
 //!   [`demo::replicas`]: `powertail demo --replicas N`, the same behind N replicas in cluster

@@ -34,6 +34,12 @@ pub const INSTANCES_FOLLOWED: &str = "powertail_instances_followed";
 pub const CACHE_BYTES: &str = "powertail_cache_bytes";
 /// Server-Sent Events streams waiting for lines now.
 pub const SSE_CLIENTS: &str = "powertail_sse_clients";
+/// WebSocket streams open now.
+pub const WS_CLIENTS: &str = "powertail_ws_clients";
+/// WebSockets closed by the server, by `reason` (`end`, `shutdown`, `epoch_mismatch`,
+/// `slow`: a client that did not read, `auth`: no or a refused token, `refused`: an
+/// error of the first read).
+pub const WS_CLOSES: &str = "powertail_ws_closes_total";
 /// Long-poll requests waiting now.
 pub const LONG_POLL_WAITING: &str = "powertail_long_poll_waiting";
 /// Webhook delivery tries, by `event` and `outcome` (`delivered`, `retried`, `rejected`,
@@ -55,8 +61,12 @@ pub const STORE_LEASES: &str = "powertail_store_leases_total";
 /// `duplicate` (a batch seen before).
 pub const PUSH_LINES: &str = "powertail_push_lines_total";
 
+/// Log targets capped at `info` whatever the filter says: the WebSocket library traces
+/// every message it receives, and a browser's first message holds its API token.
+const CAPPED_TARGETS: [&str; 2] = ["tungstenite=info", "tokio_tungstenite=info"];
+
 /// Sets up powertail's own log output on stderr: `RUST_LOG` when set (and valid), else
-/// `level` (`server.log_level`) as the filter; one JSON object per line when `json`
+/// `level` (`server.log_level`) as the filter, with [`CAPPED_TARGETS`]; one JSON object per line when `json`
 /// (`timestamp`, `level`, `target`, `message` and the event's fields at the top level,
 /// the enclosing spans under `span`/`spans`), else text. Colours (ANSI escapes) only
 /// when stderr is a terminal, so files, pipes and journald get plain text.
@@ -74,6 +84,7 @@ pub fn init_logging(json: bool, level: &str) -> Result<(), tracing_subscriber::u
         Some(Err(e)) => (EnvFilter::new(level), Some(e)),
         None => (EnvFilter::new(level), None),
     };
+    let filter = CAPPED_TARGETS.iter().fold(filter, |f, d| f.add_directive(d.parse().expect("a valid directive")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

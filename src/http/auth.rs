@@ -85,6 +85,11 @@ impl Auth {
         }
     }
 
+    /// Whether reads need a token (tokens are configured).
+    pub fn requires_token(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
     /// Checks an `Authorization: Bearer` header's value for `scope`.
     ///
     /// Without configured tokens reads are open, and pushing lines and job control are

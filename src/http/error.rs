@@ -63,6 +63,9 @@ pub enum ApiError {
     /// No such route.
     #[error("no such endpoint: {0}")]
     NotFound(String),
+    /// A WebSocket route asked without the upgrade handshake (426).
+    #[error("this endpoint is a WebSocket: send the upgrade handshake (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13)")]
+    UpgradeRequired,
     /// The route exists, the method does not.
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
@@ -110,6 +113,7 @@ impl ApiError {
             ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             ApiError::EpochMismatch(_) => StatusCode::GONE,
             ApiError::InstanceConflict(_) => StatusCode::CONFLICT,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -138,6 +142,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::UpgradeRequired => "upgrade_required",
             ApiError::EpochMismatch(_) => "epoch_mismatch",
             ApiError::InstanceConflict(_) => "instance_conflict",
             ApiError::StoreUnavailable(_) => "store_unavailable",
@@ -168,6 +173,9 @@ impl IntoResponse for ApiError {
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::UPGRADE_REQUIRED {
+            resp.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         }
         if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
             resp.headers_mut().insert(header::RETRY_AFTER, v);

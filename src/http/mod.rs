@@ -16,6 +16,7 @@ pub mod startup;
 pub mod state;
 pub mod stream;
 pub mod viewer;
+pub mod ws;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -57,6 +58,7 @@ pub const ROUTES: &[telemetry::Route] = &[
     ("get", "/llm/logs"),
     ("get", "/llm/logs/{instanceId}/raw"),
     ("get", "/llm/logs/{instanceId}/stream"),
+    ("get", "/llm/logs/{instanceId}/ws"),
     ("post", "/llm/logs/{instanceId}/append"),
     ("get", "/llm/jobs"),
     ("post", "/llm/jobs/{jobId}/run"),
@@ -101,7 +103,8 @@ pub fn routes(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/llm/logs/{instance_id}/stream", get(stream::stream_logs));
+        .route("/llm/logs/{instance_id}/stream", get(stream::stream_logs))
+        .route("/llm/logs/{instance_id}/ws", get(ws::ws_logs));
     // Off: 404 like any unknown route.
     let router = if state.push.enabled {
         let limit = DefaultBodyLimit::max(state.push.max_body_bytes);

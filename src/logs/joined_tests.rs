@@ -273,6 +273,27 @@ fn a_shared_store_restores_it_exactly_and_copies_pair_again() {
     assert_eq!(served(&q), file);
 }
 
+#[test]
+fn a_log_pushed_to_costs_twice_its_text_plus_under_200_bytes_a_line() {
+    let c = cfg();
+    let mut j = Joined::default();
+    let mut file = Vec::new();
+    for b in 0..100u64 {
+        let lines: Vec<PushedLine> =
+            (0..100).map(|i| line(T0 + (b * 100 + i) as i64, &format!("{i:04} {}", "x".repeat(92)))).collect();
+        file.extend(lines.iter().map(|l| rec(l.ts, &l.text)));
+        j.offer(&c, batch("s", b, lines), T0).unwrap();
+        if b % 20 == 19 {
+            poll(&mut j, &file, T0 + 10_000 + b as i64);
+        }
+    }
+    assert_eq!((j.line_count(), j.follower().line_count()), (10_000, 10_000));
+    let text: u64 = file.iter().map(|l| l.len() as u64).sum();
+    let per_line = (j.weight() as f64 - 2.0 * text as f64) / 10_000.0;
+    eprintln!("pushed and polled: {per_line:.1} bytes a line besides twice the text");
+    assert!(per_line <= 200.0, "{per_line:.1} bytes a line besides twice the text");
+}
+
 /// One scenario of the property test: a processor's log calls, which PowerJob has (but
 /// for a few of unique text: its queue was full) and which the pusher sends in batches
 /// that are lost (10 %), retried, duplicated, reordered and delayed past the poll.

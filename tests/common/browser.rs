@@ -1,5 +1,5 @@
-//! Chromium through chromedriver (WebDriver) for the browser tests: `tests/viewer_browser.rs`
-//! and `tests/viewer_gaps.rs`. Needs Debian's `chromium` and `chromium-driver`.
+//! Chromium through chromedriver (WebDriver) for the browser tests: `tests/viewer_browser.rs`,
+//! `tests/viewer_gaps.rs` and `tests/viewer_ws.rs`. Needs Debian's `chromium` and `chromium-driver`.
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
 use std::process::{Child, Command, Stdio};
