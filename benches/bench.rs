@@ -4,6 +4,10 @@
 //! measured side by side with its baseline in the same run, on loopback only, with
 //! bounded loops. Results go to stdout as Markdown (BENCHMARKS.md holds a copy).
 //!
+//! Issue 19's scenarios (`benches/push/mod.rs`: `push-freshness`, `push-throughput`, or
+//! `push` for both) need the push endpoint and run only when asked; `push-throughput`
+//! needs the profiling build of the binary (`scripts/bench.sh` builds it).
+//!
 //! The cluster scenarios (issue 12, `benches/cluster/mod.rs`) need a real `redis-server`
 //! and run only when asked: `cluster` (all of them) or `cluster-upstream`,
 //! `cluster-hotpath`, `cluster-memory`, `cluster-takeover`, `cluster-wakeup`,
@@ -13,6 +17,7 @@ mod cluster;
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod memory;
+mod push;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,8 +36,13 @@ fn main() {
     } else {
         all.iter()
             .chain(cluster::SCENARIOS.iter())
+            .chain(push::SCENARIOS.iter())
             .copied()
-            .filter(|s| args.iter().any(|a| a == s || (a == "cluster" && s.starts_with("cluster-"))))
+            .filter(|s| {
+                args.iter().any(|a| {
+                    a == s || (a == "cluster" && s.starts_with("cluster-")) || (a == "push" && s.starts_with("push-"))
+                })
+            })
             .collect()
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
@@ -46,6 +56,7 @@ fn main() {
                 "memory" => memory::memory().await,
                 "freshness" => freshness().await,
                 "followcost" => followcost().await,
+                s if s.starts_with("push-") => push::run(s).await,
                 s => cluster::run(s).await,
             }
         });

@@ -64,6 +64,7 @@ wait_healthy "$DEMO"
 # validation mismatch") though the schema says exactly what the server checks. Its
 # `instanceId` is therefore this instance's (the other routes still fuzz the id, whose
 # parsing they share, and tests/it/api_errors.rs checks bad ids); `epoch` stays fuzzed.
+# Likewise pushed lines (`/append`) go to that instance.
 INSTANCE=$(curl -sf -X POST "$DEMO/llm/jobs/vllm-start/run" | python3 -c 'import json, sys; print(json.load(sys.stdin)["instanceId"])')
 [ -n "$INSTANCE" ] || { echo "could not run vllm-start on the demo" >&2; exit 1; }
 # A schema looser than the server's checks fails the run (the warning is an error here).
@@ -73,6 +74,9 @@ fail-on = ["validation_mismatch"]
 [[operations]]
 include-path = "/llm/logs"
 parameters = { "query.instanceId" = "$INSTANCE" }
+[[operations]]
+include-path = "/llm/logs/{instanceId}/append"
+parameters = { "path.instanceId" = "$INSTANCE" }
 TOML
 
 # The same API with tokens, in front of the demo's simulator.
@@ -100,7 +104,7 @@ job_id = 12
 [[auth.tokens]]
 name = "fuzz"
 token = "$TOKEN"
-scopes = ["logs:read", "jobs:run", "jobs:control"]
+scopes = ["logs:read", "logs:push", "jobs:run", "jobs:control"]
 TOML
 "$BIN" --config "$WORK/config.toml" > "$OUT/authed.log" 2>&1 &
 PIDS+=($!)

@@ -48,6 +48,10 @@ enum Command {
         /// Internal: the replica's node id.
         #[arg(long, hide = true, default_value = "demo-1")]
         node_id: String,
+        /// Share (0 to 1) of the simulated processors' pushed batches lost on the way, so
+        /// that their lines come from PowerJob's log instead (issue 19).
+        #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+        push_drop: f64,
     },
     /// Copy stdin to stdout and push each line to powertail (token: `POWERTAIL_TOKEN`).
     Push(powertail::push_cli::PushArgs),
@@ -116,7 +120,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             tokio::spawn(async move { client.check_servers().await });
             powertail::run(listener, state, shutdown_signal()).await?;
         }
-        Command::Demo { listen, scale, replicas, redis, attach, node_id } => {
+        Command::Demo { listen, scale, replicas, redis, attach, node_id, push_drop } => {
             powertail::telemetry::init_logging(false, "info")?;
             let config = cli.config.as_deref();
             match (attach, redis) {
@@ -132,10 +136,11 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
                         user_config: cli.config.clone(),
                         replicas,
                         redis,
+                        push_drop,
                     };
                     powertail::demo::replicas::run(options, shutdown_signal()).await?;
                 }
-                (None, _) => powertail::demo::run(listen, scale, config, shutdown_signal()).await?,
+                (None, _) => powertail::demo::run(listen, scale, config, push_drop, shutdown_signal()).await?,
             }
         }
         Command::Push(args) => powertail::push_cli::run(args).await?,
@@ -148,6 +153,14 @@ fn parse_scale(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.01..=100.0).contains(&v) => Ok(v),
         _ => Err(format!("`{s}` is not a number between 0.01 and 100")),
+    }
+}
+
+/// `--push-drop`: a share in 0..=1.
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a number between 0 and 1")),
     }
 }
 

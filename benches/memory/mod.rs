@@ -107,13 +107,23 @@ async fn spawn_binary(
     sim: &SimHandle,
     extra_logs: &str,
 ) -> (std::process::Child, String, tempfile::TempDir) {
+    spawn_binary_with(bin, sim, "", extra_logs).await
+}
+
+/// [`spawn_binary`] with extra `[powerjob]` keys too.
+pub async fn spawn_binary_with(
+    bin: &std::path::Path,
+    sim: &SimHandle,
+    extra_powerjob: &str,
+    extra_logs: &str,
+) -> (std::process::Child, String, tempfile::TempDir) {
     let port = common::cluster::free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[powerjob]\naddresses = [\"{}\"]\napp_name = \"llm-test-platform\"\napp_password = \"secret\"\n[logs]\nfirst_read_delay_ms = 0\n{extra_logs}\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[powerjob]\naddresses = [\"{}\"]\napp_name = \"llm-test-platform\"\napp_password = \"secret\"\n{extra_powerjob}\n[logs]\nfirst_read_delay_ms = 0\n{extra_logs}\n",
             sim.url()
         ),
     )
@@ -130,7 +140,8 @@ async fn spawn_binary(
     (child, base, dir)
 }
 
-fn rss(pid: u32) -> u64 {
+/// The resident set of process `pid`, bytes (0 when it is gone).
+pub fn rss(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

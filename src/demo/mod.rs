@@ -5,6 +5,11 @@
 //! start-up completes in well under a minute; the adapter is configured to match, and
 //! so is every replica of `powertail demo --replicas N` ([`replicas`]): one simulator,
 //! N processes in cluster mode on one Redis, each with the demo's timings.
+//!
+//! The simulated processors of [`PUSHING_JOBS`] also push every line to the demo's
+//! powertail as they log it (issue 19, [`pusher`]; `--push-drop` loses a share of the
+//! batches), with `push.gap_wait_ms` and `push.quiet_ms` scaled like the other timings;
+//! `multi-worker` pushes nothing, to show the polled path next to the pushed one.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use powerjob_sim::{JobScript, Level, ScriptLine, ScriptWorker, SimConfig, SimJob, Simulator};
+use powerjob_sim::{JobScript, Level, PushFaults, Pusher, ScriptLine, ScriptWorker, SimConfig, SimJob, Simulator};
 
 use crate::config::Config;
 
@@ -31,6 +36,10 @@ pub const ATTACH_REDIS_ENV: &str = "POWERTAIL_DEMO_REDIS";
 const STARTUP_LOG: &str = include_str!("../../fixtures/llm/vllm-startup.log");
 const OOM_LOG: &str = include_str!("../../fixtures/llm/vllm-oom.log");
 const PORT_IN_USE_LOG: &str = include_str!("../../fixtures/llm/vllm-port-in-use.log");
+
+/// The demo's jobs whose processors push their lines to powertail as they log them
+/// (issue 19): every job but `multi-worker`, which shows the polled path alone.
+pub const PUSHING_JOBS: [i64; 4] = [12, 13, 14, 15];
 
 /// The start script's params the vLLM fixtures were recorded with: (value in the
 /// text, param name), longest value first.
@@ -188,6 +197,17 @@ pub fn sim_config(scale: f64) -> SimConfig {
     }
 }
 
+/// The simulated processors' pushes to powertail at `addr` (the demo's own): the jobs of
+/// [`PUSHING_JOBS`], with `drop` (0..=1) of their batches lost on the way, so that
+/// their lines come from PowerJob's log instead, seconds later.
+pub fn pusher(addr: SocketAddr, drop: f64) -> Pusher {
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+    let host = if addr.is_ipv6() && !addr.ip().is_unspecified() { format!("[{host}]") } else { host };
+    Pusher::new(format!("http://{host}:{}", addr.port()))
+        .jobs(PUSHING_JOBS)
+        .faults(PushFaults { drop: drop.clamp(0.0, 1.0), ..PushFaults::default() })
+}
+
 /// `v` ms of the demo's time line at `scale`, at least 1.
 fn scaled_ms(v: f64, scale: f64) -> u64 {
     (v * scale).round().max(1.0) as u64
@@ -223,6 +243,9 @@ pub fn config_for(
         [logs]
         refresh_interval_ms = {refresh}
         first_read_delay_ms = {first}
+        [push]
+        gap_wait_ms = {gap}
+        quiet_ms = {quiet}
         "#,
         cache = ms(2_000.0),
         flush = ms(1_000.0),
@@ -230,6 +253,8 @@ pub fn config_for(
         sync = ms(20_000.0),
         refresh = ms(500.0).max(10),
         first = ms(1_500.0),
+        gap = ms(2_000.0),
+        quiet = ms(15_000.0),
     );
     if let Some(cluster) = cluster {
         toml.push_str(&format!(
@@ -247,7 +272,8 @@ pub fn config_for(
 }
 
 /// Runs the demo, its times `scale` times the demo's, until `shutdown` resolves, with
-/// `user_config` under its own keys (see [`setup_with`]).
+/// `user_config` under its own keys (see [`setup_with`]); the pushing jobs lose
+/// `push_drop` (0..=1) of their batches.
 ///
 /// # Errors
 /// When a listener cannot be bound, or the configuration is invalid.
@@ -255,27 +281,51 @@ pub async fn run(
     listen: SocketAddr,
     scale: f64,
     user_config: Option<&Path>,
+    push_drop: f64,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let demo = setup_with(listen, scale, user_config).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let state = crate::build(&demo.config, addr)?;
+    demo.sim.set_pusher(Some(pusher(addr, push_drop)));
     let base = format!("http://{addr}");
     println!(
         "\npowertail demo: a simulated PowerJob server at {sim_url} and powertail at {base}\n\n  \
          viewer:    {base}/\n\n{try_it}\n  \
-         jobs: {jobs}\n\n  \
+         jobs: {jobs}\n\n{pushing}\n  \
          webhooks: powertail demo --config FILE, with [jobs.vllm-start.notify] url = \"http://127.0.0.1:<port>/…\"\n  \
          replicas: powertail demo --replicas 2 --redis redis://127.0.0.1:6379/0 (README \"Running several replicas\")\n\n\
          Ctrl-C stops.\n",
         sim_url = demo.sim.url(),
         try_it = try_it(&base),
         jobs = demo.jobs.iter().map(|(n, ..)| *n).collect::<Vec<_>>().join(", "),
+        pushing = pushing(push_drop),
     );
     crate::run(listener, state, shutdown).await?;
     drop(demo);
     Ok(())
+}
+
+/// The banner's "pushing:" block (issue 19): what pushes, and what to look at.
+fn pushing(drop: f64) -> String {
+    let dropped = if drop > 0.0 {
+        format!(
+            "{:.0} % of the pushed batches are dropped on the way (--push-drop {drop}): their lines\n             \
+             come from PowerJob's log seconds later, in place, once each",
+            drop * 100.0
+        )
+    } else {
+        "--push-drop 0.2 drops a fifth of the pushed batches: their lines then come from\n             \
+         PowerJob's log seconds later, in place, once each"
+            .to_owned()
+    };
+    format!(
+        "  pushing:  vllm-start, vllm-oom, vllm-port-in-use and noisy-batch push every line as they log it\n             \
+         (the viewer gets it within a fraction of a second; `push` in /llm/logs answers counts them);\n             \
+         multi-worker pushes nothing: its lines arrive by PowerJob's poll alone, 1 to 3 s late here.\n             \
+         {dropped}.\n"
+    )
 }
 
 /// The banner's "try:" block, against `base`.
@@ -339,6 +389,21 @@ mod tests {
         );
         assert!(text.iter().any(|l| l.contains("http://127.0.0.1:8001/health")));
         assert!(!text.iter().any(|l| l.contains("port 8000") || l.contains(":8000")), "{text:#?}");
+    }
+
+    #[test]
+    fn the_demo_pushes_to_its_own_powertail_and_multi_worker_pushes_nothing() {
+        let p = pusher("0.0.0.0:8080".parse().unwrap(), 0.2);
+        assert_eq!(p.urls, ["http://127.0.0.1:8080"]);
+        assert!((p.faults.drop - 0.2).abs() < f64::EPSILON);
+        let pushed = p.jobs.clone().unwrap();
+        let ids: Vec<i64> = jobs().iter().map(|j| j.1).collect();
+        assert_eq!(ids.iter().filter(|id| !pushed.contains(id)).collect::<Vec<_>>(), [&16], "one job pushes nothing");
+        let p = pusher("[::1]:9000".parse().unwrap(), 3.0);
+        assert_eq!(p.urls, ["http://[::1]:9000"]);
+        assert!((p.faults.drop - 1.0).abs() < f64::EPSILON);
+        assert!(pushing(0.2).contains("20 % of the pushed batches are dropped"), "{}", pushing(0.2));
+        assert!(pushing(0.0).contains("--push-drop 0.2"));
     }
 
     /// Issue 21: replicas used powertail's default timings, so logs completed at 46 s

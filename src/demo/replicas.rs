@@ -45,6 +45,8 @@ pub struct Options {
     pub replicas: u16,
     /// `redis://…`; `None`: start `redis-server` from `PATH`.
     pub redis: Option<String>,
+    /// Share of the simulated processors' pushed batches lost on the way (issue 19).
+    pub push_drop: f64,
 }
 
 /// Runs the replicas demo until `shutdown` resolves.
@@ -78,7 +80,11 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()> + Send + '
         stop_all(&mut replicas).await;
         return Err(error);
     }
-    println!("{}", banner(&sim.url(), &redis, &replicas));
+    // The processors push to every replica in turn, as behind a load balancer.
+    let mut pusher = super::pusher(addrs[0], options.push_drop);
+    pusher.urls = replicas.iter().map(Replica::url).collect();
+    sim.set_pusher(Some(pusher));
+    println!("{}", banner(&sim.url(), &redis, &replicas, options.push_drop));
     let mut shutdown = std::pin::pin!(shutdown);
     let mut check = tokio::time::interval(POLL);
     loop {
@@ -284,7 +290,7 @@ async fn stop_all(replicas: &mut [Replica]) {
 }
 
 /// The demo's one banner: every URL, the app, the Redis, the nginx upstream.
-fn banner(sim_url: &str, redis: &Redis, replicas: &[Replica]) -> String {
+fn banner(sim_url: &str, redis: &Redis, replicas: &[Replica], push_drop: f64) -> String {
     let first = replicas.first().map(Replica::url).unwrap_or_default();
     let redis_origin = if redis.child.is_some() { "started by the demo" } else { "yours" };
     let mut text = format!(
@@ -305,8 +311,10 @@ fn banner(sim_url: &str, redis: &Redis, replicas: &[Replica]) -> String {
          plain-HTTP local config of README \"Running several replicas\":\n    \
          upstream powertail_replicas {{\n        hash $powertail_instance consistent;\n{servers}    }}\n\n  \
          failover: kill -9 a replica's pid; a reader's next poll through nginx goes on from its cursor.\n\n\
+         {pushing}\n\
          Ctrl-C stops them all.\n",
         try_it = try_it(&first),
+        pushing = super::pushing(push_drop),
         servers = replicas
             .iter()
             .map(|r| format!("        server {} max_fails=1 fail_timeout=5s;\n", r.addr))

@@ -144,7 +144,6 @@ impl From<PushFailure> for ApiError {
             PushFailure::Refused(e @ (PushError::AfterFinal { .. } | PushError::TooManySources(_))) => {
                 ApiError::Conflict(e.to_string())
             }
-            PushFailure::ClusterMode => ApiError::Overloaded { message: e.to_string(), retry_after_secs: 60 },
         }
     }
 }

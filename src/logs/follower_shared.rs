@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Attempt, Follower};
+use crate::logs::joined::SharedJoin;
 use crate::logs::status::Status;
 use crate::logs::units::{segment, Served};
 
@@ -51,6 +52,10 @@ pub struct SharedMeta {
     /// and must not serve these lines (the service fills it in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// What the join adds once anything was pushed (`crate::logs::joined`; the layout
+    /// is then [`JOINED_META_VERSION`](crate::logs::joined::JOINED_META_VERSION)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<SharedJoin>,
 }
 
 impl SharedMeta {
@@ -61,7 +66,8 @@ impl SharedMeta {
     }
 }
 
-/// The layout version written by this build.
+/// The layout version written by this build for a log nothing was pushed to (one that
+/// was has [`JOINED_META_VERSION`](crate::logs::joined::JOINED_META_VERSION)).
 pub const SHARED_META_VERSION: u32 = 1;
 
 impl Follower {
@@ -81,6 +87,7 @@ impl Follower {
             job_id: None,
             upstream_failing: false,
             origin: None,
+            join: None,
         }
     }
 

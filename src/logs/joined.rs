@@ -28,6 +28,8 @@
 //! Each input is one pure step, given the time: [`Joined::offer`] (a pushed body),
 //! [`Joined::sync`] (after the follower changed), [`Joined::tick`] (a deadline of
 //! [`Joined::next_deadline`] passed: skip a gap, or complete).
+//!
+//! `joined_shared.rs`: what a shared store (cluster mode) keeps of it, and the rebuild.
 
 use std::ops::Range;
 
@@ -262,9 +264,9 @@ impl Joined {
     /// state once something was pushed.
     pub fn weight(&self) -> u64 {
         let joined = self.join.as_ref().map_or(0, |j| {
-            j.lines.allocated_bytes() + (j.pushed.capacity() * 16 + j.attempts.capacity() * 16) as u64
-                // (A merge key holds the text once and a few times per copy.)
-                + j.merger.len() as u64 * 64
+            j.lines.allocated_bytes()
+                + (j.pushed.capacity() * 16 + j.attempts.capacity() * 16) as u64
+                + j.merger.approx_bytes()
                 + std::mem::size_of::<Join>() as u64
         });
         self.follower.weight() + joined
@@ -281,6 +283,7 @@ impl Joined {
         if self.is_complete() {
             return Ok(self.drop_late(body));
         }
+        let first = self.join.is_none();
         self.start_join(config);
         self.sync(config, now);
         let j = self.join.as_deref_mut().expect("joined above");
@@ -292,7 +295,16 @@ impl Joined {
                 Accepted { accepted: lines.len(), duplicate: false, next_seq: None, appended: 0, dropped: 0 }
             }
             Pushed::Batch(batch) => {
-                let offer = j.batches.offer(&config.push, batch, now)?;
+                let offer = match j.batches.offer(&config.push, batch, now) {
+                    Ok(offer) => offer,
+                    Err(e) => {
+                        if first {
+                            // Nothing was pushed after all: the follower's lines, as they were.
+                            self.join = None;
+                        }
+                        return Err(e);
+                    }
+                };
                 j.stats.skipped += offer.skipped;
                 for b in &offer.ready {
                     j.serve_pushed(config, &b.worker, &b.lines);
@@ -464,6 +476,10 @@ impl Join {
         self.batches.quiet_from(quiet_ms).into_iter().chain(unnumbered).max()
     }
 }
+
+#[path = "joined_shared.rs"]
+mod shared;
+pub use shared::{JoinMeta, SharedJoin, JOINED_META_VERSION};
 
 #[cfg(test)]
 #[path = "joined_tests.rs"]

@@ -254,7 +254,16 @@ pub struct Merger {
     /// Offers since the last sweep.
     #[serde(skip)]
     offers: u32,
+    /// Bytes held, approximately ([`Merger::approx_bytes`]); kept up to date as copies
+    /// come and go, recounted at every sweep (and 0 after deserialising until then).
+    #[serde(skip)]
+    bytes: usize,
 }
+
+/// Bytes counted per text held besides the text (its map entry and vector).
+const KEY_OVERHEAD: usize = 64;
+/// Bytes of one entry of copies.
+const COPIES_BYTES: usize = std::mem::size_of::<Copies>();
 
 /// Copies of one text with one time from one source: how many.
 type Copies = (i64, Origin, u32);
@@ -290,15 +299,26 @@ impl Merger {
             self.offers = 0;
             self.forget_before(horizon);
         }
-        let copies = self.keys.entry(format!("{level} {}", normalize(text))).or_default();
-        copies.drain(..copies.partition_point(|c| c.0 < horizon));
+        let copies = match self.keys.entry(format!("{level} {}", normalize(text))) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                self.bytes += v.key().len() + KEY_OVERHEAD;
+                v.insert(Vec::new())
+            }
+        };
+        let old = copies.partition_point(|c| c.0 < horizon);
+        copies.drain(..old);
+        self.bytes = self.bytes.saturating_sub(old * COPIES_BYTES);
         if ts < horizon {
             return Verdict::Serve;
         }
         let at = copies.partition_point(|c| (c.0, c.1) < (ts, origin));
         match copies.get_mut(at) {
             Some(c) if (c.0, c.1) == (ts, origin) => c.2 += 1,
-            _ => copies.insert(at, (ts, origin, 1)),
+            _ => {
+                copies.insert(at, (ts, origin, 1));
+                self.bytes += COPIES_BYTES;
+            }
         }
         let window = config.window_ms.max(0);
         // A copy with no copy of the other source in reach adds no pair (the common
@@ -345,10 +365,21 @@ impl Merger {
     /// Forgets every line older than `ts` (epoch ms): a copy of one arriving later is
     /// served again.
     pub fn forget_before(&mut self, ts: i64) {
-        self.keys.retain(|_, copies| {
+        let mut bytes = 0;
+        self.keys.retain(|key, copies| {
             copies.drain(..copies.partition_point(|c| c.0 < ts));
-            !copies.is_empty()
+            if copies.is_empty() {
+                return false;
+            }
+            bytes += key.len() + KEY_OVERHEAD + copies.len() * COPIES_BYTES;
+            true
         });
+        self.bytes = bytes;
+    }
+
+    /// Bytes held, approximately (the texts and their copies), in constant time.
+    pub fn approx_bytes(&self) -> u64 {
+        self.bytes as u64
     }
 
     /// Number of copies held.

@@ -11,9 +11,9 @@
 //!   read (but for the status of an instance nobody has written yet, so that an unknown
 //!   one gets 404, and once per entry to check the instance's origin).
 //! * The lease is ours: *catch up* to every appended line (another holder's, perhaps
-//!   not all committed), refresh from PowerJob as in memory mode, then *write back*
-//!   what changed with the fenced append (in chunks). Readers see the lines once
-//!   committed.
+//!   not all committed), *drain* the queue of pushed batches ([`super::cluster_push`]),
+//!   refresh from PowerJob as in memory mode, then *write back* what changed with the
+//!   fenced append (in chunks). Readers see the lines once committed.
 //!
 //! Whatever fails, nothing readers saw changes: a failed append leaves the lines hidden
 //! and the follower is rebuilt from the store before its next use.
@@ -21,10 +21,11 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::cluster_push::consumed;
 use super::entry::{Entry, Source, View};
-use super::redis::{SharedLog, StoreError, Tick};
+use super::redis::{SharedLog, StoreError, Tick, Wake};
 use super::{LogService, ServiceError};
-use crate::logs::{Follower, Joined, SharedMeta, Status};
+use crate::logs::{Joined, SharedMeta, Status};
 use crate::telemetry;
 use crate::upstream::UpstreamError;
 
@@ -35,7 +36,7 @@ impl LogService {
         // until after its next recheck, so that the other replicas do not take turns.
         shared.ensure_identity(self.inner.client.app_id()).await?;
         let extra = if entry.is_complete() { self.inner.recheck_complete.as_millis() as u64 } else { 0 };
-        let tick = shared.tick(entry.id, &self.inner.store.new_epoch(), extra).await?;
+        let tick = shared.tick(entry.id, &self.inner.store.new_epoch(), extra, false).await?;
         let known = entry.epoch();
         if *known != *tick.epoch && !known.is_empty() {
             tracing::warn!(
@@ -57,14 +58,23 @@ impl LogService {
             return self.sync(entry, shared, &tick).await;
         }
         let tick = self.catch_up(entry, shared, &tick, !was_holder || tick.acquired).await?;
+        // Pushed lines first (`cluster_push`): they are the fresher ones.
+        self.gate(entry).push_due = false;
+        let Some(tick) = self.drain_queue(entry, shared, tick).await? else { return Ok(()) };
         let failing = tick.meta.as_ref().is_some_and(|m| m.upstream_failing);
-        let meta_before = SharedMeta { upstream_failing: failing, ..self.meta_of(entry) };
+        let meta_before = SharedMeta { upstream_failing: failing, ..self.meta_of(entry, &consumed(&tick)) };
         let before = entry.follower.read().expect("follower lock poisoned").line_count();
         let refreshed = self.refresh_renewing(entry, shared).await;
+        {
+            // (What PowerJob brought joins what was pushed.)
+            let now = self.inner.client.clock().now_ms();
+            entry.follower.write().expect("follower lock poisoned").sync(&self.inner.join, now);
+        }
         // Whatever the refresh changed goes to the store, also after a failed read (it
         // may have kept records it saw: `Follower::salvage`), and so does the failure:
         // every replica then answers `stale`, as this one does.
         let written = self.write_back(entry, shared, &tick, before, &meta_before, refreshed.is_ok()).await;
+        self.schedule_drain(entry);
         refreshed?;
         written
     }
@@ -91,9 +101,10 @@ impl LogService {
         result
     }
 
-    /// The follower's meta with the instance's job and origin (PowerJob read well).
-    fn meta_of(&self, entry: &Entry) -> SharedMeta {
-        let meta = entry.follower.read().expect("follower lock poisoned").follower().shared_meta();
+    /// The served log's meta, with `consumed` the last push queue entry applied, and
+    /// the instance's job and origin (PowerJob read well).
+    pub(super) fn meta_of(&self, entry: &Entry, consumed: &str) -> SharedMeta {
+        let meta = entry.follower.read().expect("follower lock poisoned").shared_meta(consumed);
         let gate = self.gate(entry);
         SharedMeta { job_id: gate.job_id, origin: gate.origin.clone(), ..meta }
     }
@@ -201,7 +212,7 @@ impl LogService {
     /// appended, perhaps not all committed yet; the whole log after a failed append),
     /// dropping the upstream model when the lease was just taken (another writer may
     /// have moved on since it was read).
-    async fn catch_up(
+    pub(super) async fn catch_up(
         &self,
         entry: &Arc<Entry>,
         shared: &SharedLog,
@@ -250,15 +261,23 @@ impl LogService {
         if reload || local > target {
             // Rolled back under us (a failover lost lines), or lines of a failed append.
             let f = self.load(shared, entry.id, target, meta).await?;
-            *entry.follower.write().expect("follower lock poisoned") = Joined::from(f);
+            *entry.follower.write().expect("follower lock poisoned") = f;
             entry.reload.store(false, Ordering::Relaxed);
         } else if local < target {
-            let (lines, flags) = shared.read_lines(entry.id, local as u64, target as u64).await?;
-            entry.follower.write().expect("follower lock poisoned").follower_mut().extend_shared(&lines, &flags, meta);
-        } else if fresh
-            || entry.follower.read().expect("follower lock poisoned").follower().shared_meta() != meta.follower_part()
-        {
-            entry.follower.write().expect("follower lock poisoned").follower_mut().extend_shared::<&str>(
+            let (lines, tags) = shared.read_lines(entry.id, local as u64, target as u64).await?;
+            let tags: Vec<(bool, bool)> = tags.iter().map(|t| (t.starts_unit, t.pushed)).collect();
+            entry.follower.write().expect("follower lock poisoned").extend_shared(
+                &self.inner.join,
+                &lines,
+                &tags,
+                meta,
+            );
+        } else if fresh || {
+            let consumed = meta.join.as_ref().map_or("", |j| j.consumed.as_str());
+            entry.follower.read().expect("follower lock poisoned").shared_meta(consumed) != meta.follower_part()
+        } {
+            entry.follower.write().expect("follower lock poisoned").extend_shared::<&str>(
+                &self.inner.join,
                 &[],
                 &[],
                 meta,
@@ -279,11 +298,8 @@ impl LogService {
         meta_before: &SharedMeta,
         upstream_ok: bool,
     ) -> Result<(), ServiceError> {
-        let meta = SharedMeta { upstream_failing: !upstream_ok, ..self.meta_of(entry) };
-        let (lines, flags): (Vec<Arc<str>>, Vec<bool>) = {
-            let f = entry.follower.read().expect("follower lock poisoned");
-            (f.lines_in(before..f.line_count()).to_vec(), f.follower().unit_flags(before))
-        };
+        let meta = SharedMeta { upstream_failing: !upstream_ok, ..self.meta_of(entry, &consumed(tick)) };
+        let (lines, flags) = self.tagged_since(entry, before);
         // The first meta only after PowerJob answered: the other replicas read an
         // instance nobody wrote themselves.
         let first = tick.meta.is_none() && upstream_ok;
@@ -294,22 +310,10 @@ impl LogService {
             return Ok(());
         }
         let texts: Vec<&str> = lines.iter().map(|l| &**l).collect();
-        let next = match shared.append(entry.id, before as u64, &texts, &flags, &meta).await {
+        let next = match shared.append(entry.id, before as u64, &texts, &flags, &meta, None).await {
             Ok(next) => next,
-            Err(e) => {
-                // Hidden lines, perhaps another writer: rebuild from the store next time.
-                entry.reload.store(true, Ordering::Relaxed);
-                if matches!(e, StoreError::Fenced) {
-                    entry.holder.store(false, Ordering::Relaxed);
-                }
-                if matches!(e, StoreError::Fenced | StoreError::Conflict(_)) {
-                    let change = if matches!(e, StoreError::Fenced) { "fenced" } else { "conflict" };
-                    metrics::counter!(telemetry::STORE_LEASES, "change" => change).increment(1);
-                    tracing::info!(instance.id = entry.id, error = %e, "append refused; following the store");
-                    return Ok(());
-                }
-                return Err(e.into());
-            }
+            // Hidden lines, perhaps another writer: rebuilt from the store next time.
+            Err(e) => return self.append_refused(entry, e),
         };
         let committed =
             if !shared.waits_for_replicas() || shared.commit(entry.id, next).await? { next } else { tick.committed };
@@ -318,7 +322,7 @@ impl LogService {
     }
 
     /// Shows the holder's first `committed` lines to readers.
-    fn show(&self, entry: &Entry, committed: u64, tick: &Tick, writer_stale: bool) {
+    pub(super) fn show(&self, entry: &Entry, committed: u64, tick: &Tick, writer_stale: bool) {
         let view = {
             let f = entry.follower.read().expect("follower lock poisoned");
             let visible = usize::try_from(committed).unwrap_or(usize::MAX);
@@ -327,11 +331,12 @@ impl LogService {
         entry.publish(view);
     }
 
-    /// A follower with the first `to` lines of the store and `meta`.
-    async fn load(&self, shared: &SharedLog, id: i64, to: usize, meta: &SharedMeta) -> Result<Follower, StoreError> {
-        let (lines, flags) = shared.read_lines(id, 0, to as u64).await?;
-        let mut f = Follower::default();
-        f.extend_shared(&lines, &flags, meta);
+    /// A served log with the first `to` lines of the store and `meta`.
+    async fn load(&self, shared: &SharedLog, id: i64, to: usize, meta: &SharedMeta) -> Result<Joined, StoreError> {
+        let (lines, tags) = shared.read_lines(id, 0, to as u64).await?;
+        let tags: Vec<(bool, bool)> = tags.iter().map(|t| (t.starts_unit, t.pushed)).collect();
+        let mut f = Joined::default();
+        f.extend_shared(&self.inner.join, &lines, &tags, meta);
         Ok(f)
     }
 
@@ -360,9 +365,9 @@ impl LogService {
         let stop = self.inner.shutdown.clone();
         tokio::spawn(shared.subscribe(
             stop,
-            move |id, committed| {
+            move |id, wake| {
                 if let Some(inner) = weak.upgrade() {
-                    LogService { inner }.woken(id, committed);
+                    LogService { inner }.woken(id, wake);
                 }
             },
             // Messages published while this replica was not subscribed are lost: sync
@@ -371,26 +376,32 @@ impl LogService {
                 if let Some(inner) = again.upgrade() {
                     let service = LogService { inner };
                     for id in service.inner.store.ids() {
-                        service.woken(id, Some(0));
+                        service.woken(id, Wake::Committed(0));
                     }
                 }
             },
         ));
     }
 
-    /// A message about `id`: another replica committed lines or meta up to `committed`
-    /// (this replica syncs, unless it wrote them), or (`None`) another replica's readers
-    /// wait for it (the holder refreshes when due: it does so only for its own readers
-    /// otherwise, and they may all be on other replicas).
-    fn woken(&self, id: i64, committed: Option<u64>) {
+    /// A message about `id`: another replica committed lines or meta (this replica
+    /// syncs, unless it wrote them), or another replica's readers wait for it (the
+    /// holder refreshes when due: it does so only for its own readers otherwise, and
+    /// they may all be on other replicas).
+    fn woken(&self, id: i64, wake: Wake) {
         let Some(entry) = self.inner.store.get(id) else { return };
         let holder = entry.holder.load(Ordering::Relaxed);
         let mut gate = self.gate(&entry);
-        match committed {
+        match wake {
             // (Also when this replica holds that many lines already: the append may
-            // have changed the meta only, the status, the completion, a retry.)
-            Some(_) if !holder => gate.force = true,
-            None if holder => {}
+            // have changed the meta only, the status, the completion, a retry. Not an
+            // entry nobody read here: pushes made it, and a refresh would ask the holder
+            // to read PowerJob for nobody.)
+            Wake::Committed(_) if !holder && gate.last_attempt.is_some() => gate.force = true,
+            Wake::Want if holder => {}
+            Wake::Push if holder => {
+                drop(gate);
+                return self.start_drain(&entry);
+            }
             _ => return,
         }
         let interval = if entry.is_complete() { self.inner.recheck_complete } else { self.inner.refresh_interval };

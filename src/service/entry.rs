@@ -131,6 +131,11 @@ pub(super) struct Gate {
     /// What this process's PowerJob says the instance is ([`super::refresh::origin`]).
     pub(super) origin: Option<String>,
     pub(super) last_error: Option<ServiceError>,
+    /// Cluster mode: a batch was queued while a refresh or a drain was in flight; the
+    /// holder drains the push queue once it ends (`cluster_push`).
+    pub(super) push_due: bool,
+    /// Cluster mode: when the drain timer is due (epoch ms; the joined log's deadline).
+    pub(super) drain_at: Option<i64>,
 }
 
 impl Gate {

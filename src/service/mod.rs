@@ -7,6 +7,7 @@
 //! | [`read`] | cursor reads and long-polls, answered from the view |
 //! | [`refresh`] | the single-flight refresh (PowerJob, or the shared store through [`cluster`]) |
 //! | [`cluster`] | cluster mode: lease ticks, syncs from the store, write-back, wake-ups |
+//! | [`cluster_push`] | cluster mode: pushes queued in Redis by any replica, drained by the lease holder |
 //! | [`redis`] | the shared line log on Redis (keys, scripts, connections) |
 //! | [`store`] | where entries live (growing and complete tiers, epochs) |
 //! | [`startup`], [`notify`] | start-up state and its webhooks |
@@ -28,6 +29,7 @@
 //! overdue), so a PowerJob that hangs stalls only that one refresh, never the readers.
 
 mod cluster;
+mod cluster_push;
 mod entry;
 mod notify;
 mod per_job;

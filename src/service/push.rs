@@ -25,8 +25,9 @@ pub(super) const KNOWN_TTL: Duration = Duration::from_secs(600);
 /// Instances whose existence is remembered at most.
 pub(super) const KNOWN_CAPACITY: u64 = 100_000;
 
-/// Instances PowerJob was asked about for a push: true when it knows them.
-pub(super) type Known = moka::future::Cache<i64, bool>;
+/// Instances PowerJob was asked about for a push: `Some(job id, if PowerJob said)`
+/// when it knows them, `None` when it does not.
+pub(super) type Known = moka::future::Cache<i64, Option<Option<i64>>>;
 
 /// The cache of [`Known`] instances.
 pub(super) fn known_cache() -> Known {
@@ -42,9 +43,6 @@ pub enum PushFailure {
     /// The batch bookkeeping refused the batch (409, 400).
     #[error(transparent)]
     Refused(#[from] PushError),
-    /// Cluster mode does not take pushes yet.
-    #[error("pushing lines is not available in cluster mode yet; the lines reach readers through PowerJob's log")]
-    ClusterMode,
 }
 
 impl LogService {
@@ -53,14 +51,18 @@ impl LogService {
     /// # Errors
     /// [`PushFailure`]: an instance PowerJob does not know, PowerJob unreachable for the
     /// existence check, the limits on followed logs, a batch the bookkeeping refuses,
-    /// cluster mode.
+    /// the shared store (cluster mode).
     pub async fn push(&self, id: i64, body: Pushed) -> Result<Accepted, PushFailure> {
-        if self.inner.shared.is_some() {
-            return Err(PushFailure::ClusterMode);
-        }
         let held = self.inner.store.get(id).is_some_and(|e| e.view().held());
         if !held {
-            self.check_known(id).await?;
+            let job_id = self.check_known(id).await?;
+            // A run of a job with a webhook (started from the console, say, and read by
+            // nobody yet): watched, so that its start-up events fire on pushed lines.
+            self.notify_seen(id, job_id);
+        }
+        if let Some(shared) = self.inner.shared.clone() {
+            // Cluster mode: queued in the shared store, drained by the lease holder.
+            return self.push_shared(&shared, id, body).await;
         }
         let entry = self.entry(id)?;
         let now = self.inner.client.clock().now_ms();
@@ -84,23 +86,28 @@ impl LogService {
             "accepted"
         };
         metrics::counter!(telemetry::PUSH_LINES, "outcome" => outcome).increment(lines as u64);
+        if entry.is_complete() {
+            // (Its last source ended after PowerJob's log was complete.)
+            self.inner.store.promote(&entry);
+        }
         self.schedule_tick(&entry);
         Ok(accepted)
     }
 
-    /// Asks PowerJob once whether it knows instance `id` (remembered for [`KNOWN_TTL`]).
-    async fn check_known(&self, id: i64) -> Result<(), ServiceError> {
+    /// Asks PowerJob once whether it knows instance `id` (remembered for [`KNOWN_TTL`]);
+    /// its job, if PowerJob said.
+    async fn check_known(&self, id: i64) -> Result<Option<i64>, ServiceError> {
         let client = &self.inner.client;
         let known = self.inner.known.try_get_with(id, async {
             match client.instance_info(id).await {
-                Ok(_) => Ok(true),
-                Err(UpstreamError::InstanceNotFound(_)) => Ok(false),
+                Ok(info) => Ok(Some(info.job_id)),
+                Err(UpstreamError::InstanceNotFound(_)) => Ok(None),
                 Err(e) => Err(e),
             }
         });
         match known.await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(UpstreamError::InstanceNotFound(id).into()),
+            Ok(Some(job_id)) => Ok(job_id),
+            Ok(None) => Err(UpstreamError::InstanceNotFound(id).into()),
             Err(e) => Err(ServiceError::Upstream((*e).clone())),
         }
     }

@@ -162,6 +162,10 @@ impl LogService {
             let mut gate = self.gate(entry);
             self.start_refresh_if_due(entry, &mut gate, self.inner.refresh_interval);
         }
+        // Cluster mode: a batch queued meanwhile (`cluster_push`).
+        if self.gate(entry).push_due && entry.holder.load(Ordering::Relaxed) {
+            self.start_drain(entry);
+        }
     }
 
     /// Reads the instance's status and, when the follower's plan says so, its log from

@@ -311,3 +311,94 @@ async fn a_push_wakes_a_long_poll_and_a_stream_at_once() {
     assert_eq!(event["lines"], json!([shown(now, "pushed")]));
     assert_eq!(event["push"]["sources"], 1);
 }
+
+#[tokio::test]
+async fn powertail_push_pipes_a_script_into_the_served_log() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let app = spawn().await;
+    let (id, _) = running(&app);
+    let (base, instance) = (app.base.clone(), id.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_powertail"))
+            .args(["push", "--instance-id", &instance, "--url", &base, "--worker", WORKER, "--level-from-prefix"])
+            .env_remove("POWERTAIL_TOKEN")
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the powertail binary runs");
+        let input = "INFO loading\nWARNING slow disk\nprogress 1\nprogress 1\n";
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"INFO loading\nWARNING slow disk\nprogress 1\nprogress 1\n");
+    let page = app.logs(id, 0).await;
+    let lines: Vec<String> = serde_json::from_value(page["lines"].clone()).unwrap();
+    // Each line once, in order, in PowerJob's format, the level read from its prefix
+    // (the text keeps it, as in the OmsLogger record of the same line).
+    let shape: Vec<String> = lines.iter().map(|l| l[24..].to_owned()).collect();
+    let want = ["INFO INFO loading", "WARN WARNING slow disk", "INFO progress 1", "INFO progress 1"];
+    assert_eq!(shape, want.map(|w| format!("[{WORKER}] {w}")));
+    assert_eq!((page["push"]["sources"].clone(), page["push"]["lines"].clone()), (json!(1), json!(4)));
+}
+
+#[tokio::test]
+async fn a_webhook_fires_on_a_pushed_ready_line_of_a_run_nobody_reads() {
+    // A receiver that keeps every body it gets.
+    let (tx, mut rx) = tokio::sync::watch::channel(Vec::<Value>::new());
+    let hook = axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+        let tx = tx.clone();
+        async move {
+            tx.send_modify(|bodies| bodies.push(body));
+            axum::http::StatusCode::NO_CONTENT
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().route("/hook", hook)).await });
+    let app = TestApp::spawn_config(fast_sim(), "", |c| {
+        let notify = powertail::config::NotifyConfig::to(url.parse().unwrap());
+        let job = powertail::config::JobConfig {
+            job_id: 12,
+            description: String::new(),
+            params: serde_json::Map::new(),
+            builtin_rules: true,
+            startup_rules: Vec::new(),
+            notify: Some(notify),
+        };
+        c.jobs.insert("vllm".into(), job);
+    })
+    .await;
+    // Started from PowerJob's console: powertail knows nothing of it until the push.
+    let (id, now) = running(&app);
+    app.push_ok(id, &batch("w/1", 0, &[(now, "INFO:     Application startup complete.")])).await;
+    let got = tokio::time::timeout(DEADLINE, rx.wait_for(|b| !b.is_empty())).await.expect("a webhook").unwrap().clone();
+    assert_eq!(
+        (got[0]["event"].as_str(), got[0]["instanceId"].as_str()),
+        (Some("ready"), Some(id.to_string().as_str()))
+    );
+    assert_eq!(got[0]["text"], shown(now, "INFO:     Application startup complete."));
+}
+
+/// Cluster mode queues a push in Redis (tests/it/cluster_push.rs): with Redis
+/// unreachable, nothing is taken and the pusher is told to send it again (503).
+#[tokio::test]
+async fn in_cluster_mode_a_push_redis_cannot_take_is_503_store_unavailable() {
+    let app = TestApp::spawn_config(fast_sim(), "", |c| {
+        // Nothing listens there (Redis is connected lazily).
+        let toml = crate::common::app_config_toml(&["http://127.0.0.1:9".into()], "");
+        let with =
+            powertail::config::Config::from_toml(&format!("{toml}[cluster]\nredis_url = \"redis://127.0.0.1:9/0\"\n"));
+        c.cluster = with.unwrap().cluster;
+    })
+    .await;
+    let (id, now) = running(&app);
+    let (status, body) = app.push(id, &batch("s", 0, &[(now, "x")])).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("store_unavailable")), "{body}");
+}

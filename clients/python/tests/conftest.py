@@ -137,6 +137,60 @@ scopes = ["logs:read", "jobs:run"]
         stop(proc)
 
 
+#: `push.max_batch_lines` of the `pushing` powertail: larger batches get 413.
+PUSH_MAX_BATCH_LINES = 8
+
+
+@pytest.fixture(scope="session")
+def pushing(demo: Tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[str, str, str]]:
+    """(URL, reader token, pusher token) of a powertail in front of the demo's simulator
+    with API tokens (`reader`: logs:read; `pusher`: logs:read, logs:push, jobs:run) and
+    at most `PUSH_MAX_BATCH_LINES` lines a pushed batch."""
+    reader, pusher = secrets.token_hex(16), secrets.token_hex(16)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    work = tmp_path_factory.mktemp("pushing")
+
+    def ms(v: float) -> int:
+        return max(1, round(v * SCALE))
+
+    (work / "config.toml").write_text(
+        f"""
+[server]
+listen = "127.0.0.1:{port}"
+[powerjob]
+addresses = ["{demo[1]}"]
+app_name = "llm-test-platform"
+app_password = "secret"
+request_timeout_ms = 5000
+log_cache_ms = {ms(2000)}
+worker_flush_ms = {ms(1000)}
+clock_skew_ms = {ms(500)}
+sync_delay_ms = {ms(20000)}
+[logs]
+refresh_interval_ms = {max(10, ms(500))}
+first_read_delay_ms = {ms(1500)}
+[push]
+max_batch_lines = {PUSH_MAX_BATCH_LINES}
+[jobs.vllm-start]
+job_id = 12
+[[auth.tokens]]
+name = "reader"
+token = "{reader}"
+scopes = ["logs:read"]
+[[auth.tokens]]
+name = "pusher"
+token = "{pusher}"
+scopes = ["logs:read", "logs:push", "jobs:run"]
+"""
+    )
+    proc = start(["--config", str(work / "config.toml")], url, work / "powertail.log", dict(os.environ))
+    try:
+        yield url, reader, pusher
+    finally:
+        stop(proc)
+
+
 @pytest.fixture
 def client(demo_url: str) -> Iterator[Client]:
     with Client(demo_url) as c:

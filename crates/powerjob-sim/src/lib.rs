@@ -15,7 +15,9 @@
 //! * [`json`]: every JSON body the server writes (envelopes, DTOs, token claims);
 //! * [`core`]: the pure, deterministic state machine (instances, H2 rows, live map,
 //!   temporary and stable files, sync, placeholders, paging, ids) in explicit time;
-//! * [`http`]: the axum server with the wall clock, 5.x auth, counters and fault injection.
+//! * [`http`]: the axum server with the wall clock, 5.x auth, counters and fault injection;
+//!   and the simulated processor's pushes to powertail ([`Pusher`], issue 19), played
+//!   against the same clock from the runs the core starts ([`StartedRun`]).
 //!
 //! The reference is `docs/powerjob-protocol.md`; section numbers in comments point into it.
 
@@ -29,7 +31,8 @@ pub mod types;
 
 pub use self::config::{SimClock, SimConfig, SimJob};
 pub use self::core::SimCore;
+pub use self::core::StartedRun;
 pub use self::file::LineId;
-pub use self::http::{Fault, FaultKind, SimHandle, Simulator};
+pub use self::http::{Fate, Fault, FaultKind, PushFaults, PushStats, PushedLine, Pusher, SimHandle, Simulator};
 pub use self::script::{JobScript, ScriptLine, ScriptWorker};
 pub use self::types::{InstanceIds, InstanceInfo, Level, LogFile, Record, StringPage, TimeExpression, Version};

@@ -3,12 +3,14 @@
 //! Per instance, three keys under one hash tag (one slot, one script):
 //!
 //! * `<prefix>:{<id>}:lines`: a Stream, line n at ID `(n+1)-0`, one field `l` holding a
-//!   tag byte (`u`: the line starts a unit, `c`: it continues one) and the text;
+//!   tag byte (`u`: the line starts a unit, `c`: it continues one; `p` and `q` the same
+//!   for a line that came from a push, see [`LineTag`]) and the text;
 //! * `<prefix>:{<id>}:state`: a Hash, `epoch` (set once, when the sequence is created),
 //!   `next` (lines appended), `committed` (lines readers may see) and `meta` (the
 //!   follower's [`SharedMeta`], as of the last complete append); it expires after
 //!   [`UNWRITTEN_RETAIN_MS`] until the first append (an id PowerJob does not know);
-//! * `<prefix>:{<id>}:lease`: the token of the replica that refreshes the instance.
+//! * `<prefix>:{<id>}:lease`: the token of the replica that refreshes the instance;
+//! * `<prefix>:{<id>}:pushed` and `<prefix>:{<id>}:pushq`: pushes ([`push`]).
 //!
 //! Every change goes through one Lua script, so it is atomic: [`SharedLog::tick`] renews
 //! or takes the lease and reads the state; [`SharedLog::append`] checks the token and
@@ -20,6 +22,7 @@
 //! a tick that finds the lease held by another replica publishes `"<id> want"` there, so
 //! that the holder refreshes for readers it does not serve itself.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,9 +36,14 @@ use crate::logs::SharedMeta;
 pub use error::StoreError;
 use error::Target;
 use identity::Identity;
+pub use line_tag::LineTag;
+pub use push::{PushProgress, QueuedBatch};
+pub use wakeups::Wake;
 
 mod error;
 mod identity;
+mod line_tag;
+mod push;
 mod scripts;
 mod wakeups;
 
@@ -104,6 +112,7 @@ pub struct SharedLog {
     rotate_script: Script,
     lease_script: Script,
     identity_script: Script,
+    push_script: Script,
     /// The PowerJob app this replica follows (`powerjob.app_name`).
     app_name: String,
     /// Whether the key prefix was found to belong to this PowerJob.
@@ -174,6 +183,7 @@ impl SharedLog {
             rotate_script: Script::new(scripts::ROTATE),
             lease_script: Script::new(scripts::LEASE),
             identity_script: Script::new(scripts::IDENTITY),
+            push_script: Script::new(scripts::PUSH),
             app_name: app_name.to_owned(),
             identity: std::sync::Mutex::new(Identity::Unchecked),
         })
@@ -272,8 +282,9 @@ impl SharedLog {
 
     /// Renews or takes the lease of `id` for `lease_ms` plus `extra_ms` (a complete log
     /// is refreshed rarely: its holder keeps the lease between its rechecks) and reads
-    /// its state, creating the sequence (and its epoch) if there is none.
-    pub async fn tick(&self, id: i64, new_epoch: &str, extra_ms: u64) -> Result<Tick, StoreError> {
+    /// its state, creating the sequence (and its epoch) if there is none. Unless `quiet`
+    /// (a refresh for pushes only), a lease held by another replica asks it to refresh.
+    pub async fn tick(&self, id: i64, new_epoch: &str, extra_ms: u64, quiet: bool) -> Result<Tick, StoreError> {
         let mut conn = self.connection(&self.reads).await?;
         let reply: Result<TickReply, RedisError> = self
             .tick_script
@@ -285,6 +296,7 @@ impl SharedLog {
             .arg(UNWRITTEN_RETAIN_MS.min(self.retain_ms))
             .arg(self.channel())
             .arg(id)
+            .arg(if quiet { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await;
         let (role, epoch, next, committed, meta) = match reply {
@@ -306,8 +318,8 @@ impl SharedLog {
         })
     }
 
-    /// Lines `from..to` of `id` with their unit flags.
-    pub async fn read_lines(&self, id: i64, from: u64, to: u64) -> Result<(Vec<String>, Vec<bool>), StoreError> {
+    /// Lines `from..to` of `id` with their tags.
+    pub async fn read_lines(&self, id: i64, from: u64, to: u64) -> Result<(Vec<String>, Vec<LineTag>), StoreError> {
         let mut lines = Vec::with_capacity((to.saturating_sub(from)) as usize);
         let mut flags = Vec::with_capacity(lines.capacity());
         let key = self.key(id, "lines");
@@ -342,9 +354,10 @@ impl SharedLog {
         Ok((lines, flags))
     }
 
-    /// Appends `lines` (with their unit flags) after line `expected` and stores `meta`,
-    /// if this replica still holds the lease and the log has exactly `expected` lines.
-    /// Returns the new `next`; with `commit_replicas = 0` they are committed too.
+    /// Appends `lines` (with their tags) after line `expected` and stores `meta`, if
+    /// this replica still holds the lease and the log has exactly `expected` lines; with
+    /// `push`, records the pushes applied (with the meta, which names the entry consumed
+    /// too). Returns the new `next`; with `commit_replicas = 0` they are committed too.
     ///
     /// A long append goes in chunks ([`APPEND_CHUNK_LINES`], [`APPEND_CHUNK_BYTES`]),
     /// each fenced by the `next` the one before left: readers see nothing of it before
@@ -355,8 +368,9 @@ impl SharedLog {
         id: i64,
         expected: u64,
         lines: &[&str],
-        flags: &[bool],
+        flags: &[LineTag],
         meta: &SharedMeta,
+        push: Option<&PushProgress>,
     ) -> Result<u64, StoreError> {
         let mut next = expected;
         let mut from = 0;
@@ -369,7 +383,7 @@ impl SharedLog {
             }
             let last = to == lines.len();
             let chunk = (&lines[from..to], &flags[from..to]);
-            next = self.append_chunk(id, next, chunk, last.then_some(meta)).await?;
+            next = self.append_chunk(id, next, chunk, last.then_some((meta, push))).await?;
             if last {
                 return Ok(next);
             }
@@ -378,28 +392,37 @@ impl SharedLog {
     }
 
     /// One call of the append script: the `(lines, flags)` of `chunk` after line
-    /// `expected`; with the meta (the last chunk), the meta and the commit too.
+    /// `expected`; with the meta (the last chunk), the meta, the pushes applied and the
+    /// commit too.
     async fn append_chunk(
         &self,
         id: i64,
         expected: u64,
-        (lines, flags): (&[&str], &[bool]),
-        meta: Option<&SharedMeta>,
+        (lines, flags): (&[&str], &[LineTag]),
+        meta: Option<(&SharedMeta, Option<&PushProgress>)>,
     ) -> Result<u64, StoreError> {
         let slot = if self.waits_for_replicas() { &self.writes } else { &self.reads };
         let mut conn = self.connection(slot).await?;
-        let (last, complete) = (meta.is_some(), meta.is_some_and(|m| m.complete));
-        let meta = meta.map(|m| serde_json::to_string(m).expect("meta serialises")).unwrap_or_default();
+        // (The served log's completeness: with pushes, the join's.)
+        let complete = meta.is_some_and(|(m, _)| m.join.as_ref().map_or(m.complete, |j| j.complete));
+        let last = meta.is_some();
+        let push = meta.and_then(|(_, p)| p);
+        let meta = meta.map(|(m, _)| serde_json::to_string(m).expect("meta serialises")).unwrap_or_default();
         let mut inv = self.append_script.prepare_invoke();
         inv.key(self.key(id, "lease")).key(self.key(id, "state")).key(self.key(id, "lines"));
+        inv.key(self.key(id, "pushed")).key(self.key(id, "pushq"));
         inv.arg(&self.token).arg(expected).arg(meta);
         inv.arg(if self.waits_for_replicas() { "0" } else { "1" });
         inv.arg(if complete { "1" } else { "0" });
         inv.arg(self.retain_ms).arg(self.channel()).arg(id);
         inv.arg(if last { "1" } else { "0" }).arg(self.lease_ms);
+        inv.arg(push.map_or("", |p| p.consumed.as_str()));
+        let applied: BTreeMap<&str, String> =
+            push.iter().flat_map(|p| &p.applied).map(|(s, n)| (s.as_str(), n.to_string())).collect();
+        inv.arg(if applied.is_empty() { String::new() } else { serde_json::to_string(&applied).expect("serialises") });
         for (line, &flag) in lines.iter().zip(flags) {
             let mut v = Vec::with_capacity(line.len() + 1);
-            v.push(if flag { b'u' } else { b'c' });
+            v.push(flag.byte());
             v.extend_from_slice(line.as_bytes());
             inv.arg(v);
         }
@@ -519,17 +542,15 @@ impl SharedLog {
 fn parse_meta(text: &str) -> Result<SharedMeta, StoreError> {
     let meta: SharedMeta =
         serde_json::from_str(text).map_err(|e| StoreError::Protocol(format!("the follower's meta: {e}")))?;
-    if meta.v > crate::logs::follower::SHARED_META_VERSION {
+    if meta.v > crate::logs::joined::JOINED_META_VERSION {
         return Err(StoreError::Protocol(format!("meta version {} is newer than this build's", meta.v)));
     }
     Ok(meta)
 }
 
-fn decode_line(raw: Vec<u8>) -> Result<(bool, String), StoreError> {
-    let flag = match raw.first() {
-        Some(b'u') => true,
-        Some(b'c') => false,
-        _ => return Err(StoreError::Protocol("a line without its tag".into())),
+fn decode_line(raw: Vec<u8>) -> Result<(LineTag, String), StoreError> {
+    let Some(flag) = raw.first().copied().and_then(LineTag::of) else {
+        return Err(StoreError::Protocol("a line without its tag".into()));
     };
     let text = String::from_utf8(raw[1..].to_vec()).map_err(|_| StoreError::Protocol("a line not in UTF-8".into()))?;
     Ok((flag, text))

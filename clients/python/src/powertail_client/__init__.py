@@ -9,11 +9,28 @@ model server's start-up.
             print(line)
 """
 
-from ._client import CONNECT_BUDGET_S, CONNECT_TIMEOUT_S, MAX_WAIT_S, Client
+from ._client import CONNECT_BUDGET_S, CONNECT_TIMEOUT_S, MAX_WAIT_S, MIN_QUERY_CHARS, Client, TimeBound
 from ._push import PushStats, Pusher
 from ._sse import ServerSentEvent, SSEDecoder
-from ._types import Attempt, Failure, InstanceId, JobRef, LineRef, LogPage, Progress, RunAnswer, StartupState
+from ._types import (
+    Attempt,
+    Failure,
+    InstanceId,
+    JobRef,
+    JobStats,
+    LineRef,
+    LogPage,
+    Progress,
+    PushInfo,
+    RunAnswer,
+    RunSummary,
+    RunsPage,
+    SearchHit,
+    SearchPage,
+    StartupState,
+)
 from .errors import (
+    ArchiveUnavailableError,
     AuthError,
     BadRequestError,
     ConflictError,
@@ -48,6 +65,15 @@ __all__ = [
     "CONNECT_BUDGET_S",
     "CONNECT_TIMEOUT_S",
     "MAX_WAIT_S",
+    "MIN_QUERY_CHARS",
+    "ArchiveUnavailableError",
+    "JobStats",
+    "PushInfo",
+    "RunSummary",
+    "RunsPage",
+    "SearchHit",
+    "SearchPage",
+    "TimeBound",
     "Attempt",
     "AuthError",
     "BadRequestError",

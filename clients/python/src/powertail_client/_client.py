@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import email.utils
 import json
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Union, cast
+from datetime import datetime
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, TypeVar, Union, cast
 from urllib.parse import quote
 
 import httpx
 
+from ._retry import backoff, retry_after
 from ._sse import ServerSentEvent, SSEDecoder
-from ._types import InstanceId, JobRef, LogPage, RunAnswer, StartupState
+from ._types import InstanceId, JobRef, JobStats, LogPage, RunAnswer, RunSummary, RunsPage, SearchHit, SearchPage, StartupState
 from .errors import (
     EpochMismatchError,
     PowertailConnectionError,
@@ -73,7 +73,34 @@ class _ConnectBudget:
         if left <= 0:
             return None
         self.failures += 1
-        return min(CONNECT_BACKOFF_S * 2.0 ** (self.failures - 1), CONNECT_BACKOFF_MAX_S, left)
+        return min(backoff(CONNECT_BACKOFF_S, CONNECT_BACKOFF_MAX_S, self.failures), left)
+
+
+#: A time bound of the archive's reads: epoch milliseconds, or an aware datetime.
+TimeBound = Union[int, datetime, None]
+
+#: The shortest search query the server accepts (docs/API.md, issue 20).
+MIN_QUERY_CHARS = 3
+
+_T = TypeVar("_T")
+
+
+def _millis(value: TimeBound, name: str) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{name}: a naive datetime is ambiguous; give it a tzinfo")
+        return int(value.timestamp() * 1000)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} is epoch milliseconds (int) or a datetime, not {value!r}")
+    return value
+
+
+def _limit(value: Optional[int]) -> Optional[int]:
+    if value is not None and not 1 <= value <= 500:
+        raise ValueError(f"limit must be 1..=500, not {value!r}")
+    return value
 
 
 def _wait_ms(seconds: float) -> int:
@@ -82,19 +109,7 @@ def _wait_ms(seconds: float) -> int:
 
 def _retry_after(response: httpx.Response) -> Optional[float]:
     """`Retry-After` in seconds: delta-seconds or an HTTP date."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    return retry_after(response)
 
 
 def _connection_failure(exc: Exception, connect: _ConnectBudget) -> str:
@@ -217,7 +232,7 @@ class Client:
     # --- requests -------------------------------------------------------------------
 
     def _backoff(self, failures: int) -> float:
-        return float(min(0.5 * 2 ** (failures - 1), 5.0))
+        return backoff(0.5, 5.0, failures)
 
     def _request(
         self,
@@ -519,3 +534,127 @@ class Client:
             pause = self.min_poll_interval - (time.monotonic() - started)
             if pause > 0:
                 self._sleep(pause)
+
+    # --- the archive (issue 20) -----------------------------------------------------
+
+    def search(
+        self,
+        q: str,
+        *,
+        job: Optional[str] = None,
+        status: Optional[str] = None,
+        cause: Optional[str] = None,
+        since: TimeBound = None,
+        until: TimeBound = None,
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+    ) -> SearchPage:
+        """`GET /llm/search`: one page of archived lines containing `q` (a
+        case-insensitive substring of at least 3 characters, else
+        :class:`BadRequestError`), newest run first. Filters: the job's name, the final
+        `status`, the start-up failure's `cause`, and the run's finish time (`since`,
+        `until`: epoch ms or an aware datetime). Pass `nextCursor` back as `cursor` for
+        the next page, or use :meth:`search_all`. No archive configured:
+        :class:`NotFoundError`; an archive that is down is retried, then raised as
+        :class:`ArchiveUnavailableError`."""
+        params: Dict[str, Union[str, int]] = {"q": q}
+        for key, value in (
+            ("job", job),
+            ("status", status),
+            ("cause", cause),
+            ("since", _millis(since, "since")),
+            ("until", _millis(until, "until")),
+            ("limit", _limit(limit)),
+            ("cursor", cursor),
+        ):
+            if value is not None:
+                params[key] = value
+        return cast(SearchPage, self._json("GET", "/llm/search", params=params))
+
+    def search_all(
+        self,
+        q: str,
+        *,
+        job: Optional[str] = None,
+        status: Optional[str] = None,
+        cause: Optional[str] = None,
+        since: TimeBound = None,
+        until: TimeBound = None,
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+    ) -> Iterator[SearchHit]:
+        """Every hit of :meth:`search`, page after page; a page is fetched only when the
+        previous one is used up."""
+
+        def page(c: Optional[str]) -> SearchPage:
+            return self.search(q, job=job, status=status, cause=cause, since=since, until=until, limit=limit, cursor=c)
+
+        return _pages(cursor, page, lambda p: p["hits"])
+
+    def runs(
+        self,
+        job: str,
+        *,
+        since: TimeBound = None,
+        until: TimeBound = None,
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+    ) -> RunsPage:
+        """`GET /llm/jobs/{name}/runs`: one page of the job's archived runs, newest first:
+        status, times, start-up phase, time to ready, failure cause and line, line
+        count."""
+        params: Dict[str, Union[str, int]] = {}
+        for key, value in (
+            ("since", _millis(since, "since")),
+            ("until", _millis(until, "until")),
+            ("limit", _limit(limit)),
+            ("cursor", cursor),
+        ):
+            if value is not None:
+                params[key] = value
+        return cast(RunsPage, self._json("GET", f"{_job_path(job)}/runs", params=params))
+
+    def iter_runs(
+        self,
+        job: str,
+        *,
+        since: TimeBound = None,
+        until: TimeBound = None,
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+    ) -> Iterator[RunSummary]:
+        """Every archived run of the job, page after page (lazily)."""
+
+        def page(c: Optional[str]) -> RunsPage:
+            return self.runs(job, since=since, until=until, limit=limit, cursor=c)
+
+        return _pages(cursor, page, lambda p: p["runs"])
+
+    def stats(self, job: str, since: TimeBound = None) -> JobStats:
+        """`GET /llm/jobs/{name}/stats`: the job's archived runs by start-up outcome and by
+        failure cause, and the p50/p95 time to ready."""
+        params: Dict[str, Union[str, int]] = {}
+        since_ms = _millis(since, "since")
+        if since_ms is not None:
+            params["since"] = since_ms
+        return cast(JobStats, self._json("GET", f"{_job_path(job)}/stats", params=params))
+
+
+def _job_path(job: str) -> str:
+    if not isinstance(job, str) or not job:
+        raise ValueError(f"a job is a non-empty name, not {job!r}")
+    return f"/llm/jobs/{quote(job, safe='')}"
+
+
+def _pages(
+    cursor: Optional[str], fetch: Callable[[Optional[str]], Any], items: Callable[[Any], List[_T]]
+) -> Iterator[_T]:
+    """The items of every page from `cursor` on, fetched lazily, until a page without a
+    `nextCursor` (or one that does not advance)."""
+    while True:
+        page = fetch(cursor)
+        yield from items(page)
+        following = page.get("nextCursor")
+        if not following or following == cursor:
+            return
+        cursor = following

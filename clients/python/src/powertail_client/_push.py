@@ -26,7 +26,8 @@ from typing import IO, Any, Deque, Dict, List, Literal, Optional, Set, Union
 
 import httpx
 
-from ._client import _instance_id, _retry_after
+from ._client import _instance_id
+from ._retry import backoff, retry_after
 from ._types import InstanceId
 
 #: A line's level, as PowerJob writes it.
@@ -67,6 +68,9 @@ class PushStats:
       abandoned at close.
     * ``disabled``: pushing stopped for good (401, 403, 404, 405: no such endpoint, scope
       or instance).
+    * ``duplicates``: batches powertail answered ``"duplicate": true``: a retry of a batch
+      whose first answer was lost (nothing was appended twice); their lines count as
+      ``sent``.
     """
 
     queued: int
@@ -77,6 +81,7 @@ class PushStats:
     retries: int
     pending: int
     disabled: bool
+    duplicates: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,15 @@ class _Line:
     ts: int
     level: str
     text: str
+
+
+def _is_duplicate(response: httpx.Response) -> bool:
+    """Whether an acknowledgement says ``"duplicate": true`` (a batch seen before)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("duplicate") is True
 
 
 def default_worker() -> str:
@@ -171,6 +185,7 @@ class Pusher:
         self._order = threading.Lock()
         self._queue: Deque[_Line] = collections.deque()
         self._queued = self._dropped = self._sent = self._rejected = self._batches = self._retries = 0
+        self._duplicates = 0
         self._idle = self._lingering = self._closing = self._disabled = False
         self._abandon_at = float("inf")
         self._abandon = threading.Event()
@@ -259,7 +274,15 @@ class Pusher:
         with self._cond:
             q, s, r = self._queued, self._sent, self._rejected
             return PushStats(
-                q, self._dropped, s, r, self._batches, self._retries, max(0, q - s - r), self._disabled or not self.pushing
+                q,
+                self._dropped,
+                s,
+                r,
+                self._batches,
+                self._retries,
+                max(0, q - s - r),
+                self._disabled or not self.pushing,
+                self._duplicates,
             )
 
     def close(self) -> None:
@@ -358,11 +381,13 @@ class Pusher:
             timeout = self._request_timeout
             if self._closing:
                 timeout = max(0.05, min(timeout, self._abandon_at - time.monotonic()))
-            retry_after: Optional[float] = None
+            wait_hint: Optional[float] = None
+            duplicate = False
             try:
                 response = self._http.post(self._endpoint, content=payload, timeout=timeout)
                 status = response.status_code
-                retry_after = _retry_after(response)
+                duplicate = response.is_success and _is_duplicate(response)
+                wait_hint = retry_after(response)
                 if not response.is_success and failures == 0:
                     _LOG.warning(
                         "powertail push of instance %s: HTTP %d %s", self.instance_id, status, response.text.strip()[:200]
@@ -375,6 +400,8 @@ class Pusher:
                 with self._cond:
                     self._sent += len(lines)
                     self._batches += 1
+                    if duplicate:
+                        self._duplicates += 1  # a retry of a batch that had arrived
                 self._seq += 1
                 lines.clear()
                 return
@@ -413,10 +440,10 @@ class Pusher:
                 return
             with self._cond:
                 self._retries += 1
-            backoff = min(self._max_backoff, 0.1 * 2 ** min(failures - 1, 16))
-            if retry_after is not None:
-                backoff = min(self._max_backoff, max(backoff, retry_after))
+            pause = backoff(min(0.1, self._max_backoff), self._max_backoff, failures)
+            if wait_hint is not None:
+                pause = min(self._max_backoff, max(pause, wait_hint))
             if self._closing:
-                backoff = min(backoff, max(0.001, self._abandon_at - time.monotonic()))
-            self._abandon.wait(max(0.001, backoff))
+                pause = min(pause, max(0.001, self._abandon_at - time.monotonic()))
+            self._abandon.wait(max(0.001, pause))
         self._reject(lines)

@@ -32,10 +32,12 @@ class _LogPage(TypedDict):
 
 
 class LogPage(_LogPage, total=False):
-    """A `GET /llm/logs` answer; `truncated` and `upstreamLost` only when they happen."""
+    """A `GET /llm/logs` answer; `truncated` and `upstreamLost` only when they happen,
+    `push` once anything was pushed for the instance (issue 19)."""
 
     truncated: bool
     upstreamLost: bool
+    push: "PushInfo"
 
 
 class RunAnswer(TypedDict):
@@ -94,3 +96,71 @@ class StartupState(_StartupState, total=False):
     that does not send it means true (`state.get("tracked", True)`)."""
 
     tracked: bool
+
+
+class PushInfo(TypedDict):
+    """The `push` field of a log answer (issue 19), present once anything was pushed for
+    the instance: pushers seen, lines served from pushes, and the server's clock (epoch
+    ms) when the last batch arrived."""
+
+    sources: int
+    lines: int
+    lastAt: int
+
+
+class SearchHit(TypedDict):
+    """One line found by `GET /llm/search` (issue 20). `url` opens the viewer at the line
+    (relative to the server)."""
+
+    instanceId: str
+    attempt: int
+    line: int
+    text: str
+    jobName: Optional[str]
+    finishedAt: Optional[int]
+    url: str
+
+
+class SearchPage(TypedDict):
+    """A `GET /llm/search` answer: hits newest run first; `nextCursor` is None after the
+    last page."""
+
+    hits: List[SearchHit]
+    nextCursor: Optional[str]
+    tookMs: int
+
+
+class RunSummary(TypedDict):
+    """One archived run of a job (`GET /llm/jobs/{name}/runs`)."""
+
+    instanceId: str
+    attempt: int
+    status: str
+    startedAt: Optional[int]
+    finishedAt: Optional[int]
+    phase: Optional[str]
+    readyAfterMs: Optional[int]
+    cause: Optional[str]
+    causeLine: Optional[int]
+    lines: int
+
+
+class RunsPage(TypedDict):
+    """A `GET /llm/jobs/{name}/runs` answer."""
+
+    job: str
+    runs: List[RunSummary]
+    nextCursor: Optional[str]
+
+
+class JobStats(TypedDict):
+    """A `GET /llm/jobs/{name}/stats` answer: runs by start-up outcome and failure cause,
+    and the p50/p95 time to ready (None when no run became ready)."""
+
+    job: str
+    since: Optional[int]
+    runs: int
+    byOutcome: Dict[str, int]
+    byCause: Dict[str, int]
+    readyP50Ms: Optional[int]
+    readyP95Ms: Optional[int]

@@ -140,6 +140,11 @@ class StoreUnavailableError(RetryableError):
     holds nothing of the instance; another replica, or a retry, may answer."""
 
 
+class ArchiveUnavailableError(RetryableError):
+    """503 ``archive_unavailable``: the archive's database cannot be reached just now
+    (search, runs, stats); a retry later may answer."""
+
+
 class UpstreamTimeoutError(UpstreamError):
     """504 ``upstream_timeout``: PowerJob did not answer in time and nothing is cached."""
 
@@ -167,6 +172,7 @@ _BY_CODE: Dict[str, Type[PowertailError]] = {
     "upstream_unavailable": UpstreamUnavailableError,
     "upstream_timeout": UpstreamTimeoutError,
     "store_unavailable": StoreUnavailableError,
+    "archive_unavailable": ArchiveUnavailableError,
     "internal": InternalError,
 }
 

@@ -98,6 +98,8 @@ impl SimCore {
         let Some(script) = self.job(inst.job_id).and_then(|j| j.script.clone()) else { return };
         // The run reads its params as a start script would (`${port:-8000}`).
         let script = script.for_run(&inst.job_params, inst.instance_params.as_deref());
+        let job_id = inst.job_id;
+        self.started(super::StartedRun::new(id, job_id, run, start, &script));
         self.schedule(start.saturating_add(script.running_at_ms), Event::Running { id, run });
         let flush = self.cfg.worker_flush_ms.max(1);
         let mut lines: Vec<_> = script.lines.iter().filter(|l| l.worker < script.workers.len()).collect();
@@ -141,6 +143,9 @@ impl SimCore {
     /// `cut_lines_after`, the scripted lines logged after that time (which the stopped
     /// processor never logs).
     pub(super) fn cancel_run(&mut self, id: i64, run: u64, cut_lines_after: Option<i64>) {
+        if let Some(now) = cut_lines_after {
+            self.cut_runs.insert((id, run), now);
+        }
         let Some(now) = cut_lines_after else {
             self.queue.retain(|_, event| match event {
                 Event::Dispatch { id: i, run: r }

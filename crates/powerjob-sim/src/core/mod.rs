@@ -50,12 +50,14 @@ pub use crate::types::{
 mod clean;
 mod events;
 mod ids;
+mod runs;
 mod storage;
 #[cfg(test)]
 mod tests;
 
 use self::events::Event;
 pub use self::ids::{next_snowflake, FIRST_INSTANCE_ID, SNOWFLAKE_EPOCH_MS};
+pub use self::runs::StartedRun;
 use self::storage::{LogState, Row};
 
 /// An instance row (what `InstanceInfoDTO` is copied from).
@@ -99,6 +101,12 @@ pub struct SimCore {
     next_clean: Option<i64>,
     /// When it ran.
     clean_ups: Vec<i64>,
+    /// Keep the runs that start, for a pusher ([`runs`]).
+    record_runs: bool,
+    /// The runs that started and were not taken yet.
+    started_runs: Vec<StartedRun>,
+    /// (instance, run) of a stopped run → the time after which it logs nothing.
+    cut_runs: BTreeMap<(i64, u64), i64>,
 }
 
 impl SimCore {
@@ -117,6 +125,9 @@ impl SimCore {
             started: false,
             next_clean: None,
             clean_ups: Vec::new(),
+            record_runs: false,
+            started_runs: Vec::new(),
+            cut_runs: BTreeMap::new(),
         }
     }
 

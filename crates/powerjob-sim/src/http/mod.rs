@@ -12,7 +12,10 @@
 //! * [`fault`]: [`Fault`]s and the outermost layer that counts requests and plays them;
 //! * [`auth`]: 5.x app tokens, console logins and the OpenAPI interceptor;
 //! * [`params`]: request parameters as Spring binds them;
-//! * [`openapi`]: `/openApi/*`; [`console`]: `/instance/*` (logs and downloads).
+//! * [`openapi`]: `/openApi/*`; [`console`]: `/instance/*` (logs and downloads);
+//! * [`push`]: the other side of the worker, the processor pushing its lines to powertail
+//!   ([`Pusher`], [`Simulator::set_pusher`]), and [`push_send`] its sender (batches,
+//!   retries, network faults). [`Simulator::with_core`] hands every run that starts to it.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -39,11 +42,16 @@ mod console;
 mod fault;
 mod openapi;
 mod params;
+mod push;
+mod push_send;
+#[cfg(test)]
+mod push_tests;
 #[cfg(test)]
 mod tests;
 
 use self::auth::{AppToken, ConsoleToken};
 pub use self::fault::{Fault, FaultKind};
+pub use self::push::{Fate, PushFaults, PushStats, PushedLine, Pusher};
 
 /// Mutable HTTP-side state, apart from the core.
 #[derive(Debug, Default)]
@@ -62,6 +70,8 @@ pub struct Simulator {
     cfg: Arc<SimConfig>,
     core: Arc<Mutex<SimCore>>,
     shared: Arc<Mutex<Shared>>,
+    /// The simulated processors' pushes to powertail ([`push`]).
+    push: Arc<Mutex<push::PushState>>,
 }
 
 /// A simulator serving on a local port; the server stops when this is dropped.
@@ -104,6 +114,7 @@ impl Simulator {
             cfg: Arc::new(cfg.clone()),
             core: Arc::new(Mutex::new(SimCore::new(cfg))),
             shared: Arc::new(Mutex::new(Shared::default())),
+            push: Arc::new(Mutex::new(push::PushState::default())),
         }
     }
 
@@ -140,10 +151,18 @@ impl Simulator {
         chrono::Utc::now().timestamp_millis()
     }
 
-    /// Runs `f` on the core with the current time (scripting from tests).
+    /// Runs `f` on the core with the current time (scripting from tests). Runs that
+    /// started meanwhile start pushing, with a [`Pusher`] set.
     pub fn with_core<R>(&self, f: impl FnOnce(&mut SimCore, i64) -> R) -> R {
-        let mut core = self.core.lock().expect("sim core poisoned");
-        f(&mut core, self.time())
+        let (result, started) = {
+            let mut core = self.core.lock().expect("sim core poisoned");
+            let result = f(&mut core, self.time());
+            (result, core.take_started_runs())
+        };
+        if !started.is_empty() {
+            self.start_pushers(started);
+        }
+        result
     }
 
     /// This server's now, epoch ms: [`SimConfig::clock`] (the wall clock, [`Simulator::now`],

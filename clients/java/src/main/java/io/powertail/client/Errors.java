@@ -30,6 +30,8 @@ final class Errors {
             Map.entry("upstream_unavailable", UpstreamUnavailableException::new),
             Map.entry("upstream_timeout", UpstreamTimeoutException::new),
             Map.entry("store_unavailable", StoreUnavailableException::new),
+            Map.entry("archive_unavailable", ArchiveUnavailableException::new),
+            Map.entry("instance_conflict", InstanceConflictException::new),
             Map.entry("internal", InternalException::new));
 
     /** The family of a status, for a code this version does not know. */

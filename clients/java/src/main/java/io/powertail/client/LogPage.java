@@ -18,6 +18,7 @@ import java.util.List;
  * @param attempts every run seen with its first line
  * @param truncated the log reached the line cap and was cut there
  * @param upstreamLost PowerJob's own copy lost lines powertail still serves
+ * @param push how many lines came from pushes, or null when nothing was pushed (issue 19)
  */
 public record LogPage(
         String instanceId,
@@ -32,4 +33,5 @@ public record LogPage(
         int attempt,
         List<Attempt> attempts,
         boolean truncated,
-        boolean upstreamLost) {}
+        boolean upstreamLost,
+        PushInfo push) {}

@@ -7,6 +7,7 @@ import java.net.URLEncoder;
 import java.net.http.HttpClient;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
+import java.time.Instant;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -56,6 +57,8 @@ public final class PowertailClient {
     private final Transport transport;
     private final ObjectMapper json;
     private final Duration minPollInterval;
+    private final History history;
+    private final StreamTransport streamTransport;
     /** How long a streamed body may stay silent before the stream reconnects (tests shorten it). */
     Duration streamReadTimeout = STREAM_READ_TIMEOUT;
 
@@ -63,6 +66,8 @@ public final class PowertailClient {
         this.transport = new Transport(b.baseUrl, b.token, b.timeout, b.maxRetries, b.connectRetryBudget, b.httpClient);
         this.json = transport.json;
         this.minPollInterval = b.minPollInterval;
+        this.history = new History(transport);
+        this.streamTransport = b.streamTransport;
     }
 
     /** The HTTP side (tests reach its sleeper and error mapping). */
@@ -99,6 +104,7 @@ public final class PowertailClient {
         private Duration connectRetryBudget = Duration.ofSeconds(2);
         private Duration minPollInterval = Duration.ofSeconds(1);
         private HttpClient httpClient;
+        private StreamTransport streamTransport = StreamTransport.SSE;
 
         private Builder(String baseUrl) {
             URI uri = URI.create(Objects.requireNonNull(baseUrl, "baseUrl"));
@@ -170,6 +176,18 @@ public final class PowertailClient {
                 throw new IllegalArgumentException("minPollInterval must not be negative");
             }
             this.minPollInterval = value;
+            return this;
+        }
+
+        /**
+         * How {@link PowertailClient#stream} and {@link PowertailClient#streamEvents} follow
+         * a log (default {@link StreamTransport#SSE}).
+         *
+         * @param value SSE, WEBSOCKET, or AUTO (the WebSocket where the server has it)
+         * @return this
+         */
+        public Builder streamTransport(StreamTransport value) {
+            this.streamTransport = Objects.requireNonNull(value, "streamTransport");
             return this;
         }
 
@@ -455,8 +473,62 @@ public final class PowertailClient {
      * @return the events, lazily; close the stream to stop early (it closes the connection)
      */
     public Stream<ServerSentEvent> streamEvents(String instanceId, FollowOptions options) {
-        EventStream it = new EventStream(transport, instanceId(instanceId), options, streamReadTimeout);
+        String id = instanceId(instanceId);
+        if (streamTransport == StreamTransport.SSE) {
+            EventStream it = new EventStream(transport, id, options, streamReadTimeout);
+            return lazy(it, it::close);
+        }
+        WsStream ws = new WsStream(transport, id, options, streamReadTimeout);
+        if (streamTransport == StreamTransport.WEBSOCKET) {
+            return lazy(ws, ws::close);
+        }
+        Fallback it = new Fallback(ws, () -> new EventStream(transport, id, options, streamReadTimeout));
         return lazy(it, it::close);
+    }
+
+    /** {@link StreamTransport#AUTO}: the WebSocket, or SSE when its first handshake finds no route. */
+    private static final class Fallback implements Iterator<ServerSentEvent> {
+        private final WsStream ws;
+        private final java.util.function.Supplier<EventStream> sse;
+        private EventStream fallback;
+        private boolean closed;
+
+        Fallback(WsStream ws, java.util.function.Supplier<EventStream> sse) {
+            this.ws = ws;
+            this.sse = sse;
+        }
+
+        @Override
+        public boolean hasNext() {
+            if (fallback != null) {
+                return fallback.hasNext();
+            }
+            try {
+                return ws.hasNext();
+            } catch (NotFoundException | MethodNotAllowedException e) {
+                if (!ws.unsupported() || closed) {
+                    throw e;
+                }
+                fallback = sse.get();
+                return fallback.hasNext();
+            }
+        }
+
+        @Override
+        public ServerSentEvent next() {
+            if (!hasNext()) {
+                throw new NoSuchElementException();
+            }
+            return fallback != null ? fallback.next() : ws.next();
+        }
+
+        void close() {
+            closed = true;
+            ws.close();
+            if (fallback != null) {
+                fallback.close();
+            }
+        }
     }
 
     // --- jobs and instances ------------------------------------------------------------
@@ -632,5 +704,90 @@ public final class PowertailClient {
                 pauses.pause(pause);
             }
         }
+    }
+
+    // --- the archive (issue 20) --------------------------------------------------------
+
+    /**
+     * {@code GET /llm/search}: the first page of archived lines that contain {@code q}
+     * (case-insensitive substring, at least 3 characters, else {@link BadRequestException}).
+     * {@link NotFoundException} when the server has no archive; an archive that is down
+     * (503 {@code archive_unavailable}) is retried, then thrown as
+     * {@link ArchiveUnavailableException}.
+     *
+     * @param q the text to find
+     * @return the first page (up to 50 hits)
+     */
+    public SearchPage search(String q) {
+        return history.search(q, SearchOptions.DEFAULT);
+    }
+
+    /**
+     * {@code GET /llm/search} with filters and paging: pass the answer's
+     * {@code nextCursor} back with {@link SearchOptions#withCursor} for the next page, or
+     * use {@link #searchAll}.
+     *
+     * @param q the text to find (at least 3 characters)
+     * @param options filters, page size and cursor
+     * @return one page
+     */
+    public SearchPage search(String q, SearchOptions options) {
+        return history.search(q, options);
+    }
+
+    /**
+     * Every hit of a search, page after page (lazily: a page is fetched when the previous
+     * one is used up; {@code limit()} the stream to stop early).
+     *
+     * @param q the text to find (at least 3 characters)
+     * @param options filters, page size, and the cursor to start from
+     * @return the hits in the server's order
+     */
+    public Stream<SearchHit> searchAll(String q, SearchOptions options) {
+        return history.searchAll(q, options);
+    }
+
+    /**
+     * {@code GET /llm/jobs/{name}/runs}: the first page of a job's archived runs.
+     *
+     * @param job the job's name
+     * @return the runs, newest first
+     */
+    public RunsPage runs(String job) {
+        return history.runs(job, RunsOptions.DEFAULT);
+    }
+
+    /**
+     * {@code GET /llm/jobs/{name}/runs} with bounds and paging.
+     *
+     * @param job the job's name
+     * @param options time bounds, page size and cursor
+     * @return one page
+     */
+    public RunsPage runs(String job, RunsOptions options) {
+        return history.runs(job, options);
+    }
+
+    /**
+     * Every archived run of a job, page after page (lazily).
+     *
+     * @param job the job's name
+     * @param options time bounds, page size, and the cursor to start from
+     * @return the runs in the server's order
+     */
+    public Stream<RunSummary> allRuns(String job, RunsOptions options) {
+        return history.allRuns(job, options);
+    }
+
+    /**
+     * {@code GET /llm/jobs/{name}/stats}: counts by start-up outcome and failure cause, and
+     * the p50/p95 time to ready, of a job's archived runs.
+     *
+     * @param job the job's name
+     * @param since only runs finished since then, or null for all
+     * @return the statistics
+     */
+    public JobStats stats(String job, Instant since) {
+        return history.stats(job, since);
     }
 }

@@ -15,9 +15,6 @@ import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
-import java.time.ZonedDateTime;
-import java.time.format.DateTimeFormatter;
-import java.time.format.DateTimeParseException;
 import java.util.Map;
 
 /**
@@ -60,8 +57,13 @@ final class Transport {
                 .build();
     }
 
+    /** Between tries of a call that got an answer or lost its connection. */
+    static final Backoff RETRY = new Backoff(Duration.ofMillis(500), Duration.ofSeconds(5));
+    /** Between tries to connect, within {@code connectRetryBudget}. */
+    static final Backoff CONNECT = new Backoff(Duration.ofMillis(100), Duration.ofSeconds(1));
+
     long backoffMillis(int failures) {
-        return (long) Math.min(500.0 * Math.pow(2, failures - 1), 5000.0);
+        return RETRY.delayMillis(failures);
     }
 
     static String query(Map<String, Object> params) {
@@ -89,6 +91,14 @@ final class Transport {
             b.header("Authorization", authorization);
         }
         return b;
+    }
+
+    /** Adds the token to a WebSocket handshake ({@code Authorization: Bearer}, never in the URL). */
+    void authorize(java.net.http.WebSocket.Builder b) {
+        b.header("User-Agent", USER_AGENT);
+        if (authorization != null) {
+            b.header("Authorization", authorization);
+        }
     }
 
     /** Whether a failure is one of connecting (nothing was sent). */
@@ -131,7 +141,7 @@ final class Transport {
                 if (firstRefusal < 0) {
                     firstRefusal = now;
                 }
-                long delay = Math.min(100L << Math.min(connectFailures, 10), 1000L);
+                long delay = CONNECT.delayMillis(connectFailures + 1);
                 long spent = (now - firstRefusal) / 1_000_000;
                 if (spent + delay > connectRetryBudget.toMillis()) {
                     throw new PowertailConnectionException(
@@ -226,20 +236,7 @@ final class Transport {
 
     /** {@code Retry-After}: delta-seconds or an HTTP date. */
     static Duration retryAfter(String value) {
-        if (value == null) {
-            return null;
-        }
-        String v = value.trim();
-        if (!v.isEmpty() && v.length() < 10 && v.chars().allMatch(c -> c >= '0' && c <= '9')) {
-            return Duration.ofSeconds(Long.parseLong(v));
-        }
-        try {
-            ZonedDateTime when = ZonedDateTime.parse(v, DateTimeFormatter.RFC_1123_DATE_TIME);
-            Duration d = Duration.between(ZonedDateTime.now(when.getZone()), when);
-            return d.isNegative() ? Duration.ZERO : d;
-        } catch (DateTimeParseException e) {
-            return null;
-        }
+        return Backoff.retryAfter(value);
     }
 
     /** The typed error of a non-2xx answer ({@code {"error": {"code", "message"}}}). */

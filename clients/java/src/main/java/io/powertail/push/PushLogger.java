@@ -54,7 +54,8 @@ import tech.powerjob.worker.log.OmsLogger;
  * <p>Messages use SLF4J's {@code {}} placeholders, as {@code OmsLogger} does; a trailing
  * {@link Throwable} argument appends its stack trace. Both copies get the same text:
  * the {@code OmsLogger} is called with {@code ("{}", text)}. Lines below PowerJob's log level
- * for the job are dropped by PowerJob but still pushed.
+ * for the job are dropped by PowerJob but still pushed, unless {@link Builder#pushLevel}
+ * is set to that level too (then both copies hold the same lines).
  */
 public final class PushLogger implements OmsLogger, AutoCloseable {
     /** Environment variable (or system property {@code powertail.url}) read by {@link #forTask}. */
@@ -70,12 +71,14 @@ public final class PushLogger implements OmsLogger, AutoCloseable {
     private final OmsLogger delegate;
     private final Pusher pusher;
     private final Duration closeTimeout;
+    private final Level pushLevel;
     private final Object order = new Object();
 
     private PushLogger(Builder b) {
         this.delegate = b.omsLogger;
         this.pusher = b.baseUrl == null ? null : new Pusher(b);
         this.closeTimeout = b.closeTimeout;
+        this.pushLevel = b.pushLevel;
         if (pusher != null) {
             // A task that forgets close() must not leave its sender thread behind: once the
             // logger is unreachable, its sender sends the rest and a final batch, and ends.
@@ -150,6 +153,7 @@ public final class PushLogger implements OmsLogger, AutoCloseable {
         Duration maxBackoff = Duration.ofSeconds(5);
         Duration giveUpAfter = Duration.ofSeconds(60);
         Duration closeTimeout = Duration.ofSeconds(3);
+        Level pushLevel = Level.DEBUG;
         HttpClient httpClient;
 
         private Builder(String baseUrl, long instanceId) {
@@ -300,6 +304,20 @@ public final class PushLogger implements OmsLogger, AutoCloseable {
         }
 
         /**
+         * The lowest level pushed (default {@link Level#DEBUG}: every line). Set it to the
+         * job's log level in PowerJob when that is higher, so that lines PowerJob drops are
+         * not pushed either; lines below it go to the {@code OmsLogger} only (counted as
+         * {@link PushStats#dropped()}).
+         *
+         * @param value the level
+         * @return this
+         */
+        public Builder pushLevel(Level value) {
+            this.pushLevel = Objects.requireNonNull(value, "pushLevel");
+            return this;
+        }
+
+        /**
          * The {@link HttpClient} to push with (default: one shared by every pusher).
          *
          * @param value the client
@@ -374,7 +392,11 @@ public final class PushLogger implements OmsLogger, AutoCloseable {
                 }
             }
             if (pusher != null) {
-                pusher.offer(ts, level, t);
+                if (level.compareTo(pushLevel) >= 0) {
+                    pusher.offer(ts, level, t);
+                } else {
+                    pusher.skip();
+                }
             }
         }
     }
@@ -440,7 +462,16 @@ public final class PushLogger implements OmsLogger, AutoCloseable {
         return sb.toString();
     }
 
+    /** An argument as SLF4J prints it; a {@code toString()} that throws must not fail the task. */
     private static String text(Object o) {
+        try {
+            return textOf(o);
+        } catch (RuntimeException | StackOverflowError e) {
+            return "[FAILED toString()]"; // SLF4J's MessageFormatter says the same
+        }
+    }
+
+    private static String textOf(Object o) {
         if (o instanceof Object[] a) {
             return Arrays.deepToString(a);
         }
@@ -459,7 +490,7 @@ public final class PushLogger implements OmsLogger, AutoCloseable {
     /** What happened to the lines so far. */
     public PushStats stats() {
         return pusher == null
-                ? new PushStats(0, 0, 0, 0, 0, 0, 0, true)
+                ? new PushStats(0, 0, 0, 0, 0, 0, 0, true, 0)
                 : pusher.stats();
     }
 

@@ -7,8 +7,8 @@ package io.powertail.push;
  *
  * @param queued lines taken into the queue
  * @param dropped lines not queued: the queue was full (powertail slow or down), the pusher
- *     was closed or disabled, or none was configured. PowerJob's {@code OmsLogger} got
- *     them all the same, so the polled log still has them
+ *     was closed or disabled, the line was below {@code pushLevel}, or none was configured.
+ *     PowerJob's {@code OmsLogger} got them all the same
  * @param sent lines powertail acknowledged (including batches it had already seen)
  * @param rejected queued lines given up: refused by powertail (a 4xx), or not delivered
  *     within the retry window, or abandoned at close
@@ -17,6 +17,8 @@ package io.powertail.push;
  * @param pending lines queued and not yet sent, rejected or dropped
  * @param disabled pushing stopped for good (401, 403, 404, 405: no such endpoint, scope or
  *     instance)
+ * @param duplicates batches powertail answered {@code "duplicate": true}: a retry of a batch
+ *     whose first answer was lost (nothing appended twice); their lines count as sent
  */
 public record PushStats(
-        long queued, long dropped, long sent, long rejected, long batches, long retries, long pending, boolean disabled) {}
+        long queued, long dropped, long sent, long rejected, long batches, long retries, long pending, boolean disabled, long duplicates) {}

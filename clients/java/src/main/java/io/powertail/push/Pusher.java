@@ -3,6 +3,7 @@ package io.powertail.push;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.json.JsonMapper;
+import io.powertail.client.Backoff;
 import java.io.IOException;
 import java.net.URI;
 import java.net.http.HttpClient;
@@ -47,7 +48,7 @@ final class Pusher {
     private final long lingerMs;
     private final Duration requestTimeout;
     private final long giveUpNanos;
-    private final long maxBackoffMs;
+    private final Backoff backoff;
     private final HttpClient http;
     private final ArrayBlockingQueue<Line> queue;
     private final Thread sender;
@@ -58,6 +59,7 @@ final class Pusher {
     private final AtomicLong rejected = new AtomicLong();
     private final AtomicLong batches = new AtomicLong();
     private final AtomicLong retries = new AtomicLong();
+    private final AtomicLong duplicates = new AtomicLong();
     /** Set while the sender waits for a batch to fill: only then does a producer wake it. */
     private volatile boolean lingering;
     private volatile boolean closing;
@@ -77,7 +79,8 @@ final class Pusher {
         this.lingerMs = b.linger.toMillis();
         this.requestTimeout = b.requestTimeout;
         this.giveUpNanos = b.giveUpAfter.toNanos();
-        this.maxBackoffMs = b.maxBackoff.toMillis();
+        Duration first = Duration.ofMillis(100);
+        this.backoff = new Backoff(b.maxBackoff.compareTo(first) < 0 ? b.maxBackoff : first, b.maxBackoff);
         this.http = b.httpClient != null ? b.httpClient : DefaultHttp.CLIENT;
         this.queue = new ArrayBlockingQueue<>(b.queueCapacity);
         this.sender = new Thread(this::run, "powertail-push-" + instanceId);
@@ -115,11 +118,16 @@ final class Pusher {
         return true;
     }
 
+    /** Counts a line not pushed on purpose (below the push level). */
+    void skip() {
+        dropped.increment();
+    }
+
     PushStats stats() {
         long q = queued.sum();
         long s = sent.get();
         long r = rejected.get();
-        return new PushStats(q, dropped.sum(), s, r, batches.get(), retries.get(), Math.max(0, q - s - r), disabled);
+        return new PushStats(q, dropped.sum(), s, r, batches.get(), retries.get(), Math.max(0, q - s - r), disabled, duplicates.get());
     }
 
     /**
@@ -248,11 +256,13 @@ final class Pusher {
                 rb.header("Authorization", authorization);
             }
             int status;
-            long retryAfterMs = -1;
+            Duration retryAfter = null;
+            boolean duplicate = false;
             try {
                 HttpResponse<String> r = http.send(rb.build(), HttpResponse.BodyHandlers.ofString());
                 status = r.statusCode();
-                retryAfterMs = r.headers().firstValue("retry-after").map(Pusher::seconds).orElse(-1L);
+                retryAfter = Backoff.retryAfter(r.headers().firstValue("retry-after").orElse(null));
+                duplicate = status / 100 == 2 && isDuplicate(r.body());
                 if (status / 100 != 2 && failures == 0) {
                     LOG.log(System.Logger.Level.WARNING, "powertail push of instance {0}: HTTP {1} {2}",
                             instanceId, status, abbreviate(r.body()));
@@ -267,6 +277,9 @@ final class Pusher {
             if (status / 100 == 2) {
                 sent.addAndGet(lines.size());
                 batches.incrementAndGet();
+                if (duplicate) {
+                    duplicates.incrementAndGet(); // a retry of a batch that had arrived
+                }
                 seq++;
                 lines.clear();
                 return;
@@ -310,24 +323,25 @@ final class Pusher {
                 return;
             }
             retries.incrementAndGet();
-            long backoff = Math.min(maxBackoffMs, 100L << Math.min(failures - 1, 16));
-            if (retryAfterMs >= 0) {
-                backoff = Math.min(maxBackoffMs, Math.max(backoff, retryAfterMs));
-            }
+            long pause = backoff.delayMillis(failures, retryAfter);
             if (closing) {
-                backoff = Math.min(backoff, Math.max(1, (abandonAtNanos - System.nanoTime()) / 1_000_000));
+                pause = Math.min(pause, Math.max(1, (abandonAtNanos - System.nanoTime()) / 1_000_000));
             }
-            Thread.sleep(Math.max(1, backoff));
+            Thread.sleep(Math.max(1, pause));
         }
         rejected.addAndGet(lines.size());
         lines.clear();
     }
 
-    private static long seconds(String v) {
+    /** Whether an acknowledgement says {@code "duplicate": true} (a batch seen before). */
+    static boolean isDuplicate(String body) {
+        if (body == null || !body.contains("duplicate")) {
+            return false;
+        }
         try {
-            return Long.parseLong(v.trim()) * 1000;
-        } catch (NumberFormatException e) {
-            return -1;
+            return JSON.readTree(body).path("duplicate").asBoolean(false);
+        } catch (JsonProcessingException e) {
+            return false;
         }
     }
 

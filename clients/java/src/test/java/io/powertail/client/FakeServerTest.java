@@ -217,6 +217,8 @@ class FakeServerTest {
                 Map.entry("upstream_unavailable", UpstreamUnavailableException.class),
                 Map.entry("upstream_timeout", UpstreamTimeoutException.class),
                 Map.entry("store_unavailable", StoreUnavailableException.class),
+                Map.entry("archive_unavailable", ArchiveUnavailableException.class),
+                Map.entry("instance_conflict", InstanceConflictException.class),
                 Map.entry("internal", InternalException.class));
         assertEquals(expected.keySet(), Errors.knownCodes());
         Map<String, Integer> status = Map.ofEntries(Map.entry("bad_request", 400), Map.entry("method_not_allowed", 405),
@@ -225,7 +227,8 @@ class FakeServerTest {
                 Map.entry("job_not_found", 404), Map.entry("conflict", 409), Map.entry("epoch_mismatch", 410),
                 Map.entry("rate_limited", 429), Map.entry("overloaded", 503), Map.entry("upstream_error", 502),
                 Map.entry("upstream_unavailable", 503), Map.entry("upstream_timeout", 504),
-                Map.entry("store_unavailable", 503), Map.entry("internal", 500));
+                Map.entry("store_unavailable", 503), Map.entry("archive_unavailable", 503),
+                Map.entry("instance_conflict", 409), Map.entry("internal", 500));
         PowertailClient pt = PowertailClient.builder("http://127.0.0.1:1").build();
         for (Map.Entry<String, Class<? extends PowertailException>> e : expected.entrySet()) {
             int s = status.get(e.getKey());
@@ -265,6 +268,24 @@ class FakeServerTest {
         assertEquals("2", seen.get(1).lastEventId());
         assertEquals("epoch=E", seen.get(1).query());
         assertEquals(1, sleeps.size());
+    }
+
+    @Test
+    void auto_falls_back_to_sse_on_a_server_without_the_websocket_route() throws IOException {
+        String url = serve(
+                error(404, "not_found"),
+                events(0, linesEvent(0, "E", "a", "b"), endEvent(2, "E")));
+        PowertailClient auto = PowertailClient.builder(url).streamTransport(StreamTransport.AUTO).build();
+        try (Stream<String> s = auto.stream("7")) {
+            assertEquals(List.of("a", "b"), s.toList());
+        }
+        assertEquals(List.of("/llm/logs/7/ws", "/llm/logs/7/stream"), seen.stream().map(Seen::path).toList());
+        seen.clear();
+        stop();
+        String url2 = serve(error(404, "not_found"));
+        PowertailClient ws2 = PowertailClient.builder(url2).streamTransport(StreamTransport.WEBSOCKET).build();
+        assertThrows(NotFoundException.class, () -> ws2.stream("7").toList());
+        assertEquals(List.of("/llm/logs/7/ws"), seen.stream().map(Seen::path).toList());
     }
 
     @Test

@@ -63,7 +63,7 @@ class PushLoggerTest {
             assertTrue(bodies.get(2).path("final").asBoolean());
             assertEquals(IntStream.range(40, 45).mapToObj(i -> "line " + i).toList(), texts(bodies.get(2)));
             assertEquals(IntStream.range(0, 45).mapToObj(i -> "INFO line " + i).toList(), oms.lines());
-            assertEquals(new PushStats(45, 0, 45, 0, 3, 0, 0, false), log.stats());
+            assertEquals(new PushStats(45, 0, 45, 0, 3, 0, 0, false, 0), log.stats());
         }
     }
 
@@ -305,6 +305,12 @@ class PushLoggerTest {
             {"array {}", new Object[] {new Object[] {new int[] {1, 2}, "s"}}},
             {"ints {}", new Object[] {new int[] {3, 4}}},
             {"null {}", new Object[] {null}},
+            {"bad toString {}", new Object[] {new Object() {
+                @Override
+                public String toString() {
+                    throw new IllegalStateException("a broken toString must not fail the task");
+                }
+            }}},
         };
         try (RecordingServer server = new RecordingServer()) {
             RecordingOmsLogger oms = new RecordingOmsLogger();

@@ -54,9 +54,20 @@ public final class PowertailDemo implements ParameterResolver {
     /** The second powertail: its URL and tokens ({@code reader}: logs:read; {@code runner}: also jobs:run). */
     public record Authed(String url, String reader, String runner) {}
 
+    /**
+     * The third powertail, for pushes: its URL and tokens ({@code reader}: logs:read;
+     * {@code pusher}: logs:read, logs:push, jobs:run), at most {@link #PUSH_MAX_BATCH_LINES}
+     * lines a batch.
+     */
+    public record Pushing(String url, String reader, String pusher) {}
+
+    /** {@code push.max_batch_lines} of {@link #pushing()}: larger batches get 413. */
+    public static final int PUSH_MAX_BATCH_LINES = 8;
+
     private Running demo;
     private String simUrl;
     private Authed authed;
+    private Pushing pushing;
     private final List<Running> processes = new ArrayList<>();
 
     @Override
@@ -145,6 +156,53 @@ public final class PowertailDemo implements ParameterResolver {
             }
         }
         return authed;
+    }
+
+    /** A powertail with push limits and tokens in front of the demo's simulator, started on first use. */
+    public synchronized Pushing pushing() {
+        if (pushing == null) {
+            String reader = token();
+            String pusher = token();
+            int port = freePort();
+            String config = String.join("\n",
+                    "[server]",
+                    "listen = \"127.0.0.1:" + port + "\"",
+                    "[powerjob]",
+                    "addresses = [\"" + simUrl() + "\"]",
+                    "app_name = \"llm-test-platform\"",
+                    "app_password = \"secret\"",
+                    "request_timeout_ms = 5000",
+                    "log_cache_ms = " + ms(2000),
+                    "worker_flush_ms = " + ms(1000),
+                    "clock_skew_ms = " + ms(500),
+                    "sync_delay_ms = " + ms(20000),
+                    "[logs]",
+                    "refresh_interval_ms = " + Math.max(10, ms(500)),
+                    "first_read_delay_ms = " + ms(1500),
+                    "[push]",
+                    "max_batch_lines = " + PUSH_MAX_BATCH_LINES,
+                    "[jobs.vllm-start]",
+                    "job_id = 12",
+                    "[[auth.tokens]]",
+                    "name = \"reader\"",
+                    "token = \"" + reader + "\"",
+                    "scopes = [\"logs:read\"]",
+                    "[[auth.tokens]]",
+                    "name = \"pusher\"",
+                    "token = \"" + pusher + "\"",
+                    "scopes = [\"logs:read\", \"logs:push\", \"jobs:run\"]",
+                    "");
+            try {
+                Path file = Files.createTempFile("powertail-java-pushing", ".toml");
+                Files.writeString(file, config);
+                file.toFile().deleteOnExit();
+                Running r = start(List.of("--config", file.toString()), "http://127.0.0.1:" + port, Map.of());
+                pushing = new Pushing(r.url(), reader, pusher);
+            } catch (IOException e) {
+                throw new IllegalStateException(e);
+            }
+        }
+        return pushing;
     }
 
     private static String token() {
