@@ -506,7 +506,7 @@ public final class PowertailClient {
             }
             try {
                 return ws.hasNext();
-            } catch (NotFoundException | MethodNotAllowedException e) {
+            } catch (PowertailException e) {
                 if (!ws.unsupported() || closed) {
                     throw e;
                 }
