@@ -44,7 +44,12 @@ impl PgArchive {
     /// # Errors
     /// See [`super::Archive::open`].
     pub(super) async fn open(url: &str, max_connections: u32) -> Result<Self, ArchiveError> {
-        let options = PgConnectOptions::from_str(url)?.application_name("powertail");
+        // The server gives up on a statement when we would (OP_TIMEOUT): no query runs on
+        // there after its caller was answered `Unavailable`.
+        let statement_timeout = format!("{}s", super::OP_TIMEOUT.as_secs());
+        let options = PgConnectOptions::from_str(url)?
+            .application_name("powertail")
+            .options([("statement_timeout", statement_timeout.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)

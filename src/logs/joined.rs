@@ -479,7 +479,7 @@ impl Join {
 
 #[path = "joined_shared.rs"]
 mod shared;
-pub use shared::{SharedJoin, JOINED_META_VERSION};
+pub use shared::{JoinMeta, SharedJoin, JOINED_META_VERSION};
 
 #[cfg(test)]
 #[path = "joined_tests.rs"]

@@ -1,15 +1,17 @@
-//! A joined log shared through a store (cluster mode, docs/API.md "Cluster mode"): the
-//! store keeps the served lines, each tagged with whether it starts a unit and whether it
-//! came from a push, and the [`SharedMeta`] beside them, whose [`SharedJoin`] holds what
-//! the join adds once something was pushed (its runs, its batch bookkeeping, its counts,
-//! the last push queue entry applied).
+//! A served log shared through a store (cluster mode, docs/API.md "Cluster mode"): the
+//! store keeps its lines, each tagged with whether it starts a unit and whether it came
+//! from a push, and the follower's [`SharedMeta`] beside them, whose [`SharedJoin`] holds
+//! what the join adds once something was pushed ([`JoinMeta`]: its runs, its batch
+//! bookkeeping, its counts; and the last push queue entry applied).
 //!
-//! Any replica rebuilds the join from that: the served lines as they are, the follower
-//! from the lines PowerJob brought (pushed lines never enter its unit index), and the
-//! merge by offering every retained line again from the source that brought it. What the
-//! rebuilt merge lacks are the copies dropped before (never stored); a PowerJob record
-//! that was dropped as a copy of a pushed line comes again with the first read after a
-//! takeover (the follower reads the whole log then), and pairs with the pushed line again.
+//! Any replica rebuilds the join from that ([`Joined::restore`] at once,
+//! [`Joined::extend_shared`] as the store grows): the served lines as they are, the
+//! follower from the lines PowerJob brought (pushed lines never enter its unit index; its
+//! runs numbered without them), and the merge by offering every retained line again from
+//! the source that brought it. What the rebuilt merge lacks are the copies dropped before
+//! (never stored); a PowerJob record that was dropped as a copy of a pushed line comes
+//! again with the first read after a takeover (the follower reads the whole log then),
+//! and pairs with the pushed line again.
 //!
 //! Unit boundaries: a log nothing was pushed to keeps the follower's own (exact, as
 //! before); in a joined log a unit starts at each timestamped line and where the source
@@ -22,11 +24,34 @@ use crate::logs::follower::{Attempt, SharedMeta};
 use crate::logs::line::record_time;
 use crate::logs::merge::{Origin, PushState, Record};
 
+/// What a shared store keeps of a log pushed to, beside its served lines (each with a
+/// unit flag and a pushed flag): with them, [`Joined::restore`] rebuilds it on any
+/// replica. Small: no line text.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinMeta {
+    /// The batch bookkeeping (which batches each source sent, which wait).
+    pub batches: PushState,
+    /// The runs, with their first served line.
+    pub attempts: Vec<Attempt>,
+    /// When the last body without source arrived (epoch ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unnumbered_at: Option<i64>,
+    /// What pushes brought.
+    pub stats: PushStats,
+    /// The served log is complete.
+    pub complete: bool,
+    /// The served log was cut at the line limit.
+    pub truncated: bool,
+}
+
 /// The layout version of a meta with a [`SharedJoin`] (older builds refuse it: they
 /// would serve pushed lines as PowerJob's and lose the batch bookkeeping).
 pub const JOINED_META_VERSION: u32 = 2;
 
-/// What the store keeps of a join beside the follower's meta (see the module docs).
+/// What the store keeps of a join beside the follower's meta: a [`JoinMeta`] (its batch
+/// bookkeeping as JSON, so that the meta stays comparable) and the last push queue entry
+/// applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SharedJoin {
@@ -47,22 +72,82 @@ pub struct SharedJoin {
     pub truncated: bool,
 }
 
-impl Joined {
-    /// The meta to store beside the lines: the follower's, and once something was
-    /// pushed the join's, with `consumed` the last push queue entry applied.
-    pub fn shared_meta(&self, consumed: &str) -> SharedMeta {
-        let meta = self.follower.shared_meta();
-        let Some(j) = self.join.as_deref() else { return meta };
-        let join = SharedJoin {
+impl SharedJoin {
+    /// `join` as stored, with `consumed` the last push queue entry applied.
+    pub fn new(join: JoinMeta, consumed: &str) -> SharedJoin {
+        SharedJoin {
             consumed: consumed.to_owned(),
+            attempts: join.attempts,
+            batches: serde_json::to_value(&join.batches).expect("the batch bookkeeping serialises"),
+            unnumbered_at: join.unnumbered_at,
+            stats: join.stats,
+            complete: join.complete,
+            truncated: join.truncated,
+        }
+    }
+
+    /// The join as stored (an unreadable batch bookkeeping: none, as if nothing waited).
+    pub fn join_meta(&self) -> JoinMeta {
+        JoinMeta {
+            batches: serde_json::from_value(self.batches.clone()).unwrap_or_default(),
+            attempts: self.attempts.clone(),
+            unnumbered_at: self.unnumbered_at,
+            stats: self.stats,
+            complete: self.complete,
+            truncated: self.truncated,
+        }
+    }
+}
+
+impl Joined {
+    /// The state a shared store keeps beside the served lines (`None` while nothing
+    /// was pushed: the follower's [`SharedMeta`] is all there is).
+    pub fn join_meta(&self) -> Option<JoinMeta> {
+        self.join.as_deref().map(|j| JoinMeta {
+            batches: j.batches.clone(),
             attempts: j.attempts.clone(),
-            batches: serde_json::to_value(&j.batches).expect("the batch bookkeeping serialises"),
             unnumbered_at: j.unnumbered_at,
             stats: j.stats,
             complete: j.complete,
             truncated: j.truncated,
-        };
-        SharedMeta { v: JOINED_META_VERSION, join: Some(join), ..meta }
+        })
+    }
+
+    /// Whether each served line from `from` on starts a unit (a record): the follower's
+    /// own flags while nothing was pushed (see the module docs).
+    pub fn unit_flags(&self, from: usize) -> Vec<bool> {
+        self.line_tags(from).into_iter().map(|(starts, _)| starts).collect()
+    }
+
+    /// Rebuilds a served log from a shared store: its `lines`, whether each starts a
+    /// unit (`units`) and came from a push (`pushed`), the follower's `meta` and, once
+    /// something was pushed, `join` (see the module docs).
+    ///
+    /// # Panics
+    /// When `lines`, `units` and `pushed` differ in length.
+    pub fn restore<S: AsRef<str>>(
+        config: &JoinConfig,
+        lines: &[S],
+        units: &[bool],
+        pushed: &[bool],
+        meta: &SharedMeta,
+        join: Option<JoinMeta>,
+    ) -> Joined {
+        assert!(lines.len() == units.len() && lines.len() == pushed.len(), "one flag of each per line");
+        let tags: Vec<(bool, bool)> = units.iter().copied().zip(pushed.iter().copied()).collect();
+        let meta = SharedMeta { join: join.map(|j| SharedJoin::new(j, "")), ..meta.clone() };
+        let mut restored = Joined::default();
+        restored.extend_shared(config, lines, &tags, &meta);
+        restored
+    }
+    /// The meta to store beside the lines: the follower's, and once something was
+    /// pushed the join's, with `consumed` the last push queue entry applied.
+    pub fn shared_meta(&self, consumed: &str) -> SharedMeta {
+        let meta = self.follower.shared_meta();
+        match self.join_meta() {
+            Some(join) => SharedMeta { v: JOINED_META_VERSION, join: Some(SharedJoin::new(join, consumed)), ..meta },
+            None => meta,
+        }
     }
 
     /// Per line from `from` on: whether it starts a unit and whether it was pushed (see
@@ -151,19 +236,33 @@ impl Joined {
             }
             k = end;
         }
-        self.follower.extend_shared(&polled, &flags, meta);
+        // The follower's runs, numbered without the pushed lines (the writer's follower
+        // may hold PowerJob's copies of pushed lines this one never sees).
+        let f_meta = match meta.join.as_ref() {
+            Some(shared) => {
+                let polled_before = |line: u64| {
+                    let pushed: u64 = j.pushed.iter().map(|r| r.end.min(line).saturating_sub(r.start)).sum();
+                    line - pushed.min(line)
+                };
+                let runs = shared.attempts.iter().map(|a| Attempt { from_line: polled_before(a.from_line), ..*a });
+                &SharedMeta { attempts: runs.collect(), ..meta.clone() }
+            }
+            None => meta,
+        };
+        self.follower.extend_shared(&polled, &flags, f_meta);
         let j = self.join.as_deref_mut().expect("joined above");
         j.follower_seen = self.follower.line_count();
         j.attempts_seen = self.follower.attempts().len();
         // (A store's meta names the join once anything was pushed; a holder writes it
         // with every append from then on.)
         let Some(shared) = meta.join.as_ref() else { return };
-        j.attempts.clone_from(&shared.attempts);
-        j.batches = serde_json::from_value::<PushState>(shared.batches.clone()).unwrap_or_default();
-        j.unnumbered_at = shared.unnumbered_at;
-        j.stats = shared.stats;
-        j.complete = shared.complete;
-        j.truncated = shared.truncated;
+        let join = shared.join_meta();
+        j.attempts = join.attempts;
+        j.batches = join.batches;
+        j.unnumbered_at = join.unnumbered_at;
+        j.stats = join.stats;
+        j.complete = join.complete;
+        j.truncated = join.truncated;
     }
 }
 

@@ -235,6 +235,65 @@ fn a_multi_line_record_is_one_unit_whichever_source_brings_it() {
     assert_eq!(j.pushed_flags(0), [true, true, true, false]);
 }
 
+#[test]
+fn a_shared_store_restores_it_exactly_and_copies_pair_again() {
+    let c = cfg();
+    let mut j = Joined::default();
+    j.offer(&c, batch("s", 0, vec![line(T0, "a"), line(T0 + 5, "b")]), T0).unwrap();
+    let file = vec![rec(T0, "a"), rec(T0 + 3, "own"), rec(T0 + 5, "b")];
+    poll(&mut j, &file, T0 + 10_000);
+    // Batch 2 waits for batch 1.
+    j.offer(&c, batch("s", 2, vec![line(T0 + 20, "d")]), T0 + 10_000).unwrap();
+    let trace = PushedLine { ts: T0 + 7, level: Level::Error, text: "boom\n\tat x\n".into() };
+    j.offer(&c, Pushed::Unnumbered { worker: WORKER.into(), lines: vec![trace] }, T0 + 10_001).unwrap();
+    let lines = served(&j);
+    let (units, pushed) = (j.unit_flags(0), j.pushed_flags(0));
+    assert_eq!(units, [true, true, true, true, false, false]);
+    assert_eq!(pushed, [true, true, false, true, true, true]);
+    let json = serde_json::to_string(&j.join_meta().unwrap()).unwrap();
+    let meta: JoinMeta = serde_json::from_str(&json).unwrap();
+    let mut r = Joined::restore(&c, &lines, &units, &pushed, &j.follower().shared_meta(), Some(meta));
+    assert_eq!(served(&r), lines);
+    assert_eq!((r.attempts(), r.push_stats(), r.pushed_flags(0)), (j.attempts(), j.push_stats(), pushed.clone()));
+    assert_eq!(r.follower().line_count(), 1, "PowerJob's line only");
+    // The next read brings PowerJob's copies of the pushed lines again: dropped again.
+    poll(&mut r, &file, T0 + 11_000);
+    assert_eq!(served(&r), lines);
+    // A retry is still a duplicate, the waiting batch still waits.
+    assert!(r.offer(&c, batch("s", 0, vec![line(T0, "a")]), T0 + 11_000).unwrap().duplicate);
+    assert_eq!(r.next_deadline(&c), j.next_deadline(&c));
+    assert!(r.tick(&c, T0 + 10_000 + c.push.gap_wait_ms));
+    assert_eq!(served(&r)[6..], [rec(T0 + 20, "d")]);
+    // Nothing pushed: the follower as it was.
+    let mut p = Joined::default();
+    poll(&mut p, &file, T0 + 10_000);
+    let flags = p.unit_flags(0);
+    let q = Joined::restore(&c, &served(&p), &flags, &p.pushed_flags(0), &p.follower().shared_meta(), None);
+    assert!(!q.is_joined());
+    assert_eq!(served(&q), file);
+}
+
+#[test]
+fn a_log_pushed_to_costs_twice_its_text_plus_under_200_bytes_a_line() {
+    let c = cfg();
+    let mut j = Joined::default();
+    let mut file = Vec::new();
+    for b in 0..100u64 {
+        let lines: Vec<PushedLine> =
+            (0..100).map(|i| line(T0 + (b * 100 + i) as i64, &format!("{i:04} {}", "x".repeat(92)))).collect();
+        file.extend(lines.iter().map(|l| rec(l.ts, &l.text)));
+        j.offer(&c, batch("s", b, lines), T0).unwrap();
+        if b % 20 == 19 {
+            poll(&mut j, &file, T0 + 10_000 + b as i64);
+        }
+    }
+    assert_eq!((j.line_count(), j.follower().line_count()), (10_000, 10_000));
+    let text: u64 = file.iter().map(|l| l.len() as u64).sum();
+    let per_line = (j.weight() as f64 - 2.0 * text as f64) / 10_000.0;
+    eprintln!("pushed and polled: {per_line:.1} bytes a line besides twice the text");
+    assert!(per_line <= 200.0, "{per_line:.1} bytes a line besides twice the text");
+}
+
 /// One scenario of the property test: a processor's log calls, which PowerJob has (but
 /// for a few of unique text: its queue was full) and which the pusher sends in batches
 /// that are lost (10 %), retried, duplicated, reordered and delayed past the poll.

@@ -247,8 +247,9 @@ impl Default for MergeConfig {
 /// ones (see the module docs). Plain data, serialisable with the follower.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Merger {
-    /// Per `"<LEVEL> <text>"`: the copies seen, sorted by time and source.
-    keys: HashMap<String, Vec<Copies>>,
+    /// Per text (a 64-bit hash of its level and normalised text, so that the merge
+    /// holds no copy of the log's text): the copies seen, sorted by time and source.
+    keys: HashMap<u64, Vec<Copies>>,
     /// The newest time offered.
     newest: Option<i64>,
     /// Offers since the last sweep.
@@ -260,7 +261,19 @@ pub struct Merger {
     bytes: usize,
 }
 
-/// Bytes counted per text held besides the text (its map entry and vector).
+/// The key of a text: a 64-bit hash of its level and normalised text, with fixed keys
+/// (the merge is rebuilt in every process, never compared across builds). Two texts
+/// with one hash (about one pair in 10^19) would count as one; the text itself is not
+/// kept: a log's text is held once already, by the served lines.
+fn text_key(level: Level, text: &str) -> u64 {
+    use std::hash::Hasher as _;
+    let mut h = std::hash::DefaultHasher::new();
+    h.write_u8(level as u8);
+    h.write(text.as_bytes());
+    h.finish()
+}
+
+/// Bytes counted per text held (its map entry and vector).
 const KEY_OVERHEAD: usize = 64;
 /// Bytes of one entry of copies.
 const COPIES_BYTES: usize = std::mem::size_of::<Copies>();
@@ -299,10 +312,10 @@ impl Merger {
             self.offers = 0;
             self.forget_before(horizon);
         }
-        let copies = match self.keys.entry(format!("{level} {}", normalize(text))) {
+        let copies = match self.keys.entry(text_key(level, &normalize(text))) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                self.bytes += v.key().len() + KEY_OVERHEAD;
+                self.bytes += KEY_OVERHEAD;
                 v.insert(Vec::new())
             }
         };
@@ -366,12 +379,12 @@ impl Merger {
     /// served again.
     pub fn forget_before(&mut self, ts: i64) {
         let mut bytes = 0;
-        self.keys.retain(|key, copies| {
+        self.keys.retain(|_, copies| {
             copies.drain(..copies.partition_point(|c| c.0 < ts));
             if copies.is_empty() {
                 return false;
             }
-            bytes += key.len() + KEY_OVERHEAD + copies.len() * COPIES_BYTES;
+            bytes += KEY_OVERHEAD + copies.len() * COPIES_BYTES;
             true
         });
         self.bytes = bytes;

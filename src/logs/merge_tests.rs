@@ -493,12 +493,12 @@ fn the_bytes_held_are_counted_as_copies_come_and_go() {
     for k in 0..100 {
         m.offer_pushed(&CFG, &line(T0 + k, &format!("line {k:03}")));
     }
-    // Per text: "INFO line 000" (13 bytes), its entry, one copy.
-    assert_eq!(m.approx_bytes(), 100 * (13 + KEY_OVERHEAD + COPIES_BYTES) as u64);
+    // Per text: its entry (no copy of the text) and one copy.
+    assert_eq!(m.approx_bytes(), 100 * (KEY_OVERHEAD + COPIES_BYTES) as u64);
     m.offer_record(&CFG, &record(T0 + 1, "line 001"));
-    assert_eq!(m.approx_bytes(), 100 * (13 + KEY_OVERHEAD + COPIES_BYTES) as u64 + COPIES_BYTES as u64);
+    assert_eq!(m.approx_bytes(), 100 * (KEY_OVERHEAD + COPIES_BYTES) as u64 + COPIES_BYTES as u64);
     m.forget_before(T0 + 50);
-    assert_eq!(m.approx_bytes(), 50 * (13 + KEY_OVERHEAD + COPIES_BYTES) as u64);
+    assert_eq!(m.approx_bytes(), 50 * (KEY_OVERHEAD + COPIES_BYTES) as u64);
     m.forget_before(i64::MAX);
     assert_eq!((m.approx_bytes(), m.is_empty()), (0, true));
 }

@@ -26,7 +26,7 @@ pub mod status;
 pub mod units;
 
 pub use follower::{Applied, Attempt, Follower, NeedFullRead, Pages, Plan, Probe, SharedMeta, Timing};
-pub use joined::{JoinConfig, Joined, PushStats, Pushed};
+pub use joined::{JoinConfig, JoinMeta, Joined, PushStats, Pushed};
 pub use reader::{refresh_log, PageSource, ReadError, ReadOutcome};
 pub use snapshot::{assemble, RawPage, Snapshot, SnapshotError};
 pub use status::{InstanceFacts, Status};

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use super::entry::Entry;
 use super::push::PushFailure;
-use super::redis::{LineTag, PushProgress, QueuedBatch, SharedLog, StoreError, Tick, QUEUE_BATCH};
+use super::redis::{LineTag, PushProgress, QueuedBatch, SharedLog, StoreError, Tick};
 use super::{LogService, ServiceError};
 use crate::logs::joined::Accepted;
 use crate::logs::merge::Batch;
@@ -30,7 +30,7 @@ use crate::telemetry;
 
 /// Pushed lines read from the queue per append (at least one batch).
 const DRAIN_LINES: usize = 2_000;
-/// Appends of one drain at most (it goes on at the next wake-up).
+/// Appends of one drain at most (another drain goes on after it).
 const DRAIN_ROUNDS: usize = 32;
 
 impl LogService {
@@ -51,15 +51,21 @@ impl LogService {
         };
         let max_sources = self.inner.join.push.max_sources;
         let queued = shared.push(id, &batch, seed, now, max_sources).await.map_err(ServiceError::from)??;
-        let outcome = if queued.duplicate { "duplicate" } else { "accepted" };
+        let outcome = match (queued.duplicate, queued.late) {
+            (true, _) => "duplicate",
+            (_, true) => "late",
+            _ => "accepted",
+        };
         metrics::counter!(telemetry::PUSH_LINES, "outcome" => outcome).increment(batch.lines.len() as u64);
-        if !queued.duplicate && !entry.holder.load(Ordering::Relaxed) {
+        let queued_now = !queued.duplicate && !queued.late;
+        if queued_now && !entry.holder.load(Ordering::Relaxed) {
             // (The holder drains on the script's wake-up; this replica only when nobody
             // holds the lease: the quiet tick takes it then.)
             self.start_drain(&entry);
         }
-        let accepted = if queued.duplicate { 0 } else { batch.lines.len() };
-        Ok(Accepted { accepted, duplicate: queued.duplicate, next_seq: queued.next_seq, appended: 0, dropped: 0 })
+        let (accepted, dropped) = if queued_now { (batch.lines.len(), 0) } else { (0, batch.lines.len()) };
+        let dropped = if queued.late { dropped } else { 0 };
+        Ok(Accepted { accepted, duplicate: queued.duplicate, next_seq: queued.next_seq, appended: 0, dropped })
     }
 
     /// Drains the push queue of `entry` in a task of its own, unless a refresh or a
@@ -143,7 +149,12 @@ impl LogService {
         mut tick: Tick,
     ) -> Result<Option<Tick>, ServiceError> {
         let failing = tick.meta.as_ref().is_some_and(|m| m.upstream_failing);
-        for _ in 0..DRAIN_ROUNDS {
+        for round in 0.. {
+            if round == DRAIN_ROUNDS {
+                // (A long queue: the rest in a drain of its own, once this one ended.)
+                self.gate(entry).push_due = true;
+                break;
+            }
             let consumed = consumed(&tick);
             let queued = shared.read_queue(entry.id, &consumed, DRAIN_LINES).await?;
             let last = queued.last().map_or(consumed, |q| q.entry.clone());
@@ -177,11 +188,7 @@ impl LogService {
             };
             tick = Tick { next, committed, meta: Some(meta), ..tick };
             self.show(entry, committed, &tick, failing);
-            // (The queue is drained unless a full share was read.)
-            let lines: usize = queued.iter().map(|q| q.batch.lines.len()).sum();
-            if queued.len() < QUEUE_BATCH && lines < DRAIN_LINES {
-                break;
-            }
+            // (Until a read finds the queue empty, and nothing new is due.)
         }
         self.schedule_drain(entry);
         Ok(Some(tick))

@@ -66,45 +66,54 @@ fn run_as() -> Option<(u32, u32)> {
 /// One PostgreSQL server: own data directory, own port, trust authentication.
 pub struct PgServer {
     bin: PathBuf,
-    dir: tempfile::TempDir,
+    /// Where data, socket and log live.
+    root: PathBuf,
+    /// Deleted on drop (`None`: a directory the caller keeps, [`PgServer::start_in`]).
+    _temp: Option<tempfile::TempDir>,
     port: u16,
     user: Option<(u32, u32)>,
+    /// `-c name=value` settings after the defaults.
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl PgServer {
     /// `initdb`, then a running server that accepts connections.
     pub fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("powertail-pg").tempdir().unwrap();
+        Self::start_at(dir.path().to_owned(), Some(dir), &[])
+    }
+
+    /// A server on the data kept in `root` (created and `initdb`'d when missing, kept
+    /// after the drop), with extra settings (`&["shared_buffers=512MB"]`): for the
+    /// benchmarks, whose data takes minutes to load.
+    pub fn start_in(root: &Path, settings: &[&str]) -> Self {
+        std::fs::create_dir_all(root).unwrap();
+        Self::start_at(root.to_owned(), None, settings)
+    }
+
+    fn start_at(root: PathBuf, temp: Option<tempfile::TempDir>, settings: &[&str]) -> Self {
         let bin = pg_bin_dir().unwrap_or_else(|| {
             panic!(
                 "no PostgreSQL under {PG_ROOT}/<version>/bin: this test needs a real PostgreSQL \
                  (Debian: apt-get install postgresql; .ci/run installs it)"
             )
         });
-        let dir = tempfile::Builder::new().prefix("powertail-pg").tempdir().unwrap();
         let user = run_as();
+        let fresh = !root.join("data").join("PG_VERSION").is_file();
         for sub in ["data", "sock"] {
-            std::fs::create_dir(dir.path().join(sub)).unwrap();
+            std::fs::create_dir_all(root.join(sub)).unwrap();
         }
         if let Some((uid, gid)) = user {
-            for path in [dir.path().to_owned(), dir.path().join("data"), dir.path().join("sock")] {
+            for path in [root.clone(), root.join("data"), root.join("sock")] {
                 chown(&path, Some(uid), Some(gid)).unwrap();
             }
         }
-        let mut server = PgServer { bin, dir, port: 0, user, child: None };
-        let out = server
-            .command("initdb")
-            .args(["-D"])
-            .arg(server.data_dir())
-            .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"])
-            .output()
-            .expect("initdb runs");
-        assert!(
-            out.status.success(),
-            "initdb failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let extra = settings.iter().map(|&s| s.to_owned()).collect();
+        let mut server = PgServer { bin, root, _temp: temp, port: 0, user, extra, child: None };
+        if fresh {
+            server.initdb();
+        }
         // The port is free when picked, but another process may take it first: retry.
         let mut last = String::new();
         for _ in 0..5 {
@@ -117,9 +126,25 @@ impl PgServer {
         panic!("postgres did not start: {last}")
     }
 
+    fn initdb(&self) {
+        let out = self
+            .command("initdb")
+            .args(["-D"])
+            .arg(self.data_dir())
+            .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"])
+            .output()
+            .expect("initdb runs");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin.join(program));
-        cmd.stdin(Stdio::null()).env("LC_ALL", "C.UTF-8").current_dir(self.dir.path());
+        cmd.stdin(Stdio::null()).env("LC_ALL", "C.UTF-8").current_dir(&self.root);
         if let Some((uid, gid)) = self.user {
             cmd.uid(uid).gid(gid);
         }
@@ -127,11 +152,11 @@ impl PgServer {
     }
 
     fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.root.join("data")
     }
 
     fn log_path(&self) -> PathBuf {
-        self.dir.path().join("postgres.log")
+        self.root.join("postgres.log")
     }
 
     /// Starts `postgres` on `self.port` and waits until it accepts queries.
@@ -145,11 +170,12 @@ impl PgServer {
             .arg("-D")
             .arg(self.data_dir())
             .args(["-p", &self.port.to_string(), "-k"])
-            .arg(self.dir.path().join("sock"))
+            .arg(self.root.join("sock"))
             .args(["-c", "listen_addresses=127.0.0.1"])
             // A test database: nothing survives a crash anyway, so no waiting on the disk.
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
             .args(["-c", "max_connections=50"])
+            .args(self.extra.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -188,7 +214,7 @@ impl PgServer {
 
     /// The data directory (kept across [`stop`](Self::stop) and [`restart`](Self::restart)).
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.root
     }
 
     pub fn is_running(&self) -> bool {

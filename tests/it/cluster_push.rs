@@ -182,6 +182,10 @@ async fn pushes_to_either_replica_are_served_once_in_one_sequence_and_read_nothi
     let mut cursor = Cursor::new(id);
     let last = cursor.follow(&[a.base(), b.base()], DEADLINE).await;
     assert_eq!(cursor.lines, want, "every line once, in one sequence: {}", brief(&last));
+    // The log is complete: a push is dropped (accepted 0), a retry is still a duplicate.
+    assert_eq!(push(&http, a.base(), id, &seed).await, answer(id, 0, false, None));
+    let lines: Vec<(i64, String)> = (0..3).map(|k| (t + 30 + k, format!("w1 3.{k}"))).collect();
+    assert_eq!(push(&http, b.base(), id, &batch("w/1", 3, &lines, false)).await, answer(id, 0, true, Some(20)));
     for base in [a.base(), b.base()] {
         let (lines, body) = served(&http, base, id).await;
         assert_eq!(lines, want, "{base}");

@@ -385,3 +385,20 @@ async fn a_webhook_fires_on_a_pushed_ready_line_of_a_run_nobody_reads() {
     );
     assert_eq!(got[0]["text"], shown(now, "INFO:     Application startup complete."));
 }
+
+/// Cluster mode queues a push in Redis (tests/it/cluster_push.rs): with Redis
+/// unreachable, nothing is taken and the pusher is told to send it again (503).
+#[tokio::test]
+async fn in_cluster_mode_a_push_redis_cannot_take_is_503_store_unavailable() {
+    let app = TestApp::spawn_config(fast_sim(), "", |c| {
+        // Nothing listens there (Redis is connected lazily).
+        let toml = crate::common::app_config_toml(&["http://127.0.0.1:9".into()], "");
+        let with =
+            powertail::config::Config::from_toml(&format!("{toml}[cluster]\nredis_url = \"redis://127.0.0.1:9/0\"\n"));
+        c.cluster = with.unwrap().cluster;
+    })
+    .await;
+    let (id, now) = running(&app);
+    let (status, body) = app.push(id, &batch("s", 0, &[(now, "x")])).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("store_unavailable")), "{body}");
+}

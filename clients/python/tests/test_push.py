@@ -232,6 +232,15 @@ def test_without_a_url_it_only_echoes() -> None:
     assert p.stats().dropped == 1
 
 
+def test_a_bad_url_in_the_environment_only_echoes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POWERTAIL_URL", "powertail:8080")
+    echo = io.StringIO()
+    with Pusher.from_env(42, echo=echo) as p:
+        assert not p.pushing
+        p.log("still printed")
+    assert echo.getvalue() == "still printed\n"
+
+
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError):
         Pusher("http://x", "12a")

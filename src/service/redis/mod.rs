@@ -1,13 +1,14 @@
 //! The shared line log on Redis (`[cluster]`, docs/API.md "Cluster mode").
 //!
-//! Per instance, three keys under one hash tag (one slot, one script):
+//! Per instance, these keys under one hash tag (one slot, one script):
 //!
 //! * `<prefix>:{<id>}:lines`: a Stream, line n at ID `(n+1)-0`, one field `l` holding a
 //!   tag byte (`u`: the line starts a unit, `c`: it continues one; `p` and `q` the same
 //!   for a line that came from a push, see [`LineTag`]) and the text;
 //! * `<prefix>:{<id>}:state`: a Hash, `epoch` (set once, when the sequence is created),
 //!   `next` (lines appended), `committed` (lines readers may see) and `meta` (the
-//!   follower's [`SharedMeta`], as of the last complete append); it expires after
+//!   served log's [`SharedMeta`], as of the last complete append: with pushes, the last
+//!   push queue entry applied among it); it expires after
 //!   [`UNWRITTEN_RETAIN_MS`] until the first append (an id PowerJob does not know);
 //! * `<prefix>:{<id>}:lease`: the token of the replica that refreshes the instance;
 //! * `<prefix>:{<id>}:pushed` and `<prefix>:{<id>}:pushq`: pushes ([`push`]).
@@ -18,9 +19,11 @@
 //! never forks the sequence; Redis also refuses a repeated stream ID), in chunks of a
 //! few milliseconds of Redis time, the meta and the commit with the last one; with
 //! `commit_replicas > 0`, [`SharedLog::commit`] moves `committed` once `WAIT` confirmed
-//! the lines. Each commit is published on `<prefix>:appended` as `"<id> <committed>"`;
-//! a tick that finds the lease held by another replica publishes `"<id> want"` there, so
-//! that the holder refreshes for readers it does not serve itself.
+//! the lines; [`SharedLog::push`] records and queues a pushed batch. Each commit is
+//! published on `<prefix>:appended` as `"<id> <committed>"`; a tick that finds the lease
+//! held by another replica publishes `"<id> want"` there, so that the holder refreshes
+//! for readers it does not serve itself, and a queued batch `"<id> push"`, so that the
+//! holder drains the queue ([`Wake`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,7 +40,7 @@ pub use error::StoreError;
 use error::Target;
 use identity::Identity;
 pub use line_tag::LineTag;
-pub use push::{PushProgress, QueuedBatch, QUEUE_BATCH};
+pub use push::{PushProgress, QueuedBatch};
 pub use wakeups::Wake;
 
 mod error;

@@ -20,13 +20,18 @@ use super::{SharedLog, StoreError, UNWRITTEN_RETAIN_MS};
 use crate::logs::merge::{Batch, PushError, MAX_SEQ};
 
 /// Queue entries read per request at most.
-pub const QUEUE_BATCH: usize = 64;
+const QUEUE_BATCH: usize = 32;
+/// Bytes of queued batches taken per read (at least one batch): what one append of
+/// their lines holds Redis for stays near a chunk's (see `APPEND_CHUNK_BYTES`).
+const QUEUE_BYTES: usize = 1 << 20;
 
 /// What [`SharedLog::push`] made of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Queued {
     /// The batch was seen before: nothing was queued.
     pub duplicate: bool,
+    /// The log is complete: the batch was dropped (nothing recorded).
+    pub late: bool,
     /// The source's next batch number expected (`None` for a seed body).
     pub next_seq: Option<u64>,
 }
@@ -100,8 +105,9 @@ impl SharedLog {
         let next = number(&a)?;
         let next_seq = u64::try_from(next).ok();
         Ok(match what.as_str() {
-            "ok" => Ok(Queued { duplicate: false, next_seq: if seed { None } else { next_seq } }),
-            "dup" => Ok(Queued { duplicate: true, next_seq }),
+            "ok" => Ok(Queued { duplicate: false, late: false, next_seq: if seed { None } else { next_seq } }),
+            "dup" => Ok(Queued { duplicate: true, late: false, next_seq }),
+            "late" => Ok(Queued { duplicate: false, late: true, next_seq }),
             "final" => {
                 let final_seq = number(&b)?;
                 Err(PushError::AfterFinal { seq: next as u64, final_seq: final_seq as u64 })
@@ -112,7 +118,8 @@ impl SharedLog {
     }
 
     /// The queued batches of `id` after entry `after` (`""`: from the start), at most
-    /// about [`QUEUE_BATCH`] (fewer once they hold `max_lines` lines, at least one).
+    /// [`QUEUE_BATCH`] (fewer once they hold `max_lines` lines or [`QUEUE_BYTES`], at
+    /// least one).
     pub async fn read_queue(&self, id: i64, after: &str, max_lines: usize) -> Result<Vec<QueuedBatch>, StoreError> {
         let mut conn = self.connection(&self.reads).await?;
         let from = if after.is_empty() { "-".to_owned() } else { format!("({after}") };
@@ -129,15 +136,17 @@ impl SharedLog {
             Err(e) => return Err(self.failed(&self.reads, "read_queue", &e).await),
         };
         let mut out = Vec::with_capacity(rows.len());
-        let mut lines = 0;
+        let (mut lines, mut bytes) = (0, 0);
         for (entry, fields) in rows {
             let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-            let batch: Batch = serde_json::from_str(field("b").unwrap_or_default())
-                .map_err(|e| StoreError::Protocol(format!("a queued push: {e}")))?;
+            let payload = field("b").unwrap_or_default();
+            let batch: Batch =
+                serde_json::from_str(payload).map_err(|e| StoreError::Protocol(format!("a queued push: {e}")))?;
             let at = field("t").and_then(|t| t.parse().ok()).unwrap_or_default();
             lines += batch.lines.len();
+            bytes += payload.len();
             out.push(QueuedBatch { entry, batch, at });
-            if lines >= max_lines {
+            if lines >= max_lines || bytes >= QUEUE_BYTES {
                 break;
             }
         }

@@ -62,11 +62,11 @@ async fn push(log: &SharedLog, source: &str, seq: u64, is_final: bool) -> Result
 }
 
 fn queued(next: u64) -> Result<Queued, PushError> {
-    Ok(Queued { duplicate: false, next_seq: Some(next) })
+    Ok(Queued { duplicate: false, late: false, next_seq: Some(next) })
 }
 
 fn duplicate(next: u64) -> Result<Queued, PushError> {
-    Ok(Queued { duplicate: true, next_seq: Some(next) })
+    Ok(Queued { duplicate: true, late: false, next_seq: Some(next) })
 }
 
 async fn raw(log: &SharedLog, args: &[&str]) -> redis::Value {
@@ -105,7 +105,7 @@ async fn batches_are_queued_once_in_arrival_order_and_refused_after_their_final_
     assert_eq!(push(&log, "u", 0, false).await, queued(1), "the third source");
     assert_eq!(push(&log, "v", 0, false).await, Err(PushError::TooManySources(3)));
     let seed = log.push(7, &batch("ignored", 9, false), true, 2_000, 3).await.unwrap();
-    assert_eq!(seed, Ok(Queued { duplicate: false, next_seq: None }), "a seed body: no dedup, no source counted");
+    assert_eq!(seed, Ok(Queued { duplicate: false, late: false, next_seq: None }), "a seed body: no dedup, no source");
     assert_eq!(log.push(7, &batch("", 9, false), true, 2_000, 3).await.unwrap(), seed);
 
     let all = log.read_queue(7, "", 1_000).await.unwrap();
@@ -152,4 +152,15 @@ async fn the_append_trims_what_it_consumed_and_a_batch_the_holder_skipped_is_a_d
     let max = crate::logs::merge::MAX_SEQ;
     assert_eq!(push(&log, "big", max, false).await, queued(0));
     assert_eq!(push(&log, "big", max + 1, false).await, Err(PushError::SeqOutOfRange));
+    // The log completes (its keys expire then): a batch is dropped, a retry is still a
+    // duplicate.
+    let meta = SharedMeta { complete: true, ..SharedMeta::default() };
+    log.append(7, 2, &[], &[], &meta, None).await.unwrap();
+    let late = Ok(Queued { duplicate: false, late: true, next_seq: Some(7) });
+    assert_eq!(push(&log, "s", 7, false).await, late);
+    assert_eq!(push(&log, "s", 6, false).await, duplicate(7));
+    let seed = log.push(7, &batch("", 0, false), true, 2_000, 3).await.unwrap();
+    assert_eq!(seed, Ok(Queued { duplicate: false, late: true, next_seq: None }));
+    let left = log.read_queue(7, "", 1_000).await.unwrap();
+    assert_eq!(left.iter().map(|q| q.batch.seq).collect::<Vec<_>>(), [6, max], "nothing more queued");
 }

@@ -137,13 +137,18 @@ return {'ok', ''}
 /// a batch it skipped is a duplicate when it comes late), `m:<source>` the highest seq
 /// seen, `f:<source>` the final one, `q:<source>:<seq>` a batch that arrived ahead of a
 /// missing one; `sources` counts them. Replies {'ok', next seq ('-1': seed), ''}, {'dup', next
-/// seq, ''}, {'final', seq, final seq} (a batch after its source's end) or {'many', max, ''}.
+/// seq, ''}, {'late', next seq, ''} (the log is complete: dropped, nothing recorded),
+/// {'final', seq, final seq} (a batch after its source's end) or {'many', max, ''}.
 /// (Numbers go to Redis as strings formatted `%.0f`: Lua's own formatting of a double
 /// loses digits past 14, and a seq may have 16.)
 pub(super) const PUSH: &str = r"
 local function str(n) return string.format('%.0f', n) end
 local src = ARGV[1]
 local nxt = -1
+-- A complete log: its state expires (a state nobody appended to yet does too, but has
+-- no line).
+local ttl = redis.call('PTTL', KEYS[1])
+local complete = ttl > 0 and tonumber(redis.call('HGET', KEYS[1], 'next') or '0') > 0
 if src ~= '' then
   local seq = tonumber(ARGV[2])
   local known = redis.call('HGET', KEYS[2], 's:' .. src)
@@ -157,6 +162,7 @@ if src ~= '' then
   if seq < nxt or redis.call('HEXISTS', KEYS[2], 'q:' .. src .. ':' .. ARGV[2]) == 1 then
     return {'dup', str(nxt), ''}
   end
+  if complete then return {'late', str(nxt), ''} end
   local fin = redis.call('HGET', KEYS[2], 'f:' .. src)
   local max = tonumber(redis.call('HGET', KEYS[2], 'm:' .. src) or '-1')
   if fin then
@@ -174,10 +180,11 @@ if src ~= '' then
     redis.call('HSET', KEYS[2], 'q:' .. src .. ':' .. ARGV[2], 1)
   end
   redis.call('HSET', KEYS[2], 's:' .. src, str(nxt))
+elseif complete then
+  return {'late', '-1', ''}
 end
 redis.call('XADD', KEYS[3], '*', 'b', ARGV[4], 't', ARGV[9])
 -- Expire with the instance's other keys: with its state, or soon while there is none.
-local ttl = redis.call('PTTL', KEYS[1])
 if ttl == -2 then ttl = tonumber(ARGV[6]) end
 for i = 2, 3 do
   if ttl == -1 then redis.call('PERSIST', KEYS[i]) else redis.call('PEXPIRE', KEYS[i], ttl) end

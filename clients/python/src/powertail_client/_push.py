@@ -206,9 +206,15 @@ class Pusher:
     @classmethod
     def from_env(cls, instance_id: InstanceId, **kwargs: Any) -> "Pusher":
         """A pusher with the URL, token and worker from ``POWERTAIL_URL``,
-        ``POWERTAIL_TOKEN`` and ``POWERTAIL_WORKER``; without a URL it only echoes."""
+        ``POWERTAIL_TOKEN`` and ``POWERTAIL_WORKER``; without a URL it only echoes, and so
+        it does, with a warning, for a URL that is not http(s): a setting must not fail the
+        script."""
+        url = (os.environ.get(ENV_URL) or "").strip() or None
+        if url is not None and not url.startswith(("http://", "https://")):
+            _LOG.warning("powertail push off: %s must be an http(s) URL", ENV_URL)
+            url = None
         return cls(
-            os.environ.get(ENV_URL) or None,
+            url,
             instance_id,
             token=os.environ.get(ENV_TOKEN) or None,
             worker=os.environ.get(ENV_WORKER) or None,

@@ -65,6 +65,8 @@ public final class PushLogger implements OmsLogger, AutoCloseable {
     /** Environment variable (or system property {@code powertail.worker}) read by {@link #forTask}. */
     public static final String ENV_WORKER = "POWERTAIL_WORKER";
 
+    private static final System.Logger LOG = System.getLogger("io.powertail.push");
+
     /** Closes the pusher of a logger the task dropped without closing it. */
     private static final Cleaner CLEANER = Cleaner.create();
 
@@ -106,17 +108,26 @@ public final class PushLogger implements OmsLogger, AutoCloseable {
      * A logger for a task, pushing to {@code baseUrl}.
      *
      * @param context the task's context
-     * @param baseUrl powertail's root URL, or null not to push
+     * @param baseUrl powertail's root URL, or null not to push (a URL that is not http(s),
+     *     or a task without an instance id, also only writes to the {@code OmsLogger}, with a
+     *     warning: a setting must not fail the task)
      * @param token an API token with the {@code logs:push} scope, or null
      * @return the logger; close it when the task ends
      */
     public static PushLogger forTask(TaskContext context, String baseUrl, String token) {
-        Builder b = builder(baseUrl, context.getInstanceId()).omsLogger(context.getOmsLogger()).token(token);
-        String worker = setting("powertail.worker", ENV_WORKER);
-        if (worker != null) {
-            b.worker(worker);
+        Long id = context.getInstanceId();
+        try {
+            Builder b = builder(baseUrl, id == null ? 0 : id).omsLogger(context.getOmsLogger()).token(token);
+            String worker = setting("powertail.worker", ENV_WORKER);
+            if (worker != null) {
+                b.worker(worker);
+            }
+            return b.build();
+        } catch (IllegalArgumentException e) {
+            // A mistyped POWERTAIL_URL must not fail the task: PowerJob's log still gets every line.
+            LOG.log(System.Logger.Level.WARNING, "powertail push off for instance {0}: {1}", id, e.getMessage());
+            return builder(null, 1).omsLogger(context.getOmsLogger()).build();
         }
-        return b.build();
     }
 
     private static String setting(String property, String env) {

@@ -282,6 +282,13 @@ class FakeServerTest {
         assertEquals(List.of("/llm/logs/7/ws", "/llm/logs/7/stream"), seen.stream().map(Seen::path).toList());
         seen.clear();
         stop();
+        // A proxy that refuses the upgrade with a bare 405.
+        String url405 = serve(json(405, ""), events(0, linesEvent(0, "E", "c"), endEvent(1, "E")));
+        try (Stream<String> s = PowertailClient.builder(url405).streamTransport(StreamTransport.AUTO).build().stream("7")) {
+            assertEquals(List.of("c"), s.toList());
+        }
+        seen.clear();
+        stop();
         String url2 = serve(error(404, "not_found"));
         PowertailClient ws2 = PowertailClient.builder(url2).streamTransport(StreamTransport.WEBSOCKET).build();
         assertThrows(NotFoundException.class, () -> ws2.stream("7").toList());

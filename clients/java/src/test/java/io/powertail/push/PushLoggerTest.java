@@ -14,6 +14,7 @@ import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.slf4j.helpers.MessageFormatter;
+import tech.powerjob.worker.core.processor.TaskContext;
 import tech.powerjob.worker.log.OmsLogger;
 
 /** The pusher against a tiny recording HTTP server. */
@@ -282,6 +283,25 @@ class PushLoggerTest {
             assertEquals(0, server.accepted().get(0).path("seq").asLong());
             assertEquals(List.of("accepted"), texts(server.accepted().get(0)));
             log.close();
+        }
+    }
+
+    @Test
+    void a_bad_setting_never_fails_the_task_it_only_writes_to_the_oms_logger() {
+        for (String url : new String[] {"powertail:8080", "http://[bad", "ftp://host/"}) {
+            TaskContext ctx = new TaskContext();
+            ctx.setInstanceId(url.startsWith("ftp") ? null : INSTANCE);
+            RecordingOmsLogger oms = new RecordingOmsLogger();
+            ctx.setOmsLogger(oms);
+            try (PushLogger log = PushLogger.forTask(ctx, url, "t")) {
+                log.info("still logged {}", 1);
+                assertFalse(log.pushing(), url);
+            }
+            assertEquals(List.of("INFO still logged 1"), oms.lines(), url);
+        }
+        TaskContext noId = new TaskContext();
+        try (PushLogger log = PushLogger.forTask(noId, "http://127.0.0.1:1", null)) {
+            assertFalse(log.pushing());
         }
     }
 
