@@ -60,6 +60,38 @@ pub fn fts_phrase(q: &str) -> String {
     format!("\"{}\"", q.replace('"', "\"\""))
 }
 
+/// A search needle with the trigram index's case folding (FTS5 `case_sensitive 0`:
+/// each character to its simple lowercase), to match lines read without the index.
+pub struct Folded(String);
+
+/// A character's simple lowercase (itself when its lowercase is several characters).
+fn fold_char(c: char) -> char {
+    if c.is_ascii() {
+        return c.to_ascii_lowercase();
+    }
+    let mut lower = c.to_lowercase();
+    match (lower.next(), lower.next()) {
+        (Some(l), None) => l,
+        _ => c,
+    }
+}
+
+impl Folded {
+    pub fn new(needle: &str) -> Self {
+        Folded(needle.chars().map(fold_char).collect())
+    }
+
+    /// Whether `text`, folded, contains the needle.
+    pub fn is_in(&self, text: &str) -> bool {
+        if text.is_ascii() && self.0.is_ascii() {
+            let (t, n) = (text.as_bytes(), self.0.as_bytes());
+            return n.is_empty() || t.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
+        }
+        let folded: String = text.chars().map(fold_char).collect();
+        folded.contains(&self.0)
+    }
+}
+
 /// Where a page of hits ended: the last hit's run key and line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SearchCursor {
@@ -178,6 +210,16 @@ mod tests {
     fn like_escapes_wildcards_and_backslash() {
         assert_eq!(like_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
         assert_eq!(like_pattern("héllo"), "%héllo%");
+    }
+
+    #[test]
+    fn folding_matches_case_insensitively() {
+        let n = Folded::new("CUDA Out");
+        assert!(n.is_in("torch: cuda out of memory"));
+        assert!(!n.is_in("cuda ou"));
+        assert!(Folded::new("ÉTÉ ж").is_in("un été Ж"));
+        assert!(!Folded::new("ete").is_in("été"));
+        assert!(Folded::new("100%").is_in("at 100% now"));
     }
 
     #[test]

@@ -22,6 +22,12 @@ use super::{
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Runs per query of a search walk.
+const WALK_RUNS: i64 = 16;
+
+/// Lines per read of a search walk.
+const WALK_LINES: i64 = 2_000;
+
 /// Lines per insert statement (one JSON array each).
 const INSERT_BATCH: usize = 5_000;
 
@@ -183,8 +189,7 @@ impl SqliteArchive {
     }
 
     /// Two plans (see [`super::SEARCH_PLAN_CAP`]): with few matches in the whole archive,
-    /// every match from the trigram index, joined and sorted; with many, the runs in
-    /// order, each probed through the index within its rowid range, until the page is full.
+    /// every match from the trigram index, joined and sorted; with many, [`Self::walk`].
     pub(super) async fn search(&self, q: &SearchQuery) -> Result<SearchPage, ArchiveError> {
         let cursor = q.cursor.as_deref().map(SearchCursor::decode).transpose()?;
         let limit = query::page_limit(q.limit);
@@ -197,23 +202,17 @@ impl SqliteArchive {
                 .fetch_one(&mut *conn)
                 .await?
                 .try_get(0)?;
-        // CROSS JOIN fixes the join order.
-        let mut qb = if matches < self.plan_cap {
-            // The index first, then each hit's line and run by primary key.
-            sqlx::QueryBuilder::<Sqlite>::new(
-                "SELECT l.instance_id, l.attempt, l.line, l.text, r.job_name, r.finished_at, r.sort_at \
-                 FROM lines_fts CROSS JOIN lines AS l ON l.id = lines_fts.rowid \
-                 CROSS JOIN runs AS r ON r.instance_id = l.instance_id WHERE lines_fts MATCH ",
-            )
-        } else {
-            // The runs in the order of the page (an index), then the index within each.
-            sqlx::QueryBuilder::<Sqlite>::new(
-                "SELECT l.instance_id, l.attempt, l.line, l.text, r.job_name, r.finished_at, r.sort_at \
-                 FROM runs AS r CROSS JOIN lines_fts CROSS JOIN lines AS l ON l.id = lines_fts.rowid \
-                 WHERE lines_fts.rowid BETWEEN r.first_line_id AND r.first_line_id + r.line_count - 1 \
-                 AND lines_fts MATCH ",
-            )
-        };
+        if matches >= self.plan_cap {
+            drop(conn);
+            return self.walk(q, cursor, limit).await;
+        }
+        // The index first, then each hit's line and run by primary key (CROSS JOIN fixes
+        // the join order).
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+            "SELECT l.instance_id, l.attempt, l.line, l.text, r.job_name, r.finished_at, r.sort_at \
+             FROM lines_fts CROSS JOIN lines AS l ON l.id = lines_fts.rowid \
+             CROSS JOIN runs AS r ON r.instance_id = l.instance_id WHERE lines_fts MATCH ",
+        );
         qb.push_bind(phrase);
         super::filters::push_search_filters(&mut qb, q, cursor);
         qb.push(" ORDER BY r.sort_at DESC, r.instance_id, l.line LIMIT ").push_bind(i64::from(limit) + 1);
@@ -231,6 +230,83 @@ impl SqliteArchive {
                 row.try_get(6)?,
             ))
         })
+    }
+
+    /// The runs in page order, each run's lines read in order (a rowid range) and matched
+    /// here with the index's case folding ([`query::Folded`]), until the page is full: a
+    /// common substring fills it from the first runs. Probing the FTS5 index run by run
+    /// instead costs a walk through the whole doclist of each trigram every time.
+    async fn walk(
+        &self,
+        q: &SearchQuery,
+        cursor: Option<SearchCursor>,
+        limit: u32,
+    ) -> Result<SearchPage, ArchiveError> {
+        let needle = query::Folded::new(&q.q);
+        // One snapshot for the whole walk.
+        let mut tx = self.pool.begin().await?;
+        let mut hits: Vec<(SearchHit, i64)> = Vec::new();
+        let mut after = cursor.map(|c| RunsCursor { sort_at: c.sort_at, instance_id: c.instance_id });
+        let mut skip_through = cursor.map(|c| (c.instance_id, c.line));
+        'runs: loop {
+            let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+                "SELECT r.instance_id, r.sort_at, r.first_line_id, r.line_count, r.job_name, r.finished_at \
+                 FROM runs AS r WHERE 1 = 1",
+            );
+            super::filters::push_search_filters(&mut qb, &SearchQuery { cursor: None, ..q.clone() }, None);
+            if let Some(c) = after {
+                // The cursor's own run again (its later lines), then the ones after it.
+                let op = if skip_through.is_some_and(|(id, _)| id == c.instance_id) { " >= " } else { " > " };
+                qb.push(" AND (r.sort_at < ").push_bind(c.sort_at);
+                qb.push(" OR (r.sort_at = ").push_bind(c.sort_at);
+                qb.push(" AND r.instance_id").push(op).push_bind(c.instance_id).push("))");
+            }
+            qb.push(" ORDER BY r.sort_at DESC, r.instance_id LIMIT ").push_bind(WALK_RUNS);
+            let runs = qb.build().fetch_all(&mut *tx).await?;
+            if runs.is_empty() {
+                break;
+            }
+            for run in &runs {
+                let instance_id: i64 = run.try_get(0)?;
+                let sort_at: i64 = run.try_get(1)?;
+                after = Some(RunsCursor { sort_at, instance_id });
+                let first: i64 = run.try_get(2)?;
+                let count: i64 = run.try_get(3)?;
+                let mut from = match skip_through.take() {
+                    Some((id, line)) if id == instance_id => line + 1,
+                    _ => 0,
+                };
+                while from < count {
+                    let to = (from + WALK_LINES).min(count);
+                    let lines =
+                        sqlx::query("SELECT line, attempt, text FROM lines WHERE id >= ?1 AND id < ?2 ORDER BY id")
+                            .bind(first + from)
+                            .bind(first + to)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                    for line in &lines {
+                        let text: String = line.try_get(2)?;
+                        if needle.is_in(&text) {
+                            let hit = SearchHit {
+                                instance_id,
+                                attempt: u32::try_from(line.try_get::<i64, _>(1)?).unwrap_or(1),
+                                line: query::unsigned(line.try_get(0)?),
+                                text,
+                                job_name: run.try_get(4)?,
+                                finished_at: run.try_get(5)?,
+                            };
+                            hits.push((hit, sort_at));
+                            if hits.len() > limit as usize {
+                                break 'runs;
+                            }
+                        }
+                    }
+                    from = to;
+                }
+            }
+        }
+        tx.commit().await?;
+        super::filters::search_page(&hits, limit, |(hit, sort_at)| Ok((hit.clone(), *sort_at)))
     }
 
     pub(super) async fn purge_finished_before(&self, cutoff_ms: i64, batch: u32) -> Result<u64, ArchiveError> {

@@ -89,7 +89,8 @@ impl PgServer {
     /// benchmarks, whose data takes minutes to load.
     pub fn start_in(root: &Path, settings: &[&str]) -> Self {
         std::fs::create_dir_all(root).unwrap();
-        Self::start_at(root.to_owned(), None, settings)
+        // postgres runs in `root`: every path it is given must be absolute.
+        Self::start_at(std::fs::canonicalize(root).unwrap(), None, settings)
     }
 
     fn start_at(root: PathBuf, temp: Option<tempfile::TempDir>, settings: &[&str]) -> Self {
