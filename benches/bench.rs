@@ -12,7 +12,10 @@
 //! and run only when asked: `cluster` (all of them) or `cluster-upstream`,
 //! `cluster-hotpath`, `cluster-memory`, `cluster-takeover`, `cluster-wakeup`,
 //! `cluster-readload` (`scripts/bench.sh --cluster`).
+//!
+//! `archive_restart` (issue 20, `benches/archive_restart/mod.rs`) runs only when asked.
 
+mod archive_restart;
 mod cluster;
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -37,6 +40,7 @@ fn main() {
         all.iter()
             .chain(cluster::SCENARIOS.iter())
             .chain(push::SCENARIOS.iter())
+            .chain(["archive_restart"].iter())
             .copied()
             .filter(|s| {
                 args.iter().any(|a| {
@@ -56,6 +60,7 @@ fn main() {
                 "memory" => memory::memory().await,
                 "freshness" => freshness().await,
                 "followcost" => followcost().await,
+                "archive_restart" => archive_restart::archive_restart().await,
                 s if s.starts_with("push-") => push::run(s).await,
                 s => cluster::run(s).await,
             }

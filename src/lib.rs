@@ -13,6 +13,9 @@
 //! * [`upstream`]: the PowerJob client (4.3.x and 5.1.x): `auth` (authApp, assert,
 //!   console login, replays), `transport` (failover across `addresses`), `ops` (instance
 //!   info, log pages, downloads, runs), wire types, [`upstream::UpstreamError`];
+//! * [`archive`]: the SQL archive of complete logs (issue 20): SQLite (FTS5 trigram) or
+//!   PostgreSQL (`pg_trgm`) through sqlx, versioned migrations (`migrations/`), search
+//!   across runs, runs and start-up statistics per job, retention; imports only `logs`;
 //! * [`logs`]: the pure core, unit- and property-tested: records and units, the follower
 //!   (`follower/plan`, `follower/apply`: paging, merge of late lines, completeness), the
 //!   page reader, start-up rules and tracking, `merge` (pushed and polled copies of a
@@ -38,6 +41,7 @@
 //! It writes its own JSON and depends on nothing of powertail; its own layout map is in
 //! its `lib.rs`.
 
+pub mod archive;
 pub mod clock;
 pub mod config;
 pub mod demo;

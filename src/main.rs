@@ -115,6 +115,10 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             let listen = listener.local_addr()?;
             let state = powertail::build(&config, listen)?;
             tracing::info!(%listen, "powertail serving");
+            if config.archive.enabled() {
+                // (Opened in the background: see `/readyz` and the log for its state.)
+                tracing::info!(archive = %config.archive.redacted(), "archive configured");
+            }
             // Say once, in the background, whether PowerJob can be reached; never wait for it.
             let client = state.logs.client().clone();
             tokio::spawn(async move { client.check_servers().await });

@@ -4,9 +4,11 @@
 //!
 //! One file per section: [`server`] (`[server]`), [`powerjob`] (`[powerjob]`),
 //! [`logs`] (`[logs]`), [`jobs`] (`[jobs.<name>]`, webhooks, start-up rules),
-//! [`auth`] (`[auth]`), [`cluster`] (`[cluster]`), [`push`] (`[push]`); [`error`] turns every problem into
+//! [`auth`] (`[auth]`), [`cluster`] (`[cluster]`), [`push`] (`[push]`), [`archive`]
+//! (`[archive]`); [`error`] turns every problem into
 //! one line that names the key, the value and what is allowed.
 
+mod archive;
 mod auth;
 mod cluster;
 mod error;
@@ -28,6 +30,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 use url::Url;
 
+pub use archive::{redact as redact_url, ArchiveConfig, ArchiveKind};
 pub use auth::{AuthConfig, Scope, TokenConfig};
 pub use cluster::ClusterConfig;
 pub use error::ConfigError;
@@ -73,6 +76,9 @@ pub struct Config {
     /// Lines pushed by the processor (`[push]`, issue 19).
     #[serde(default)]
     pub push: PushSection,
+    /// The archive of complete logs (`[archive]`); off when absent.
+    #[serde(default)]
+    pub archive: ArchiveConfig,
 }
 
 fn empty_secret() -> SecretString {
@@ -202,6 +208,7 @@ impl Config {
         }
         self.startup.validate()?;
         self.push.validate()?;
+        self.archive.validate(self.cluster.is_some())?;
         for (name, job) in &self.jobs {
             jobs::validate(name, job)?;
         }

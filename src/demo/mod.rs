@@ -284,7 +284,15 @@ pub async fn run(
     push_drop: f64,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let demo = setup_with(listen, scale, user_config).await?;
+    let mut demo = setup_with(listen, scale, user_config).await?;
+    // The archive (issue 20): a SQLite file in the demo's own temporary directory, unless
+    // the user's file names one.
+    let archive_dir = std::env::temp_dir().join(format!("powertail-demo-{}", std::process::id()));
+    if !demo.config.archive.enabled() {
+        std::fs::create_dir_all(&archive_dir).with_context(|| format!("cannot create {}", archive_dir.display()))?;
+        let url = format!("sqlite://{}/archive.db", archive_dir.display());
+        demo.config.archive.url = secrecy::SecretString::from(url);
+    }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let state = crate::build(&demo.config, addr)?;
@@ -304,6 +312,7 @@ pub async fn run(
     );
     crate::run(listener, state, shutdown).await?;
     drop(demo);
+    let _ = std::fs::remove_dir_all(&archive_dir);
     Ok(())
 }
 
@@ -337,6 +346,8 @@ fn try_it(base: &str) -> String {
          curl -s '{base}/llm/logs?instanceId=<instanceId>&fromLine=<nextLine>&waitMs=10000'\n    \
          curl -s {base}/llm/instances/<instanceId>\n    \
          curl -s '{base}/llm/instances/<instanceId>/startup?waitMs=20000'   # the run's startupUrl: phase, progress, cause\n    \
+         curl -s '{base}/llm/search?q=out%20of%20memory'   # every archived run that hit it\n    \
+         curl -s {base}/llm/jobs/vllm-oom/stats\n    \
          curl -s {base}/metrics\n"
     )
 }

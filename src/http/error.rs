@@ -83,6 +83,9 @@ pub enum ApiError {
     /// Cluster mode: the shared store holds this instance id for another PowerJob (409).
     #[error("{0}")]
     InstanceConflict(String),
+    /// The archive (`[archive]`) cannot be reached or could not answer (503).
+    #[error("{0}; try again later")]
+    ArchiveUnavailable(String),
 }
 
 impl From<crate::service::ServiceError> for ApiError {
@@ -116,7 +119,7 @@ impl ApiError {
             ApiError::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             ApiError::EpochMismatch(_) => StatusCode::GONE,
             ApiError::InstanceConflict(_) => StatusCode::CONFLICT,
-            ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StoreUnavailable(_) | ApiError::ArchiveUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(e) => match e {
                 UpstreamError::InstanceNotFound(_) => StatusCode::NOT_FOUND,
                 UpstreamError::Unreachable(_) | UpstreamError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -146,6 +149,7 @@ impl ApiError {
             ApiError::EpochMismatch(_) => "epoch_mismatch",
             ApiError::InstanceConflict(_) => "instance_conflict",
             ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::ArchiveUnavailable(_) => "archive_unavailable",
             ApiError::Upstream(e) => match e {
                 UpstreamError::InstanceNotFound(_) => "instance_not_found",
                 UpstreamError::Unreachable(_) | UpstreamError::NotReady(_) => "upstream_unavailable",

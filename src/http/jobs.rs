@@ -80,6 +80,9 @@ pub async fn run_job(
     if let Some(name) = &resolved.name {
         // Its start-up state is computed with this job's rules.
         state.logs.started_as(instance_id, name);
+    } else {
+        // With an archive: followed to completion and archived, read or not.
+        state.logs.follow_to_completion(instance_id, Some(resolved.job_id));
     }
     Ok((
         StatusCode::CREATED,

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod history;
 pub mod jobs;
 pub mod logs;
 pub mod ops;
@@ -62,6 +63,9 @@ pub const ROUTES: &[telemetry::Route] = &[
     ("post", "/llm/logs/{instanceId}/append"),
     ("get", "/llm/jobs"),
     ("post", "/llm/jobs/{jobId}/run"),
+    ("get", "/llm/jobs/{name}/runs"),
+    ("get", "/llm/jobs/{name}/stats"),
+    ("get", "/llm/search"),
     ("get", "/llm/instances/{instanceId}"),
     ("get", "/llm/instances/{instanceId}/startup"),
     ("post", "/llm/instances/{instanceId}/stop"),
@@ -95,6 +99,10 @@ pub fn routes(state: AppState) -> Router {
         .route("/favicon.ico", get(viewer::favicon))
         .route("/llm/jobs", get(viewer::list_jobs))
         .route("/llm/jobs/{job_id}/run", post(jobs::run_job).layer(limited()))
+        // (One name per path segment for the router: `{job_id}` holds the job's name here.)
+        .route("/llm/jobs/{job_id}/runs", get(history::runs))
+        .route("/llm/jobs/{job_id}/stats", get(history::stats))
+        .route("/llm/search", get(history::search))
         .route("/llm/instances/{instance_id}", get(jobs::get_instance))
         .route("/llm/instances/{instance_id}/startup", get(startup::get_startup))
         .route("/llm/instances/{instance_id}/stop", post(jobs::stop).layer(limited()))

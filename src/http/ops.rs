@@ -21,10 +21,14 @@ pub async fn healthz() -> Json<Value> {
 /// probe now. The probe is shared by concurrent callers and reused for a few seconds
 /// (see [`crate::upstream::PowerJobClient::ready`]): this route needs no token, so it
 /// must not let anyone drive requests to PowerJob. In cluster mode the shared store
-/// (Redis) must answer a PING too, and the answer says so under `store`.
+/// (Redis) must answer a PING too, and the answer says so under `store`. `archive`
+/// says whether the archive answers (`ok`, `unavailable`, `off`); an archive that is
+/// down does not make the replica unready (live logs are served without it, and
+/// complete logs stay held until it is back).
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let window = Duration::from_millis(state.limits.ready_window_ms);
-    let (upstream, store) = tokio::join!(state.logs.client().ready(window), state.logs.store_ready());
+    let (upstream, store, archive) =
+        tokio::join!(state.logs.client().ready(window), state.logs.store_ready(), state.logs.archive_ready());
     let store_json = store.as_ref().map(|r| match r {
         Ok(()) => json!({ "ok": true, "node": state.logs.node() }),
         Err(e) => json!({ "ok": false, "node": state.logs.node(), "error": e.to_string() }),
@@ -46,6 +50,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if let Some(s) = store_json {
         body["store"] = s;
     }
+    body["archive"] = json!(archive);
     if error.is_none() {
         return Json(body).into_response();
     }

@@ -192,7 +192,12 @@ async fn serve(mut socket: WebSocket, state: &AppState, streamer: Streamer) {
                 None => (None, Some((NORMAL, "end"))),
             },
             incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Ok(Message::Close(_))) => {
+                    // The library queued the answering close: send it.
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, futures::SinkExt::flush(&mut socket)).await;
+                    return;
+                }
+                Some(Err(_)) | None => return,
                 // Pongs, and anything else a client sends, mean nothing here.
                 Some(Ok(_)) => continue,
             },

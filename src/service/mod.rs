@@ -13,6 +13,7 @@
 //! | [`startup`], [`notify`] | start-up state and its webhooks |
 //! | [`per_job`] | what is configured per job (rules, webhook), found for an instance |
 //! | [`push`] | pushed lines (memory mode): merged into the served log, deadlines |
+//! | [`archive`] | the archive: complete logs written once, and read back on a miss |
 //!
 //! Each followed instance is an entry: the pure served log ([`crate::logs::Joined`]: the
 //! [`crate::logs::Follower`] and what was pushed) behind a `RwLock` (readers
@@ -28,6 +29,7 @@
 //! something is held, then answers from what is held (`stale` once the refresh is
 //! overdue), so a PowerJob that hangs stalls only that one refresh, never the readers.
 
+mod archive;
 mod cluster;
 mod cluster_push;
 mod entry;
@@ -50,6 +52,7 @@ use crate::logs::lines::LineSlice;
 use crate::logs::{Attempt, JoinConfig, PushStats, Status, Timing};
 use crate::telemetry;
 use crate::upstream::{PowerJobClient, UpstreamError};
+pub use archive::{purge as purge_archive, ArchiveAccess};
 use entry::{Entry, Gate};
 pub use notify::signature;
 pub use push::PushFailure;
@@ -161,6 +164,11 @@ struct Inner {
     join: JoinConfig,
     /// Instances PowerJob was asked about for a push.
     known: push::Known,
+    /// The archive (`[archive]`); `None`: off.
+    archiver: Option<archive::Archiver>,
+    /// `archive.url` and `archive.max_connections`, to open it.
+    archive_url: secrecy::SecretString,
+    archive_max_connections: u32,
 }
 
 impl LogService {
@@ -189,9 +197,13 @@ impl LogService {
                 shared,
                 join: config.push.join_config(config.logs.max_lines_per_instance),
                 known: push::known_cache(),
+                archiver: archive::Archiver::new(config),
+                archive_url: config.archive.url.clone(),
+                archive_max_connections: config.archive.max_connections,
             }),
         };
         service.start_wake_ups();
+        service.start_archive();
         Ok(service)
     }
 
@@ -214,8 +226,10 @@ impl LogService {
             gate.force = true;
             job_id = gate.job_id;
         }
-        // The new attempt's events (the webhook's watcher may have ended).
+        // The new attempt's events (the webhook's watcher may have ended), and with an
+        // archive its new complete state.
         self.notify_seen(id, job_id);
+        self.follow_to_completion(id, job_id);
     }
 
     fn entry(&self, id: i64) -> Result<Arc<Entry>, ServiceError> {

@@ -21,6 +21,10 @@
 //! (HMAC-SHA256 of the body), retrying transport failures, 5xx, 408 and 429 with
 //! back-off (1 s, 2 s, 4 s, … at most 10 s) until the job's `deadline_ms`.
 //!
+//! With an archive (`[archive]`) the same watcher follows every run started or retried
+//! through powertail to completion, with or without a webhook (then it delivers
+//! nothing), so that it is archived whether or not anyone reads it (`super::archive`).
+//!
 //! Each key is claimed before its delivery starts, so that a watcher started again
 //! (after a retry, or a later read) never repeats an event. In cluster mode the claim is
 //! also made in Redis (`SET <prefix>:delivery:<key> NX`, a day), so that one replica
@@ -144,10 +148,20 @@ impl LogService {
         self.inner.notifier.watching.lock().expect("watching lock poisoned").contains(&id)
     }
 
-    /// Instance `id` was run as configured job `job`: watch it if the job has a webhook.
+    /// Instance `id` was run as configured job `job`: watch it if the job has a webhook
+    /// (or, with an archive, to completion).
     pub(super) fn notify_started(&self, id: i64, job: &str) {
-        if let Some(target) = self.inner.notifier.targets.started_as(id, job) {
+        let target = self.inner.notifier.targets.started_as(id, job);
+        if target.is_some() || self.archives() {
             self.watch(id, target);
+        }
+    }
+
+    /// With an archive: watch instance `id` (run or retried through powertail) to
+    /// completion, delivering its job's webhook events if it has one.
+    pub(crate) fn follow_to_completion(&self, id: i64, job_id: Option<i64>) {
+        if self.archives() {
+            self.watch(id, self.inner.notifier.for_instance(id, job_id));
         }
     }
 
@@ -159,11 +173,12 @@ impl LogService {
             return;
         }
         if let Some(target) = notifier.for_instance(id, job_id) {
-            self.watch(id, target);
+            self.watch(id, Some(target));
         }
     }
 
-    fn watch(&self, id: i64, target: Arc<Target>) {
+    /// Watches instance `id` (delivering `target`'s events, if any) unless a watcher runs.
+    fn watch(&self, id: i64, target: Option<Arc<Target>>) {
         if self.inner.shutdown.is_cancelled()
             || !self.inner.notifier.watching.lock().expect("watching lock poisoned").insert(id)
         {
@@ -171,12 +186,13 @@ impl LogService {
         }
         let service = self.clone();
         tokio::spawn(async move {
+            let job = target.as_ref().map_or("-", |t| t.job.as_str()).to_owned();
             let ended = {
                 let _watching = Watching(&service.inner.notifier, id);
-                tracing::debug!(instance.id = id, job = %target.job, "webhook watcher started");
-                service.watch_instance(id, &target).await
+                tracing::debug!(instance.id = id, %job, "watcher started");
+                service.watch_instance(id, target.as_ref()).await
             };
-            tracing::debug!(instance.id = id, job = %target.job, "webhook watcher ended");
+            tracing::debug!(instance.id = id, %job, "watcher ended");
             // A retry seen by a refresh between the last look and the end: watch it.
             if ended && service.inner.store.get(id).is_some_and(|e| !e.is_complete()) {
                 service.watch(id, target);
@@ -184,9 +200,10 @@ impl LogService {
         });
     }
 
-    /// Watches until the state and the log are complete (`true`), or until shutdown,
-    /// [`MAX_WATCH`], or an instance PowerJob does not know (`false`).
-    async fn watch_instance(&self, id: i64, target: &Arc<Target>) -> bool {
+    /// Watches until the log is complete and so is the state (with a `target`) (`true`),
+    /// or until shutdown, [`MAX_WATCH`], or an instance PowerJob does not know (`false`).
+    async fn watch_instance(&self, id: i64, target: Option<&Arc<Target>>) -> bool {
+        let job = target.map_or("-", |t| t.job.as_str());
         let shutdown = self.inner.shutdown.clone();
         let end = Instant::now() + MAX_WATCH;
         let mut known: (Option<u32>, Option<usize>) = (None, None);
@@ -197,7 +214,7 @@ impl LogService {
                 return false;
             }
             if now >= end {
-                tracing::warn!(instance.id = id, job = %target.job, "webhook watcher gave up after {MAX_WATCH:?}");
+                tracing::warn!(instance.id = id, %job, "watcher gave up after {MAX_WATCH:?}");
                 return false;
             }
             let s = match self.startup(id, POLL_WAIT, known).await {
@@ -206,7 +223,7 @@ impl LogService {
                     s
                 }
                 Err(super::ServiceError::Upstream(UpstreamError::InstanceNotFound(_))) => {
-                    tracing::warn!(instance.id = id, job = %target.job, "webhook watcher: PowerJob does not know the instance");
+                    tracing::warn!(instance.id = id, %job, "watcher: PowerJob does not know the instance");
                     return false;
                 }
                 Err(e) => {
@@ -220,13 +237,15 @@ impl LogService {
                 }
             };
             let snap = &s.snapshot;
-            // Attempts a retry superseded: their ready or failure, if not delivered yet.
-            for earlier in self.earlier_attempts(id) {
-                self.offer(id, target, &earlier, s.status);
+            if let Some(target) = target {
+                // Attempts a retry superseded: their ready or failure, if not delivered yet.
+                for earlier in self.earlier_attempts(id) {
+                    self.offer(id, target, &earlier, s.status);
+                }
+                self.offer(id, target, snap, s.status);
             }
-            self.offer(id, target, snap, s.status);
             let log_complete = self.inner.store.get(id).is_some_and(|e| e.is_complete());
-            if snap.complete && log_complete {
+            if log_complete && (snap.complete || target.is_none()) {
                 return true;
             }
             if snap.complete {

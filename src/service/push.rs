@@ -65,6 +65,8 @@ impl LogService {
             return self.push_shared(&shared, id, body).await;
         }
         let entry = self.entry(id)?;
+        // (With an archive a new entry is named at its first refresh: now, if it is this.)
+        self.name_epoch(&entry);
         let now = self.inner.client.clock().now_ms();
         let lines = match &body {
             Pushed::Batch(b) => b.lines.len(),
@@ -87,8 +89,9 @@ impl LogService {
         };
         metrics::counter!(telemetry::PUSH_LINES, "outcome" => outcome).increment(lines as u64);
         if entry.is_complete() {
-            // (Its last source ended after PowerJob's log was complete.)
-            self.inner.store.promote(&entry);
+            // (Its last source ended after PowerJob's log was complete; archived first,
+            // with an archive.)
+            self.completed(&entry);
         }
         self.schedule_tick(&entry);
         Ok(accepted)

@@ -108,20 +108,24 @@ impl LogService {
 
     /// One refresh, in its own task: reads, records the outcome, wakes the waiters.
     async fn run_refresh(&self, entry: &Arc<Entry>) {
-        let result = match &self.inner.shared {
-            Some(shared) => self.refresh_shared(entry, shared).await,
-            None => {
-                let result = self.refresh(entry).await;
-                // Memory mode: every line is visible as soon as it is read (and joined
-                // with what was pushed; published under the lock, as pushes are).
-                {
-                    let now = self.inner.client.clock().now_ms();
-                    let mut f = entry.follower.write().expect("follower lock poisoned");
-                    f.sync(&self.inner.join, now);
-                    entry.publish(View::of(&f, f.line_count(), entry.epoch(), Source::Local));
+        let result = if self.restored_from_archive(entry).await {
+            Ok(())
+        } else {
+            match &self.inner.shared {
+                Some(shared) => self.refresh_clustered(entry, shared).await,
+                None => {
+                    let result = self.refresh(entry).await;
+                    // Memory mode: every line is visible as soon as it is read (and joined
+                    // with what was pushed; published under the lock, as pushes are).
+                    {
+                        let now = self.inner.client.clock().now_ms();
+                        let mut f = entry.follower.write().expect("follower lock poisoned");
+                        f.sync(&self.inner.join, now);
+                        entry.publish(View::of(&f, f.line_count(), entry.epoch(), Source::Local));
+                    }
+                    self.schedule_tick(entry);
+                    result.map_err(ServiceError::from)
                 }
-                self.schedule_tick(entry);
-                result.map_err(ServiceError::from)
             }
         };
         let outcome = if result.is_ok() { "ok" } else { "error" };
@@ -152,8 +156,9 @@ impl LogService {
             gate.force
         };
         if entry.is_complete() {
-            // Immutable from now on: into the size-bounded cache of complete logs.
-            self.inner.store.promote(entry);
+            // Immutable from now on: into the size-bounded cache of complete logs (once
+            // archived, with an archive).
+            self.completed(entry);
         } else {
             self.inner.store.demote(entry);
         }
@@ -176,6 +181,7 @@ impl LogService {
         let client = &self.inner.client;
         let timing = &self.inner.timing;
         let info = client.instance_info(entry.id).await?;
+        self.note_instance(entry.id, &info);
         let facts = InstanceFacts {
             status: Status::from_code(info.status),
             actual_trigger_time: info.actual_trigger_time,

@@ -113,6 +113,7 @@ impl LogService {
     /// rules apply).
     pub fn started_as(&self, id: i64, job: &str) {
         self.inner.startup_rules.rules.started_as(id, job);
+        self.archive_started(id, job);
         // Its webhook, if it has one, is driven from now on.
         self.notify_started(id, job);
     }

@@ -12,6 +12,11 @@
 //! rebuilt from scratch (a new process, an idle growing log dropped, a complete log
 //! evicted and read again), its clients' cursors no longer hold, and the epoch says so.
 //!
+//! With an archive (`[archive]`), a complete log is *held* until it is archived: never
+//! evicted (nothing of it would be lost if the archive is down for a while), then moved
+//! into the cache. An entry gets its epoch at its first refresh then (the archive's, if
+//! the log was archived: see `super::archive`).
+//!
 //! Cluster mode: the shared store keeps every order and its epoch, so this store is only
 //! a cache. Past its caps it drops the growing logs read least recently instead of
 //! refusing new ones; an entry read again is rebuilt from the shared store.
@@ -56,6 +61,11 @@ pub(super) struct Store {
     epochs: Epochs,
     /// Cluster mode: epochs come from the shared store, not from this process.
     shared: bool,
+    /// An archive is configured: a new entry's epoch is named at its first refresh
+    /// (the archive's, or a new one).
+    archive: bool,
+    /// Complete logs waiting to be archived (never evicted).
+    held: std::sync::Mutex<HashMap<i64, Arc<Entry>>>,
     complete: moka::sync::Cache<i64, Arc<Entry>>,
     following: std::sync::Mutex<HashMap<i64, Arc<Entry>>>,
     idle_ms: i64,
@@ -79,6 +89,8 @@ impl Store {
         Store {
             epochs: Epochs::new(),
             shared: config.cluster.is_some(),
+            archive: config.archive.enabled(),
+            held: std::sync::Mutex::new(HashMap::new()),
             complete,
             following: std::sync::Mutex::new(HashMap::new()),
             idle_ms: i64::try_from(config.logs.idle_evict_ms).unwrap_or(i64::MAX),
@@ -93,6 +105,10 @@ impl Store {
         if let Some(e) = self.complete.get(&id) {
             telemetry::cached_counter(&HITS, telemetry::CACHE_HITS).increment(1);
             return Ok(e);
+        }
+        if let Some(e) = self.held.lock().expect("store lock poisoned").get(&id) {
+            telemetry::cached_counter(&HITS, telemetry::CACHE_HITS).increment(1);
+            return Ok(e.clone());
         }
         let now = self.clock.now_ms();
         let mut following = self.following.lock().expect("store lock poisoned");
@@ -128,8 +144,9 @@ impl Store {
         if bytes >= self.max_following_bytes {
             return Err(ServiceError::TooManyBytes(bytes));
         }
-        // (Cluster mode: the store names the sequence at the first refresh.)
-        let epoch = if self.shared { Arc::from("") } else { self.epochs.next() };
+        // (Cluster mode: the store names the sequence at the first refresh; with an
+        // archive, the archive or this store does, at the first refresh.)
+        let epoch = if self.shared || self.archive { Arc::from("") } else { self.epochs.next() };
         let entry = Arc::new(Entry::new(id, epoch, now));
         following.insert(id, entry.clone());
         Ok(entry)
@@ -156,8 +173,28 @@ impl Store {
         }
     }
 
+    /// Holds a complete log until it is archived ([`Store::release`]): never evicted.
+    pub(super) fn hold(&self, entry: &Arc<Entry>) {
+        let mut held = self.held.lock().expect("store lock poisoned");
+        self.following.lock().expect("store lock poisoned").remove(&entry.id);
+        self.complete.invalidate(&entry.id);
+        held.insert(entry.id, entry.clone());
+    }
+
+    /// A held log was archived: into the size-bounded cache.
+    pub(super) fn release(&self, entry: &Arc<Entry>) {
+        let mut held = self.held.lock().expect("store lock poisoned");
+        if held.get(&entry.id).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            held.remove(&entry.id);
+            self.complete.insert(entry.id, entry.clone());
+        }
+    }
+
     /// Moves a complete log that runs again (a retry) back among the growing ones.
     pub(super) fn demote(&self, entry: &Arc<Entry>) {
+        if self.held.lock().expect("store lock poisoned").remove(&entry.id).is_some() {
+            self.following.lock().expect("store lock poisoned").insert(entry.id, entry.clone());
+        }
         if self.complete.contains_key(&entry.id) {
             self.following.lock().expect("store lock poisoned").insert(entry.id, entry.clone());
             self.complete.invalidate(&entry.id);
@@ -168,16 +205,21 @@ impl Store {
     pub(super) fn ids(&self) -> Vec<i64> {
         let mut ids: Vec<i64> = self.complete.iter().map(|(id, _)| *id).collect();
         ids.extend(self.following.lock().expect("store lock poisoned").keys());
+        ids.extend(self.held.lock().expect("store lock poisoned").keys());
         ids
     }
 
     /// The entry of `id`, if held.
     pub(super) fn get(&self, id: i64) -> Option<Arc<Entry>> {
-        self.complete.get(&id).or_else(|| self.following.lock().expect("store lock poisoned").get(&id).cloned())
+        self.complete
+            .get(&id)
+            .or_else(|| self.held.lock().expect("store lock poisoned").get(&id).cloned())
+            .or_else(|| self.following.lock().expect("store lock poisoned").get(&id).cloned())
     }
 
     pub(super) fn contains(&self, id: i64) -> bool {
         self.complete.contains_key(&id)
+            || self.held.lock().expect("store lock poisoned").contains_key(&id)
             || self
                 .following
                 .lock()
@@ -189,8 +231,11 @@ impl Store {
     /// (instances held, bytes held)
     pub(super) fn usage(&self) -> (u64, u64) {
         self.complete.run_pending_tasks();
+        let held = self.held.lock().expect("store lock poisoned");
+        let held_bytes = self.following_bytes(&held);
         let following = self.following.lock().expect("store lock poisoned");
-        let bytes = self.following_bytes(&following);
-        (self.complete.entry_count() + following.len() as u64, self.complete.weighted_size() + bytes)
+        let bytes = self.following_bytes(&following) + held_bytes;
+        let count = self.complete.entry_count() + following.len() as u64 + held.len() as u64;
+        (count, self.complete.weighted_size() + bytes)
     }
 }

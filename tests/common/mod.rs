@@ -11,10 +11,12 @@
 //! - [`steps`]: a builder for simulated jobs (`steps(300).over(2_000).job(12)`).
 //! - [`cluster`]: a real `redis-server` per test, replicas as child processes, `[cluster]`
 //!   configuration.
+//! - [`postgres`]: a real PostgreSQL per test (`initdb` in a temporary directory, loopback port).
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
 pub mod browser;
 pub mod cluster;
+pub mod postgres;
 
 use std::future::Future;
 use std::ops::Deref;

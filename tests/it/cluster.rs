@@ -922,7 +922,7 @@ async fn readyz_reports_the_store() {
     };
     let ready = |(status, retry_after, body): (u16, Option<String>, Value)| {
         assert_eq!((status, retry_after), (200, None), "{body}");
-        assert_eq!(body, json!({"status": "ready", "store": {"ok": true, "node": node}}));
+        assert_eq!(body, json!({"status": "ready", "store": {"ok": true, "node": node}, "archive": "off"}));
     };
     let unready = |(status, retry_after, body): &(u16, Option<String>, Value)| {
         *status == 503 && {

@@ -17,6 +17,9 @@ mod common;
 
 mod api_edges;
 mod api_errors;
+mod archive;
+mod archive_pg;
+mod archive_store;
 mod cluster;
 mod cluster_faults;
 mod cluster_harness;

@@ -47,7 +47,7 @@ async fn concurrent_readyz_calls_share_one_probe() {
     let auths = app.sim.requests("/openApi/authApp");
     assert_eq!(auths, 1);
     for (status, body) in readyz_burst(&app, 50).await {
-        assert_eq!((status, body), (200, json!({"status": "ready"})));
+        assert_eq!((status, body), (200, json!({"status": "ready", "archive": "off"})));
     }
     assert_eq!(app.sim.requests("/openApi/authApp"), auths + 1, "50 concurrent calls, one probe");
     // Reused: another burst right after makes no request.

@@ -134,7 +134,10 @@ async fn a_websocket_follows_a_run_to_its_end_and_resumes_exactly() {
     // Two batches, then the connection dropped.
     let mut socket = open(&app.base, &path, &[]).await;
     let first = read(&mut socket, Some(2)).await;
-    drop(socket);
+    // A client that closes gets the server's answering close.
+    let frame = tungstenite::protocol::CloseFrame { code: 1000.into(), reason: "bye".into() };
+    socket.close(Some(frame)).await.unwrap();
+    assert_eq!(read(&mut socket, None).await.close_code(), Some(1000));
     let mut lines = first.lines(0);
     assert!(!lines.is_empty());
     let last = first.messages.iter().rfind(|m| m["type"] == "lines").unwrap();

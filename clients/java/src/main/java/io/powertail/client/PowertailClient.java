@@ -16,6 +16,7 @@ import java.util.NoSuchElementException;
 import java.util.Objects;
 import java.util.Spliterator;
 import java.util.Spliterators;
+import java.util.function.Supplier;
 import java.util.stream.Stream;
 import java.util.stream.StreamSupport;
 
@@ -489,11 +490,11 @@ public final class PowertailClient {
     /** {@link StreamTransport#AUTO}: the WebSocket, or SSE when its first handshake finds no route. */
     private static final class Fallback implements Iterator<ServerSentEvent> {
         private final WsStream ws;
-        private final java.util.function.Supplier<EventStream> sse;
+        private final Supplier<EventStream> sse;
         private EventStream fallback;
         private boolean closed;
 
-        Fallback(WsStream ws, java.util.function.Supplier<EventStream> sse) {
+        Fallback(WsStream ws, Supplier<EventStream> sse) {
             this.ws = ws;
             this.sse = sse;
         }

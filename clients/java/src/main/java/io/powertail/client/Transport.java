@@ -13,6 +13,7 @@ import java.net.http.HttpClient;
 import java.net.http.HttpConnectTimeoutException;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
+import java.net.http.WebSocket;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.Map;
@@ -94,7 +95,7 @@ final class Transport {
     }
 
     /** Adds the token to a WebSocket handshake ({@code Authorization: Bearer}, never in the URL). */
-    void authorize(java.net.http.WebSocket.Builder b) {
+    void authorize(WebSocket.Builder b) {
         b.header("User-Agent", USER_AGENT);
         if (authorization != null) {
             b.header("Authorization", authorization);

@@ -3,10 +3,12 @@ package io.powertail.client;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.IOException;
 import java.net.URI;
 import java.net.http.WebSocket;
 import java.net.http.WebSocketHandshakeException;
 import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
@@ -258,7 +260,7 @@ final class WsStream implements Iterator<ServerSentEvent> {
         if (cause instanceof WebSocketHandshakeException h) {
             int status = h.getResponse().statusCode();
             Object raw = h.getResponse().body();
-            String body = raw instanceof String str ? str : raw instanceof byte[] bytes ? new String(bytes, java.nio.charset.StandardCharsets.UTF_8) : "";
+            String body = raw instanceof String str ? str : raw instanceof byte[] bytes ? new String(bytes, StandardCharsets.UTF_8) : "";
             if ((status == 404 || status == 405) && !body.contains("instance_not_found")) {
                 unsupported = true; // an older powertail: no WebSocket route
                 close();
@@ -279,7 +281,7 @@ final class WsStream implements Iterator<ServerSentEvent> {
             return;
         }
         try {
-            tries.onTransportFailure(cause instanceof java.io.IOException io ? io : new java.io.IOException(cause));
+            tries.onTransportFailure(cause instanceof IOException io ? io : new IOException(cause));
         } catch (PowertailException e) {
             close();
             throw e;

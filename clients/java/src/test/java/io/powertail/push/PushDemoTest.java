@@ -9,6 +9,8 @@ import io.powertail.client.LogPage;
 import io.powertail.client.PowertailClient;
 import io.powertail.client.RunAnswer;
 import io.powertail.testing.PowertailDemo;
+import java.io.IOException;
+import java.io.UncheckedIOException;
 import io.powertail.push.example.LlmPythonProcessor;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -177,8 +179,8 @@ class PushDemoTest {
                 assertEquals(0, s.sent(), s.toString());
                 assertEquals(1, proxy.requests(), "nothing sent once off: " + c);
                 assertEquals(List.of("INFO first", "INFO second"), oms.lines());
-            } catch (java.io.IOException e) {
-                throw new java.io.UncheckedIOException(e);
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
             }
         }
     }
