@@ -41,6 +41,8 @@ impl LogService {
         id: i64,
         body: Pushed,
     ) -> Result<Accepted, PushFailure> {
+        // (Never into another PowerJob's key prefix: refused with the reason, as reads are.)
+        shared.ensure_identity(self.inner.client.app_id()).await.map_err(ServiceError::from)?;
         let entry = self.entry(id)?;
         let now = self.inner.client.clock().now_ms();
         let (batch, seed) = match body {

@@ -16,7 +16,7 @@ use common::cluster::{
 };
 use common::fast_sim;
 use powertail::logs::merge::{render, Level};
-use powertail::sim::{Level as SimLevel, Record, SimHandle, Simulator};
+use powertail::sim::{Level as SimLevel, Record, SimConfig, SimHandle, Simulator};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -292,4 +292,28 @@ async fn a_gap_is_given_up_by_the_holder_and_the_late_batch_is_a_duplicate_on_an
     for base in [a.base(), b.base()] {
         assert_eq!(served(&http, base, id).await.0, want, "{base}");
     }
+}
+
+/// A replica of another PowerJob app never queues into the key prefix of this one: its
+/// push is refused with the reason its reads get (503 `store_unavailable`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (Debian package redis-server); CI installs it"]
+async fn a_replica_of_another_powerjob_queues_nothing() {
+    let redis = RedisServer::start();
+    let sim = Simulator::spawn(fast_sim()).await.unwrap();
+    let _a = InProcess::start_toml(&cluster_config(&sim.url(), &redis.url(), PUSH)).await;
+    let identity = format!("{}:powerjob", test_key_prefix());
+    wait_until(DEADLINE, "the prefix recorded", || async { !redis.cmd(&["HGET", &identity, "appName"]).is_empty() })
+        .await;
+    let other = Simulator::spawn(SimConfig { app_name: "other-app".into(), ..fast_sim() }).await.unwrap();
+    let extra = format!("{PUSH}\n[powerjob]\napp_name = \"other-app\"");
+    let b = InProcess::start_toml(&cluster_config(&other.url(), &redis.url(), &extra)).await;
+    let (id, now) = running(&other);
+    let http = reqwest::Client::new();
+    let (status, body) =
+        try_push(&http, b.base(), id, &batch("w/1", 0, &[(now, "x".to_owned())], false)).await.unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("store_unavailable")), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("belongs to PowerJob app \"llm-test-platform\""), "{message}");
+    assert!(redis.keys(&format!("{}:{{{id}}}:*", test_key_prefix())).is_empty(), "nothing queued");
 }
