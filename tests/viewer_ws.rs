@@ -1,10 +1,11 @@
 //! The viewer and `powertail.js` over the WebSocket, in a real headless Chromium: the
 //! viewer follows a run over `GET /llm/logs/{id}/ws` (the transport it reports), says how
 //! the lines arrive and how fresh the newest is, and `/?instanceId=…&line=N` opens the log
-//! at line N, highlighted; a pushed line shows at once, and the page says "pushed". The module's `follow(…, {transport: "websocket", token})`
-//! from another origin authenticates by its first message and gets every line once; where
-//! the WebSocket (and SSE) cannot get through it falls back to long-polls and still gets
-//! every line once.
+//! at line N, highlighted; a pushed line shows at once, and the page says "pushed". The
+//! module's `follow(…, {transport: "websocket", token})` from another origin authenticates
+//! by its first message and gets every line once; where the WebSocket (and SSE) cannot
+//! get through it falls back to long-polls and still gets every line once. The History view (issue 20) lists a job's archived runs with their
+//! start-up badges and statistics, and a search hit opens its line.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; `#[ignore]`d like tests/viewer_browser.rs
 //! (run with `cargo test -- --include-ignored`). `POWERTAIL_UPDATE_SCREENSHOT=1` writes
@@ -15,9 +16,9 @@ use std::time::Duration;
 mod common;
 
 use common::browser::{browser, js, shot, start_driver, wait_js, SERIAL};
-use common::{steps, TestApp};
+use common::{steps, wait_for, TestApp};
 use powertail::config::{Scope, TokenConfig};
-use serde_json::json;
+use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -198,5 +199,84 @@ async fn the_viewer_says_when_lines_are_pushed() {
     let served: Vec<String> = serde_json::from_value(app.logs(id, 0).await["lines"].clone()).unwrap();
     assert_eq!(shown[..], served[..shown.len()]);
     shot(&c, "viewer-pushed.png").await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver"]
+async fn the_history_view_lists_runs_and_a_search_hit_opens_its_line() {
+    let _turn = SERIAL.lock().await;
+    let driver = start_driver().await;
+    // The demo with an archive in a SQLite file; runs started through powertail are
+    // followed to completion and archived.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/archive.db", dir.path().display());
+    let demo = TestApp::demo(0.2, |c| c.archive.url = url.into()).await;
+    let ok = demo.run_named("vllm-start").await["instanceId"].as_str().unwrap().to_owned();
+    let oom = demo.run_named("vllm-oom").await["instanceId"].as_str().unwrap().to_owned();
+    let archived = |job: &'static str, id: String| {
+        let demo = &demo;
+        async move {
+            let (status, body) = demo.get(&format!("/llm/jobs/{job}/runs")).await;
+            let runs = body["runs"].as_array().cloned().unwrap_or_default();
+            (status == 200).then(|| runs.into_iter().find(|r| r["instanceId"] == id.as_str())).flatten()
+        }
+    };
+    let oom_run = wait_for(DEADLINE, "the OOM run archived", || archived("vllm-oom", oom.clone())).await;
+    let ok_run = wait_for(DEADLINE, "the ready run archived", || archived("vllm-start", ok.clone())).await;
+    assert_eq!((oom_run["phase"].as_str(), oom_run["cause"].as_str()), (Some("failed"), Some("cuda_oom")), "{oom_run}");
+    let cause_line = oom_run["causeLine"].as_u64().unwrap();
+    assert_eq!(ok_run["phase"], "ready");
+
+    let c = browser(&driver).await;
+    c.goto(&format!("{}/?history&job=vllm-oom", demo.base)).await.unwrap();
+    let row = |id: &str| format!("document.querySelector('#hruns tr[data-instance=\"{id}\"]')");
+    wait_js(&c, &format!("return {} !== null", row(&oom)), DEADLINE).await;
+    let cells = js(&c, &format!("return [...{}.cells].map(c => c.textContent)", row(&oom))).await;
+    assert_eq!(cells[0], oom.as_str());
+    assert_eq!((cells[2].as_str(), cells[5].as_str()), (Some("FAILED"), Some("failed")), "{cells}");
+    assert_eq!(cells[7], format!("cuda_oom line {}", cause_line + 1), "{cells}");
+    let link = js(&c, &format!("return {}.querySelector('td.cause a').getAttribute('href')", row(&oom))).await;
+    assert_eq!(link, format!("/?instanceId={oom}&line={cause_line}"));
+    wait_js(&c, "return /^1 run failed 1 cuda_oom 1$/.test(document.getElementById('hstats').textContent)", DEADLINE)
+        .await;
+    let stats = js(&c, "return document.getElementById('hstats').textContent").await;
+    assert!(stats.as_str().unwrap().contains("failed 1") && stats.as_str().unwrap().contains("cuda_oom 1"), "{stats}");
+    shot(&c, "viewer-history-oom.png").await;
+
+    // Another job: its runs, with the time to ready.
+    js(&c, "const s = document.getElementById('hjob'); s.value = 'vllm-start'; s.dispatchEvent(new Event('change')); return true").await;
+    wait_js(&c, &format!("return {} !== null", row(&ok)), DEADLINE).await;
+    let cells = js(&c, &format!("return [...{}.cells].map(c => c.textContent)", row(&ok))).await;
+    let ready = format!("{:.1} s", ok_run["readyAfterMs"].as_f64().unwrap() / 1000.0);
+    assert_eq!((cells[5].as_str(), cells[6].as_str()), (Some("ready"), Some(ready.as_str())), "{cells}");
+    assert!(c.current_url().await.unwrap().as_str().ends_with("/?history&job=vllm-start"));
+
+    // A search across every job: the hits of the API, each a link to its line.
+    let want = demo.get_ok("/llm/search?q=cuda%20out%20of%20memory&limit=50").await;
+    let hits = want["hits"].as_array().unwrap();
+    assert!(!hits.is_empty(), "{want}");
+    js(&c, "document.getElementById('hjobOnly').checked = false; document.getElementById('hq').value = 'cuda out of memory'; \
+            document.querySelector('#hsearch button').click(); return true").await;
+    wait_js(&c, &format!("return document.querySelectorAll('#hhits li').length === {}", hits.len()), DEADLINE).await;
+    let hrefs = js(&c, "return [...document.querySelectorAll('#hhits a.hit')].map(a => a.getAttribute('href'))").await;
+    let urls: Vec<&Value> = hits.iter().map(|h| &h["url"]).collect();
+    assert_eq!(hrefs, json!(urls));
+    let marked = js(&c, "return document.querySelector('#hhits mark').textContent").await;
+    assert_eq!(marked.as_str().map(str::to_lowercase).as_deref(), Some("cuda out of memory"));
+    shot(&c, "viewer-history-search.png").await;
+
+    // A click on a hit opens the log at that line, outlined.
+    let first = &hits[0];
+    let line = first["line"].as_u64().unwrap();
+    js(&c, "document.querySelector('#hhits a.hit').click(); return true").await;
+    wait_js(&c, &in_view(line), DEADLINE).await;
+    let url = c.current_url().await.unwrap();
+    assert_eq!(url.query(), Some(format!("instanceId={}&line={line}", first["instanceId"].as_str().unwrap()).as_str()));
+    let text = js(&c, &format!("return window.powertail.lines()[{line}]")).await;
+    assert_eq!(text, first["text"]);
+    // The archived log, over the WebSocket too.
+    assert_eq!(js(&c, "return window.powertail.transport()").await, "websocket");
+    shot(&c, "viewer-history-hit.png").await;
     c.close().await.unwrap();
 }
