@@ -6,7 +6,7 @@ use powertail::sim::Simulator;
 use serde_json::Value;
 
 /// The clients measured.
-pub const CLIENTS: [&str; 2] = ["long-poll", "SSE"];
+pub const CLIENTS: [&str; 3] = ["long-poll", "SSE", "WebSocket"];
 
 /// Lines held, each with the time the client held it.
 pub type Received = Vec<(String, i64)>;
@@ -16,6 +16,7 @@ pub async fn collect(client: &str, base: &str, id: i64, n: usize, until: i64) ->
     match client {
         "long-poll" => long_poll(base, id, n, until).await,
         "SSE" => sse(base, id, n, until).await,
+        "WebSocket" => websocket(base, id, n, until).await,
         _ => Vec::new(),
     }
 }
@@ -68,6 +69,32 @@ async fn sse(base: &str, id: i64, n: usize, until: i64) -> Received {
                 got.extend(lines.iter().filter_map(|l| Some((l.as_str()?.to_owned(), at))));
             }
             if got.len() >= n {
+                break;
+            }
+        }
+    }
+    got
+}
+
+async fn websocket(base: &str, id: i64, n: usize, until: i64) -> Received {
+    use tokio_tungstenite::tungstenite::Message;
+    let mut got = Received::new();
+    while got.len() < n && Simulator::now() < until {
+        let url = format!("{}/llm/logs/{id}/ws?fromLine={}", base.replacen("http://", "ws://", 1), got.len());
+        let Ok((mut socket, _)) = tokio_tungstenite::connect_async(url).await else {
+            super::sleep_ms(100).await;
+            continue;
+        };
+        let left = std::time::Duration::from_millis(u64::try_from(until - Simulator::now()).unwrap_or(0));
+        let deadline = tokio::time::Instant::now() + left;
+        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, socket.next()).await {
+            let at = Simulator::now();
+            let Message::Text(text) = message else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+            if v["type"] == "lines" {
+                let lines = v["lines"].as_array().cloned().unwrap_or_default();
+                got.extend(lines.iter().filter_map(|l| Some((l.as_str()?.to_owned(), at))));
+            } else if v["type"] == "end" || got.len() >= n {
                 break;
             }
         }
