@@ -4,6 +4,7 @@
 # attribute samples; the memory scenario runs it as a separate process), then
 # `cargo bench` in the same profile.
 # Usage: scripts/bench.sh [amplification|catchup|hotpath|memory|freshness|followcost ...]
+#        scripts/bench.sh push   (issue 19: push-freshness, push-throughput; or one of them)
 #        scripts/bench.sh --cluster [cluster-upstream|cluster-hotpath|cluster-memory|
 #                                    cluster-takeover|cluster-wakeup|cluster-readload ...]
 # --cluster: the scenarios of issue 12 (replicas on Redis; all of them when none is

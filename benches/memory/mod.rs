@@ -120,10 +120,12 @@ pub async fn spawn_binary_with(
     let port = common::cluster::free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
+    // No first-read delay (the logs read here were delivered long ago), unless asked.
+    let first_read = if extra_logs.contains("first_read_delay_ms") { "" } else { "first_read_delay_ms = 0\n" };
     std::fs::write(
         &cfg,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[powerjob]\naddresses = [\"{}\"]\napp_name = \"llm-test-platform\"\napp_password = \"secret\"\n{extra_powerjob}\n[logs]\nfirst_read_delay_ms = 0\n{extra_logs}\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[powerjob]\naddresses = [\"{}\"]\napp_name = \"llm-test-platform\"\napp_password = \"secret\"\n{extra_powerjob}\n[logs]\n{first_read}{extra_logs}\n",
             sim.url()
         ),
     )

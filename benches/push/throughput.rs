@@ -110,7 +110,11 @@ async fn run(bin: &std::path::Path, load: Load, push: bool) -> Outcome {
     })
     .await
     .unwrap();
-    let logs = "refresh_interval_ms = 1000\nmax_lines_per_instance = 1000000\nmax_following_bytes = 1073741824\n";
+    // The default first-read delay (8 s): an earlier read, before the worker's first
+    // flush, makes PowerJob write its "no online log" stable file (§6.10), and the
+    // polled log ends at what the temporary file held.
+    let logs = "refresh_interval_ms = 1000\nfirst_read_delay_ms = 8000\nmax_lines_per_instance = 1000000\n\
+                max_following_bytes = 1073741824\n";
     let powerjob = "log_cache_ms = 10000\nworker_flush_ms = 5000\nsync_delay_ms = 5000\n";
     let (mut child, base, _dir) = crate::memory::spawn_binary_with(bin, &sim, powerjob, logs).await;
     if push {

@@ -331,7 +331,7 @@ fn pushing(drop: f64) -> String {
     };
     format!(
         "  pushing:  vllm-start, vllm-oom, vllm-port-in-use and noisy-batch push every line as they log it\n             \
-         (the viewer gets it within a fraction of a second; `push` in /llm/logs answers counts them);\n             \
+         (within a fraction of a second; the viewer's header says \"pushed\", `push` in answers counts them);\n             \
          multi-worker pushes nothing: its lines arrive by PowerJob's poll alone, 1 to 3 s late here.\n             \
          {dropped}.\n"
     )
