@@ -114,7 +114,12 @@ impl LogService {
     /// prefix may have written the same id (ids restart with a fresh server, and
     /// snowflake ids can meet). On a mismatch nothing of it is served: the follower
     /// is dropped, and the read is refused ([`ServiceError::InstanceConflict`]).
-    async fn check_origin(&self, entry: &Entry, shared: &SharedLog, tick: &Tick) -> Result<(), ServiceError> {
+    pub(super) async fn check_origin(
+        &self,
+        entry: &Entry,
+        shared: &SharedLog,
+        tick: &Tick,
+    ) -> Result<(), ServiceError> {
         let Some(stored) = tick.meta.as_ref().and_then(|m| m.origin.clone()) else { return Ok(()) };
         let known = self.gate(entry).origin.clone();
         let mine = match known {

@@ -126,6 +126,12 @@ impl LogService {
         if *known != *tick.epoch && !known.is_empty() {
             entry.reload.store(true, Ordering::Relaxed);
         }
+        // The instance's origin, when this replica knows it (a refresh read it): never
+        // pushed lines into another PowerJob's log of the same id. (Not asked of PowerJob
+        // here: a drain reads no PowerJob; the next refresh checks it.)
+        if self.gate(entry).origin.is_some() {
+            self.check_origin(entry, shared, &tick).await?;
+        }
         let was_holder = entry.holder.swap(tick.holder, Ordering::Relaxed);
         if tick.holder != was_holder {
             let change = if tick.holder { "acquired" } else { "lost" };
@@ -134,7 +140,6 @@ impl LogService {
         if !tick.holder {
             return Ok(());
         }
-        // (The instance's origin is checked by the refreshes: a drain reads no PowerJob.)
         let tick = self.catch_up(entry, shared, &tick, !was_holder || tick.acquired).await?;
         self.drain_queue(entry, shared, tick).await.map(drop)
     }
