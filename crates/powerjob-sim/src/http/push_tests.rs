@@ -170,7 +170,7 @@ async fn reordered_and_delayed_batches_arrive_behind_later_ones_and_every_seq_on
     let (url, received) = receiver(0).await;
     let text: String = (0..100).map(|k| format!("line {k}\n")).collect();
     let sim = Simulator::spawn(sim_with(&text, 1_000)).await.unwrap();
-    let faults = PushFaults { reorder: 0.4, delay: 0.2, delay_ms: 300, ..PushFaults::default() };
+    let faults = PushFaults { reorder: 0.5, delay: 0.4, delay_ms: 300, ..PushFaults::default() };
     sim.set_pusher(Some(Pusher { seed: 1, record: true, ..Pusher::new(&url).jobs([12]).faults(faults) }));
     let id = sim.with_core(|c, now| c.run_job(12, None, 0, now)).unwrap();
     until_final(&received, id).await;
