@@ -1,64 +1,10 @@
 //! The joined log through a store (`joined_shared.rs`): what one replica wrote, another
 //! rebuilds, and goes on from without serving anything twice.
 
-use std::sync::Arc;
-
-use crate::logs::follower::{SharedMeta, Timing};
-use crate::logs::joined::{JoinConfig, Joined, Pushed, JOINED_META_VERSION};
-use crate::logs::merge::{render, Batch, Level, PushedLine};
-use crate::logs::{InstanceFacts, Snapshot, Status};
-
-/// 2024-06-01 16:00:05.123 in Asia/Shanghai (+08:00).
-const T0: i64 = 1_717_228_805_123;
-const WORKER: &str = "10.0.0.21:27777";
-const TIMING: Timing = Timing {
-    worker_flush_ms: 5_000,
-    log_cache_ms: 10_000,
-    first_read_delay_ms: 0,
-    clock_skew_ms: 1_000,
-    sync_delay_ms: 60_000,
-    max_lines: 1_000_000,
-};
-
-fn cfg() -> JoinConfig {
-    JoinConfig { max_lines: 1_000_000, ..JoinConfig::default() }
-}
-
-fn rec(ts: i64, text: &str) -> String {
-    render(ts, WORKER, Level::Info, text, 480).remove(0)
-}
-
-fn line(ts: i64, text: &str) -> PushedLine {
-    PushedLine { ts, level: Level::Info, text: text.into() }
-}
-
-fn batch(source: &str, seq: u64, lines: Vec<PushedLine>) -> Pushed {
-    Pushed::Batch(Batch { source: source.into(), seq, worker: WORKER.into(), is_final: false, lines })
-}
-
-/// PowerJob's whole file now is `file`: the follower applies it read at `now`, then the
-/// join catches up.
-fn poll(j: &mut Joined, file: &[String], now: i64) {
-    let f = j.follower_mut();
-    if f.status() == Status::Unknown {
-        let facts = InstanceFacts {
-            status: Status::Running,
-            actual_trigger_time: Some(T0 - 60_000),
-            finished_time: None,
-            task_tracker_address: Some(WORKER.into()),
-            running_times: 1,
-        };
-        f.observe(&facts, now, &TIMING);
-    }
-    let lines: Vec<Arc<str>> = file.iter().map(|l| Arc::from(l.as_str())).collect();
-    let total_pages = (lines.len() as u64).div_ceil(100).max(1);
-    f.apply(&Snapshot::Lines { first_page: 0, total_pages, lines }, now, &TIMING).expect("a full read applies");
-    j.sync(&cfg(), now);
-}
-
-fn served(j: &Joined) -> Vec<String> {
-    j.lines().iter().map(str::to_owned).collect()
-}
+use crate::logs::follower::SharedMeta;
+use crate::logs::joined::tests::{batch, cfg, line, poll, rec, served, T0};
+use crate::logs::joined::{Joined, JOINED_META_VERSION};
+use crate::logs::merge::{Level, PushedLine};
 
 /// What a store holds of `j`: its lines, their tags and its meta.
 fn stored(j: &Joined, consumed: &str) -> (Vec<String>, Vec<(bool, bool)>, SharedMeta) {

@@ -11,7 +11,7 @@ use crate::logs::merge::{Level, Record};
 use crate::logs::{InstanceFacts, Snapshot};
 
 /// 2024-06-01 16:00:05.123 in Asia/Shanghai (+08:00).
-const T0: i64 = 1_717_228_805_123;
+pub(super) const T0: i64 = 1_717_228_805_123;
 const WORKER: &str = "10.0.0.21:27777";
 const TIMING: Timing = Timing {
     worker_flush_ms: 5_000,
@@ -22,19 +22,19 @@ const TIMING: Timing = Timing {
     max_lines: 1_000_000,
 };
 
-fn cfg() -> JoinConfig {
+pub(super) fn cfg() -> JoinConfig {
     JoinConfig { max_lines: 1_000_000, ..JoinConfig::default() }
 }
 
-fn rec(ts: i64, text: &str) -> String {
+pub(super) fn rec(ts: i64, text: &str) -> String {
     render(ts, WORKER, Level::Info, text, 480).remove(0)
 }
 
-fn line(ts: i64, text: &str) -> PushedLine {
+pub(super) fn line(ts: i64, text: &str) -> PushedLine {
     PushedLine { ts, level: Level::Info, text: text.into() }
 }
 
-fn batch(source: &str, seq: u64, lines: Vec<PushedLine>) -> Pushed {
+pub(super) fn batch(source: &str, seq: u64, lines: Vec<PushedLine>) -> Pushed {
     Pushed::Batch(Batch { source: source.into(), seq, worker: WORKER.into(), is_final: false, lines })
 }
 
@@ -54,7 +54,7 @@ fn facts(status: Status, running_times: u32, finished_time: Option<i64>) -> Inst
 
 /// PowerJob's whole file now is `file`: the follower applies it read at `now`, then the
 /// join catches up.
-fn poll(j: &mut Joined, file: &[String], now: i64) {
+pub(super) fn poll(j: &mut Joined, file: &[String], now: i64) {
     let f = j.follower_mut();
     if f.status() == Status::Unknown {
         f.observe(&facts(Status::Running, 1, None), now, &TIMING);
@@ -75,7 +75,7 @@ fn finish(j: &mut Joined, file: &[String], at: i64) {
     assert!(j.follower().is_complete(), "{:?}", j.follower());
 }
 
-fn served(j: &Joined) -> Vec<String> {
+pub(super) fn served(j: &Joined) -> Vec<String> {
     j.lines().iter().map(str::to_owned).collect()
 }
 
